@@ -1,1 +1,11 @@
+//! Herd's domain: configuration, names, states and their transitions, secrets.
+//! No I/O beyond reading config and key files; shared by the API, the worker and the CLI.
 
+pub mod config;
+pub mod crypto;
+pub mod names;
+pub mod sshkey;
+pub mod status;
+
+/// Datastore managers this build ships (one folder each in the datastores crate).
+pub const MANAGERS: &[&str] = &["postgresql"];

@@ -37,6 +37,18 @@ pub struct LocalProviderSettings {
     /// TCP port every server's sshd listens on (on its own address).
     pub ssh_port: u16,
     pub flavors: Vec<FlavorSettings>,
+    /// How the processes of a server are found for power-off: `auto` (a cgroup v2
+    /// per server when the hierarchy is writable, else `marker`), `cgroup`, `marker`
+    /// (the `HERD_SERVER=<id>` environment entry every server process inherits).
+    pub process_tracking: String,
+    /// Parent cgroup for the per-server cgroups; default `<cgroup2 mount>/herd`.
+    pub cgroup_root: Option<PathBuf>,
+    /// Seconds to wait for a server's sshd to accept connections.
+    pub start_timeout_secs: u64,
+    /// Seconds a graceful stop waits after SIGTERM before it sends SIGKILL.
+    pub stop_timeout_secs: u64,
+    /// Seconds one boot-list entry may run before it is killed.
+    pub boot_timeout_secs: u64,
 }
 
 impl Default for LocalProviderSettings {
@@ -52,6 +64,11 @@ impl Default for LocalProviderSettings {
                 FlavorSettings { id: "local.small".into(), vcpus: 1, ram_mb: 1024 },
                 FlavorSettings { id: "local.medium".into(), vcpus: 2, ram_mb: 4096 },
             ],
+            process_tracking: "auto".into(),
+            cgroup_root: None,
+            start_timeout_secs: 15,
+            stop_timeout_secs: 30,
+            boot_timeout_secs: 120,
         }
     }
 }
@@ -74,6 +91,8 @@ pub struct Ec2ProviderSettings {
     pub volume_type: String,
     /// Seconds to wait for an instance/volume state transition.
     pub wait_timeout_secs: u64,
+    /// Connect to the instance's public IP instead of its private one.
+    pub use_public_ip: bool,
 }
 
 impl Default for Ec2ProviderSettings {
@@ -88,6 +107,7 @@ impl Default for Ec2ProviderSettings {
             login_user: "admin".into(),
             volume_type: "gp3".into(),
             wait_timeout_secs: 600,
+            use_public_ip: false,
         }
     }
 }

@@ -1,0 +1,195 @@
+//! Layered configuration: built-in defaults < `herd.toml` < `HERD_*` environment.
+//!
+//! Nested keys use a double underscore in the environment
+//! (`HERD_PROVIDERS__LOCAL__ADDRESS_POOL`). Secrets are `SecretString` so they cannot
+//! reach a log line through `Debug`.
+
+mod providers;
+
+pub use providers::*;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The environment variable naming the config file; not itself a setting.
+pub const CONFIG_FILE_ENV: &str = "HERD_CONFIG";
+pub const DEFAULT_CONFIG_FILE: &str = "herd.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address the API listens on.
+    pub listen: SocketAddr,
+    /// Where the embedded database, keys and local servers live.
+    pub state_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; default: SQLite in the state dir.
+    pub database_url: Option<String>,
+    /// Queue for `herd serve` + `herd worker`.
+    pub redis_url: String,
+    /// Base64 of 32 random bytes; encrypts secrets at rest. Dev generates one.
+    #[serde(serialize_with = "serialize_secret_opt")]
+    pub master_key: Option<SecretString>,
+    /// Bootstrap admin token. Dev generates one.
+    #[serde(serialize_with = "serialize_secret_opt")]
+    pub admin_token: Option<SecretString>,
+    pub log_format: LogFormat,
+    /// `tracing` filter, e.g. `info,herd_api=debug`.
+    pub log_level: String,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    pub providers: ProvidersSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            state_dir: PathBuf::from(".herd"),
+            database_url: None,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            master_key: None,
+            admin_token: None,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            max_body_bytes: 1024 * 1024,
+            providers: ProvidersSettings::default(),
+        }
+    }
+}
+
+/// Secrets are never serialized with their value: the serialized form is only used
+/// to enumerate settings and to describe configuration.
+fn serialize_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_some("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Defaults, then the config file (`HERD_CONFIG` or `./herd.toml` if present), then env.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = config_file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+        Self::figment(&file, true).extract().map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// The layers without the environment (tests use it to stay hermetic).
+    pub fn load_file_only(file: &Path) -> Result<Self, ConfigError> {
+        Self::figment(file, false).extract().map_err(|e| ConfigError(e.to_string()))
+    }
+
+    fn figment(file: &Path, with_env: bool) -> Figment {
+        let mut f = Figment::from(Serialized::defaults(Settings::default())).merge(Toml::file(file));
+        if with_env {
+            f = f.merge(Env::prefixed("HERD_").filter(|k| k.as_str() != "config").split("__"));
+        }
+        f
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.state_dir.join("herd.db").display()),
+        }
+    }
+
+    /// Every setting as its environment variable name (`HERD_LISTEN`,
+    /// `HERD_PROVIDERS__LOCAL__ADDRESS_POOL`, ...). Derived from the struct itself so
+    /// the README table and the compose check cannot drift from the code.
+    pub fn env_var_names() -> Vec<String> {
+        let mut v = serde_json::to_value(Settings {
+            // Optional sections must be present to be enumerated.
+            providers: ProvidersSettings { ec2: Some(Ec2ProviderSettings::default()), ..Default::default() },
+            ..Default::default()
+        })
+        .expect("settings serialize");
+        let mut out = Vec::new();
+        collect_keys(&mut v, "HERD_", &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn collect_keys(v: &mut serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    if let serde_json::Value::Object(map) = v {
+        for (k, child) in map.iter_mut() {
+            let name = format!("{prefix}{}", k.to_uppercase());
+            if child.is_object() {
+                collect_keys(child, &format!("{name}__"), out);
+            } else {
+                out.push(name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_keys() {
+        let dir = tempfile_dir();
+        let path = dir.join("herd.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\nadmin_token = \"s3cret-token\"\n[providers.local]\naddress_pool = \"127.88.0.0/16\"\n").unwrap();
+        let s = Settings::load_file_only(&path).unwrap();
+        assert_eq!(s.listen.port(), 9999);
+        assert_eq!(s.admin_token.unwrap().expose_secret(), "s3cret-token");
+        assert_eq!(s.providers.local.address_pool, "127.88.0.0/16");
+        assert_eq!(s.providers.local.flavors.len(), 2);
+
+        std::fs::write(&path, "lisen = \"127.0.0.1:9999\"\n").unwrap();
+        let err = Settings::load_file_only(&path).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_serialization() {
+        let s = Settings { master_key: Some("c2VjcmV0LW1hc3Rlci1rZXk=".to_string().into()), ..Default::default() };
+        assert!(!format!("{s:?}").contains("c2VjcmV0"));
+        assert!(!serde_json::to_string(&s).unwrap().contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn env_var_names_cover_nested_settings() {
+        let names = Settings::env_var_names();
+        for n in [
+            "HERD_LISTEN",
+            "HERD_DATABASE_URL",
+            "HERD_MASTER_KEY",
+            "HERD_ADMIN_TOKEN",
+            "HERD_PROVIDERS__LOCAL__ADDRESS_POOL",
+            "HERD_PROVIDERS__EC2__REGION",
+        ] {
+            assert!(names.contains(&n.to_string()), "{n} missing from {names:?}");
+        }
+        assert!(!names.contains(&"HERD_CONFIG".to_string()));
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("herd-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

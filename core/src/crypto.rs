@@ -1,0 +1,183 @@
+//! Encryption at rest and API token handling.
+//!
+//! Ciphertexts are `v1:` + base64(nonce ‖ AES-256-GCM(ciphertext+tag)). The caller passes
+//! associated data naming the row and column, so a ciphertext copied to another row or
+//! column fails to decrypt instead of silently yielding someone else's secret.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::Path;
+
+const PREFIX: &str = "v1:";
+const NONCE_LEN: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("master key must be base64 of exactly 32 bytes")]
+    BadMasterKey,
+    #[error("ciphertext is malformed or was encrypted under another key")]
+    Decrypt,
+    #[error("master key file {path}: {source}")]
+    KeyFile { path: String, source: std::io::Error },
+}
+
+pub struct MasterKey(SecretBox<[u8; 32]>);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    pub fn from_base64(s: &SecretString) -> Result<Self, CryptoError> {
+        let bytes = STANDARD.decode(s.expose_secret().trim()).map_err(|_| CryptoError::BadMasterKey)?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::BadMasterKey)?;
+        Ok(Self(SecretBox::new(Box::new(arr))))
+    }
+
+    pub fn generate() -> Self {
+        let mut k = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut k);
+        Self(SecretBox::new(Box::new(k)))
+    }
+
+    fn to_base64(&self) -> String {
+        STANDARD.encode(self.0.expose_secret())
+    }
+
+    /// Reads `path`, or creates it (mode 0600) with a fresh key. Dev mode only:
+    /// production passes `HERD_MASTER_KEY`.
+    pub fn load_or_create(path: &Path) -> Result<Self, CryptoError> {
+        let err = |source| CryptoError::KeyFile { path: path.display().to_string(), source };
+        match std::fs::read_to_string(path) {
+            Ok(s) => Self::from_base64(&SecretString::from(s)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Self::generate();
+                write_private_file(path, key.to_base64().as_bytes()).map_err(err)?;
+                Ok(key)
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    pub fn encrypt(&self, plaintext: &[u8], aad: &str) -> String {
+        let cipher = Aes256Gcm::new(self.0.expose_secret().into());
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let ct = cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: aad.as_bytes() })
+            .expect("AES-GCM encryption cannot fail for in-memory buffers");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        format!("{PREFIX}{}", STANDARD.encode(out))
+    }
+
+    pub fn decrypt(&self, stored: &str, aad: &str) -> Result<SecretBox<Vec<u8>>, CryptoError> {
+        let raw = stored
+            .strip_prefix(PREFIX)
+            .and_then(|b| STANDARD.decode(b).ok())
+            .filter(|r| r.len() > NONCE_LEN)
+            .ok_or(CryptoError::Decrypt)?;
+        let (nonce, ct) = raw.split_at(NONCE_LEN);
+        let cipher = Aes256Gcm::new(self.0.expose_secret().into());
+        cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: aad.as_bytes() })
+            .map(|p| SecretBox::new(Box::new(p)))
+            .map_err(|_| CryptoError::Decrypt)
+    }
+
+    pub fn encrypt_str(&self, s: &SecretString, aad: &str) -> String {
+        self.encrypt(s.expose_secret().as_bytes(), aad)
+    }
+
+    pub fn decrypt_str(&self, stored: &str, aad: &str) -> Result<SecretString, CryptoError> {
+        let b = self.decrypt(stored, aad)?;
+        let s = String::from_utf8(b.expose_secret().clone()).map_err(|_| CryptoError::Decrypt)?;
+        Ok(SecretString::from(s))
+    }
+}
+
+/// Writes a file only its owner can read; the mode is set at creation, so there is
+/// no window where the secret is world-readable.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+/// API tokens: `herd_` + 32 random bytes (base64url). Stored only as SHA-256: the
+/// token has full entropy, so a slow password hash would add latency and no safety.
+pub fn generate_token() -> SecretString {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    SecretString::from(format!("herd_{}", URL_SAFE_NO_PAD.encode(b)))
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A password for generated admin credentials: 24 url-safe characters (~143 bits).
+pub fn generate_password() -> SecretString {
+    let mut b = [0u8; 18];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    SecretString::from(URL_SAFE_NO_PAD.encode(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_binding_to_associated_data() {
+        let k = MasterKey::generate();
+        let ct = k.encrypt(b"hunter2-hunter2", "clusters.admin_password:1");
+        assert!(!ct.contains("hunter2"));
+        let pt = k.decrypt(&ct, "clusters.admin_password:1").unwrap();
+        assert_eq!(pt.expose_secret().as_slice(), b"hunter2-hunter2");
+        assert!(k.decrypt(&ct, "clusters.admin_password:2").is_err());
+        assert!(MasterKey::generate().decrypt(&ct, "clusters.admin_password:1").is_err());
+        assert!(k.decrypt("v1:AAAA", "x").is_err());
+    }
+
+    #[test]
+    fn master_key_validation() {
+        assert!(MasterKey::from_base64(&SecretString::from("c2hvcnQ=")).is_err());
+        let good = STANDARD.encode([7u8; 32]);
+        assert!(MasterKey::from_base64(&SecretString::from(good)).is_ok());
+    }
+
+    #[test]
+    fn key_file_is_private_and_stable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("herd-key-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("master.key");
+        let a = MasterKey::load_or_create(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let b = MasterKey::load_or_create(&path).unwrap();
+        let ct = a.encrypt(b"x", "y");
+        assert!(b.decrypt(&ct, "y").is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn tokens_are_unique_and_hash_stably() {
+        let (a, b) = (generate_token(), generate_token());
+        assert_ne!(a.expose_secret(), b.expose_secret());
+        assert!(a.expose_secret().starts_with("herd_"));
+        assert_eq!(hash_token("abc"), hash_token("abc"));
+        assert_ne!(hash_token("abc"), hash_token("abd"));
+    }
+}

@@ -1,0 +1,244 @@
+//! Domain states. Each enum is stored as its snake_case string and each state machine
+//! keeps its legal transitions in a single `can_become` function: the store refuses an
+//! update that this function does not allow.
+
+use sea_orm::entity::prelude::StringLen;
+use sea_orm::{DeriveActiveEnum, EnumIter};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema,
+            EnumIter, DeriveActiveEnum)]
+        #[serde(rename_all = "snake_case")]
+        #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(32))")]
+        pub enum $name {
+            $($(#[$vm])* #[sea_orm(string_value = $s)] $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $s,)+ }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($s => Ok($name::$variant),)+
+                    _ => Err(format!("must be one of: {}",
+                        [$($s),+].join(", "))),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Lifecycle of a cluster as users see it.
+    ClusterStatus {
+        /// Servers are being created and configured.
+        Building = "building",
+        /// Every node is healthy and a primary accepts writes.
+        Active = "active",
+        /// A primary accepts writes but some node is unhealthy.
+        Degraded = "degraded",
+        /// A day-2 operation is changing the cluster.
+        Updating = "updating",
+        /// A task failed; see `fault`.
+        Failed = "failed",
+        /// Resources are being released.
+        Deleting = "deleting",
+    }
+);
+
+impl ClusterStatus {
+    pub fn can_become(self, to: ClusterStatus) -> bool {
+        use ClusterStatus::*;
+        matches!(
+            (self, to),
+            (Building, Active | Failed | Deleting)
+                | (Active, Degraded | Updating | Deleting | Failed)
+                | (Degraded, Active | Updating | Deleting | Failed)
+                | (Updating, Active | Degraded | Failed | Deleting)
+                // A failed build can be retried or torn down.
+                | (Failed, Building | Updating | Active | Degraded | Deleting)
+                // A failed delete is reported and may be retried.
+                | (Deleting, Failed)
+        ) || self == to
+    }
+}
+
+string_enum!(
+    TaskStatus {
+        Queued = "queued",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+);
+
+impl TaskStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled)
+    }
+
+    pub fn can_become(self, to: TaskStatus) -> bool {
+        use TaskStatus::*;
+        matches!(
+            (self, to),
+            (Queued, Running | Cancelled)
+                // Running -> Queued: the sweeper takes back a task whose worker died.
+                | (Running, Succeeded | Failed | Cancelled | Queued | Running)
+        )
+    }
+}
+
+string_enum!(
+    TaskKind {
+        CreateCluster = "create_cluster",
+        DeleteCluster = "delete_cluster",
+    }
+);
+
+string_enum!(
+    NodeRole {
+        Primary = "primary",
+        Replica = "replica",
+        /// Not yet known (building) or unreachable.
+        Unknown = "unknown",
+    }
+);
+
+string_enum!(
+    NodeStatus {
+        Building = "building",
+        Running = "running",
+        Stopped = "stopped",
+        Unreachable = "unreachable",
+        Failed = "failed",
+        Deleting = "deleting",
+    }
+);
+
+impl NodeStatus {
+    pub fn can_become(self, to: NodeStatus) -> bool {
+        use NodeStatus::*;
+        match (self, to) {
+            (a, b) if a == b => true,
+            (Deleting, _) => false,
+            (_, Deleting) => true,
+            (Building, Running | Failed) => true,
+            (Running | Stopped | Unreachable, Running | Stopped | Unreachable | Failed) => true,
+            (Failed, Building | Running) => true,
+            _ => false,
+        }
+    }
+}
+
+string_enum!(
+    TokenRole {
+        /// Manages projects, tokens and datastores, plus everything a member can do.
+        Admin = "admin",
+        /// Manages the resources of its own project.
+        Member = "member",
+    }
+);
+
+string_enum!(
+    VolumeStatus {
+        Creating = "creating",
+        Available = "available",
+        Attached = "attached",
+        Deleting = "deleting",
+        Error = "error",
+    }
+);
+
+string_enum!(
+    SnapshotStatus {
+        Creating = "creating",
+        Available = "available",
+        Deleting = "deleting",
+        Error = "error",
+    }
+);
+
+string_enum!(
+    BackupType {
+        Full = "full",
+        Diff = "diff",
+        Incr = "incr",
+    }
+);
+
+string_enum!(
+    BackupStatus {
+        New = "new",
+        Running = "running",
+        Completed = "completed",
+        Failed = "failed",
+        Expired = "expired",
+    }
+);
+
+impl BackupStatus {
+    pub fn can_become(self, to: BackupStatus) -> bool {
+        use BackupStatus::*;
+        matches!((self, to), (New, Running | Failed) | (Running, Completed | Failed) | (Completed, Expired))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_roundtrip() {
+        for s in ClusterStatus::ALL {
+            assert_eq!(s.as_str().parse::<ClusterStatus>().unwrap(), *s);
+            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{}\"", s.as_str()));
+        }
+        assert!("nope".parse::<TaskStatus>().is_err());
+        assert_eq!(TaskKind::CreateCluster.as_str(), "create_cluster");
+    }
+
+    #[test]
+    fn cluster_transitions() {
+        use ClusterStatus::*;
+        assert!(Building.can_become(Active));
+        assert!(Building.can_become(Deleting));
+        assert!(!Deleting.can_become(Active));
+        assert!(!Deleting.can_become(Building));
+        assert!(!Active.can_become(Building));
+    }
+
+    #[test]
+    fn terminal_tasks_stay_terminal() {
+        for from in TaskStatus::ALL.iter().filter(|s| s.is_terminal()) {
+            for to in TaskStatus::ALL {
+                assert!(!from.can_become(*to), "{from} -> {to}");
+            }
+        }
+        assert!(TaskStatus::Queued.can_become(TaskStatus::Running));
+        assert!(!TaskStatus::Queued.can_become(TaskStatus::Succeeded));
+    }
+
+    #[test]
+    fn backups_only_expire_when_completed() {
+        assert!(BackupStatus::Completed.can_become(BackupStatus::Expired));
+        assert!(!BackupStatus::Running.can_become(BackupStatus::Expired));
+    }
+}
