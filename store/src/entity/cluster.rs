@@ -1,0 +1,33 @@
+use herd_core::status::ClusterStatus;
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "clusters")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    pub datastore: String,
+    pub version: String,
+    pub flavor: String,
+    pub provider: String,
+    pub node_count: i32,
+    pub volume_gb: i32,
+    pub key_id: Uuid,
+    pub synchronous: bool,
+    pub parameters: Json,
+    pub status: ClusterStatus,
+    pub admin_user: String,
+    /// AES-256-GCM ciphertext bound to this row's id.
+    pub admin_password_enc: String,
+    pub fault_code: Option<String>,
+    pub fault_message: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,14 @@
+//! sea-orm entities: the database shape. Never exposed through the API; the api crate
+//! maps them to its own DTOs.
+
+pub mod api_token;
+pub mod backup;
+pub mod cluster;
+pub mod datastore;
+pub mod datastore_version;
+pub mod node;
+pub mod project;
+pub mod snapshot;
+pub mod ssh_key;
+pub mod task;
+pub mod task_event;

@@ -1,0 +1,67 @@
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use uuid::Uuid;
+
+use super::{MAX_PAGE, Page, new_id, now};
+use crate::entity::{cluster, task_event};
+use crate::{Store, StoreError};
+
+impl Store {
+    /// Appends to a cluster's history. Messages are operator-facing text and must
+    /// never contain secrets.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_event<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        project_id: Uuid,
+        cluster_id: Uuid,
+        task_id: Option<Uuid>,
+        level: &str,
+        step: Option<&str>,
+        message: &str,
+    ) -> Result<task_event::Model, StoreError> {
+        Ok(task_event::ActiveModel {
+            id: Set(new_id()),
+            project_id: Set(project_id),
+            cluster_id: Set(cluster_id),
+            task_id: Set(task_id),
+            level: Set(level.to_owned()),
+            step: Set(step.map(str::to_owned)),
+            message: Set(message.to_owned()),
+            created_at: Set(now()),
+        }
+        .insert(conn)
+        .await?)
+    }
+
+    /// A cluster's history, newest first.
+    pub async fn list_events(
+        &self,
+        project_id: Uuid,
+        cluster_id: Uuid,
+        limit: u64,
+        cursor: Option<Uuid>,
+    ) -> Result<Page<task_event::Model>, StoreError> {
+        // The cluster must be visible to this project (404 otherwise), even though
+        // events are kept by cluster id.
+        cluster::Entity::find_by_id(cluster_id)
+            .filter(cluster::Column::ProjectId.eq(project_id))
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let mut q = task_event::Entity::find()
+            .filter(task_event::Column::ClusterId.eq(cluster_id))
+            .filter(task_event::Column::ProjectId.eq(project_id));
+        if let Some(c) = cursor {
+            q = q.filter(task_event::Column::Id.lt(c));
+        }
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut rows = q.order_by_desc(task_event::Column::Id).limit(limit + 1).all(&self.db).await?;
+        let next_cursor = if rows.len() as u64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|e| e.id)
+        } else {
+            None
+        };
+        Ok(Page { items: rows, next_cursor })
+    }
+}

@@ -1,0 +1,93 @@
+use herd_core::sshkey::KeyMaterial;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
+};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::{new_id, now};
+use crate::entity::{cluster, ssh_key};
+use crate::{Store, StoreError};
+
+pub(crate) fn private_key_aad(id: Uuid) -> String {
+    format!("ssh_keys.private_key:{id}")
+}
+
+impl Store {
+    pub async fn create_key(
+        &self,
+        project_id: Uuid,
+        name: &str,
+        material: &KeyMaterial,
+        generated_for: Option<Uuid>,
+    ) -> Result<ssh_key::Model, StoreError> {
+        self.insert_key(&self.db, project_id, name, material, generated_for).await
+    }
+
+    pub(crate) async fn insert_key<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        project_id: Uuid,
+        name: &str,
+        material: &KeyMaterial,
+        generated_for: Option<Uuid>,
+    ) -> Result<ssh_key::Model, StoreError> {
+        let id = new_id();
+        ssh_key::ActiveModel {
+            id: Set(id),
+            project_id: Set(project_id),
+            name: Set(name.to_owned()),
+            algorithm: Set(material.algorithm.clone()),
+            public_key: Set(material.public_key.clone()),
+            fingerprint: Set(material.fingerprint.clone()),
+            private_key_enc: Set(self.key().encrypt_str(&material.private_openssh, &private_key_aad(id))),
+            generated_for_cluster: Set(generated_for),
+            created_at: Set(now()),
+        }
+        .insert(conn)
+        .await
+        .map_err(|e| {
+            StoreError::unique(e, "key_exists", format!("a key named '{name}' already exists in this project"))
+        })
+    }
+
+    pub async fn list_keys(&self, project_id: Uuid) -> Result<Vec<ssh_key::Model>, StoreError> {
+        Ok(ssh_key::Entity::find()
+            .filter(ssh_key::Column::ProjectId.eq(project_id))
+            .order_by_asc(ssh_key::Column::Id)
+            .all(&self.db)
+            .await?)
+    }
+
+    pub async fn get_key(&self, project_id: Uuid, id: Uuid) -> Result<ssh_key::Model, StoreError> {
+        ssh_key::Entity::find_by_id(id)
+            .filter(ssh_key::Column::ProjectId.eq(project_id))
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// The decrypted private key, for the worker's SSH sessions only.
+    pub async fn key_private(&self, key: &ssh_key::Model) -> Result<SecretString, StoreError> {
+        Ok(self.key().decrypt_str(&key.private_key_enc, &private_key_aad(key.id))?)
+    }
+
+    pub async fn delete_key(&self, project_id: Uuid, id: Uuid) -> Result<(), StoreError> {
+        let tx = self.write_tx().await?;
+        let key = ssh_key::Entity::find_by_id(id)
+            .filter(ssh_key::Column::ProjectId.eq(project_id))
+            .one(&tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let users = cluster::Entity::find().filter(cluster::Column::KeyId.eq(key.id)).count(&tx).await?;
+        if users > 0 {
+            return Err(StoreError::conflict(
+                "key_in_use",
+                format!("key '{}' is used by {users} cluster(s); delete them first", key.name),
+            ));
+        }
+        ssh_key::Entity::delete_by_id(key.id).exec(&tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,54 @@
+//! Repository functions, one module per resource.
+
+pub mod clusters;
+pub mod datastores;
+pub mod events;
+pub mod keys;
+pub mod projects;
+pub mod tasks;
+pub mod tokens;
+
+use sea_orm::{AccessMode, DatabaseTransaction, TransactionOptions, TransactionTrait};
+
+use crate::{Store, StoreError};
+
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
+    // Microsecond precision: what both SQLite text and Postgres timestamptz keep, so a
+    // value read back compares equal to the value written.
+    let n = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_micros(n.timestamp_micros()).unwrap_or(n)
+}
+
+/// Time-ordered ids: ordering by id is ordering by creation, which keyset pagination uses.
+pub(crate) fn new_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}
+
+impl Store {
+    /// A write transaction. On SQLite it takes the write lock up front (IMMEDIATE), so
+    /// two writers queue on the busy timeout instead of one failing mid-transaction.
+    pub async fn write_tx(&self) -> Result<DatabaseTransaction, StoreError> {
+        Ok(self
+            .db
+            .begin_with_options(TransactionOptions {
+                access_mode: Some(AccessMode::ReadWrite),
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?)
+    }
+}
+
+/// A page of results and the cursor for the next one.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<uuid::Uuid>,
+}
+
+pub const MAX_PAGE: u64 = 100;
+
+pub use clusters::{ADMIN_USER, ClusterFilter, ClusterView, KeyChoice, NewCluster, set_cluster_status};
+pub use datastores::{VersionPatch, VersionSpec, default_postgresql_15};
+pub use projects::ADMIN_PROJECT;
+pub use tokens::BOOTSTRAP_TOKEN_NAME;

@@ -1,0 +1,30 @@
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use uuid::Uuid;
+
+use super::{new_id, now};
+use crate::entity::project;
+use crate::{Store, StoreError};
+
+/// The project the bootstrap admin token belongs to.
+pub const ADMIN_PROJECT: &str = "admin";
+
+impl Store {
+    pub async fn create_project(&self, name: &str) -> Result<project::Model, StoreError> {
+        project::ActiveModel { id: Set(new_id()), name: Set(name.to_owned()), created_at: Set(now()) }
+            .insert(&self.db)
+            .await
+            .map_err(|e| StoreError::unique(e, "project_exists", format!("a project named '{name}' already exists")))
+    }
+
+    pub async fn list_projects(&self) -> Result<Vec<project::Model>, StoreError> {
+        Ok(project::Entity::find().order_by_asc(project::Column::Id).all(&self.db).await?)
+    }
+
+    pub async fn get_project(&self, id: Uuid) -> Result<project::Model, StoreError> {
+        project::Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound)
+    }
+
+    pub async fn find_project_by_name(&self, name: &str) -> Result<Option<project::Model>, StoreError> {
+        Ok(project::Entity::find().filter(project::Column::Name.eq(name)).one(&self.db).await?)
+    }
+}
