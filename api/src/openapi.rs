@@ -1,0 +1,85 @@
+//! The OpenAPI document, generated from the handlers and DTOs.
+
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::{ErrorCode, FieldError, Problem};
+use crate::routes::*;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Herd",
+        description = "PostgreSQL clusters as a service. Every `/v1` route needs `Authorization: Bearer <token>`. \
+            Errors are RFC 9457 `application/problem+json` with a stable `code`.",
+    ),
+    paths(
+        health::healthz, health::readyz, health::problem_type,
+        projects::create_project, projects::list_projects, projects::create_token, projects::list_tokens,
+        projects::revoke_token,
+        keys::create_key, keys::list_keys, keys::get_key, keys::delete_key,
+        datastores::list_datastores, datastores::create_datastore, datastores::create_version,
+        datastores::patch_version,
+        flavors::list_flavors,
+        clusters::create_cluster, clusters::list_clusters, clusters::get_cluster, clusters::get_credentials,
+        clusters::list_events, clusters::delete_cluster,
+        tasks::get_task,
+    ),
+    components(schemas(Problem, FieldError, ErrorCode)),
+    modifiers(&Conventions),
+    tags(
+        (name = "clusters", description = "PostgreSQL clusters"),
+        (name = "keys", description = "SSH keys for cluster servers"),
+        (name = "datastores", description = "Datastore catalogue"),
+        (name = "flavors", description = "Machine sizes"),
+        (name = "tasks", description = "Background work"),
+        (name = "projects", description = "Tenancy and API tokens (admin)"),
+        (name = "health", description = "Probes and problem types"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds what holds for every route, so handlers only declare their own outcomes:
+/// bearer auth and 401 on `/v1`, 400/413/415 where a body is read, 500 everywhere.
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("herd_...").build()),
+        );
+        for (path, item) in api.paths.paths.iter_mut() {
+            let ops: [&mut Option<Operation>; 5] =
+                [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+            for op in ops.into_iter().flatten() {
+                let mut add = |code: ErrorCode| {
+                    let status = code.status().as_u16().to_string();
+                    op.responses.responses.entry(status).or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description(code.title())
+                            .content(
+                                "application/problem+json",
+                                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                            )
+                            .build()
+                            .into()
+                    });
+                };
+                if path.starts_with("/v1/") {
+                    op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+                    add(ErrorCode::Unauthorized);
+                }
+                if op.request_body.is_some() {
+                    add(ErrorCode::MalformedJson);
+                    add(ErrorCode::PayloadTooLarge);
+                    add(ErrorCode::UnsupportedMediaType);
+                }
+                add(ErrorCode::Internal);
+            }
+        }
+    }
+}

@@ -1,0 +1,434 @@
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use herd_core::crypto::generate_password;
+use herd_core::names::{DnsLabel, validate_parameter_name};
+use herd_core::sshkey;
+use herd_core::status::{ClusterStatus, NodeRole, NodeStatus};
+use herd_store::entity::task_event;
+use herd_store::{ClusterFilter, ClusterView, KeyChoice, NewCluster, StoreError};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::Page;
+use super::tasks::TaskDto;
+use crate::auth::Auth;
+use crate::error::{ApiError, Errors, Problem};
+use crate::json::JsonBody;
+use crate::state::AppState;
+
+pub const MAX_NODES: i64 = 9;
+pub const MAX_VOLUME_GB: i64 = 16384;
+const MIN_PASSWORD: usize = 12;
+const MAX_PASSWORD: usize = 128;
+const MAX_PARAMETERS: usize = 200;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCluster {
+    /// DNS label: lowercase a-z, 0-9 and '-', 1–63, not starting or ending with '-'.
+    pub name: String,
+    pub datastore: String,
+    pub version: String,
+    pub flavor: String,
+    /// 1–9, default 1.
+    pub nodes: Option<i64>,
+    /// 1–16384, default 10.
+    pub volume_gb: Option<i64>,
+    /// An existing key; omit to generate one for this cluster.
+    pub key_id: Option<Uuid>,
+    /// Default: the first configured provider (`local`).
+    pub provider: Option<String>,
+    /// Synchronous replication (RPO 0). Default false.
+    pub synchronous: Option<bool>,
+    /// Server parameters, name → string, number or boolean.
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    /// At least 12 characters; omit to generate one.
+    #[schema(value_type = Option<String>)]
+    pub admin_password: Option<SecretString>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NodeDto {
+    pub id: Uuid,
+    pub name: String,
+    pub role: NodeRole,
+    pub status: NodeStatus,
+    pub address: Option<String>,
+    /// Replication lag behind the primary, bytes.
+    pub lag_bytes: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Endpoints {
+    /// libpq multi-host URI that always reaches the primary.
+    pub primary_uri: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Fault {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClusterDto {
+    pub id: Uuid,
+    pub name: String,
+    pub status: ClusterStatus,
+    pub datastore: String,
+    pub version: String,
+    pub flavor: String,
+    pub provider: String,
+    pub volume_gb: i32,
+    pub key_id: Uuid,
+    pub synchronous: bool,
+    #[schema(value_type = Object)]
+    pub parameters: serde_json::Value,
+    pub nodes: Vec<NodeDto>,
+    pub endpoints: Endpoints,
+    /// The cluster's most recent task.
+    pub task: Option<TaskDto>,
+    pub fault: Option<Fault>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Builds the libpq multi-host URI once every node has an address.
+fn primary_uri(v: &ClusterView, password: Option<&SecretString>) -> Option<String> {
+    if !matches!(v.cluster.status, ClusterStatus::Active | ClusterStatus::Degraded | ClusterStatus::Updating) {
+        return None;
+    }
+    let hosts: Option<Vec<String>> = v.nodes.iter().map(|n| n.address.as_ref().map(|a| format!("{a}:5432"))).collect();
+    let hosts = hosts.filter(|h| !h.is_empty())?;
+    let userinfo = match password {
+        Some(p) => format!("{}:{}", v.cluster.admin_user, percent_encode(p.expose_secret())),
+        None => v.cluster.admin_user.clone(),
+    };
+    Some(format!("postgresql://{userinfo}@{}/postgres?target_session_attrs=read-write", hosts.join(",")))
+}
+
+/// RFC 3986 userinfo encoding: unreserved characters stay, everything else is %XX.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl From<ClusterView> for ClusterDto {
+    fn from(v: ClusterView) -> Self {
+        let primary_uri = primary_uri(&v, None);
+        let c = v.cluster;
+        Self {
+            id: c.id,
+            fault: c.fault_code.map(|code| Fault { code, message: c.fault_message.unwrap_or_default() }),
+            name: c.name,
+            status: c.status,
+            datastore: c.datastore,
+            version: c.version,
+            flavor: c.flavor,
+            provider: c.provider,
+            volume_gb: c.volume_gb,
+            key_id: c.key_id,
+            synchronous: c.synchronous,
+            parameters: c.parameters,
+            nodes: v
+                .nodes
+                .into_iter()
+                .map(|n| NodeDto {
+                    id: n.id,
+                    name: n.name,
+                    role: n.role,
+                    status: n.status,
+                    address: n.address,
+                    lag_bytes: n.lag_bytes,
+                })
+                .collect(),
+            endpoints: Endpoints { primary_uri },
+            task: v.task.map(Into::into),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedCluster {
+    pub cluster: ClusterDto,
+    pub task_id: Uuid,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TaskRef {
+    pub task_id: Uuid,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    /// Full connection URI with the password; absent until the cluster is reachable.
+    pub uri: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventDto {
+    pub id: Uuid,
+    pub task_id: Option<Uuid>,
+    /// `info`, `warn` or `error`.
+    pub level: String,
+    pub step: Option<String>,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<task_event::Model> for EventDto {
+    fn from(e: task_event::Model) -> Self {
+        Self {
+            id: e.id,
+            task_id: e.task_id,
+            level: e.level,
+            step: e.step,
+            message: e.message,
+            created_at: e.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListClustersQuery {
+    /// Filter by status.
+    pub status: Option<String>,
+    pub datastore: Option<String>,
+    pub name: Option<String>,
+    /// 1–100, default 50.
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1–100, default 50.
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::resource("/clusters").route(web::post().to(create_cluster)).route(web::get().to(list_clusters)))
+        .service(
+            super::resource("/clusters/{id}").route(web::get().to(get_cluster)).route(web::delete().to(delete_cluster)),
+        )
+        .service(super::resource("/clusters/{id}/credentials").route(web::get().to(get_credentials)))
+        .service(super::resource("/clusters/{id}/events").route(web::get().to(list_events)));
+}
+
+/// Request a new cluster. Returns at once with the task that builds it.
+#[utoipa::path(post, path = "/v1/clusters", tag = "clusters", request_body = CreateCluster, responses(
+    (status = 202, body = CreatedCluster),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn create_cluster(
+    auth: Auth,
+    state: web::Data<AppState>,
+    JsonBody(req): JsonBody<CreateCluster>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errs = Errors::default();
+    let name = errs.check("name", DnsLabel::parse(&req.name));
+    let nodes = req.nodes.unwrap_or(1);
+    if !(1..=MAX_NODES).contains(&nodes) {
+        errs.add("nodes", format!("must be from 1 to {MAX_NODES}"));
+    }
+    let volume_gb = req.volume_gb.unwrap_or(10);
+    if !(1..=MAX_VOLUME_GB).contains(&volume_gb) {
+        errs.add("volume_gb", format!("must be from 1 to {MAX_VOLUME_GB}"));
+    }
+    match state.store.get_version(&req.datastore, &req.version).await {
+        Ok(v) if v.active => {}
+        Ok(_) => errs.add("version", format!("{} {} is not active", req.datastore, req.version)),
+        Err(StoreError::NotFound) => match state.store.get_datastore(&req.datastore).await {
+            Ok(_) => errs.add("version", format!("{} has no version '{}'", req.datastore, req.version)),
+            Err(StoreError::NotFound) => errs.add("datastore", "no such datastore; see GET /v1/datastores"),
+            Err(e) => return Err(e.into()),
+        },
+        Err(e) => return Err(e.into()),
+    }
+    let provider = match &req.provider {
+        Some(p) => state.provider(p),
+        None => state.default_provider(),
+    };
+    match provider {
+        None => errs.add("provider", "no such provider is configured"),
+        Some(p) if !p.flavors.iter().any(|f| f.id == req.flavor) => {
+            errs.add("flavor", format!("provider '{}' has no flavor '{}'; see GET /v1/flavors", p.name, req.flavor))
+        }
+        Some(_) => {}
+    }
+    let parameters = req.parameters.unwrap_or_default();
+    if parameters.len() > MAX_PARAMETERS {
+        errs.add("parameters", format!("at most {MAX_PARAMETERS} parameters"));
+    }
+    for (k, v) in &parameters {
+        let field = format!("parameters.{k}");
+        errs.check(&field, validate_parameter_name(k));
+        match v {
+            serde_json::Value::String(s) if s.len() > 1024 || s.chars().any(char::is_control) => {
+                errs.add(&field, "must be at most 1024 characters without control characters")
+            }
+            serde_json::Value::String(_) | serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {}
+            _ => errs.add(&field, "must be a string, number or boolean"),
+        }
+    }
+    let admin_password = match req.admin_password {
+        Some(p) => {
+            let n = p.expose_secret().chars().count();
+            if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
+                errs.add("admin_password", format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"));
+            } else if p.expose_secret().chars().any(char::is_control) {
+                errs.add("admin_password", "must not contain control characters");
+            }
+            p
+        }
+        None => generate_password(),
+    };
+    errs.into_result()?;
+    let provider = provider.expect("validated above");
+    let key = match req.key_id {
+        Some(id) => KeyChoice::Existing(id),
+        None => KeyChoice::Generate(sshkey::generate_ed25519()),
+    };
+    let (view, task) = state
+        .store
+        .create_cluster(NewCluster {
+            project_id: auth.project_id,
+            name: name.expect("validated above"),
+            datastore: req.datastore,
+            version: req.version,
+            flavor: req.flavor,
+            provider: provider.name.clone(),
+            node_count: nodes as u8,
+            volume_gb: volume_gb as u32,
+            key,
+            synchronous: req.synchronous.unwrap_or(false),
+            parameters,
+            admin_password,
+        })
+        .await?;
+    Ok(HttpResponse::Accepted().json(CreatedCluster { cluster: view.into(), task_id: task.id }))
+}
+
+/// List the project's clusters, oldest first.
+#[utoipa::path(get, path = "/v1/clusters", tag = "clusters", params(ListClustersQuery), responses(
+    (status = 200, body = Page<ClusterDto>),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_clusters(
+    auth: Auth,
+    state: web::Data<AppState>,
+    q: web::Query<ListClustersQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errs = Errors::default();
+    let status = q.status.as_deref().and_then(|s| errs.check("status", s.parse::<ClusterStatus>()));
+    let (limit, cursor) = super::page_params(q.limit.as_deref(), q.cursor.as_deref(), &mut errs);
+    errs.into_result()?;
+    let filter = ClusterFilter { status, datastore: q.datastore.clone(), name: q.name.clone() };
+    let page = state.store.list_clusters(auth.project_id, &filter, limit, cursor).await?;
+    Ok(HttpResponse::Ok().json(Page {
+        items: page.items.into_iter().map(ClusterDto::from).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+/// Show a cluster with its nodes, endpoints, current task and fault.
+#[utoipa::path(get, path = "/v1/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path)), responses(
+    (status = 200, body = ClusterDto),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn get_cluster(
+    auth: Auth,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let v = state.store.get_cluster(auth.project_id, *id).await.map_err(not_found)?;
+    Ok(HttpResponse::Ok().json(ClusterDto::from(v)))
+}
+
+/// The admin credentials of a cluster.
+#[utoipa::path(get, path = "/v1/clusters/{id}/credentials", tag = "clusters", params(("id" = Uuid, Path)), responses(
+    (status = 200, body = Credentials),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn get_credentials(
+    auth: Auth,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let (v, password) = state.store.cluster_credentials(auth.project_id, *id).await.map_err(not_found)?;
+    let uri = primary_uri(&v, Some(&password));
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(Credentials {
+        username: v.cluster.admin_user,
+        password: password.expose_secret().to_owned(),
+        uri,
+    }))
+}
+
+/// The cluster's history, newest first.
+#[utoipa::path(get, path = "/v1/clusters/{id}/events", tag = "clusters", params(("id" = Uuid, Path), PageQuery),
+    responses(
+    (status = 200, body = Page<EventDto>),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_events(
+    auth: Auth,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errs = Errors::default();
+    let (limit, cursor) = super::page_params(q.limit.as_deref(), q.cursor.as_deref(), &mut errs);
+    errs.into_result()?;
+    let page = state.store.list_events(auth.project_id, *id, limit, cursor).await.map_err(not_found)?;
+    Ok(HttpResponse::Ok().json(Page {
+        items: page.items.into_iter().map(EventDto::from).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+/// Delete a cluster: cancels work under way, then releases every resource.
+#[utoipa::path(delete, path = "/v1/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path)), responses(
+    (status = 202, body = TaskRef),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn delete_cluster(
+    auth: Auth,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let t = state.store.request_delete(auth.project_id, *id).await.map_err(not_found)?;
+    Ok(HttpResponse::Accepted().json(TaskRef { task_id: t.id }))
+}
+
+fn not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::not_found("cluster"),
+        e => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_encoding_keeps_unreserved_only() {
+        assert_eq!(super::percent_encode("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(super::percent_encode("p@ss:w/rd"), "p%40ss%3Aw%2Frd");
+    }
+}

@@ -1,0 +1,208 @@
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use herd_core::MANAGERS;
+use herd_core::names::{validate_identifier, validate_package};
+use herd_store::{StoreError, VersionPatch, VersionSpec};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{Admin, Auth};
+use crate::error::{ApiError, Errors, Problem};
+use crate::json::JsonBody;
+use crate::state::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct DatastoreDto {
+    pub name: String,
+    /// The manager that operates it (`postgresql`).
+    pub manager: String,
+    pub versions: Vec<VersionDto>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionDto {
+    pub version: String,
+    /// Only active versions can be used for new clusters.
+    pub active: bool,
+    /// Debian packages installed on every node.
+    pub packages: Vec<String>,
+    /// Image id per provider name.
+    pub images: BTreeMap<String, String>,
+}
+
+impl From<VersionSpec> for VersionDto {
+    fn from(v: VersionSpec) -> Self {
+        Self { version: v.version, active: v.active, packages: v.packages, images: v.images }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDatastore {
+    pub name: String,
+    pub manager: String,
+    #[serde(default)]
+    pub versions: Vec<CreateVersion>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVersion {
+    pub version: String,
+    /// Default true.
+    pub active: Option<bool>,
+    pub packages: Vec<String>,
+    #[serde(default)]
+    pub images: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchVersion {
+    pub active: Option<bool>,
+    pub packages: Option<Vec<String>>,
+    pub images: Option<BTreeMap<String, String>>,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        super::resource("/datastores").route(web::get().to(list_datastores)).route(web::post().to(create_datastore)),
+    )
+    .service(super::resource("/datastores/{name}/versions").route(web::post().to(create_version)))
+    .service(super::resource("/datastores/{name}/versions/{version}").route(web::patch().to(patch_version)));
+}
+
+fn check_packages(errs: &mut Errors, field: &str, packages: &[String]) {
+    if packages.is_empty() {
+        errs.add(field, "must list at least one package");
+    }
+    for (i, p) in packages.iter().enumerate() {
+        errs.check(&format!("{field}[{i}]"), validate_package(p));
+    }
+}
+
+fn check_images(errs: &mut Errors, field: &str, images: &BTreeMap<String, String>) {
+    for (provider, image) in images {
+        errs.check(
+            &format!("{field}.{provider}"),
+            validate_identifier(provider).map_err(|e| format!("provider name {e}")),
+        );
+        if image.is_empty() || image.len() > 255 || image.chars().any(char::is_whitespace) {
+            errs.add(format!("{field}.{provider}"), "must be a non-empty image id without whitespace");
+        }
+    }
+}
+
+fn check_version(errs: &mut Errors, prefix: &str, v: &CreateVersion) {
+    errs.check(&format!("{prefix}version"), validate_identifier(&v.version));
+    check_packages(errs, &format!("{prefix}packages"), &v.packages);
+    check_images(errs, &format!("{prefix}images"), &v.images);
+}
+
+fn spec(v: CreateVersion) -> VersionSpec {
+    VersionSpec { version: v.version, active: v.active.unwrap_or(true), packages: v.packages, images: v.images }
+}
+
+/// The datastore catalogue with every version.
+#[utoipa::path(get, path = "/v1/datastores", tag = "datastores", responses((status = 200, body = Vec<DatastoreDto>)))]
+pub async fn list_datastores(_: Auth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let list: Vec<DatastoreDto> = state
+        .store
+        .list_datastores()
+        .await?
+        .into_iter()
+        .map(|(d, vs)| DatastoreDto {
+            name: d.name,
+            manager: d.manager,
+            versions: vs.into_iter().map(Into::into).collect(),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Register a datastore (admin).
+#[utoipa::path(post, path = "/v1/datastores", tag = "datastores", request_body = CreateDatastore, responses(
+    (status = 201, body = DatastoreDto),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn create_datastore(
+    _: Admin,
+    state: web::Data<AppState>,
+    JsonBody(req): JsonBody<CreateDatastore>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errs = Errors::default();
+    errs.check("name", validate_identifier(&req.name));
+    if !MANAGERS.contains(&req.manager.as_str()) {
+        errs.add("manager", format!("must be one of: {}", MANAGERS.join(", ")));
+    }
+    for (i, v) in req.versions.iter().enumerate() {
+        check_version(&mut errs, &format!("versions[{i}]."), v);
+    }
+    errs.into_result()?;
+    let ds = state.store.create_datastore(&req.name, &req.manager).await?;
+    let mut versions = Vec::new();
+    for v in req.versions {
+        versions.push(state.store.add_version(&ds.name, &spec(v)).await?.into());
+    }
+    Ok(HttpResponse::Created().json(DatastoreDto { name: ds.name, manager: ds.manager, versions }))
+}
+
+/// Add a version to a datastore (admin).
+#[utoipa::path(post, path = "/v1/datastores/{name}/versions", tag = "datastores", request_body = CreateVersion,
+    params(("name" = String, Path)), responses(
+    (status = 201, body = VersionDto),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn create_version(
+    _: Admin,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    JsonBody(req): JsonBody<CreateVersion>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errs = Errors::default();
+    check_version(&mut errs, "", &req);
+    errs.into_result()?;
+    let v = state.store.add_version(&name, &spec(req)).await.map_err(ds_not_found)?;
+    Ok(HttpResponse::Created().json(VersionDto::from(v)))
+}
+
+/// Change a version: activate/deactivate, packages, images (admin).
+#[utoipa::path(patch, path = "/v1/datastores/{name}/versions/{version}", tag = "datastores", request_body = PatchVersion,
+    params(("name" = String, Path), ("version" = String, Path)), responses(
+    (status = 200, body = VersionDto),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn patch_version(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    JsonBody(req): JsonBody<PatchVersion>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errs = Errors::default();
+    if let Some(p) = &req.packages {
+        check_packages(&mut errs, "packages", p);
+    }
+    if let Some(i) = &req.images {
+        check_images(&mut errs, "images", i);
+    }
+    errs.into_result()?;
+    let (name, version) = path.into_inner();
+    let patch = VersionPatch { active: req.active, packages: req.packages, images: req.images };
+    let v = state.store.update_version(&name, &version, patch).await.map_err(ds_not_found)?;
+    Ok(HttpResponse::Ok().json(VersionDto::from(v)))
+}
+
+fn ds_not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::not_found("datastore or version"),
+        e => e.into(),
+    }
+}

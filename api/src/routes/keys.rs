@@ -1,0 +1,117 @@
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use herd_core::names::validate_display_name;
+use herd_core::sshkey;
+use herd_store::entity::ssh_key;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::Auth;
+use crate::error::{ApiError, Errors, Problem};
+use crate::json::JsonBody;
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// 1–100 characters, unique in the project.
+    pub name: String,
+    /// An OpenSSH or PEM private key to import; omit to generate an ed25519 key.
+    #[schema(value_type = Option<String>)]
+    pub private_key: Option<SecretString>,
+    /// Passphrase of an encrypted private key; used once, never stored.
+    #[schema(value_type = Option<String>)]
+    pub passphrase: Option<SecretString>,
+}
+
+/// An SSH key. The private half is never returned.
+#[derive(Serialize, ToSchema)]
+pub struct KeyDto {
+    pub id: Uuid,
+    pub name: String,
+    /// SSH algorithm name, e.g. `ssh-ed25519`.
+    pub algorithm: String,
+    /// OpenSSH public key line.
+    pub public_key: String,
+    /// `SHA256:...`
+    pub fingerprint: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ssh_key::Model> for KeyDto {
+    fn from(k: ssh_key::Model) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            algorithm: k.algorithm,
+            public_key: k.public_key,
+            fingerprint: k.fingerprint,
+            created_at: k.created_at,
+        }
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::resource("/keys").route(web::post().to(create_key)).route(web::get().to(list_keys)))
+        .service(super::resource("/keys/{id}").route(web::get().to(get_key)).route(web::delete().to(delete_key)));
+}
+
+/// Generate or import an SSH key.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey, responses(
+    (status = 201, body = KeyDto),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn create_key(
+    auth: Auth,
+    state: web::Data<AppState>,
+    JsonBody(req): JsonBody<CreateKey>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errs = Errors::default();
+    errs.check("name", validate_display_name(&req.name));
+    let material = match &req.private_key {
+        None => Some(sshkey::generate_ed25519()),
+        Some(pk) => errs.check("private_key", sshkey::import(pk, req.passphrase.as_ref())),
+    };
+    errs.into_result()?;
+    let material = material.expect("checked above");
+    let key = state.store.create_key(auth.project_id, &req.name, &material, None).await?;
+    Ok(HttpResponse::Created().json(KeyDto::from(key)))
+}
+
+/// List the project's keys.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", responses((status = 200, body = Vec<KeyDto>)))]
+pub async fn list_keys(auth: Auth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let keys: Vec<KeyDto> = state.store.list_keys(auth.project_id).await?.into_iter().map(Into::into).collect();
+    Ok(HttpResponse::Ok().json(keys))
+}
+
+/// Show a key.
+#[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys", params(("id" = Uuid, Path)), responses(
+    (status = 200, body = KeyDto),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn get_key(auth: Auth, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    let key = state.store.get_key(auth.project_id, *id).await.map_err(not_found)?;
+    Ok(HttpResponse::Ok().json(KeyDto::from(key)))
+}
+
+/// Delete a key that no cluster uses.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = Uuid, Path)), responses(
+    (status = 204),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn delete_key(auth: Auth, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    state.store.delete_key(auth.project_id, *id).await.map_err(not_found)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn not_found(e: herd_store::StoreError) -> ApiError {
+    match e {
+        herd_store::StoreError::NotFound => ApiError::not_found("key"),
+        e => e.into(),
+    }
+}

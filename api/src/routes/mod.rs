@@ -1,0 +1,64 @@
+//! One module per resource: its DTOs, handlers and routes.
+
+pub mod clusters;
+pub mod datastores;
+pub mod flavors;
+pub mod health;
+pub mod keys;
+pub mod projects;
+pub mod tasks;
+
+use actix_web::{HttpRequest, HttpResponse, Resource, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorCode};
+
+/// A resource whose unmatched methods answer 405 problem+json (actix's default is an
+/// empty 405 body).
+pub(crate) fn resource(path: &str) -> Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{} is not allowed on {}", req.method(), req.path())))
+}
+
+pub(crate) async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(ErrorCode::RouteNotFound, format!("no route for {} {}", req.method(), req.path())))
+}
+
+/// A page of items and the opaque cursor of the next page (absent on the last page).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+pub(crate) const DEFAULT_PAGE: u64 = 50;
+
+/// Parses `limit` and `cursor` query parameters, reporting every problem at once.
+pub(crate) fn page_params(
+    limit: Option<&str>,
+    cursor: Option<&str>,
+    errs: &mut crate::error::Errors,
+) -> (u64, Option<uuid::Uuid>) {
+    let limit = match limit {
+        None => DEFAULT_PAGE,
+        Some(l) => match l.parse::<u64>() {
+            Ok(n) if (1..=herd_store::MAX_PAGE).contains(&n) => n,
+            _ => {
+                errs.add("limit", format!("must be an integer from 1 to {}", herd_store::MAX_PAGE));
+                DEFAULT_PAGE
+            }
+        },
+    };
+    let cursor = cursor.filter(|c| !c.is_empty()).and_then(|c| match uuid::Uuid::parse_str(c) {
+        Ok(u) => Some(u),
+        Err(_) => {
+            errs.add("cursor", "is not a cursor returned by this API");
+            None
+        }
+    });
+    (limit, cursor)
+}

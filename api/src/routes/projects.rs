@@ -1,0 +1,178 @@
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use herd_core::names::validate_display_name;
+use herd_core::status::TokenRole;
+use herd_store::StoreError;
+use herd_store::entity::{api_token, project};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::Admin;
+use crate::error::{ApiError, Errors, Problem};
+use crate::json::JsonBody;
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectDto {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<project::Model> for ProjectDto {
+    fn from(p: project::Model) -> Self {
+        Self { id: p.id, name: p.name, created_at: p.created_at }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// What the token is for; default `token`.
+    pub name: Option<String>,
+    /// Default `member`.
+    pub role: Option<TokenRole>,
+}
+
+/// A token's metadata. The secret itself is only in `CreatedToken`, once.
+#[derive(Serialize, ToSchema)]
+pub struct TokenDto {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    pub role: TokenRole,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<api_token::Model> for TokenDto {
+    fn from(t: api_token::Model) -> Self {
+        Self {
+            id: t.id,
+            project_id: t.project_id,
+            name: t.name,
+            role: t.role,
+            created_at: t.created_at,
+            last_used_at: t.last_used_at,
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub meta: TokenDto,
+    /// The bearer token. Shown only in this response; Herd keeps only its hash.
+    pub token: String,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::resource("/projects").route(web::post().to(create_project)).route(web::get().to(list_projects)))
+        .service(
+            super::resource("/projects/{id}/tokens")
+                .route(web::post().to(create_token))
+                .route(web::get().to(list_tokens)),
+        )
+        .service(super::resource("/projects/{id}/tokens/{token_id}").route(web::delete().to(revoke_token)));
+}
+
+/// Create a project (admin).
+#[utoipa::path(post, path = "/v1/projects", tag = "projects", request_body = CreateProject, responses(
+    (status = 201, body = ProjectDto),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn create_project(
+    _: Admin,
+    state: web::Data<AppState>,
+    JsonBody(req): JsonBody<CreateProject>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errs = Errors::default();
+    errs.check("name", validate_display_name(&req.name));
+    errs.into_result()?;
+    let p = state.store.create_project(&req.name).await?;
+    Ok(HttpResponse::Created().json(ProjectDto::from(p)))
+}
+
+/// List projects (admin).
+#[utoipa::path(get, path = "/v1/projects", tag = "projects", responses(
+    (status = 200, body = Vec<ProjectDto>),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_projects(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let ps: Vec<ProjectDto> = state.store.list_projects().await?.into_iter().map(Into::into).collect();
+    Ok(HttpResponse::Ok().json(ps))
+}
+
+/// Create an API token for a project (admin). The token is returned once.
+#[utoipa::path(post, path = "/v1/projects/{id}/tokens", tag = "projects", request_body = CreateToken,
+    params(("id" = Uuid, Path)), responses(
+    (status = 201, body = CreatedToken),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn create_token(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+    JsonBody(req): JsonBody<CreateToken>,
+) -> Result<HttpResponse, ApiError> {
+    let name = req.name.unwrap_or_else(|| "token".into());
+    let mut errs = Errors::default();
+    errs.check("name", validate_display_name(&name));
+    errs.into_result()?;
+    let (row, token) =
+        state.store.create_token(*id, &name, req.role.unwrap_or(TokenRole::Member)).await.map_err(project_not_found)?;
+    Ok(HttpResponse::Created().json(CreatedToken { meta: row.into(), token: token.expose_secret().to_owned() }))
+}
+
+/// List a project's tokens, without their secrets (admin).
+#[utoipa::path(get, path = "/v1/projects/{id}/tokens", tag = "projects", params(("id" = Uuid, Path)), responses(
+    (status = 200, body = Vec<TokenDto>),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_tokens(_: Admin, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    let ts: Vec<TokenDto> =
+        state.store.list_tokens(*id).await.map_err(project_not_found)?.into_iter().map(Into::into).collect();
+    Ok(HttpResponse::Ok().json(ts))
+}
+
+/// Revoke a token (admin). Idempotent.
+#[utoipa::path(delete, path = "/v1/projects/{id}/tokens/{token_id}", tag = "projects",
+    params(("id" = Uuid, Path), ("token_id" = Uuid, Path)), responses(
+    (status = 204),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn revoke_token(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (project, token) = *path;
+    state.store.revoke_token(project, token).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::not_found("token"),
+        e => e.into(),
+    })?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn project_not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::not_found("project"),
+        e => e.into(),
+    }
+}

@@ -1,0 +1,507 @@
+//! The REST API through HTTP on a random port, on SQLite and on PostgreSQL.
+
+mod common;
+
+use common::{Backend, TestApp};
+use reqwest::Method;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+on_both_backends!(
+    probes_docs_and_routing,
+    every_v1_route_requires_a_token,
+    key_lifecycle,
+    datastore_catalogue_and_admin_rules,
+    cluster_create_show_list_delete,
+    clusters_are_invisible_to_other_projects,
+    bad_input_gets_problem_json_never_500,
+    secrets_are_encrypted_at_rest,
+    tokens_can_be_revoked,
+);
+
+fn cluster_body(name: &str) -> Value {
+    json!({"name": name, "datastore": "postgresql", "version": "15", "flavor": "local.small"})
+}
+
+async fn probes_docs_and_routing(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let (s, v) = app.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!((s, v), (200, json!({"status": "ok"})));
+    let (s, v) = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!((s, v), (200, json!({"status": "ok"})));
+
+    // The served spec is the committed one.
+    let (s, served) = app.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(s, 200);
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served, committed, "openapi/openapi.json drifted: run `UPDATE_OPENAPI=1 cargo test -p herd-openapi`");
+
+    // Docs render from vendored assets: the page and its script are served locally.
+    let page = app.req(Method::GET, "/docs/", None).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("swagger-ui"));
+    let js = app.req(Method::GET, "/docs/swagger-ui-bundle.js", None).send().await.unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(js.bytes().await.unwrap().len() > 100_000, "vendored Swagger UI bundle is served");
+
+    let (s, v) = app.call(Method::GET, "/nope", None, None).await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("route_not_found")));
+    let (s, v) = app.call(Method::PUT, "/v1/keys", Some(&app.admin_token), None).await;
+    assert_eq!((s, v["code"].as_str()), (405, Some("method_not_allowed")));
+    let (s, v) = app.call(Method::GET, "/v1/nothing-here", Some(&app.admin_token), None).await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("route_not_found")));
+    let (s, v) = app.call(Method::GET, "/problems/validation_failed", None, None).await;
+    assert_eq!((s, v["status"].as_u64()), (200, Some(422)));
+}
+
+async fn every_v1_route_requires_a_token(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    // Enumerated from the spec, so a new route cannot skip this check.
+    let spec = herd_api::openapi();
+    let mut checked = 0;
+    for (path, item) in &spec.paths.paths {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let concrete = path
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { uuid::Uuid::new_v4().to_string() } else { seg.to_owned() })
+            .collect::<Vec<_>>()
+            .join("/");
+        let methods = [
+            (item.get.is_some(), Method::GET),
+            (item.post.is_some(), Method::POST),
+            (item.patch.is_some(), Method::PATCH),
+            (item.delete.is_some(), Method::DELETE),
+        ];
+        for (present, m) in methods {
+            if !present {
+                continue;
+            }
+            let (s, v) = app.call(m.clone(), &concrete, None, Some(json!({"broken": true}))).await;
+            assert_eq!((s, v["code"].as_str()), (401, Some("unauthorized")), "{m} {concrete}");
+            let (s, _) = app.call(m.clone(), &concrete, Some("herd_not_a_real_token"), None).await;
+            assert_eq!(s, 401, "{m} {concrete} with a bogus token");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} operations checked");
+}
+
+async fn key_lifecycle(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let (_, tok) = app.member("keys").await;
+
+    let (s, k) = app.post("/v1/keys", &tok, json!({"name": "laptop"})).await;
+    assert_eq!(s, 201, "{k}");
+    assert_eq!(k["algorithm"], "ssh-ed25519");
+    assert!(k["public_key"].as_str().unwrap().starts_with("ssh-ed25519 "));
+    assert!(k["fingerprint"].as_str().unwrap().starts_with("SHA256:"));
+    assert!(!k.to_string().contains("PRIVATE"), "private key leaked: {k}");
+    assert_eq!(k.as_object().unwrap().len(), 6, "exactly id, name, algorithm, public_key, fingerprint, created_at");
+
+    let (s, _) = app.post("/v1/keys", &tok, json!({"name": "laptop"})).await;
+    assert_eq!(s, 409);
+
+    // Import: the fingerprint is the imported key's.
+    let material = herd_core::sshkey::generate_ed25519();
+    let (s, imported) = app
+        .post("/v1/keys", &tok, json!({"name": "imported", "private_key": material.private_openssh.expose_secret()}))
+        .await;
+    assert_eq!(s, 201, "{imported}");
+    assert_eq!(imported["fingerprint"], material.fingerprint.as_str());
+    assert_eq!(imported["public_key"], material.public_key.as_str());
+
+    let (s, e) = app.post("/v1/keys", &tok, json!({"name": "junk", "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nxx\n-----END OPENSSH PRIVATE KEY-----"})).await;
+    assert_eq!((s, e["errors"][0]["field"].as_str()), (422, Some("private_key")));
+
+    let (s, list) = app.get("/v1/keys", &tok).await;
+    assert_eq!(s, 200);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+
+    // A key in use by a cluster cannot be deleted.
+    let id = k["id"].as_str().unwrap();
+    let mut body = cluster_body("uses-key");
+    body["key_id"] = json!(id);
+    let (s, c) = app.post("/v1/clusters", &tok, body).await;
+    assert_eq!(s, 202, "{c}");
+    assert_eq!(c["cluster"]["key_id"], id);
+    let (s, e) = app.call(Method::DELETE, &format!("/v1/keys/{id}"), Some(&tok), None).await;
+    assert_eq!((s, e["code"].as_str()), (409, Some("key_in_use")));
+
+    let iid = imported["id"].as_str().unwrap();
+    let (s, _) = app.call(Method::DELETE, &format!("/v1/keys/{iid}"), Some(&tok), None).await;
+    assert_eq!(s, 204);
+    let (s, _) = app.get(&format!("/v1/keys/{iid}"), &tok).await;
+    assert_eq!(s, 404);
+    let (s, _) = app.get("/v1/keys/not-a-uuid", &tok).await;
+    assert_eq!(s, 404);
+}
+
+async fn datastore_catalogue_and_admin_rules(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let (_, tok) = app.member("ds").await;
+    let (s, list) = app.get("/v1/datastores", &tok).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        list,
+        json!([{"name": "postgresql", "manager": "postgresql", "versions": [{
+            "version": "15", "active": true,
+            "packages": ["postgresql-15", "patroni", "etcd-server", "pgbackrest"], "images": {}}]}])
+    );
+    let (s, e) = app
+        .post("/v1/datastores/postgresql/versions", &tok, json!({"version": "16", "packages": ["postgresql-16"]}))
+        .await;
+    assert_eq!((s, e["code"].as_str()), (403, Some("forbidden")));
+
+    let admin = app.admin_token.clone();
+    let (s, e) = app.post("/v1/datastores", &admin, json!({"name": "mysql", "manager": "mysql"})).await;
+    assert_eq!((s, e["errors"][0]["field"].as_str()), (422, Some("manager")));
+    let (s, v) = app
+        .post(
+            "/v1/datastores/postgresql/versions",
+            &admin,
+            json!({"version": "16", "packages": ["postgresql-16", "patroni"], "images": {"ec2": "ami-123"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["images"]["ec2"], "ami-123");
+    let (s, _) =
+        app.post("/v1/datastores/postgresql/versions", &admin, json!({"version": "16", "packages": ["x1"]})).await;
+    assert_eq!(s, 409);
+    let (s, e) = app
+        .post("/v1/datastores/postgresql/versions", &admin, json!({"version": "17", "packages": ["bad pkg; rm -rf /"]}))
+        .await;
+    assert_eq!((s, e["errors"][0]["field"].as_str()), (422, Some("packages[0]")));
+    let (s, _) = app.post("/v1/datastores/nosuch/versions", &admin, json!({"version": "1", "packages": ["abc"]})).await;
+    assert_eq!(s, 404);
+
+    let (s, v) = app
+        .call(Method::PATCH, "/v1/datastores/postgresql/versions/16", Some(&admin), Some(json!({"active": false})))
+        .await;
+    assert_eq!((s, v["active"].as_bool()), (200, Some(false)));
+    let mut body = cluster_body("on-16");
+    body["version"] = json!("16");
+    let (s, e) = app.post("/v1/clusters", &tok, body).await;
+    assert_eq!((s, e["errors"][0]["field"].as_str()), (422, Some("version")));
+
+    let (s, f) = app.get("/v1/flavors", &tok).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        f,
+        json!([{"id": "local.small", "provider": "local", "vcpus": 1, "ram_mb": 1024},
+               {"id": "local.medium", "provider": "local", "vcpus": 2, "ram_mb": 4096}])
+    );
+}
+
+async fn cluster_create_show_list_delete(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let (_, tok) = app.member("clusters").await;
+    let mut body = cluster_body("orders");
+    body["nodes"] = json!(3);
+    body["admin_password"] = json!("a-very-long-password");
+    body["parameters"] = json!({"work_mem": "8MB", "max_connections": 200});
+    let (s, created) = app.post("/v1/clusters", &tok, body).await;
+    assert_eq!(s, 202, "{created}");
+    let c = &created["cluster"];
+    let id = c["id"].as_str().unwrap().to_owned();
+    assert_eq!(c["status"], "building");
+    assert_eq!(c["nodes"].as_array().unwrap().len(), 3);
+    assert!(c["nodes"].as_array().unwrap().iter().all(|n| n["status"] == "building" && n["role"] == "unknown"));
+    assert_eq!(c["endpoints"]["primary_uri"], Value::Null, "no endpoint before the cluster is built");
+    assert_eq!(c["parameters"]["max_connections"], 200);
+    assert_eq!(c["provider"], "local");
+
+    // Until workers exist the task is honestly queued.
+    let task_id = created["task_id"].as_str().unwrap();
+    let (s, t) = app.get(&format!("/v1/tasks/{task_id}"), &tok).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (t["status"].as_str(), t["kind"].as_str(), t["progress"].as_i64()),
+        (Some("queued"), Some("create_cluster"), Some(0))
+    );
+    assert_eq!(t["cluster_id"], id.as_str());
+
+    let (s, shown) = app.get(&format!("/v1/clusters/{id}"), &tok).await;
+    assert_eq!(s, 200);
+    assert_eq!(shown["task"]["id"], task_id);
+    assert_eq!(shown["name"], "orders");
+
+    let (s, cred) = app.get(&format!("/v1/clusters/{id}/credentials"), &tok).await;
+    assert_eq!(s, 200);
+    assert_eq!((cred["username"].as_str(), cred["password"].as_str()), (Some("admin"), Some("a-very-long-password")));
+
+    let (s, e) = app.post("/v1/clusters", &tok, cluster_body("orders")).await;
+    assert_eq!((s, e["code"].as_str()), (409, Some("cluster_exists")));
+
+    // A generated password is long and random.
+    let (_, other) = app.post("/v1/clusters", &tok, cluster_body("billing")).await;
+    let oid = other["cluster"]["id"].as_str().unwrap();
+    let (_, cred) = app.get(&format!("/v1/clusters/{oid}/credentials"), &tok).await;
+    assert!(cred["password"].as_str().unwrap().len() >= 20);
+    app.post("/v1/clusters", &tok, cluster_body("carts")).await;
+
+    // Keyset pagination visits every cluster once, oldest first.
+    let (s, p1) = app.get("/v1/clusters?limit=2", &tok).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = p1["items"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["orders", "billing"]);
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) = app.get(&format!("/v1/clusters?limit=2&cursor={cursor}"), &tok).await;
+    assert_eq!(p2["items"].as_array().unwrap().len(), 1);
+    assert_eq!(p2["items"][0]["name"], "carts");
+    assert_eq!(p2["next_cursor"], Value::Null);
+    let (_, f) = app.get("/v1/clusters?name=billing", &tok).await;
+    assert_eq!(f["items"].as_array().unwrap().len(), 1);
+    let (_, f) = app.get("/v1/clusters?status=active", &tok).await;
+    assert_eq!(f["items"].as_array().unwrap().len(), 0);
+    let (_, f) = app.get("/v1/clusters?status=building&datastore=postgresql", &tok).await;
+    assert_eq!(f["items"].as_array().unwrap().len(), 3);
+    let (s, e) = app.get("/v1/clusters?status=bogus&limit=1000&cursor=zzz", &tok).await;
+    assert_eq!(s, 422);
+    let fields: Vec<&str> = e["errors"].as_array().unwrap().iter().map(|x| x["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["status", "limit", "cursor"]);
+
+    // Delete cancels the queued build and is idempotent.
+    let (s, d) = app.call(Method::DELETE, &format!("/v1/clusters/{id}"), Some(&tok), None).await;
+    assert_eq!(s, 202);
+    let del_task = d["task_id"].as_str().unwrap().to_owned();
+    let (_, d2) = app.call(Method::DELETE, &format!("/v1/clusters/{id}"), Some(&tok), None).await;
+    assert_eq!(d2["task_id"], del_task.as_str());
+    let (_, t) = app.get(&format!("/v1/tasks/{task_id}"), &tok).await;
+    assert_eq!(t["status"], "cancelled");
+    let (_, shown) = app.get(&format!("/v1/clusters/{id}"), &tok).await;
+    assert_eq!(shown["status"], "deleting");
+    assert_eq!(shown["task"]["id"], del_task.as_str());
+
+    // History: newest first, paginated.
+    let (s, ev) = app.get(&format!("/v1/clusters/{id}/events?limit=2"), &tok).await;
+    assert_eq!(s, 200);
+    let msgs: Vec<&str> = ev["items"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
+    assert_eq!(msgs[0], "delete requested");
+    assert!(msgs[1].starts_with("task cancelled"), "{msgs:?}");
+    let cursor = ev["next_cursor"].as_str().unwrap();
+    let (_, ev2) = app.get(&format!("/v1/clusters/{id}/events?limit=2&cursor={cursor}"), &tok).await;
+    assert!(ev2["items"][0]["message"].as_str().unwrap().starts_with("create requested"));
+    assert_eq!(ev2["next_cursor"], Value::Null);
+}
+
+async fn clusters_are_invisible_to_other_projects(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let (_, a) = app.member("team-a").await;
+    let (_, other) = app.member("team-b").await;
+    let (_, created) = app.post("/v1/clusters", &a, cluster_body("private")).await;
+    let id = created["cluster"]["id"].as_str().unwrap();
+    let task = created["task_id"].as_str().unwrap();
+    let key = created["cluster"]["key_id"].as_str().unwrap();
+    for path in [
+        format!("/v1/clusters/{id}"),
+        format!("/v1/clusters/{id}/credentials"),
+        format!("/v1/clusters/{id}/events"),
+        format!("/v1/tasks/{task}"),
+        format!("/v1/keys/{key}"),
+    ] {
+        let (s, e) = app.get(&path, &other).await;
+        assert_eq!((s, e["code"].as_str()), (404, Some("not_found")), "{path}");
+        let (s, _) = app.get(&path, &a).await;
+        assert_eq!(s, 200, "{path} for its owner");
+    }
+    let (s, _) = app.call(Method::DELETE, &format!("/v1/clusters/{id}"), Some(&other), None).await;
+    assert_eq!(s, 404);
+    let (s, _) = app.call(Method::DELETE, &format!("/v1/keys/{key}"), Some(&other), None).await;
+    assert_eq!(s, 404);
+    let (_, l) = app.get("/v1/clusters", &other).await;
+    assert_eq!(l["items"], json!([]));
+    let (_, l) = app.get("/v1/keys", &other).await;
+    assert_eq!(l, json!([]));
+    // The same name is free in another project.
+    let (s, _) = app.post("/v1/clusters", &other, cluster_body("private")).await;
+    assert_eq!(s, 202);
+    // The owner's cluster is still building, untouched.
+    let (_, c) = app.get(&format!("/v1/clusters/{id}"), &a).await;
+    assert_eq!(c["status"], "building");
+}
+
+async fn bad_input_gets_problem_json_never_500(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let (_, tok) = app.member("bad").await;
+    let field_of = |v: &Value| v["errors"][0]["field"].as_str().map(str::to_owned);
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"name": "Bad_Name", "datastore": "postgresql", "version": "15", "flavor": "local.small"}), "name"),
+        (json!({"name": "-x", "datastore": "postgresql", "version": "15", "flavor": "local.small"}), "name"),
+        (
+            json!({"name": "a", "datastore": "postgresql", "version": "15", "flavor": "local.small", "nodes": 0}),
+            "nodes",
+        ),
+        (
+            json!({"name": "a", "datastore": "postgresql", "version": "15", "flavor": "local.small", "nodes": 10}),
+            "nodes",
+        ),
+        (
+            json!({"name": "a", "datastore": "postgresql", "version": "15", "flavor": "local.small", "volume_gb": 0}),
+            "volume_gb",
+        ),
+        (
+            json!({"name": "a", "datastore": "postgresql", "version": "15", "flavor": "local.small", "volume_gb": 16385}),
+            "volume_gb",
+        ),
+        (json!({"name": "a", "datastore": "mongodb", "version": "15", "flavor": "local.small"}), "datastore"),
+        (json!({"name": "a", "datastore": "postgresql", "version": "9.6", "flavor": "local.small"}), "version"),
+        (json!({"name": "a", "datastore": "postgresql", "version": "15", "flavor": "huge"}), "flavor"),
+        (
+            json!({"name": "a", "datastore": "postgresql", "version": "15", "flavor": "local.small", "provider": "gcp"}),
+            "provider",
+        ),
+        (
+            json!({"name": "a", "datastore": "postgresql", "version": "15", "flavor": "local.small", "admin_password": "short"}),
+            "admin_password",
+        ),
+        (
+            json!({"name": "a", "datastore": "postgresql", "version": "15", "flavor": "local.small", "key_id": uuid::Uuid::new_v4()}),
+            "key_id",
+        ),
+        (
+            json!({"name": "a", "datastore": "postgresql", "version": "15", "flavor": "local.small", "parameters": {"x; drop": 1}}),
+            "parameters.x; drop",
+        ),
+        (
+            json!({"name": "a", "datastore": "postgresql", "version": "15", "flavor": "local.small", "parameters": {"work_mem": [1]}}),
+            "parameters.work_mem",
+        ),
+        (
+            json!({"name": "a", "datastore": "postgresql", "version": "15", "flavor": "local.small", "nodes": "three"}),
+            "nodes",
+        ),
+        (json!({"name": 5, "datastore": "postgresql", "version": "15", "flavor": "local.small"}), "name"),
+        (
+            json!({"name": "a", "datastore": "postgresql", "version": "15", "flavor": "local.small", "colour": "red"}),
+            "colour",
+        ),
+        (json!({"datastore": "postgresql", "version": "15", "flavor": "local.small"}), "body"),
+    ];
+    for (body, field) in cases {
+        let (s, e) = app.post("/v1/clusters", &tok, body.clone()).await;
+        assert_eq!(s, 422, "{body} -> {e}");
+        assert_eq!(e["code"], "validation_failed");
+        assert_eq!(field_of(&e).as_deref(), Some(field), "{body} -> {e}");
+    }
+    // Every field error at once.
+    let (s, e) = app
+        .post(
+            "/v1/clusters",
+            &tok,
+            json!({"name": "NO", "datastore": "x", "version": "1", "flavor": "y", "nodes": 99, "volume_gb": -1}),
+        )
+        .await;
+    assert_eq!(s, 422);
+    assert!(e["errors"].as_array().unwrap().len() >= 5, "{e}");
+
+    let send_raw = |body: Vec<u8>, ct: &'static str| {
+        app.req(Method::POST, "/v1/clusters", Some(&tok)).header("content-type", ct).body(body).send()
+    };
+    let (s, e) = common::read(send_raw(b"{\"name\": ".to_vec(), "application/json").await.unwrap()).await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("malformed_json")));
+    let (s, e) = common::read(send_raw(vec![b' '; 2 * 1024 * 1024], "application/json").await.unwrap()).await;
+    assert_eq!((s, e["code"].as_str()), (413, Some("payload_too_large")));
+    let (s, e) = common::read(send_raw(b"name=a".to_vec(), "application/x-www-form-urlencoded").await.unwrap()).await;
+    assert_eq!((s, e["code"].as_str()), (415, Some("unsupported_media_type")));
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let (s, _) = common::read(send_raw(deep.into_bytes(), "application/json").await.unwrap()).await;
+    assert!(s == 400 || s == 422, "deep nesting -> {s}");
+
+    // Odd shapes on every body-taking route: always a 4xx problem, never a 500.
+    let odd = [
+        json!(null),
+        json!([]),
+        json!("x"),
+        json!(1),
+        json!({}),
+        json!({"name": null}),
+        json!({"name": "x".repeat(10_000)}),
+    ];
+    for path in ["/v1/keys", "/v1/clusters", "/v1/projects", "/v1/datastores", "/v1/datastores/postgresql/versions"] {
+        for body in &odd {
+            let (s, e) = app.post(path, &app.admin_token, body.clone()).await;
+            assert!((400..500).contains(&s), "{path} {body} -> {s} {e}");
+        }
+    }
+    // Nothing was created by any of that.
+    let (_, l) = app.get("/v1/clusters", &tok).await;
+    assert_eq!(l["items"], json!([]));
+}
+
+async fn secrets_are_encrypted_at_rest(b: Backend) {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let app = TestApp::spawn(b).await;
+    let (_, tok) = app.member("secrets").await;
+    let password = "correct-horse-battery-staple-42";
+    let material = herd_core::sshkey::generate_ed25519();
+    let pem = material.private_openssh.expose_secret().to_owned();
+    // The key body's base64 line: what would appear if it were stored in clear.
+    let body_line = pem.lines().nth(1).unwrap().to_owned();
+    let (s, k) = app.post("/v1/keys", &tok, json!({"name": "k", "private_key": pem})).await;
+    assert_eq!(s, 201);
+    let mut body = cluster_body("vault");
+    body["admin_password"] = json!(password);
+    body["key_id"] = k["id"].clone();
+    let (s, _) = app.post("/v1/clusters", &tok, body).await;
+    assert_eq!(s, 202);
+
+    let db = Database::connect(app.database_url()).await.unwrap();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT admin_password_enc AS v FROM clusters UNION ALL SELECT private_key_enc FROM ssh_keys UNION ALL SELECT token_hash FROM api_tokens",
+        ))
+        .await
+        .unwrap();
+    assert!(rows.len() >= 4);
+    for r in rows {
+        let v: String = r.try_get("", "v").unwrap();
+        assert!(
+            !v.contains(password) && !v.contains(&body_line) && !v.contains(&app.admin_token),
+            "clear secret stored: {v}"
+        );
+    }
+    db.close().await.unwrap();
+    if let Backend::Sqlite = b {
+        // The raw bytes of the database and its WAL hold no clear secret either.
+        let mut raw = Vec::new();
+        for f in ["herd.db", "herd.db-wal"] {
+            if let Ok(bytes) = std::fs::read(app.state_dir.path().join(f)) {
+                raw.extend(bytes);
+            }
+        }
+        let hay = String::from_utf8_lossy(&raw);
+        assert!(hay.contains("vault"), "sanity: the cluster row is in the file");
+        assert!(!hay.contains(password));
+        assert!(!hay.contains(&body_line));
+        assert!(!hay.contains(&app.admin_token));
+    }
+}
+
+async fn tokens_can_be_revoked(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let (pid, tok) = app.member("revoke").await;
+    let (s, e) = app.post("/v1/projects", &tok, json!({"name": "escalate"})).await;
+    assert_eq!((s, e["code"].as_str()), (403, Some("forbidden")));
+    let (s, list) = app.get(&format!("/v1/projects/{pid}/tokens"), &app.admin_token).await;
+    assert_eq!(s, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert!(list[0].get("token").is_none() && list[0].get("token_hash").is_none());
+    let tid = list[0]["id"].as_str().unwrap();
+    let (s, _) = app.get("/v1/keys", &tok).await;
+    assert_eq!(s, 200);
+    let (s, _) =
+        app.call(Method::DELETE, &format!("/v1/projects/{pid}/tokens/{tid}"), Some(&app.admin_token), None).await;
+    assert_eq!(s, 204);
+    let (s, _) = app.get("/v1/keys", &tok).await;
+    assert_eq!(s, 401);
+    let (s, _) = app.post("/v1/projects", &app.admin_token, json!({"name": "revoke"})).await;
+    assert_eq!(s, 409);
+    let (s, _) = app.post(&format!("/v1/projects/{}/tokens", uuid::Uuid::new_v4()), &app.admin_token, json!({})).await;
+    assert_eq!(s, 404);
+}
