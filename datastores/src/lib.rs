@@ -1,0 +1,194 @@
+//! Datastore managers: everything Herd does *on* a server, over SSH.
+//!
+//! One [`Manager`] per datastore (one folder each: `postgresql/`). The worker calls the
+//! manager's steps in order; every step is idempotent, so a step re-run after a crash
+//! or a retry converges instead of failing or duplicating work.
+
+pub mod postgresql;
+pub mod shell;
+pub mod ssh;
+
+use async_trait::async_trait;
+use herd_core::status::NodeRole;
+use herd_providers::AttachmentKind;
+use secrecy::SecretString;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// How to reach a server over SSH. `host_key` (OpenSSH public line) is verified when
+/// known; when None (first contact on a cloud VM) the key seen is returned by
+/// [`ssh::wait_reachable`] so the caller can record it.
+#[derive(Clone)]
+pub struct SshTarget {
+    pub address: IpAddr,
+    pub port: u16,
+    pub user: String,
+    pub private_key: SecretString,
+    pub host_key: Option<String>,
+}
+
+impl std::fmt::Debug for SshTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshTarget")
+            .field("address", &self.address)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a node's data volume appears on its server.
+#[derive(Debug, Clone)]
+pub struct VolumeMount {
+    pub kind: AttachmentKind,
+    /// Device path or absolute directory path (already inside the server root).
+    pub path: String,
+}
+
+/// One member of a cluster.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub node_id: Uuid,
+    /// DNS label, unique in the cluster (`orders-0`); Patroni member and etcd name.
+    pub name: String,
+    pub address: IpAddr,
+    pub ssh: SshTarget,
+    /// Prefix of every server-side path: the server root of a loopback host, `/` on a VM.
+    pub root_prefix: PathBuf,
+    pub volume: Option<VolumeMount>,
+}
+
+/// Passwords the cluster runs with. Generated once per cluster, stored encrypted.
+#[derive(Clone)]
+pub struct ClusterSecrets {
+    pub superuser: SecretString,
+    pub replication: SecretString,
+    pub admin_user: String,
+    pub admin_password: SecretString,
+}
+
+impl std::fmt::Debug for ClusterSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSecrets").field("admin_user", &self.admin_user).finish_non_exhaustive()
+    }
+}
+
+/// Patroni timing; the defaults are the fast profile for loopback hosts.
+#[derive(Debug, Clone, Copy)]
+pub struct HaTiming {
+    pub ttl: u32,
+    pub loop_wait: u32,
+    pub retry_timeout: u32,
+}
+
+impl Default for HaTiming {
+    fn default() -> Self {
+        Self { ttl: 10, loop_wait: 2, retry_timeout: 4 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub cluster_id: Uuid,
+    /// DNS label; with the id it names the Patroni scope and etcd cluster token.
+    pub name: String,
+    /// Datastore version (`15`).
+    pub version: String,
+    /// Debian packages every node needs (from the datastore version).
+    pub packages: Vec<String>,
+    pub members: Vec<NodeSpec>,
+    pub synchronous: bool,
+    /// User parameters, already validated (names are `[a-z][a-z0-9_.]*`).
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    pub secrets: ClusterSecrets,
+    pub timing: HaTiming,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHealth {
+    pub name: String,
+    pub role: NodeRole,
+    /// Patroni's state: `running`, `streaming`, `starting`, `stopped`, ...
+    pub state: String,
+    pub timeline: Option<i64>,
+    pub lag_bytes: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterHealth {
+    /// Every member Patroni reports, plus members it does not know (role Unknown).
+    pub nodes: Vec<NodeHealth>,
+    pub leader: Option<String>,
+}
+
+impl ClusterHealth {
+    /// A leader runs and every other member streams from it.
+    pub fn is_converged(&self, members: usize) -> bool {
+        self.leader.is_some()
+            && self.nodes.len() == members
+            && self.nodes.iter().all(|n| match n.role {
+                NodeRole::Primary => n.state == "running",
+                NodeRole::Replica => n.state == "streaming",
+                NodeRole::Unknown => false,
+            })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManagerError {
+    /// May succeed if retried (SSH not up yet, a lock held, a member not elected yet).
+    #[error("{0}")]
+    Transient(String),
+    /// Will not succeed on retry; `code` is stable (`package_install_failed`, ...).
+    #[error("{message}")]
+    Permanent { code: &'static str, message: String },
+}
+
+impl ManagerError {
+    pub fn permanent(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Permanent { code, message: message.into() }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Transient(_) => "datastore_transient",
+            Self::Permanent { code, .. } => code,
+        }
+    }
+}
+
+/// The steps of running a datastore on a set of servers. Each is idempotent.
+#[async_trait]
+pub trait Manager: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// Install missing packages, mount or adopt the data volume, create directories
+    /// owned by the service user.
+    async fn prepare(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
+    /// Write every config file (DCS member, HA agent, database) and register the
+    /// node's daemons in its boot list.
+    async fn configure(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
+    /// Start the node's DCS member (etcd). Already running is success.
+    async fn start_dcs(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
+    /// Start the node's HA agent (Patroni), which starts the database.
+    async fn start_ha(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
+    /// Poll until a leader runs and every replica streams, or `timeout` passes
+    /// (then `Transient` with what was last seen).
+    async fn wait_converged(&self, cluster: &ClusterSpec, timeout: Duration) -> Result<ClusterHealth, ManagerError>;
+    /// Create or update the admin role with the cluster's admin password, on the primary.
+    async fn set_admin_password(&self, cluster: &ClusterSpec) -> Result<(), ManagerError>;
+    /// What the HA agent reports now for every member.
+    async fn health(&self, cluster: &ClusterSpec) -> Result<ClusterHealth, ManagerError>;
+    /// Stop the node's daemons and remove them from its boot list (before deleting it).
+    async fn stop_node(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
+}
+
+/// The manager for a datastore's `manager` name.
+pub fn manager_for(name: &str) -> Option<Box<dyn Manager>> {
+    match name {
+        "postgresql" => Some(Box::new(postgresql::PostgresManager::default())),
+        _ => None,
+    }
+}

@@ -1,0 +1,471 @@
+//! PostgreSQL on Debian, made highly available by Patroni with an etcd member on
+//! every node (one node is a one-member Patroni cluster).
+//!
+//! Every step runs over one SSH session per node and is idempotent. Daemons are
+//! started detached by control scripts that double as boot-list entries
+//! (`etc/herd/boot.d/20-etcd-<cluster>`, `30-patroni-<v>-<cluster>`), so a server
+//! restart and a Herd step start them the same way. PostgreSQL, Patroni and etcd run
+//! as `postgres` and `etcd` (setpriv drops root before exec; nothing stays as root).
+//! See the crate README for the file layout.
+
+mod layout;
+mod packages;
+mod patroni;
+mod render;
+mod sql;
+
+pub use layout::Layout;
+pub use render::scope;
+
+use crate::shell::{join, quote};
+use crate::ssh::{Session, Upload, with_session};
+use crate::{ClusterHealth, ClusterSpec, Manager, ManagerError, NodeSpec};
+use async_trait::async_trait;
+use layout::{ETCD_CLIENT_PORT, PATRONI_PORT, PG_PORT};
+use patroni::Http;
+use secrecy::{ExposeSecret, SecretString};
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// etcd of a multi-member cluster is healthy once a quorum runs: the worker starts
+/// all members concurrently, so this bounds the slowest member's start.
+const DCS_START_TIMEOUT: Duration = Duration::from_secs(60);
+const HA_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// apt may wait up to 300 s for the shared dpkg lock, then download and install.
+const APT_TIMEOUT: Duration = Duration::from_secs(900);
+const STOP_TIMEOUT: Duration = Duration::from_secs(2 * render::STOP_TIMEOUT_SECS as u64 + 60);
+const POLL: Duration = Duration::from_millis(100);
+const CONVERGE_POLL: Duration = Duration::from_millis(250);
+/// How often a start step checks over SSH that the daemon it waits for still runs.
+const LIVENESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the rest of a command line as `user`, with no helper process left as root.
+fn as_user(user: &str) -> String {
+    format!("setpriv --reuid={u} --regid={u} --init-groups --", u = quote(user))
+}
+
+#[derive(Default)]
+pub struct PostgresManager {
+    http: OnceLock<Http>,
+}
+
+impl std::fmt::Debug for PostgresManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresManager").finish_non_exhaustive()
+    }
+}
+
+/// What tells a started daemon is ready.
+enum Probe {
+    /// etcd's `/health` says `"health": "true"` (it has a leader).
+    EtcdHealthy(String),
+    /// Patroni's REST API answers at all (it parsed its config and reached etcd).
+    Answers(String),
+}
+
+impl PostgresManager {
+    fn http(&self) -> Result<&Http, ManagerError> {
+        if let Some(h) = self.http.get() {
+            return Ok(h);
+        }
+        let h = Http::new()?;
+        Ok(self.http.get_or_init(|| h))
+    }
+
+    /// Polls `probe` until it passes; checks every [`LIVENESS_EVERY`] over SSH that
+    /// the daemon still runs, so a daemon that died fails the step at once with its
+    /// log instead of at the deadline.
+    async fn wait_ready(
+        &self,
+        node: &NodeSpec,
+        entry: &str,
+        log: &str,
+        what: &str,
+        probe: Probe,
+        timeout: Duration,
+    ) -> Result<(), ManagerError> {
+        let http = self.http()?;
+        let deadline = Instant::now() + timeout;
+        let mut next_check = Instant::now() + LIVENESS_EVERY;
+        let mut last = String::from("no answer yet");
+        loop {
+            let ready = match &probe {
+                Probe::EtcdHealthy(url) => match http.get_json::<serde_json::Value>(url).await {
+                    Ok(v) if v["health"] == "true" => true,
+                    Ok(v) => {
+                        last = format!("health {v}");
+                        false
+                    }
+                    Err(e) => {
+                        last = e;
+                        false
+                    }
+                },
+                Probe::Answers(url) => http.answers(url).await,
+            };
+            if ready {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= next_check || now >= deadline {
+                let cmd = format!(
+                    "{e} status && exit 0; echo 'last log lines:'; tail -n 15 {log} 2>/dev/null; exit 1",
+                    e = quote(entry),
+                    log = quote(log)
+                );
+                let out = with_session(&node.ssh, move |s| s.exec(&cmd, None)).await?;
+                if !out.success() {
+                    return Err(ManagerError::Transient(format!(
+                        "{what} on {} is not running; {}",
+                        node.name,
+                        out.stdout.lines().collect::<Vec<_>>().join(" | ")
+                    )));
+                }
+                next_check = now + LIVENESS_EVERY;
+            }
+            if now >= deadline {
+                return Err(ManagerError::Transient(format!(
+                    "{what} on {} not ready after {}s: {last}",
+                    node.name,
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Runs a control script's `start`; a missing script means configure has not run.
+fn start_command(entry: &str) -> String {
+    let e = quote(entry);
+    format!("if [ -x {e} ]; then {e} start; else echo {} >&2; exit 3; fi", quote(&format!("{entry} is missing")))
+}
+
+fn start_result(out: crate::ssh::Output, what: &str, node: &str) -> Result<(), ManagerError> {
+    match out.exit_status {
+        0 => Ok(()),
+        3 => Err(ManagerError::permanent(
+            "not_configured",
+            format!("cannot start {what} on {node}: {} (run configure first)", out.error_tail()),
+        )),
+        _ => Err(ManagerError::Transient(format!("starting {what} on {node} failed: {}", out.error_tail()))),
+    }
+}
+
+/// Which service users exist, from /etc/passwd (read over SFTP: no shell needed).
+struct Users {
+    postgres: bool,
+    /// The etcd-server package creates `etcd`; without it etcd shares postgres's
+    /// account rather than running as root.
+    etcd: String,
+}
+
+fn users(s: &Session) -> Result<Users, ManagerError> {
+    let passwd = s.read_file("/etc/passwd")?.unwrap_or_default();
+    let passwd = String::from_utf8_lossy(&passwd);
+    let has = |u: &str| passwd.lines().any(|l| l.split(':').next() == Some(u));
+    Ok(Users { postgres: has("postgres"), etcd: if has("etcd") { "etcd" } else { "postgres" }.to_owned() })
+}
+
+/// Formats (only when it holds no filesystem and no partition table) and mounts a
+/// block device; on a whole machine it also goes into /etc/fstab for reboots.
+const MOUNT_SCRIPT: &str = r#"set -e
+dev=$1 mnt=$2 fstab=$3
+if mountpoint -q "$mnt"; then exit 0; fi
+[ -b "$dev" ] || { echo "block device $dev is not present" >&2; exit 3; }
+if [ -n "$(blkid -p -o value -s PTTYPE "$dev" 2>/dev/null || true)" ]; then
+    echo "$dev has a partition table; refusing to format it" >&2; exit 4
+fi
+fstype=$(blkid -p -o value -s TYPE "$dev" 2>/dev/null || true)
+if [ -z "$fstype" ]; then mkfs.ext4 -q -L herd-data "$dev"; fstype=ext4; fi
+mkdir -p "$mnt"
+if [ "$fstab" = yes ]; then
+    uuid=$(blkid -o value -s UUID "$dev")
+    grep -qs "^UUID=$uuid " /etc/fstab || echo "UUID=$uuid $mnt $fstype defaults,nofail 0 2" >> /etc/fstab
+fi
+mount -t "$fstype" "$dev" "$mnt"
+"#;
+
+fn prepare_on(s: &Session, l: &Layout, packages: &[String]) -> Result<(), ManagerError> {
+    let host = s.host();
+    if !packages.is_empty() {
+        let out = s.exec(&packages::query_command(packages), None)?;
+        let missing = packages::missing(packages, &out.stdout);
+        if !missing.is_empty() {
+            tracing::info!(%host, packages = ?missing, "installing packages");
+            if !s.exec(packages::LISTS_PRESENT, None)?.success() {
+                // A fresh image without package lists: the only case worth an update.
+                s.exec_timeout(packages::UPDATE_COMMAND, None, APT_TIMEOUT)?.check("apt-get update")?;
+            }
+            let out = s.exec_timeout(&packages::install_command(&missing), None, APT_TIMEOUT)?;
+            if !out.success() {
+                return Err(packages::install_error(&missing, &out.stdout, &out.stderr));
+            }
+        }
+    }
+    let users = users(s)?;
+    if !users.postgres {
+        return Err(ManagerError::permanent(
+            "missing_service_user",
+            format!("{host}: user postgres does not exist; the datastore's packages must include postgresql"),
+        ));
+    }
+    let etcd_user = users.etcd;
+    if let Some(dev) = &l.device {
+        let fstab = if l.is_whole_machine() { "yes" } else { "no" };
+        let cmd = format!("sh -c {} sh {}", quote(MOUNT_SCRIPT), join(&[dev.as_str(), &l.pg_home, fstab]));
+        let out = s.exec(&cmd, None)?;
+        match out.exit_status {
+            0 => {}
+            3 => return Err(ManagerError::Transient(format!("{host}: {}", out.error_tail()))),
+            _ => {
+                return Err(ManagerError::permanent(
+                    "volume_mount_failed",
+                    format!("{host}: mounting {dev} at {} failed: {}", l.pg_home, out.error_tail()),
+                ));
+            }
+        }
+    }
+    // One command (every SSH exec costs a remote shell start): check the volume,
+    // create the directories, check the service users can use them.
+    let mut cmds = Vec::new();
+    if let Some(dir) = &l.volume_dir {
+        cmds.push(format!("{{ test -d {} || exit 11; }}", quote(dir)));
+    }
+    let patroni_dir = std::path::Path::new(&l.patroni_conf).parent().map(|p| p.to_string_lossy().into_owned());
+    // Owner, group, mode: Debian's for the pg-common paths.
+    let dirs: Vec<(&str, &str, &str, &str)> = vec![
+        (&l.pg_home, "postgres", "postgres", "0755"),
+        (&l.data_parent, "postgres", "postgres", "0755"),
+        (&l.log_dir, "root", "postgres", "1775"),
+        (&l.socket_dir, "postgres", "postgres", "2775"),
+        (&l.etcd_data, &etcd_user, &etcd_user, "0700"),
+        (&l.etcd_log_dir, "root", "root", "0755"),
+        (&l.etcd_dir, "root", "root", "0755"),
+        (patroni_dir.as_deref().unwrap_or(&l.etcd_dir), "root", "root", "0755"),
+        (&l.run_dir, "root", "root", "0755"),
+        (&l.boot_dir, "root", "root", "0755"),
+    ];
+    for (path, owner, group, mode) in dirs {
+        cmds.push(format!("install -d -o {} -g {} -m {mode} {}", quote(owner), quote(group), quote(path)));
+    }
+    // A loopback host's root sits somewhere in this machine's tree: every parent
+    // must be searchable by the service users, or nothing will start.
+    cmds.push(format!(
+        "{{ {pg} test -w {dp} -a -x {dp} && {pg} test -w {sock} && {etcd} test -w {ed} || exit 12; }}",
+        pg = as_user("postgres"),
+        dp = quote(&l.data_parent),
+        sock = quote(&l.socket_dir),
+        etcd = as_user(&etcd_user),
+        ed = quote(&l.etcd_data),
+    ));
+    let out = s.exec(&cmds.join(" && "), None)?;
+    match out.exit_status {
+        0 => Ok(()),
+        11 => Err(ManagerError::Transient(format!(
+            "{host}: volume directory {} is not present",
+            l.volume_dir.as_deref().unwrap_or_default()
+        ))),
+        12 => Err(ManagerError::permanent(
+            "server_root_inaccessible",
+            format!(
+                "{host}: postgres or {etcd_user} cannot write {} or {}: a parent directory of {} is not \
+                 searchable by other users (chmod o+x it)",
+                l.data_parent,
+                l.etcd_data,
+                l.root.display()
+            ),
+        )),
+        _ => Err(ManagerError::Transient(format!("{host}: creating directories failed: {}", out.error_tail()))),
+    }
+}
+
+fn configure_on(s: &Session, l: &Layout, etcd_conf: String, patroni_conf: String) -> Result<(), ManagerError> {
+    let users = users(s)?;
+    let etcd_script = render::etcd_script(l, &users.etcd)?;
+    let patroni_script = render::patroni_script(l)?;
+    let files = [
+        Upload { path: &l.etcd_conf, bytes: etcd_conf.as_bytes(), mode: 0o644, owner: "root:root" },
+        Upload { path: &l.patroni_conf, bytes: patroni_conf.as_bytes(), mode: 0o600, owner: "postgres:postgres" },
+        Upload { path: &l.etcd_entry, bytes: etcd_script.as_bytes(), mode: 0o755, owner: "root:root" },
+        Upload { path: &l.patroni_entry, bytes: patroni_script.as_bytes(), mode: 0o755, owner: "root:root" },
+    ];
+    // Rewrite only what differs: a re-run on a configured node costs no command.
+    let mut changed = Vec::new();
+    let mut patroni_rewritten = false;
+    for f in files {
+        match s.read_file(f.path)? {
+            Some(old) if old == f.bytes => {}
+            old => {
+                patroni_rewritten |= f.path == l.patroni_conf && old.is_some();
+                changed.push(f);
+            }
+        }
+    }
+    if !changed.is_empty() {
+        s.upload_all(&changed)?;
+    }
+    if patroni_rewritten {
+        // A running Patroni re-reads its file on SIGHUP; `reload` is a no-op otherwise.
+        s.exec(&format!("{} reload", quote(&l.patroni_entry)), None)?.check("reload Patroni")?;
+    }
+    if l.is_whole_machine() && s.exists("/run/systemd/system")? {
+        install_boot_service(s)?;
+    }
+    Ok(())
+}
+
+/// On a machine run by systemd, a unit replays the boot list at startup.
+fn install_boot_service(s: &Session) -> Result<(), ManagerError> {
+    const UNIT: &str = "/etc/systemd/system/herd-boot.service";
+    if s.read_file(UNIT)?.as_deref() == Some(render::BOOT_SERVICE.as_bytes()) {
+        return Ok(());
+    }
+    s.upload(UNIT, render::BOOT_SERVICE.as_bytes(), 0o644, "root:root")?;
+    s.exec("systemctl daemon-reload && systemctl enable --quiet herd-boot.service", None)?
+        .check("enable herd-boot.service")?;
+    Ok(())
+}
+
+#[async_trait]
+impl Manager for PostgresManager {
+    fn name(&self) -> &'static str {
+        "postgresql"
+    }
+
+    async fn prepare(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+        let l = Layout::new(cluster, node)?;
+        packages::validate(&cluster.packages)?;
+        let packages = cluster.packages.clone();
+        with_session(&node.ssh, move |s| prepare_on(s, &l, &packages)).await
+    }
+
+    async fn configure(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+        let l = Layout::new(cluster, node)?;
+        if !cluster.members.iter().any(|m| m.name == node.name) {
+            return Err(ManagerError::permanent(
+                "invalid_node",
+                format!("node {} is not a member of cluster {}", node.name, cluster.name),
+            ));
+        }
+        let etcd_conf = render::etcd_config(cluster, node, &l)?;
+        let patroni_conf = render::patroni_config(cluster, node, &l)?;
+        with_session(&node.ssh, move |s| configure_on(s, &l, etcd_conf, patroni_conf)).await
+    }
+
+    async fn start_dcs(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+        let l = Layout::new(cluster, node)?;
+        let cmd = start_command(&l.etcd_entry);
+        let out = with_session(&node.ssh, move |s| s.exec(&cmd, None)).await?;
+        start_result(out, "etcd", &node.name)?;
+        let url = format!("http://{}/health", SocketAddr::new(node.address, ETCD_CLIENT_PORT));
+        self.wait_ready(node, &l.etcd_entry, &l.etcd_log, "etcd", Probe::EtcdHealthy(url), DCS_START_TIMEOUT).await
+    }
+
+    async fn start_ha(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+        let l = Layout::new(cluster, node)?;
+        let cmd = start_command(&l.patroni_entry);
+        let out = with_session(&node.ssh, move |s| s.exec(&cmd, None)).await?;
+        start_result(out, "Patroni", &node.name)?;
+        let url = format!("http://{}/patroni", SocketAddr::new(node.address, PATRONI_PORT));
+        self.wait_ready(node, &l.patroni_entry, &l.patroni_log, "Patroni", Probe::Answers(url), HA_START_TIMEOUT).await
+    }
+
+    async fn wait_converged(&self, cluster: &ClusterSpec, timeout: Duration) -> Result<ClusterHealth, ManagerError> {
+        let http = self.http()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = http.observe(cluster).await;
+            let (health, errors) = (&seen.health, &seen.errors);
+            if seen.is_ready(cluster) {
+                tracing::info!(cluster = %cluster.name, members = %patroni::summary(health), "cluster converged");
+                return Ok(seen.health);
+            }
+            if Instant::now() >= deadline {
+                let mut msg = format!(
+                    "cluster {} not converged after {}s: {}",
+                    cluster.name,
+                    timeout.as_secs(),
+                    patroni::summary(health)
+                );
+                if cluster.synchronous && seen.sync_standbys.is_empty() {
+                    msg.push_str("; no synchronous standby yet");
+                }
+                if let Some(e) = errors.last() {
+                    msg.push_str(&format!(" (last error: {e})"));
+                }
+                return Err(ManagerError::Transient(msg));
+            }
+            tokio::time::sleep(CONVERGE_POLL).await;
+        }
+    }
+
+    async fn set_admin_password(&self, cluster: &ClusterSpec) -> Result<(), ManagerError> {
+        let script =
+            sql::admin_password_script(&cluster.secrets.admin_user, cluster.secrets.admin_password.expose_secret())?;
+        let patroni::Observed { health, errors, .. } = self.http()?.observe(cluster).await;
+        let leader = health.leader.clone().ok_or_else(|| {
+            ManagerError::Transient(format!(
+                "cluster {} has no leader: {}{}",
+                cluster.name,
+                patroni::summary(&health),
+                errors.last().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+            ))
+        })?;
+        let node = cluster.members.iter().find(|m| m.name == leader).ok_or_else(|| {
+            ManagerError::Transient(format!("leader {leader} is not a member of cluster {}", cluster.name))
+        })?;
+        let l = Layout::new(cluster, node)?;
+        // Peer authentication over this server's own socket: no password needed,
+        // and the SQL (which holds one) goes through stdin.
+        let cmd = format!(
+            "{} env HOME={} {} -X -q -v ON_ERROR_STOP=1 -v VERBOSITY=terse -h {} -p {PG_PORT} -d postgres -f -",
+            as_user("postgres"),
+            quote(&l.pg_home),
+            quote(&format!("{}/psql", l.bin_dir)),
+            quote(&l.socket_dir),
+        );
+        let password: SecretString = cluster.secrets.admin_password.clone();
+        let out = with_session(&node.ssh, move |s| s.exec(&cmd, Some(script.as_bytes()))).await?;
+        if !out.success() {
+            return Err(ManagerError::Transient(format!(
+                "setting the admin password on {leader} failed: {}",
+                sql::redact(&out.error_tail(), password.expose_secret())
+            )));
+        }
+        tracing::info!(cluster = %cluster.name, leader = %leader, "admin role ready");
+        Ok(())
+    }
+
+    async fn health(&self, cluster: &ClusterSpec) -> Result<ClusterHealth, ManagerError> {
+        let patroni::Observed { health, errors, .. } = self.http()?.observe(cluster).await;
+        if !errors.is_empty() {
+            tracing::debug!(cluster = %cluster.name, ?errors, "some members did not answer");
+        }
+        Ok(health)
+    }
+
+    async fn stop_node(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+        let l = Layout::new(cluster, node)?;
+        // Patroni first (it shuts PostgreSQL down cleanly and hands over leadership
+        // while the DCS still runs), then etcd; each entry leaves the boot list only
+        // once its daemon is stopped, so a failed stop can be retried.
+        let cmd = [&l.patroni_entry, &l.etcd_entry]
+            .iter()
+            .map(|e| {
+                let e = quote(e);
+                format!("{{ if [ -x {e} ]; then {e} stop || exit 1; fi; rm -f {e}; }}")
+            })
+            .collect::<Vec<_>>()
+            .join(" && ");
+        // Each daemon gets STOP_TIMEOUT_SECS after SIGTERM, and a postmaster left
+        // behind up to 40 s more: wait that long for the script.
+        let out = with_session(&node.ssh, move |s| s.exec_timeout(&cmd, None, STOP_TIMEOUT)).await?;
+        if !out.success() {
+            return Err(ManagerError::Transient(format!("stopping {} failed: {}", node.name, out.error_tail())));
+        }
+        tracing::info!(node = %node.name, "node daemons stopped and removed from the boot list");
+        Ok(())
+    }
+}

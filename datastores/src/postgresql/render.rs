@@ -1,0 +1,559 @@
+//! Config files and control scripts, rendered from the tera templates in
+//! `templates/`. Values are escaped for their destination before they reach a
+//! template: YAML double-quoted scalars for the YAML files, POSIX single quotes for
+//! the shell scripts. Templates therefore never escape anything themselves.
+
+use super::layout::{ETCD_CLIENT_PORT, ETCD_PEER_PORT, Layout, PATRONI_PORT, PG_PORT};
+use crate::shell::quote;
+use crate::{ClusterSpec, ManagerError, NodeSpec};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+
+const ETCD_TEMPLATE: &str = include_str!("templates/etcd.yml");
+const PATRONI_TEMPLATE: &str = include_str!("templates/patroni.yml");
+const DAEMON_TEMPLATE: &str = include_str!("templates/daemon.sh");
+pub const BOOT_SERVICE: &str = include_str!("templates/herd-boot.service");
+
+/// Seconds `stop` waits after SIGTERM before SIGKILL. Patroni needs this long for a
+/// clean PostgreSQL shutdown (checkpoint) on a busy server.
+pub const STOP_TIMEOUT_SECS: u32 = 60;
+
+/// Parameters Herd sets itself: paths under the server root, listen addresses, what
+/// replication and Patroni depend on. A user value would break the node or be
+/// silently ignored by Patroni, so it is refused instead.
+const MANAGED_PARAMETERS: &[&str] = &[
+    "listen_addresses",
+    "port",
+    "data_directory",
+    "config_file",
+    "hba_file",
+    "ident_file",
+    "unix_socket_directories",
+    "logging_collector",
+    "log_directory",
+    "log_filename",
+    "cluster_name",
+    "hot_standby",
+    "wal_log_hints",
+    "synchronous_standby_names",
+    "primary_conninfo",
+    "primary_slot_name",
+    "restore_command",
+    "recovery_target",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_timeline",
+];
+
+fn templates() -> Result<&'static tera::Tera, ManagerError> {
+    static TERA: OnceLock<Result<tera::Tera, String>> = OnceLock::new();
+    TERA.get_or_init(|| {
+        let mut t = tera::Tera::default();
+        // Nothing here is HTML; escaping is done per destination before rendering.
+        t.autoescape_on(vec![]);
+        t.add_raw_templates([
+            ("etcd.yml", ETCD_TEMPLATE),
+            ("patroni.yml", PATRONI_TEMPLATE),
+            ("daemon.sh", DAEMON_TEMPLATE),
+        ])
+        .map_err(|e| format!("{e:?}"))?;
+        Ok(t)
+    })
+    .as_ref()
+    .map_err(|e| ManagerError::permanent("template_error", format!("templates do not parse: {e}")))
+}
+
+fn render(name: &str, ctx: &impl Serialize) -> Result<String, ManagerError> {
+    let ctx = tera::Context::from_serialize(ctx)
+        .map_err(|e| ManagerError::permanent("template_error", format!("{name}: {e}")))?;
+    templates()?.render(name, &ctx).map_err(|e| {
+        // tera's Display is only the outermost message; the cause says which variable.
+        let mut msg = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            source = s.source();
+        }
+        ManagerError::permanent("template_error", format!("{name}: {msg}"))
+    })
+}
+
+/// `s` as a YAML double-quoted scalar. Only printable ASCII is written as is;
+/// everything else is escaped, so neither PyYAML (Patroni) nor Go's YAML (etcd) can
+/// misread or reject it (PyYAML refuses some raw non-printable characters).
+pub fn yaml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            c if (c as u32) <= 0xFFFF => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push_str(&format!("\\U{:08X}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A PostgreSQL parameter value for YAML: strings quoted, numbers as they are,
+/// booleans as PostgreSQL's `on`/`off`.
+fn yaml_parameter(name: &str, value: &serde_json::Value) -> Result<String, ManagerError> {
+    match value {
+        serde_json::Value::String(s) => {
+            if s.contains('\0') {
+                return Err(ManagerError::permanent("invalid_parameter", format!("{name}: value contains NUL")));
+            }
+            Ok(yaml_str(s))
+        }
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        serde_json::Value::Bool(b) => Ok(yaml_str(if *b { "on" } else { "off" })),
+        other => Err(ManagerError::permanent(
+            "invalid_parameter",
+            format!("{name}: value must be a string, number or boolean, not {other}"),
+        )),
+    }
+}
+
+fn valid_parameter_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Parameter {
+    pub name: String,
+    pub value: String,
+}
+
+/// Cluster-wide parameters (written to the DCS at bootstrap): replication
+/// prerequisites, then the user's, which may raise the defaults but not replace
+/// what Herd manages.
+pub fn cluster_parameters(cluster: &ClusterSpec) -> Result<Vec<Parameter>, ManagerError> {
+    let mut params: Vec<(String, serde_json::Value)> = vec![
+        ("wal_level".into(), "replica".into()),
+        ("hot_standby".into(), "on".into()),
+        ("max_wal_senders".into(), 10.into()),
+        ("max_replication_slots".into(), 10.into()),
+        ("wal_log_hints".into(), "on".into()),
+        ("password_encryption".into(), "scram-sha-256".into()),
+    ];
+    for (name, value) in &cluster.parameters {
+        if !valid_parameter_name(name) {
+            return Err(ManagerError::permanent("invalid_parameter", format!("{name:?} is not a parameter name")));
+        }
+        if MANAGED_PARAMETERS.contains(&name.as_str()) {
+            return Err(ManagerError::permanent(
+                "parameter_not_allowed",
+                format!("parameter {name} is managed by Herd and cannot be set"),
+            ));
+        }
+        if name == "wal_level" && !matches!(value.as_str(), Some("replica" | "logical")) {
+            return Err(ManagerError::permanent(
+                "parameter_not_allowed",
+                "wal_level must be replica or logical: replicas and failover need it",
+            ));
+        }
+        match params.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value.clone(),
+            None => params.push((name.clone(), value.clone())),
+        }
+    }
+    params
+        .into_iter()
+        .map(|(name, value)| Ok(Parameter { value: yaml_parameter(&name, &value)?, name: yaml_str(&name) }))
+        .collect()
+}
+
+/// Node-local parameters: everything that names a path under this server's root.
+fn local_parameters(l: &Layout) -> Vec<Parameter> {
+    [
+        ("unix_socket_directories", l.socket_dir.as_str()),
+        // Debian's logging: one file per cluster under /var/log/postgresql.
+        ("logging_collector", "on"),
+        ("log_directory", l.log_dir.as_str()),
+        ("log_filename", l.pg_log_name.as_str()),
+        ("log_file_mode", "0640"),
+        ("log_line_prefix", "%m [%p] %q%u@%d "),
+    ]
+    .into_iter()
+    .map(|(n, v)| Parameter { name: yaml_str(n), value: yaml_str(v) })
+    .collect()
+}
+
+/// The address a member's connections come from, as pg_hba sees it. Between
+/// loopback hosts the kernel picks 127.0.0.1 as the source whatever the
+/// destination (the `local 127.0.0.0/8` route), so that is what must be allowed.
+fn member_source(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(v4) if v4.is_loopback() => "127.0.0.1/32".into(),
+        IpAddr::V4(v4) => format!("{v4}/32"),
+        IpAddr::V6(v6) if v6.is_loopback() => "::1/128".into(),
+        IpAddr::V6(v6) => format!("{v6}/128"),
+    }
+}
+
+/// pg_hba rules, first match wins: the superuser only over the local socket (peer)
+/// or from members (pg_rewind); replication only for `replicator` from members;
+/// everyone else from anywhere with a SCRAM password.
+pub fn pg_hba(cluster: &ClusterSpec) -> Vec<String> {
+    let mut sources: Vec<String> = cluster.members.iter().map(|m| member_source(m.address)).collect();
+    sources.sort();
+    sources.dedup();
+    let mut lines = vec!["local all postgres peer".to_owned()];
+    for s in &sources {
+        lines.push(format!("host replication replicator {s} scram-sha-256"));
+        lines.push(format!("host all postgres {s} scram-sha-256"));
+    }
+    lines.extend([
+        "host all postgres 0.0.0.0/0 reject".to_owned(),
+        "host all postgres ::/0 reject".to_owned(),
+        "host all all 0.0.0.0/0 scram-sha-256".to_owned(),
+        "host all all ::/0 scram-sha-256".to_owned(),
+    ]);
+    lines.into_iter().map(|l| yaml_str(&l)).collect()
+}
+
+/// Patroni scope (and etcd key prefix): the cluster name plus a short id, so two
+/// clusters with the same name never share DCS keys.
+pub fn scope(cluster: &ClusterSpec) -> String {
+    format!("{}-{}", cluster.name, &cluster.cluster_id.simple().to_string()[..8])
+}
+
+fn url(addr: IpAddr, port: u16) -> String {
+    format!("http://{}", SocketAddr::new(addr, port))
+}
+
+#[derive(Serialize)]
+struct EtcdContext {
+    name: String,
+    cluster: String,
+    name_yaml: String,
+    data_dir: String,
+    client_url: String,
+    peer_url: String,
+    initial_cluster: String,
+    token: String,
+}
+
+pub fn etcd_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result<String, ManagerError> {
+    let initial = cluster
+        .members
+        .iter()
+        .map(|m| format!("{}={}", m.name, url(m.address, ETCD_PEER_PORT)))
+        .collect::<Vec<_>>()
+        .join(",");
+    render(
+        "etcd.yml",
+        &EtcdContext {
+            name: node.name.clone(),
+            cluster: cluster.name.clone(),
+            name_yaml: yaml_str(&node.name),
+            data_dir: yaml_str(&l.etcd_data),
+            client_url: yaml_str(&url(node.address, ETCD_CLIENT_PORT)),
+            peer_url: yaml_str(&url(node.address, ETCD_PEER_PORT)),
+            initial_cluster: yaml_str(&initial),
+            token: yaml_str(&format!("herd-{}", cluster.cluster_id.simple())),
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct PatroniContext {
+    name: String,
+    cluster: String,
+    version: String,
+    scope: String,
+    name_yaml: String,
+    restapi: String,
+    superuser_password: String,
+    replication_password: String,
+    etcd_hosts: Vec<String>,
+    ttl: u32,
+    loop_wait: u32,
+    retry_timeout: u32,
+    synchronous: bool,
+    cluster_parameters: Vec<Parameter>,
+    local_parameters: Vec<Parameter>,
+    pg_hba: Vec<String>,
+    pg_address: String,
+    data_dir: String,
+    bin_dir: String,
+    pgpass: String,
+}
+
+pub fn patroni_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result<String, ManagerError> {
+    let t = cluster.timing;
+    // Patroni's own rule: a member must be able to retry the DCS twice and still
+    // renew its leader key before it expires.
+    if t.loop_wait == 0 || t.loop_wait + 2 * t.retry_timeout > t.ttl {
+        return Err(ManagerError::permanent(
+            "invalid_ha_timing",
+            format!("HA timing needs loop_wait + 2 * retry_timeout <= ttl, got {t:?}"),
+        ));
+    }
+    let superuser = cluster.secrets.superuser.expose_secret();
+    let replication = cluster.secrets.replication.expose_secret();
+    if superuser.is_empty() || replication.is_empty() {
+        return Err(ManagerError::permanent("invalid_secrets", "superuser and replication passwords must be set"));
+    }
+    render(
+        "patroni.yml",
+        &PatroniContext {
+            name: node.name.clone(),
+            cluster: cluster.name.clone(),
+            version: l.version.clone(),
+            scope: yaml_str(&scope(cluster)),
+            name_yaml: yaml_str(&node.name),
+            restapi: yaml_str(&SocketAddr::new(node.address, PATRONI_PORT).to_string()),
+            superuser_password: yaml_str(superuser),
+            replication_password: yaml_str(replication),
+            etcd_hosts: cluster
+                .members
+                .iter()
+                .map(|m| yaml_str(&SocketAddr::new(m.address, ETCD_CLIENT_PORT).to_string()))
+                .collect(),
+            ttl: t.ttl,
+            loop_wait: t.loop_wait,
+            retry_timeout: t.retry_timeout,
+            synchronous: cluster.synchronous,
+            cluster_parameters: cluster_parameters(cluster)?,
+            local_parameters: local_parameters(l),
+            pg_hba: pg_hba(cluster),
+            pg_address: yaml_str(&SocketAddr::new(node.address, PG_PORT).to_string()),
+            data_dir: yaml_str(&l.data_dir),
+            bin_dir: yaml_str(&l.bin_dir),
+            pgpass: yaml_str(&l.pgpass),
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct RuntimeDir {
+    path: String,
+    owner: String,
+    group: String,
+    mode: String,
+}
+
+#[derive(Serialize)]
+struct DaemonContext {
+    description: String,
+    name: String,
+    user: String,
+    group: String,
+    pid_file: String,
+    log_file: String,
+    #[serde(rename = "match")]
+    match_: String,
+    env: String,
+    command: String,
+    runtime_dirs: Vec<RuntimeDir>,
+    stop_timeout: u32,
+    stop_ticks: u32,
+    data_dir: Option<String>,
+    pg_ctl: String,
+}
+
+fn runtime_dir(path: &str, owner: &str, mode: &str) -> RuntimeDir {
+    RuntimeDir { path: quote(path), owner: quote(owner), group: quote(owner), mode: quote(mode) }
+}
+
+/// The control script of the node's etcd member (boot entry `20-etcd-<cluster>`).
+pub fn etcd_script(l: &Layout, user: &str) -> Result<String, ManagerError> {
+    render(
+        "daemon.sh",
+        &DaemonContext {
+            description: format!("etcd member for cluster {}, run as {user}", l.cluster),
+            name: "etcd".into(),
+            user: quote(user),
+            group: quote(user),
+            pid_file: quote(&l.etcd_pid),
+            log_file: quote(&l.etcd_log),
+            match_: quote(&l.etcd_conf),
+            env: crate::shell::join(&["HOME=/", &format!("USER={user}"), &format!("LOGNAME={user}")]),
+            command: crate::shell::join(&["/usr/bin/etcd", "--config-file", &l.etcd_conf]),
+            runtime_dirs: vec![runtime_dir(&l.run_dir, "root", "0755")],
+            stop_timeout: STOP_TIMEOUT_SECS,
+            stop_ticks: STOP_TIMEOUT_SECS * 10,
+            data_dir: None,
+            pg_ctl: String::new(),
+        },
+    )
+}
+
+/// The control script of the node's Patroni (boot entry `30-patroni-<v>-<cluster>`).
+pub fn patroni_script(l: &Layout) -> Result<String, ManagerError> {
+    render(
+        "daemon.sh",
+        &DaemonContext {
+            description: format!("Patroni for PostgreSQL {} cluster {}, run as postgres", l.version, l.cluster),
+            name: "patroni".into(),
+            user: "postgres".into(),
+            group: "postgres".into(),
+            pid_file: quote(&l.patroni_pid),
+            log_file: quote(&l.patroni_log),
+            match_: quote(&l.patroni_conf),
+            env: crate::shell::join(&[
+                &format!("HOME={}", l.pg_home),
+                "USER=postgres",
+                "LOGNAME=postgres",
+                "LC_ALL=C.UTF-8",
+            ]),
+            command: crate::shell::join(&["/usr/bin/patroni", &l.patroni_conf]),
+            // /run is a tmpfs on real servers: recreate what it held at every start.
+            runtime_dirs: vec![runtime_dir(&l.run_dir, "root", "0755"), runtime_dir(&l.socket_dir, "postgres", "2775")],
+            stop_timeout: STOP_TIMEOUT_SECS,
+            stop_ticks: STOP_TIMEOUT_SECS * 10,
+            data_dir: Some(quote(&l.data_dir)),
+            pg_ctl: quote(&format!("{}/pg_ctl", l.bin_dir)),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgresql::layout::tests::spec;
+    use secrecy::SecretString;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// Parses YAML the way Patroni does (PyYAML) and returns it as JSON.
+    fn pyyaml(text: &str) -> serde_json::Value {
+        let mut child = Command::new("python3")
+            .args(["-c", "import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.stdin.read())))"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 with PyYAML (a dependency of patroni)");
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "PyYAML rejected:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    #[test]
+    fn yaml_strings_escape_everything_unusual() {
+        assert_eq!(yaml_str("plain"), "\"plain\"");
+        assert_eq!(yaml_str("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(yaml_str("x\ny"), r#""x\u000Ay""#);
+        assert_eq!(yaml_str("é😀"), r#""\u00E9\U0001F600""#);
+    }
+
+    #[test]
+    fn patroni_yml_carries_tricky_values_exactly() {
+        let (mut c, n) = spec("/srv/h/s 1", None);
+        let password = "p'a\"s s\\w:o#r{d}\n\t\u{85}é😀 $(x) - [a]";
+        c.secrets.superuser = SecretString::from(password);
+        c.secrets.replication = SecretString::from("yes");
+        c.synchronous = true;
+        c.parameters.insert("work_mem".into(), "64MB".into());
+        c.parameters.insert("max_connections".into(), 200.into());
+        c.parameters.insert("jit".into(), false.into());
+        c.parameters.insert("search_path".into(), "\"$user\", public # not a comment".into());
+        c.parameters.insert("max_wal_senders".into(), 20.into());
+        let l = Layout::new(&c, &n).unwrap();
+        let text = patroni_config(&c, &n, &l).unwrap();
+        let y = pyyaml(&text);
+        assert_eq!(y["postgresql"]["authentication"]["superuser"]["password"], password);
+        assert_eq!(y["restapi"]["authentication"]["password"], password);
+        assert_eq!(y["postgresql"]["authentication"]["replication"]["password"], "yes");
+        assert_eq!(y["scope"], "orders-00000000");
+        assert_eq!(y["name"], "orders-0");
+        assert_eq!(y["restapi"]["listen"], "127.78.0.2:8008");
+        assert_eq!(y["etcd3"]["hosts"], serde_json::json!(["127.78.0.2:2379"]));
+        let dcs = &y["bootstrap"]["dcs"];
+        assert_eq!(dcs["ttl"], 10);
+        assert_eq!(dcs["loop_wait"], 2);
+        assert_eq!(dcs["retry_timeout"], 4);
+        assert_eq!(dcs["synchronous_mode"], true);
+        let p = &dcs["postgresql"]["parameters"];
+        assert_eq!(p["work_mem"], "64MB");
+        assert_eq!(p["max_connections"], 200);
+        assert_eq!(p["jit"], "off");
+        assert_eq!(p["search_path"], "\"$user\", public # not a comment");
+        assert_eq!(p["max_wal_senders"], 20, "a user value replaces the default");
+        assert_eq!(p["wal_level"], "replica");
+        assert_eq!(dcs["postgresql"]["use_pg_rewind"], true);
+        let local = &y["postgresql"];
+        assert_eq!(local["data_dir"], "/srv/h/s 1/var/lib/postgresql/15/orders");
+        assert_eq!(local.get("config_dir"), None, "PostgreSQL's config lives in the data directory");
+        assert_eq!(local["parameters"]["unix_socket_directories"], "/srv/h/s 1/var/run/postgresql");
+        assert_eq!(local["listen"], "127.78.0.2:5432");
+        assert_eq!(local["bin_dir"], "/usr/lib/postgresql/15/bin");
+        let hba: Vec<String> =
+            local["pg_hba"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+        assert_eq!(hba[0], "local all postgres peer");
+        assert!(hba.contains(&"host replication replicator 127.0.0.1/32 scram-sha-256".to_owned()), "{hba:?}");
+        assert_eq!(hba.last().unwrap(), "host all all ::/0 scram-sha-256");
+        assert_eq!(
+            y["bootstrap"]["initdb"],
+            serde_json::json!([{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"])
+        );
+    }
+
+    #[test]
+    fn managed_or_malformed_parameters_are_refused() {
+        for (name, value, code) in [
+            ("unix_socket_directories", serde_json::json!("/tmp"), "parameter_not_allowed"),
+            ("wal_level", serde_json::json!("minimal"), "parameter_not_allowed"),
+            ("work_mem", serde_json::json!(["a"]), "invalid_parameter"),
+            ("Bad-Name", serde_json::json!("x"), "invalid_parameter"),
+        ] {
+            let (mut c, _) = spec("/", None);
+            c.parameters.insert(name.into(), value);
+            assert_eq!(cluster_parameters(&c).unwrap_err().code(), code, "{name}");
+        }
+        let (mut c, _) = spec("/", None);
+        c.parameters.insert("wal_level".into(), "logical".into());
+        assert!(cluster_parameters(&c).is_ok());
+    }
+
+    #[test]
+    fn ha_timing_is_checked() {
+        let (mut c, n) = spec("/", None);
+        c.timing.retry_timeout = 5;
+        let l = Layout::new(&c, &n).unwrap();
+        assert_eq!(patroni_config(&c, &n, &l).unwrap_err().code(), "invalid_ha_timing");
+    }
+
+    #[test]
+    fn etcd_config_lists_every_member() {
+        let (mut c, n) = spec("/", None);
+        let mut other = n.clone();
+        other.name = "orders-1".into();
+        other.address = "127.78.0.3".parse().unwrap();
+        c.members.push(other);
+        let l = Layout::new(&c, &n).unwrap();
+        let y = pyyaml(&etcd_config(&c, &n, &l).unwrap());
+        assert_eq!(y["name"], "orders-0");
+        assert_eq!(y["listen-client-urls"], "http://127.78.0.2:2379");
+        assert_eq!(y["initial-advertise-peer-urls"], "http://127.78.0.2:2380");
+        assert_eq!(y["initial-cluster"], "orders-0=http://127.78.0.2:2380,orders-1=http://127.78.0.3:2380");
+        assert_eq!(y["initial-cluster-token"], "herd-00000000000000000000000000000000");
+        assert_eq!(y["data-dir"], "/var/lib/etcd/orders");
+    }
+
+    #[test]
+    fn control_scripts_are_valid_shell() {
+        let (c, n) = spec("/srv/it's here", None);
+        let l = Layout::new(&c, &n).unwrap();
+        for script in [etcd_script(&l, "etcd").unwrap(), patroni_script(&l).unwrap()] {
+            let out = Command::new("/bin/sh").args(["-n", "-c", &script]).output().unwrap();
+            assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
+            assert!(script.contains(&quote(&l.root.join("run/herd").display().to_string())), "{script}");
+        }
+        let p = patroni_script(&l).unwrap();
+        assert!(p.contains("pg_ctl_as_owner stop -m fast"), "{p}");
+        assert!(!etcd_script(&l, "etcd").unwrap().contains("pg_ctl"));
+    }
+}

@@ -1,0 +1,558 @@
+//! The PostgreSQL manager against real PostgreSQL 15, Patroni and etcd on loopback
+//! hosts of the local provider (each with its own sshd, address and root). Needs
+//! root and the Debian packages postgresql-15, patroni, etcd-server and
+//! openssh-server. Run with `--test-threads=1`: clusters are heavy for 2 cores.
+//!
+//! Each test uses its own /24 of 127.78.0.0/16 and a `Fixture` whose Drop deletes
+//! every server of its provider (killing all their processes), pass or fail.
+
+use herd_core::status::NodeRole;
+use herd_datastores::postgresql::PostgresManager;
+use herd_datastores::ssh::{Session, wait_reachable};
+use herd_datastores::{
+    ClusterHealth, ClusterSecrets, ClusterSpec, HaTiming, Manager, ManagerError, NodeSpec, SshTarget, VolumeMount,
+};
+use herd_providers::local::LocalProvider;
+use herd_providers::{LocalProviderSettings, Provider, ServerInfo, ServerSpec, VolumeSpec};
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Passwords with everything that breaks naive quoting (shell, YAML, SQL, libpq).
+const SUPERUSER_PW: &str = "su'per \"pw\" $(touch /tmp/herd-pwned) #1: {x} \\n";
+const REPLICATION_PW: &str = "repl: 'pw' - [a]";
+const ADMIN_PW: &str = "ad'min \"pw\" \\ $HOME `id` ; --";
+
+struct Fixture {
+    rt: Runtime,
+    provider: LocalProvider,
+    settings: LocalProviderSettings,
+    dir: tempfile::TempDir,
+    key: herd_core::sshkey::KeyMaterial,
+    subnet: u8,
+}
+
+impl Fixture {
+    /// `subnet`: third octet of this test's pool 127.78.<subnet>.0/24.
+    fn new(subnet: u8) -> Self {
+        Self::with_tracking(subnet, "auto")
+    }
+
+    /// `tracking`: how the provider finds a server's processes (`auto`, `marker`).
+    fn with_tracking(subnet: u8, tracking: &str) -> Self {
+        // Short prefix: PostgreSQL's socket path under the server root must stay
+        // within 107 bytes.
+        let dir = tempfile::Builder::new().prefix("hds-").tempdir().expect("temp dir");
+        // postgres and etcd must be able to reach their directories under it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+        let settings = LocalProviderSettings {
+            address_pool: format!("127.78.{subnet}.0/24"),
+            root: Some(dir.path().join("local")),
+            process_tracking: tracking.into(),
+            stop_timeout_secs: 5,
+            boot_timeout_secs: 30,
+            ..LocalProviderSettings::default()
+        };
+        let provider = LocalProvider::new("local", &settings, &dir.path().join("local")).expect("local provider");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        Self { rt, provider, settings, dir, key: herd_core::sshkey::generate_ed25519(), subnet }
+    }
+
+    fn create_server(&self, name: &str) -> ServerInfo {
+        let spec = ServerSpec {
+            name: name.into(),
+            flavor: "local.small".into(),
+            image: None,
+            authorized_key: self.key.public_key.clone(),
+            tags: BTreeMap::from([("herd:node".to_owned(), name.to_owned())]),
+        };
+        self.rt.block_on(self.provider.create_server(&spec, &format!("step-{name}"))).expect("create server")
+    }
+
+    fn target(&self, info: &ServerInfo) -> SshTarget {
+        SshTarget {
+            address: info.address.expect("address"),
+            port: info.ssh_port,
+            user: info.login_user.clone(),
+            private_key: self.key.private_openssh.clone(),
+            host_key: info.host_key.clone(),
+        }
+    }
+
+    /// Servers with a directory volume each, and the cluster spec over them.
+    fn cluster(&self, name: &str, nodes: usize, synchronous: bool) -> (ClusterSpec, Vec<ServerInfo>) {
+        let mut members = Vec::new();
+        let mut servers = Vec::new();
+        for i in 0..nodes {
+            let node_name = format!("{name}-{i}");
+            let info = self.create_server(&node_name);
+            let vol_spec = VolumeSpec {
+                name: format!("{node_name}-data"),
+                size_gb: 1,
+                server_id: Some(info.id.clone()),
+                tags: BTreeMap::new(),
+            };
+            let vol = self.rt.block_on(self.provider.create_volume(&vol_spec, &format!("vol-{node_name}"))).unwrap();
+            let att = self.rt.block_on(self.provider.attach_volume(&vol.id, &info.id)).unwrap();
+            members.push(NodeSpec {
+                node_id: Uuid::new_v4(),
+                name: node_name,
+                address: info.address.unwrap(),
+                ssh: self.target(&info),
+                root_prefix: info.root_prefix.clone(),
+                volume: Some(VolumeMount { kind: att.kind, path: att.path }),
+            });
+            servers.push(info);
+        }
+        let mut parameters = serde_json::Map::new();
+        parameters.insert("work_mem".into(), "8MB".into());
+        parameters.insert("max_connections".into(), 50.into());
+        parameters.insert("application_name".into(), "herd's \"test\"".into());
+        let spec = ClusterSpec {
+            cluster_id: Uuid::new_v4(),
+            name: name.into(),
+            version: "15".into(),
+            packages: vec!["postgresql-15".into(), "patroni".into(), "etcd-server".into()],
+            members,
+            synchronous,
+            parameters,
+            secrets: ClusterSecrets {
+                superuser: SecretString::from(SUPERUSER_PW),
+                replication: SecretString::from(REPLICATION_PW),
+                admin_user: "herd_admin".into(),
+                admin_password: SecretString::from(ADMIN_PW),
+            },
+            timing: HaTiming::default(),
+        };
+        (spec, servers)
+    }
+
+    fn pids(&self, id: &str) -> Vec<i32> {
+        self.rt.block_on(self.provider.server_pids(id)).expect("server pids")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let Ok(provider) = LocalProvider::new("local", &self.settings, &self.dir.path().join("local")) else {
+            return;
+        };
+        let state = self.dir.path().join("local/state/servers");
+        let ids: Vec<String> = std::fs::read_dir(&state)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_owned))
+            .collect();
+        for id in ids {
+            if let Err(e) = self.rt.block_on(provider.delete_server(&id)) {
+                eprintln!("cleanup: delete server {id}: {e}");
+            }
+        }
+        let root = self.dir.path().display().to_string();
+        let left = processes_mentioning(&root);
+        if !left.is_empty() {
+            eprintln!("cleanup (subnet {}): processes left under {root}: {left:?}", self.subnet);
+        }
+    }
+}
+
+/// The worker's order: every node through its steps concurrently.
+async fn provision(m: &Arc<PostgresManager>, c: &ClusterSpec) -> Result<(), ManagerError> {
+    let mut set = JoinSet::new();
+    for node in c.members.clone() {
+        let (m, c) = (m.clone(), c.clone());
+        set.spawn(async move {
+            m.prepare(&c, &node).await?;
+            m.configure(&c, &node).await?;
+            m.start_dcs(&c, &node).await?;
+            m.start_ha(&c, &node).await
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("provision task")?;
+    }
+    Ok(())
+}
+
+/// Provisions, waits for convergence, sets the admin password; returns the health
+/// and how long prepare → converged took.
+fn bring_up(fx: &Fixture, m: &Arc<PostgresManager>, c: &ClusterSpec) -> (ClusterHealth, Duration) {
+    let started = Instant::now();
+    fx.rt.block_on(provision(m, c)).expect("provision");
+    let health = fx.rt.block_on(m.wait_converged(c, CONVERGE_TIMEOUT)).expect("converged");
+    let took = started.elapsed();
+    fx.rt.block_on(m.set_admin_password(c)).expect("admin password");
+    (health, took)
+}
+
+/// Runs SQL with the psql client over TCP; returns trimmed unaligned output.
+fn psql(addr: &str, user: &str, password: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", addr, "-p", "5432", "-U", user, "-d", "postgres", "-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .env("PGSSLMODE", "disable")
+        .output()
+        .map_err(|e| format!("run psql: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn admin_sql(addr: &str, sql: &str) -> String {
+    psql(addr, "herd_admin", ADMIN_PW, sql).unwrap_or_else(|e| panic!("{sql} on {addr}: {e}"))
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn uid_of(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next())?.parse().ok()
+}
+
+fn comm_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
+}
+
+fn cmdline_of(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+fn user_id(name: &str) -> u32 {
+    let out = Command::new("id").args(["-u", name]).output().expect("id");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|_| panic!("user {name} exists"))
+}
+
+/// Live processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| *pid != me)
+        .map(|pid| (pid, cmdline_of(pid)))
+        .filter(|(_, cmd)| cmd.contains(needle))
+        .collect()
+}
+
+/// The server's daemons (everything but its sshd): (comm, uid) per process.
+fn daemons(fx: &Fixture, server: &ServerInfo) -> Vec<(i32, String, u32)> {
+    fx.pids(&server.id)
+        .into_iter()
+        .filter_map(|pid| {
+            let comm = comm_of(pid);
+            let uid = uid_of(pid)?;
+            (comm != "sshd").then_some((pid, comm, uid))
+        })
+        .collect()
+}
+
+/// Every postgres, Patroni and etcd process of the server runs as its service user.
+fn assert_daemons_unprivileged(fx: &Fixture, server: &ServerInfo) {
+    let (postgres, etcd) = (user_id("postgres"), user_id("etcd"));
+    let procs = daemons(fx, server);
+    for (pid, comm, uid) in &procs {
+        assert_ne!(*uid, 0, "pid {pid} ({comm}: {}) runs as root", cmdline_of(*pid));
+    }
+    let has = |c: &str, u: u32| procs.iter().any(|(_, comm, uid)| comm.starts_with(c) && *uid == u);
+    assert!(has("postgres", postgres), "no postgres process as postgres: {procs:?}");
+    assert!(has("patroni", postgres), "no patroni process as postgres: {procs:?}");
+    assert!(has("etcd", etcd), "no etcd process as etcd: {procs:?}");
+}
+
+fn primary_and_replicas(h: &ClusterHealth, c: &ClusterSpec) -> (NodeSpec, Vec<NodeSpec>) {
+    let leader = h.leader.clone().expect("a leader");
+    let find = |n: &str| c.members.iter().find(|m| m.name == n).unwrap().clone();
+    let replicas = h.nodes.iter().filter(|n| n.role == NodeRole::Replica).map(|n| find(&n.name)).collect();
+    (find(&leader), replicas)
+}
+
+/// stop_node on every node: no daemon left, boot entries gone; then delete: no
+/// process mentions the server root any more.
+fn stop_and_delete(fx: &Fixture, m: &Arc<PostgresManager>, c: &ClusterSpec, servers: &[ServerInfo]) {
+    for node in &c.members {
+        fx.rt.block_on(m.stop_node(c, node)).expect("stop node");
+        // Idempotent.
+        fx.rt.block_on(m.stop_node(c, node)).expect("stop node again");
+    }
+    for server in servers {
+        let left = daemons(fx, server);
+        assert!(left.is_empty(), "daemons survived stop_node: {left:?}");
+        let boot = server.root_prefix.join("etc/herd/boot.d");
+        let entries: Vec<_> = std::fs::read_dir(&boot).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(entries.is_empty(), "boot entries left: {entries:?}");
+    }
+    for server in servers {
+        fx.rt.block_on(fx.provider.delete_server(&server.id)).expect("delete server");
+        let root = server.root_prefix.display().to_string();
+        let left = processes_mentioning(&root);
+        assert!(left.is_empty(), "processes still mention {root}: {left:?}");
+    }
+}
+
+#[test]
+fn one_node_cluster_serves_sql_and_survives_power_cycle() {
+    one_node(Fixture::new(1));
+}
+
+/// Without cgroups the provider finds daemons by the environment marker they
+/// inherit: PostgreSQL, which Patroni detaches, must still be found and killed.
+#[test]
+fn one_node_cluster_with_marker_process_tracking() {
+    let fx = Fixture::with_tracking(5, "marker");
+    assert_eq!(fx.provider.process_tracking(), "marker");
+    one_node(fx);
+}
+
+fn one_node(fx: Fixture) {
+    let m = Arc::new(PostgresManager::default());
+    let (mut c, servers) = fx.cluster("solo", 1, false);
+    // Every statement is logged, except the one that carries the admin password.
+    c.parameters.insert("log_statement".into(), "all".into());
+    eprintln!("process tracking: {}", fx.provider.process_tracking());
+    let (health, took) = bring_up(&fx, &m, &c);
+    eprintln!("1-node: prepare -> converged in {took:?}");
+    assert_eq!(health.leader.as_deref(), Some("solo-0"));
+    assert_eq!(health.nodes.len(), 1);
+    assert_eq!(health.nodes[0].role, NodeRole::Primary);
+    assert_eq!(health.nodes[0].state, "running");
+    assert_eq!(health.nodes[0].timeline, Some(1));
+
+    let addr = c.members[0].address.to_string();
+    admin_sql(&addr, "CREATE TABLE t (id int PRIMARY KEY, v text)");
+    admin_sql(&addr, "INSERT INTO t VALUES (1, 'one'), (2, 'it''s two')");
+    assert_eq!(admin_sql(&addr, "SELECT string_agg(v, ',' ORDER BY id) FROM t"), "one,it's two");
+    // The admin role got what was asked, and user parameters reached the server.
+    assert_eq!(
+        admin_sql(
+            &addr,
+            "SELECT rolcreatedb AND rolcreaterole AND NOT rolsuper FROM pg_roles WHERE rolname = current_user"
+        ),
+        "t"
+    );
+    assert_eq!(admin_sql(&addr, "SHOW work_mem"), "8MB");
+    assert_eq!(admin_sql(&addr, "SHOW max_connections"), "50");
+    assert_eq!(admin_sql(&addr, "SHOW data_checksums"), "on");
+
+    // A wrong password is refused (the server really checks).
+    assert!(psql(&addr, "herd_admin", "wrong", "SELECT 1").is_err());
+    // Idempotent, and a changed password takes effect.
+    fx.rt.block_on(m.set_admin_password(&c)).expect("admin password again");
+    assert_eq!(admin_sql(&addr, "SELECT count(*) FROM t"), "2");
+
+    // Layout: data on the volume, config and logs under the root, secrets private.
+    let root = &servers[0].root_prefix;
+    let vol = c.members[0].volume.as_ref().unwrap().path.clone();
+    assert!(Path::new(&vol).join("15/solo/PG_VERSION").exists());
+    assert!(Path::new(&vol).join("15/solo/postgresql.conf").exists());
+    assert!(root.join("var/log/postgresql/postgresql-15-solo.log").exists());
+    assert!(root.join("var/run/postgresql/.s.PGSQL.5432").exists());
+    let conf = root.join("etc/patroni/15-solo.yml");
+    let meta = std::fs::metadata(&conf).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), user_id("postgres"));
+    let pg_log = std::fs::read_to_string(root.join("var/log/postgresql/postgresql-15-solo.log")).unwrap();
+    assert!(pg_log.contains("CREATE TABLE t"), "log_statement = all is in force");
+    for dir in ["var/log/postgresql", "var/log/etcd", "var/log/herd"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            let text = String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap()).into_owned();
+            for secret in ["$HOME `id`", "\"pw\" $(touch", "repl: 'pw'"] {
+                assert!(!text.contains(secret), "{} contains a password", entry.path().display());
+            }
+        }
+    }
+    assert!(!Path::new("/tmp/herd-pwned").exists(), "a password was run by a shell");
+    assert_daemons_unprivileged(&fx, &servers[0]);
+
+    // Power cut: every process dies; power on: the boot list brings it all back.
+    fx.rt.block_on(fx.provider.stop_server(&servers[0].id, true)).expect("power off");
+    assert!(daemons(&fx, &servers[0]).is_empty());
+    assert!(psql(&addr, "herd_admin", ADMIN_PW, "SELECT 1").is_err());
+    let started = Instant::now();
+    fx.rt.block_on(fx.provider.start_server(&servers[0].id)).expect("power on");
+    let after = fx.rt.block_on(m.wait_converged(&c, CONVERGE_TIMEOUT)).expect("converged after power cycle");
+    eprintln!("1-node: power on -> converged in {:?}", started.elapsed());
+    assert_eq!(after.leader.as_deref(), Some("solo-0"));
+    let rows = eventually("admin login after restart", Duration::from_secs(30), || {
+        psql(&addr, "herd_admin", ADMIN_PW, "SELECT count(*) FROM t").ok()
+    });
+    assert_eq!(rows, "2");
+    assert_daemons_unprivileged(&fx, &servers[0]);
+
+    stop_and_delete(&fx, &m, &c, &servers);
+}
+
+#[test]
+fn three_node_synchronous_cluster_replicates_and_steps_are_idempotent() {
+    let fx = Fixture::new(2);
+    let m = Arc::new(PostgresManager::default());
+    let (c, servers) = fx.cluster("trio", 3, true);
+    let (health, took) = bring_up(&fx, &m, &c);
+    eprintln!("3-node: prepare -> converged in {took:?}");
+    assert!(health.is_converged(3));
+    let (primary, replicas) = primary_and_replicas(&health, &c);
+    assert_eq!(replicas.len(), 2, "{health:?}");
+    assert!(health.nodes.iter().filter(|n| n.role == NodeRole::Replica).all(|n| n.state == "streaming"));
+    let timeline = health.nodes.iter().find(|n| n.role == NodeRole::Primary).unwrap().timeline;
+    assert!(timeline.is_some());
+
+    let p = primary.address.to_string();
+    // The superuser may connect from members (pg_rewind needs it); on loopback
+    // hosts that source is 127.0.0.1.
+    let su = |sql: &str| psql(&p, "postgres", SUPERUSER_PW, sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    assert_eq!(su("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"), "2");
+    let names = su("SHOW synchronous_standby_names");
+    assert!(!names.is_empty(), "synchronous_mode must set synchronous_standby_names");
+    assert_eq!(su("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'"), "1");
+
+    admin_sql(&p, "CREATE TABLE r (id int PRIMARY KEY, v text)");
+    admin_sql(&p, "INSERT INTO r VALUES (42, 'replicated')");
+    for r in &replicas {
+        let a = r.address.to_string();
+        let got = eventually(&format!("row on {}", r.name), Duration::from_secs(15), || {
+            psql(&a, "herd_admin", ADMIN_PW, "SELECT v FROM r WHERE id = 42").ok().filter(|v| v == "replicated")
+        });
+        assert_eq!(got, "replicated");
+        assert_eq!(admin_sql(&a, "SELECT pg_is_in_recovery()"), "t");
+        assert!(psql(&a, "herd_admin", ADMIN_PW, "INSERT INTO r VALUES (1, 'x')").is_err(), "replicas are read-only");
+    }
+    for s in &servers {
+        assert_daemons_unprivileged(&fx, s);
+    }
+
+    // Every step again on the converged cluster: still converged, same leader and
+    // timeline, no daemon restarted.
+    let before: Vec<Vec<i32>> = servers.iter().map(|s| daemons(&fx, s).iter().map(|d| d.0).collect()).collect();
+    let started = Instant::now();
+    fx.rt.block_on(provision(&m, &c)).expect("provision again");
+    let again = fx.rt.block_on(m.wait_converged(&c, CONVERGE_TIMEOUT)).expect("still converged");
+    eprintln!("3-node: second run of every step took {:?}", started.elapsed());
+    assert_eq!(again.leader, health.leader);
+    let tl_again = again.nodes.iter().find(|n| n.role == NodeRole::Primary).unwrap().timeline;
+    assert_eq!(tl_again, timeline);
+    for (s, pids) in servers.iter().zip(&before) {
+        let now: Vec<i32> = daemons(&fx, s).iter().map(|d| d.0).collect();
+        for pid in pids.iter().filter(|p| ["etcd", "patroni"].contains(&comm_of(**p).as_str())) {
+            assert!(now.contains(pid), "daemon {pid} was restarted on {}", s.name);
+        }
+    }
+    assert_eq!(admin_sql(&p, "SELECT v FROM r WHERE id = 42"), "replicated");
+
+    // health() is one shot and reports the same view.
+    let h = fx.rt.block_on(m.health(&c)).expect("health");
+    assert!(h.is_converged(3), "{h:?}");
+
+    stop_and_delete(&fx, &m, &c, &servers);
+}
+
+#[test]
+fn unknown_package_fails_fast_and_permanently() {
+    let fx = Fixture::new(3);
+    let m = PostgresManager::default();
+    let (mut c, _servers) = fx.cluster("pkgs", 1, false);
+    c.packages.push("herd-no-such-package-xyz".into());
+    let started = Instant::now();
+    let err = fx.rt.block_on(m.prepare(&c, &c.members[0])).unwrap_err();
+    let took = started.elapsed();
+    eprintln!("unknown package: failed in {took:?}: {err}");
+    match &err {
+        ManagerError::Permanent { code, message } => {
+            assert_eq!(*code, "package_install_failed");
+            assert!(message.contains("herd-no-such-package-xyz"), "{message}");
+            assert!(message.contains("Unable to locate package"), "{message}");
+        }
+        other => panic!("expected Permanent, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+
+    // An invalid name never reaches a shell.
+    c.packages = vec!["postgresql-15; touch /tmp/herd-pwned".into()];
+    let err = fx.rt.block_on(m.prepare(&c, &c.members[0])).unwrap_err();
+    assert_eq!(err.code(), "package_install_failed");
+    assert!(!Path::new("/tmp/herd-pwned").exists());
+
+    // Steps out of order say so instead of hanging.
+    c.packages.clear();
+    let err = fx.rt.block_on(m.start_dcs(&c, &c.members[0])).unwrap_err();
+    assert_eq!(err.code(), "not_configured", "{err}");
+}
+
+#[test]
+fn ssh_session_checks_host_keys_and_moves_bytes_exactly() {
+    let fx = Fixture::new(4);
+    let info = fx.create_server("ssh");
+    let mut target = fx.target(&info);
+
+    // First contact without a recorded key: the key seen is returned.
+    let recorded = target.host_key.take().unwrap();
+    let seen = fx.rt.block_on(wait_reachable(&target, Duration::from_secs(10))).expect("reachable");
+    assert_eq!(
+        seen.split_whitespace().take(2).collect::<Vec<_>>(),
+        recorded.split_whitespace().take(2).collect::<Vec<_>>()
+    );
+
+    // Another host key: refused at once, never retried.
+    let other = herd_core::sshkey::generate_ed25519().public_key;
+    let wrong = SshTarget { host_key: Some(other), ..target.clone() };
+    let started = Instant::now();
+    let err = fx.rt.block_on(wait_reachable(&wrong, Duration::from_secs(10))).unwrap_err();
+    assert_eq!(err.code(), "host_key_mismatch", "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Nobody listening: transient, within the deadline.
+    let nobody = SshTarget { address: "127.78.4.250".parse().unwrap(), ..target.clone() };
+    let started = Instant::now();
+    let err = fx.rt.block_on(wait_reachable(&nobody, Duration::from_secs(1))).unwrap_err();
+    assert!(matches!(err, ManagerError::Transient(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    target.host_key = Some(recorded);
+    let dir = info.root_prefix.join("tmp/it's a dir");
+    let (dir_s, file_s) = (dir.display().to_string(), dir.join("f $(x).txt").display().to_string());
+    let content: Vec<u8> = (0..=255u8).chain(b"line\n'quoted' $(id)\n".iter().copied()).collect();
+    let expected = content.clone();
+    let (d2, f2) = (dir_s.clone(), file_s.clone());
+    std::thread::spawn(move || {
+        let s = Session::connect(&target, Duration::from_secs(10)).expect("connect");
+        let out = s.exec(&format!("mkdir -p {}", herd_datastores::shell::quote(&d2)), None).unwrap();
+        assert!(out.success(), "{out:?}");
+        s.upload(&f2, &content, 0o640, "postgres:postgres").expect("upload");
+        // stdin arrives byte for byte, stdout and stderr are separate.
+        let out = s.exec("cat; echo err >&2; exit 7", Some(b"from stdin\n")).unwrap();
+        assert_eq!((out.exit_status, out.stdout.as_str(), out.stderr.as_str()), (7, "from stdin\n", "err\n"));
+        assert_eq!(s.read_file(&f2).unwrap().as_deref(), Some(expected.as_slice()));
+        assert_eq!(s.read_file(&format!("{d2}/missing")).unwrap(), None);
+    })
+    .join()
+    .expect("ssh thread");
+    let meta = std::fs::metadata(&file_s).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), user_id("postgres"));
+    assert_eq!(std::fs::read(&file_s).unwrap().len(), 256 + 20);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "temporary upload files left: {leftovers:?}");
+}
