@@ -4,6 +4,7 @@
 pub mod config;
 pub mod crypto;
 pub mod names;
+pub mod queue;
 pub mod sshkey;
 pub mod status;
 

@@ -135,6 +135,8 @@ impl MigrationTrait for Migration {
                 .col(status("status"))
                 .col(string_len("admin_user", 63))
                 .col(text("admin_password_enc"))
+                // Internal passwords (superuser, replication) as encrypted JSON.
+                .col(text("secrets_enc"))
                 .col(string_len_null("fault_code", 64))
                 .col(text_null("fault_message"))
                 .col(ts("created_at"))

@@ -50,6 +50,44 @@ pub struct Settings {
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
     pub providers: ProvidersSettings,
+    pub worker: WorkerSettings,
+}
+
+/// How workers run tasks. The defaults suit production; tests shorten the timings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Tasks one worker process runs at once.
+    pub concurrency: usize,
+    /// How often a running task records that its worker is alive.
+    pub heartbeat_secs: u64,
+    /// A running task whose heartbeat is older than this is taken over.
+    pub stale_after_secs: u64,
+    /// A queued task not picked up for this long is pushed to the queue again.
+    pub requeue_after_secs: u64,
+    /// How often the sweeper looks for such tasks.
+    pub sweep_interval_secs: u64,
+    /// Attempts (claims) of one task before it fails.
+    pub max_attempts: i32,
+    /// How long a transient failure of one step is retried before the task fails.
+    pub step_retry_secs: u64,
+    /// Deadline for a new cluster to elect a leader and stream to every replica.
+    pub converge_timeout_secs: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            heartbeat_secs: 5,
+            stale_after_secs: 30,
+            requeue_after_secs: 10,
+            sweep_interval_secs: 5,
+            max_attempts: 5,
+            step_retry_secs: 300,
+            converge_timeout_secs: 180,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -65,6 +103,7 @@ impl Default for Settings {
             log_level: "info".into(),
             max_body_bytes: 1024 * 1024,
             providers: ProvidersSettings::default(),
+            worker: WorkerSettings::default(),
         }
     }
 }
@@ -100,7 +139,16 @@ impl Settings {
     fn figment(file: &Path, with_env: bool) -> Figment {
         let mut f = Figment::from(Serialized::defaults(Settings::default())).merge(Toml::file(file));
         if with_env {
-            f = f.merge(Env::prefixed("HERD_").filter(|k| k.as_str() != "config").split("__"));
+            // HERD_CONFIG names the file and HERD_TEST_* are test hooks: neither is a
+            // setting. Keys arrive in their original case.
+            f = f.merge(
+                Env::prefixed("HERD_")
+                    .filter(|k| {
+                        let k = k.as_str().to_ascii_lowercase();
+                        k != "config" && !k.starts_with("test_")
+                    })
+                    .split("__"),
+            );
         }
         f
     }

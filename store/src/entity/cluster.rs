@@ -21,6 +21,8 @@ pub struct Model {
     pub admin_user: String,
     /// AES-256-GCM ciphertext bound to this row's id.
     pub admin_password_enc: String,
+    /// AES-256-GCM ciphertext of `{"superuser": .., "replication": ..}`.
+    pub secrets_enc: String,
     pub fault_code: Option<String>,
     pub fault_message: Option<String>,
     pub created_at: DateTimeUtc,

@@ -12,3 +12,4 @@ pub mod snapshot;
 pub mod ssh_key;
 pub mod task;
 pub mod task_event;
+pub mod volume;

@@ -1,3 +1,4 @@
+use herd_core::crypto::generate_password;
 use herd_core::names::DnsLabel;
 use herd_core::sshkey::KeyMaterial;
 use herd_core::status::{ClusterStatus, NodeRole, NodeStatus, TaskKind, TaskStatus};
@@ -5,7 +6,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
     Set,
 };
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::{MAX_PAGE, Page, new_id, now};
@@ -17,6 +18,10 @@ pub const ADMIN_USER: &str = "admin";
 
 pub(crate) fn admin_password_aad(id: Uuid) -> String {
     format!("clusters.admin_password:{id}")
+}
+
+pub(crate) fn secrets_aad(id: Uuid) -> String {
+    format!("clusters.secrets:{id}")
 }
 
 pub enum KeyChoice {
@@ -93,6 +98,15 @@ impl Store {
             status: Set(ClusterStatus::Building),
             admin_user: Set(ADMIN_USER.into()),
             admin_password_enc: Set(self.key().encrypt_str(&new.admin_password, &admin_password_aad(id))),
+            secrets_enc: Set(self.key().encrypt(
+                serde_json::json!({
+                    "superuser": generate_password().expose_secret(),
+                    "replication": generate_password().expose_secret(),
+                })
+                .to_string()
+                .as_bytes(),
+                &secrets_aad(id),
+            )),
             fault_code: Set(None),
             fault_message: Set(None),
             created_at: Set(ts),

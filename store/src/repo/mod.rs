@@ -7,8 +7,9 @@ pub mod keys;
 pub mod projects;
 pub mod tasks;
 pub mod tokens;
+pub mod work;
 
-use sea_orm::{AccessMode, DatabaseTransaction, TransactionOptions, TransactionTrait};
+use sea_orm::{DatabaseTransaction, TransactionOptions, TransactionTrait};
 
 use crate::{Store, StoreError};
 
@@ -31,7 +32,6 @@ impl Store {
         Ok(self
             .db
             .begin_with_options(TransactionOptions {
-                access_mode: Some(AccessMode::ReadWrite),
                 sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
                 ..Default::default()
             })
@@ -52,3 +52,4 @@ pub use clusters::{ADMIN_USER, ClusterFilter, ClusterView, KeyChoice, NewCluster
 pub use datastores::{VersionPatch, VersionSpec, default_postgresql_15};
 pub use projects::ADMIN_PROJECT;
 pub use tokens::BOOTSTRAP_TOKEN_NAME;
+pub use work::ClusterPasswords;

@@ -1,0 +1,233 @@
+//! Provisioning a cluster. Per node, in parallel: volume → server (running) → attach →
+//! SSH reachable (host key recorded) → prepare → configure → etcd → Patroni; then for
+//! the cluster: converged → admin password → active. Phases are barriers where a
+//! later step needs every node (configuration lists all members' addresses).
+
+use futures_util::future::try_join_all;
+use herd_core::status::{ClusterStatus, NodeRole, NodeStatus, VolumeStatus};
+use herd_datastores::{ClusterSpec, Manager, NodeSpec, manager_for};
+use herd_providers::{Provider, ServerSpec, TAG_CLUSTER, TAG_NODE, VolumeSpec};
+use herd_store::VersionSpec;
+use herd_store::entity::{cluster, node, ssh_key, volume};
+use sea_orm::{IntoActiveModel, Set};
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::spec::{cluster_spec, encode_attachment, node_spec, ssh_target};
+use crate::steps::{Job, StepError};
+
+pub const NODE_STEPS: [&str; 8] = [
+    "create_volume",
+    "create_server",
+    "attach_volume",
+    "wait_ssh",
+    "prepare",
+    "configure",
+    "start_etcd",
+    "start_patroni",
+];
+pub const CLUSTER_STEPS: [&str; 3] = ["wait_converged", "set_admin_password", "finalize"];
+const CLUSTER: &str = "cluster";
+
+struct Build<'a> {
+    job: &'a Job,
+    cluster: cluster::Model,
+    provider: Arc<dyn Provider>,
+    manager: Box<dyn Manager>,
+    version: VersionSpec,
+    key: ssh_key::Model,
+    private_key: SecretString,
+}
+
+pub async fn run(job: &Job) -> Result<(), StepError> {
+    let store = &job.ctx.store;
+    let cluster_id = job.task.cluster_id.ok_or_else(|| StepError::failed("internal_error", "task has no cluster"))?;
+    let cluster = match store.cluster_by_id(cluster_id).await {
+        Ok(c) => c,
+        Err(herd_store::StoreError::NotFound) => return Err(StepError::Cancelled),
+        Err(e) => return Err(e.into()),
+    };
+    if cluster.status == ClusterStatus::Deleting {
+        return Err(StepError::Cancelled);
+    }
+    let provider = job.ctx.providers.get(&cluster.provider).ok_or_else(|| {
+        StepError::failed("provider_unavailable", format!("provider '{}' is not configured", cluster.provider))
+    })?;
+    let datastore = store.get_datastore(&cluster.datastore).await?;
+    let manager = manager_for(&datastore.manager)
+        .ok_or_else(|| StepError::failed("unknown_manager", format!("no manager '{}'", datastore.manager)))?;
+    let version = store.get_version(&cluster.datastore, &cluster.version).await?;
+    let (key, private_key) = store.cluster_private_key(&cluster).await?;
+    if job.task.attempts > 1 {
+        store
+            .log_event(
+                &cluster,
+                Some(job.task.id),
+                "warn",
+                None,
+                &format!("resuming provisioning (attempt {})", job.task.attempts),
+            )
+            .await?;
+    }
+    let b = Build { job, cluster, provider, manager, version, key, private_key };
+
+    let nodes = store.nodes_of(b.cluster.id).await?;
+    try_join_all(nodes.iter().map(|n| b.provision_server(n))).await?;
+
+    let spec = b.spec().await?;
+    try_join_all(spec.members.iter().map(|m| b.install(&spec, m))).await?;
+    try_join_all(spec.members.iter().map(|m| b.start_ha(&spec, m))).await?;
+    b.finish(&spec).await
+}
+
+impl Build<'_> {
+    fn label(n: &node::Model) -> String {
+        format!("node {}", n.name)
+    }
+
+    async fn provision_server(&self, n: &node::Model) -> Result<(), StepError> {
+        let (job, c, store) = (self.job, &self.cluster, &self.job.ctx.store);
+        let scope = n.id.to_string();
+        let label = Self::label(n);
+        let tags =
+            BTreeMap::from([(TAG_CLUSTER.to_owned(), c.id.to_string()), (TAG_NODE.to_owned(), n.id.to_string())]);
+
+        // The row exists before the provider call: a crash after the call finds it and
+        // retries with the same token, which returns the same volume.
+        let vol = store.node_volume(c, n).await?;
+        job.step(c, &scope, &label, "create_volume", || async {
+            let spec =
+                VolumeSpec { name: n.name.clone(), size_gb: c.volume_gb as u32, server_id: None, tags: tags.clone() };
+            let v = self.provider.create_volume(&spec, &job.token(&scope, "volume")).await?;
+            let mut am = store.node_volume(c, n).await?.into_active_model();
+            am.provider_ref = Set(Some(v.id));
+            am.status = Set(VolumeStatus::Available);
+            store.save_volume(am).await?;
+            Ok(())
+        })
+        .await?;
+
+        job.step(c, &scope, &label, "create_server", || async {
+            let spec = ServerSpec {
+                name: n.name.clone(),
+                flavor: c.flavor.clone(),
+                image: self.version.images.get(&c.provider).cloned(),
+                authorized_key: self.key.public_key.clone(),
+                tags: tags.clone(),
+            };
+            let s = self.provider.create_server(&spec, &job.token(&scope, "server")).await?;
+            let mut am = current(store, n).await?.into_active_model();
+            am.server_ref = Set(Some(s.id.clone()));
+            am.address = Set(s.address.map(|a| a.to_string()));
+            am.host_key = Set(s.host_key.clone());
+            am.volume_id = Set(Some(vol.id));
+            store.save_node(am).await?;
+            Ok(())
+        })
+        .await?;
+
+        job.step(c, &scope, &label, "attach_volume", || async {
+            let n = current(store, n).await?;
+            let v = store.node_volume(c, &n).await?;
+            let (Some(vref), Some(sref)) = (v.provider_ref.clone(), n.server_ref.clone()) else {
+                return Err(StepError::failed("internal_error", "volume or server missing before attach"));
+            };
+            let a = self.provider.attach_volume(&vref, &sref).await?;
+            let mut am = v.into_active_model();
+            am.attachment = Set(Some(encode_attachment(a.kind, &a.path)));
+            am.status = Set(VolumeStatus::Attached);
+            store.save_volume(am).await?;
+            Ok(())
+        })
+        .await?;
+
+        job.step(c, &scope, &label, "wait_ssh", || async {
+            let n = current(store, n).await?;
+            let server = self.provider.get_server(n.server_ref.as_deref().unwrap_or_default()).await?;
+            let target = ssh_target(&server, &self.private_key, n.host_key.clone())?;
+            let seen = herd_datastores::ssh::wait_reachable(&target, Duration::from_secs(120)).await?;
+            if n.host_key.is_none() {
+                // First contact with a cloud VM: trust and record, verify from now on.
+                let mut am = n.into_active_model();
+                am.host_key = Set(Some(seen));
+                store.save_node(am).await?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn spec(&self) -> Result<ClusterSpec, StepError> {
+        let store = &self.job.ctx.store;
+        let nodes = store.nodes_of(self.cluster.id).await?;
+        let vols = store.volumes_of(self.cluster.id).await?;
+        let mut members = Vec::new();
+        for n in &nodes {
+            let v: Option<&volume::Model> = vols.iter().find(|v| v.node_id == Some(n.id));
+            members.push(node_spec(self.provider.as_ref(), n, v, &self.private_key).await?);
+        }
+        let pw = store.cluster_passwords(&self.cluster).await?;
+        Ok(cluster_spec(&self.cluster, &self.version, members, pw))
+    }
+
+    async fn install(&self, spec: &ClusterSpec, m: &NodeSpec) -> Result<(), StepError> {
+        let (job, c) = (self.job, &self.cluster);
+        let scope = m.node_id.to_string();
+        let label = format!("node {}", m.name);
+        let mgr = self.manager.as_ref();
+        job.step(c, &scope, &label, "prepare", || async { Ok(mgr.prepare(spec, m).await?) }).await?;
+        job.step(c, &scope, &label, "configure", || async { Ok(mgr.configure(spec, m).await?) }).await?;
+        job.step(c, &scope, &label, "start_etcd", || async { Ok(mgr.start_dcs(spec, m).await?) }).await?;
+        Ok(())
+    }
+
+    async fn start_ha(&self, spec: &ClusterSpec, m: &NodeSpec) -> Result<(), StepError> {
+        let scope = m.node_id.to_string();
+        let label = format!("node {}", m.name);
+        let mgr = self.manager.as_ref();
+        self.job
+            .step(&self.cluster, &scope, &label, "start_patroni", || async { Ok(mgr.start_ha(spec, m).await?) })
+            .await?;
+        Ok(())
+    }
+
+    async fn finish(&self, spec: &ClusterSpec) -> Result<(), StepError> {
+        let (job, c, store) = (self.job, &self.cluster, &self.job.ctx.store);
+        let mgr = self.manager.as_ref();
+        let timeout = Duration::from_secs(job.ctx.settings.converge_timeout_secs);
+        job.step(c, CLUSTER, "cluster", "wait_converged", || async { Ok(mgr.wait_converged(spec, timeout).await?) })
+            .await?;
+        job.step(c, CLUSTER, "cluster", "set_admin_password", || async { Ok(mgr.set_admin_password(spec).await?) })
+            .await?;
+        job.step(c, CLUSTER, "cluster", "finalize", || async {
+            let health = mgr.health(spec).await?;
+            for m in &spec.members {
+                let h = health.nodes.iter().find(|h| h.name == m.name);
+                let role = h.map_or(NodeRole::Unknown, |h| h.role);
+                store
+                    .set_node_health(
+                        m.node_id,
+                        role,
+                        NodeStatus::Running,
+                        h.and_then(|h| h.timeline),
+                        h.and_then(|h| h.lag_bytes),
+                    )
+                    .await?;
+            }
+            job.check_cancelled()?;
+            store.set_cluster_state(c.id, ClusterStatus::Active, None).await?;
+            Ok(())
+        })
+        .await?;
+        store.log_event(c, Some(job.task.id), "info", None, "cluster is active").await?;
+        Ok(())
+    }
+}
+
+/// Re-reads a node: earlier steps of this run may have changed it.
+async fn current(store: &herd_store::Store, n: &node::Model) -> Result<node::Model, StepError> {
+    store.nodes_of(n.cluster_id).await?.into_iter().find(|x| x.id == n.id).ok_or(StepError::Cancelled)
+}

@@ -1,0 +1,54 @@
+//! Workers: take task ids from the queue, claim the task row, run its steps.
+//!
+//! The tasks table is the source of truth; the queue only delivers wake-ups. A task is
+//! claimed in the database (so a duplicate delivery is a no-op), heartbeats while it
+//! runs (so a dead worker's task is taken over), and checkpoints after every step (so a
+//! taken-over task resumes where it stopped, with the same idempotency tokens).
+
+mod create;
+mod delete;
+mod fault;
+pub mod queue;
+mod runner;
+mod spec;
+mod steps;
+mod sweeper;
+
+use herd_core::config::WorkerSettings;
+use herd_providers::Providers;
+use herd_store::Store;
+use std::sync::Arc;
+
+pub use queue::{Queue, TaskJob};
+
+/// Everything a worker process needs to run tasks.
+pub struct Ctx {
+    pub store: Store,
+    pub providers: Arc<Providers>,
+    pub settings: WorkerSettings,
+    /// Unique per process: host, pid and a random suffix. Recorded on claimed tasks.
+    pub name: String,
+    pub queue: Queue,
+}
+
+impl Ctx {
+    pub fn new(store: Store, providers: Arc<Providers>, settings: WorkerSettings, queue: Queue) -> Self {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let name = format!("{}-{}-{:08x}", host.trim(), std::process::id(), rand::random::<u32>());
+        Self { store, providers, settings, name, queue }
+    }
+}
+
+/// Runs the queue consumer and the sweeper until the process ends.
+pub async fn run(ctx: Arc<Ctx>) {
+    let consumer = tokio::spawn(queue::consume(ctx.clone()));
+    let sweeper = tokio::spawn(sweeper::run(ctx.clone()));
+    let _ = tokio::join!(consumer, sweeper);
+}
+
+/// For a single-process setup (`herd dev`) starting up: any task still marked running
+/// belonged to this process's previous life, so it is handed back at once instead of
+/// after the heartbeat timeout.
+pub async fn adopt_orphans(store: &Store) -> Result<u64, herd_store::StoreError> {
+    store.orphan_running_tasks().await
+}

@@ -1,0 +1,85 @@
+//! Builds what the datastore manager needs from rows, provider answers and secrets.
+
+use herd_datastores::{ClusterSecrets, ClusterSpec, HaTiming, NodeSpec, SshTarget, VolumeMount};
+use herd_providers::{AttachmentKind, Provider, ServerInfo};
+use herd_store::entity::{cluster, node, volume};
+use herd_store::{ClusterPasswords, VersionSpec};
+use secrecy::SecretString;
+
+use crate::steps::StepError;
+
+/// How an attachment is stored in `volumes.attachment`: `directory:/path` or `device:/dev/x`.
+pub fn encode_attachment(kind: AttachmentKind, path: &str) -> String {
+    match kind {
+        AttachmentKind::Directory => format!("directory:{path}"),
+        AttachmentKind::Device => format!("device:{path}"),
+    }
+}
+
+fn decode_attachment(s: &str) -> Option<VolumeMount> {
+    let (kind, path) = s.split_once(':')?;
+    let kind = match kind {
+        "directory" => AttachmentKind::Directory,
+        "device" => AttachmentKind::Device,
+        _ => return None,
+    };
+    Some(VolumeMount { kind, path: path.to_owned() })
+}
+
+pub fn ssh_target(server: &ServerInfo, key: &SecretString, host_key: Option<String>) -> Result<SshTarget, StepError> {
+    let address =
+        server.address.ok_or_else(|| StepError::Transient(format!("server {} has no address yet", server.id)))?;
+    Ok(SshTarget {
+        address,
+        port: server.ssh_port,
+        user: server.login_user.clone(),
+        private_key: key.clone(),
+        host_key,
+    })
+}
+
+pub async fn node_spec(
+    provider: &dyn Provider,
+    n: &node::Model,
+    vol: Option<&volume::Model>,
+    key: &SecretString,
+) -> Result<NodeSpec, StepError> {
+    let server_ref = n
+        .server_ref
+        .as_deref()
+        .ok_or_else(|| StepError::failed("internal_error", format!("node {} has no server", n.name)))?;
+    let server = provider.get_server(server_ref).await?;
+    let ssh = ssh_target(&server, key, n.host_key.clone())?;
+    Ok(NodeSpec {
+        node_id: n.id,
+        name: n.name.clone(),
+        address: ssh.address,
+        ssh,
+        root_prefix: server.root_prefix.clone(),
+        volume: vol.and_then(|v| v.attachment.as_deref()).and_then(decode_attachment),
+    })
+}
+
+pub fn cluster_spec(
+    c: &cluster::Model,
+    version: &VersionSpec,
+    members: Vec<NodeSpec>,
+    pw: ClusterPasswords,
+) -> ClusterSpec {
+    ClusterSpec {
+        cluster_id: c.id,
+        name: c.name.clone(),
+        version: c.version.clone(),
+        packages: version.packages.clone(),
+        members,
+        synchronous: c.synchronous,
+        parameters: c.parameters.as_object().cloned().unwrap_or_default(),
+        secrets: ClusterSecrets {
+            superuser: pw.superuser,
+            replication: pw.replication,
+            admin_user: c.admin_user.clone(),
+            admin_password: pw.admin,
+        },
+        timing: HaTiming::default(),
+    }
+}
