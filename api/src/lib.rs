@@ -13,7 +13,6 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use herd_core::config::Settings;
-use herd_store::Store;
 use std::net::{SocketAddr, TcpListener};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -63,10 +62,10 @@ pub struct Application {
 
 impl Application {
     /// Binds `settings.listen` (port 0 picks a free port) and prepares the server.
-    pub fn build(settings: &Settings, store: Store) -> std::io::Result<Self> {
+    pub fn build(settings: &Settings, state: AppState) -> std::io::Result<Self> {
         let listener = TcpListener::bind(settings.listen)?;
         let addr = listener.local_addr()?;
-        let state = web::Data::new(AppState::new(settings, store));
+        let state = web::Data::new(state);
         let server = HttpServer::new(move || {
             App::new().wrap(tracing_actix_web::TracingLogger::default()).configure(|cfg| configure(cfg, state.clone()))
         })

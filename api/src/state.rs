@@ -1,33 +1,50 @@
-use herd_core::config::{FlavorSettings, Settings};
+use herd_core::config::Settings;
+use herd_core::queue::TaskQueue;
+use herd_providers::{Flavor, Providers};
 use herd_store::Store;
+use std::sync::Arc;
+use uuid::Uuid;
 
 /// What every handler can reach. Built once at start-up.
 pub struct AppState {
     pub store: Store,
     pub max_body_bytes: usize,
-    /// Configured providers by name, with their flavors.
-    pub providers: Vec<ProviderEntry>,
-}
-
-pub struct ProviderEntry {
-    pub name: String,
-    pub flavors: Vec<FlavorSettings>,
+    pub providers: Arc<Providers>,
+    /// Flavors per provider name, read from the providers at start-up (EC2 asks
+    /// DescribeInstanceTypes; a request should not).
+    pub flavors: Vec<(String, Vec<Flavor>)>,
+    pub queue: Arc<dyn TaskQueue>,
 }
 
 impl AppState {
-    pub fn new(settings: &Settings, store: Store) -> Self {
-        let mut providers = Vec::new();
-        if settings.providers.local.enabled {
-            providers.push(ProviderEntry { name: "local".into(), flavors: settings.providers.local.flavors.clone() });
+    pub async fn new(
+        settings: &Settings,
+        store: Store,
+        providers: Arc<Providers>,
+        queue: Arc<dyn TaskQueue>,
+    ) -> anyhow::Result<Self> {
+        let mut flavors = Vec::new();
+        for p in providers.iter() {
+            let f = p.flavors().await.map_err(|e| anyhow::anyhow!("flavors of provider '{}': {e}", p.name()))?;
+            flavors.push((p.name().to_owned(), f));
         }
-        Self { store, max_body_bytes: settings.max_body_bytes, providers }
+        Ok(Self { store, max_body_bytes: settings.max_body_bytes, providers, flavors, queue })
     }
 
-    pub fn provider(&self, name: &str) -> Option<&ProviderEntry> {
-        self.providers.iter().find(|p| p.name == name)
+    pub fn flavors_of(&self, provider: &str) -> Option<&[Flavor]> {
+        self.flavors.iter().find(|(p, _)| p == provider).map(|(_, f)| f.as_slice())
     }
 
-    pub fn default_provider(&self) -> Option<&ProviderEntry> {
-        self.providers.first()
+    /// The provider used when a request names none: the first configured.
+    pub fn default_provider(&self) -> Option<&str> {
+        self.flavors.first().map(|(p, _)| p.as_str())
+    }
+
+    /// Tells the workers about a committed task. A failure is logged, not returned:
+    /// the task row is committed and the sweeper delivers it later.
+    pub async fn enqueue(&self, task_id: Uuid) {
+        if let Err(e) = self.queue.enqueue(task_id).await {
+            tracing::warn!(task = %task_id, error = %e, "enqueue failed; the sweeper will deliver the task");
+        }
     }
 }

@@ -188,6 +188,16 @@ async fn datastore_catalogue_and_admin_rules(b: Backend) {
     let (s, e) = app.post("/v1/clusters", &tok, body).await;
     assert_eq!((s, e["errors"][0]["field"].as_str()), (422, Some("version")));
 
+    // Providers: members see capabilities, only admins see configuration.
+    let (s, p) = app.get("/v1/providers", &tok).await;
+    assert_eq!(s, 200);
+    assert_eq!(p[0]["name"], "local");
+    assert_eq!(p[0]["kind"], "local");
+    assert_eq!(p[0]["capabilities"]["volumes"], true);
+    assert!(p[0].get("config").is_none(), "members must not see provider configuration: {p}");
+    let (_, p) = app.get("/v1/providers", &app.admin_token).await;
+    assert!(p[0]["config"].is_object(), "{p}");
+
     let (s, f) = app.get("/v1/flavors", &tok).await;
     assert_eq!(s, 200);
     assert_eq!(

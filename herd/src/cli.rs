@@ -25,8 +25,10 @@ pub enum LogFormatArg {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the API against the configured database (production).
+    /// Run the API against the configured database and queue (production).
     Serve,
+    /// Run a worker: take tasks from the Redis queue and execute them. Run as many as you like.
+    Worker,
     /// Apply database migrations and exit.
     Migrate,
     /// Print the OpenAPI document.
@@ -39,6 +41,10 @@ pub enum Command {
         /// Where the database, keys and servers live (default ./.herd).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Also create a first cluster (`demo`, 1 node) and print its connection URI
+        /// once it is active.
+        #[arg(long)]
+        demo: bool,
     },
 }
 

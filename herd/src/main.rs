@@ -1,16 +1,21 @@
-//! `herd`: one binary for the API server, migrations, the OpenAPI spec and the
-//! all-in-one dev mode.
+//! `herd`: one binary for the API server, the workers, migrations, the OpenAPI spec
+//! and the all-in-one dev mode.
 
 // Standard output is this binary's interface (spec, banner); logs go to stderr.
 #![allow(clippy::print_stdout)]
+
+mod demo;
 
 use anyhow::Context;
 use clap::Parser;
 use herd::cli::{Cli, Command, LogFormatArg};
 use herd_api::Application;
 use herd_api::startup::{Mode, prepare};
+use herd_api::state::AppState;
 use herd_core::config::{LogFormat, Settings};
+use herd_worker::{Ctx, Queue};
 use secrecy::ExposeSecret;
+use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -37,13 +42,28 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve => {
             let prepared = prepare(&settings, Mode::Production).await?;
-            let app = Application::build(&settings, prepared.store)
-                .with_context(|| format!("binding {}", settings.listen))?;
+            let providers = providers(&settings)?;
+            let queue = Queue::redis(&settings.redis_url).await.context("connecting to Redis")?;
+            let state = AppState::new(&settings, prepared.store, providers, Arc::new(queue)).await?;
+            let app = Application::build(&settings, state).with_context(|| format!("binding {}", settings.listen))?;
             tracing::info!(addr = %app.addr(), "API listening");
             app.run_until_stopped().await?;
             Ok(())
         }
-        Command::Dev { listen, state_dir } => {
+        Command::Worker => {
+            let prepared = prepare(&settings, Mode::Production).await?;
+            let providers = providers(&settings)?;
+            recover(&providers).await;
+            let queue = Queue::redis(&settings.redis_url).await.context("connecting to Redis")?;
+            let ctx = Arc::new(Ctx::new(prepared.store, providers, settings.worker.clone(), queue));
+            tracing::info!(worker = %ctx.name, "worker running");
+            tokio::select! {
+                _ = herd_worker::run(ctx) => {}
+                _ = shutdown_signal() => tracing::info!("worker stopping"),
+            }
+            Ok(())
+        }
+        Command::Dev { listen, state_dir, demo } => {
             if let Some(l) = listen {
                 settings.listen = l;
             }
@@ -53,27 +73,65 @@ async fn main() -> anyhow::Result<()> {
             // Dev is the embedded setup: always SQLite in the state dir.
             settings.database_url = None;
             let prepared = prepare(&settings, Mode::Dev).await?;
-            let app = Application::build(&settings, prepared.store)
-                .with_context(|| format!("binding {}", settings.listen))?;
+            let providers = providers(&settings)?;
+            recover(&providers).await;
+            let queue = Queue::sqlite(&settings.state_dir.join("queue.db")).await.context("opening the queue")?;
+            // One process owns this state dir: whatever it was running when it last
+            // stopped is resumed now rather than after the heartbeat timeout.
+            let orphans = herd_worker::adopt_orphans(&prepared.store).await?;
+            if orphans > 0 {
+                tracing::info!(tasks = orphans, "resuming tasks interrupted by the last stop");
+            }
+            let ctx =
+                Arc::new(Ctx::new(prepared.store.clone(), providers.clone(), settings.worker.clone(), queue.clone()));
+            let state = AppState::new(&settings, prepared.store, providers, Arc::new(queue)).await?;
+            let app = Application::build(&settings, state).with_context(|| format!("binding {}", settings.listen))?;
             let url = format!("http://{}", app.addr());
+            let token_path = settings.state_dir.join("admin.token");
             let token_line = match &prepared.new_admin_token {
-                Some(t) => format!(
-                    "{}  (saved to {}; shown only this once)",
-                    t.expose_secret(),
-                    settings.state_dir.join("admin.token").display()
-                ),
-                None => format!("in {}", settings.state_dir.join("admin.token").display()),
+                Some(t) => format!("{}  (saved to {}; shown only this once)", t.expose_secret(), token_path.display()),
+                None => format!("in {}", token_path.display()),
             };
-            {
-                println!("Herd dev is running");
-                println!("  API:         {url}");
-                println!("  Docs:        {url}/docs/");
-                println!("  Admin token: {token_line}");
-                println!("  State dir:   {}", settings.state_dir.display());
+            println!("Herd dev is running");
+            println!("  API:         {url}");
+            println!("  Docs:        {url}/docs/");
+            println!("  Admin token: {token_line}");
+            println!("  State dir:   {}", settings.state_dir.display());
+            let worker = tokio::spawn(herd_worker::run(ctx));
+            if demo {
+                let token = std::fs::read_to_string(&token_path)?;
+                tokio::spawn(demo::run(url, token.trim().to_owned()));
             }
             app.run_until_stopped().await?;
+            worker.abort();
             Ok(())
         }
+    }
+}
+
+fn providers(settings: &Settings) -> anyhow::Result<Arc<herd_providers::Providers>> {
+    let p =
+        herd_providers::build_providers(&settings.providers, &settings.state_dir).context("configuring providers")?;
+    Ok(Arc::new(p))
+}
+
+/// Servers that were running before Herd (or the machine) stopped run again.
+async fn recover(providers: &herd_providers::Providers) {
+    match providers.recover_all().await {
+        Ok(restarted) => {
+            for (provider, ids) in restarted.iter().filter(|(_, ids)| !ids.is_empty()) {
+                tracing::info!(provider = %provider, servers = ids.len(), "restarted servers");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not recover servers"),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

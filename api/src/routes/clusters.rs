@@ -261,14 +261,11 @@ pub async fn create_cluster(
         },
         Err(e) => return Err(e.into()),
     }
-    let provider = match &req.provider {
-        Some(p) => state.provider(p),
-        None => state.default_provider(),
-    };
-    match provider {
-        None => errs.add("provider", "no such provider is configured"),
-        Some(p) if !p.flavors.iter().any(|f| f.id == req.flavor) => {
-            errs.add("flavor", format!("provider '{}' has no flavor '{}'; see GET /v1/flavors", p.name, req.flavor))
+    let provider = req.provider.clone().or_else(|| state.default_provider().map(str::to_owned));
+    match provider.as_deref().map(|p| (p, state.flavors_of(p))) {
+        None | Some((_, None)) => errs.add("provider", "no such provider is configured; see GET /v1/providers"),
+        Some((p, Some(flavors))) if !flavors.iter().any(|f| f.id == req.flavor) => {
+            errs.add("flavor", format!("provider '{p}' has no flavor '{}'; see GET /v1/flavors", req.flavor))
         }
         Some(_) => {}
     }
@@ -313,7 +310,7 @@ pub async fn create_cluster(
             datastore: req.datastore,
             version: req.version,
             flavor: req.flavor,
-            provider: provider.name.clone(),
+            provider,
             node_count: nodes as u8,
             volume_gb: volume_gb as u32,
             key,
@@ -322,6 +319,7 @@ pub async fn create_cluster(
             admin_password,
         })
         .await?;
+    state.enqueue(task.id).await;
     Ok(HttpResponse::Accepted().json(CreatedCluster { cluster: view.into(), task_id: task.id }))
 }
 
@@ -414,6 +412,7 @@ pub async fn delete_cluster(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let t = state.store.request_delete(auth.project_id, *id).await.map_err(not_found)?;
+    state.enqueue(t.id).await;
     Ok(HttpResponse::Accepted().json(TaskRef { task_id: t.id }))
 }
 

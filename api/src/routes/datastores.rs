@@ -94,8 +94,16 @@ fn check_images(errs: &mut Errors, field: &str, images: &BTreeMap<String, String
     }
 }
 
-fn check_version(errs: &mut Errors, prefix: &str, v: &CreateVersion) {
+/// What a manager can run: PostgreSQL versions are major version numbers (`15`).
+fn check_version_for_manager(errs: &mut Errors, field: &str, manager: &str, version: &str) {
+    if manager == "postgresql" && !version.parse::<u32>().is_ok_and(|v| (10..=99).contains(&v)) {
+        errs.add(field, "must be a PostgreSQL major version such as 15");
+    }
+}
+
+fn check_version(errs: &mut Errors, prefix: &str, manager: &str, v: &CreateVersion) {
     errs.check(&format!("{prefix}version"), validate_identifier(&v.version));
+    check_version_for_manager(errs, &format!("{prefix}version"), manager, &v.version);
     check_packages(errs, &format!("{prefix}packages"), &v.packages);
     check_images(errs, &format!("{prefix}images"), &v.images);
 }
@@ -139,7 +147,7 @@ pub async fn create_datastore(
         errs.add("manager", format!("must be one of: {}", MANAGERS.join(", ")));
     }
     for (i, v) in req.versions.iter().enumerate() {
-        check_version(&mut errs, &format!("versions[{i}]."), v);
+        check_version(&mut errs, &format!("versions[{i}]."), &req.manager, v);
     }
     errs.into_result()?;
     let ds = state.store.create_datastore(&req.name, &req.manager).await?;
@@ -165,8 +173,9 @@ pub async fn create_version(
     name: web::Path<String>,
     JsonBody(req): JsonBody<CreateVersion>,
 ) -> Result<HttpResponse, ApiError> {
+    let ds = state.store.get_datastore(&name).await.map_err(ds_not_found)?;
     let mut errs = Errors::default();
-    check_version(&mut errs, "", &req);
+    check_version(&mut errs, "", &ds.manager, &req);
     errs.into_result()?;
     let v = state.store.add_version(&name, &spec(req)).await.map_err(ds_not_found)?;
     Ok(HttpResponse::Created().json(VersionDto::from(v)))

@@ -6,10 +6,13 @@
 use base64::Engine;
 use herd_api::Application;
 use herd_api::startup::{Mode, prepare};
+use herd_api::state::AppState;
 use herd_core::config::Settings;
+use herd_core::queue::NoQueue;
 use reqwest::{Client, Method, RequestBuilder, Response};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
@@ -64,7 +67,10 @@ impl TestApp {
             }
         }
         let prepared = prepare(&settings, Mode::Production).await.expect("startup");
-        let app = Application::build(&settings, prepared.store).unwrap();
+        let providers = Arc::new(herd_providers::build_providers(&settings.providers, &settings.state_dir).unwrap());
+        // API-only: tasks stay queued, which is what these tests assert on.
+        let state = AppState::new(&settings, prepared.store, providers, Arc::new(NoQueue)).await.unwrap();
+        let app = Application::build(&settings, state).unwrap();
         let base = format!("http://{}", app.addr());
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());

@@ -1,0 +1,286 @@
+//! Harness for end-to-end tests: real `herd` processes on loopback hosts.
+//! Every test gets its own state dir and its own /24 of loopback addresses, and its
+//! Drop deletes every server it made (killing their daemons) and stops its processes,
+//! pass or fail.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_herd");
+
+/// Worker timings short enough for tests to see takeovers within seconds.
+pub const FAST_WORKER: &[(&str, &str)] = &[
+    ("HERD_WORKER__HEARTBEAT_SECS", "1"),
+    ("HERD_WORKER__STALE_AFTER_SECS", "4"),
+    ("HERD_WORKER__SWEEP_INTERVAL_SECS", "1"),
+    ("HERD_WORKER__REQUEUE_AFTER_SECS", "2"),
+    ("HERD_WORKER__STEP_RETRY_SECS", "60"),
+];
+
+pub fn herd_cmd() -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HERD_") || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test's world: a state dir, an address range, and the herd processes.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub pool: String,
+    pub vars: Vec<(String, String)>,
+    pub http: reqwest::Client,
+}
+
+impl Env {
+    /// `subnet` picks the test's own 127.80.<subnet>.0/24.
+    pub fn new(subnet: u8) -> Self {
+        // Short on purpose: server paths embed it and Unix socket paths are limited.
+        let dir = tempfile::Builder::new().prefix("he").tempdir_in("/tmp").unwrap();
+        let pool = format!("127.80.{subnet}.0/24");
+        let mut vars: Vec<(String, String)> =
+            FAST_WORKER.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        vars.push(("HERD_PROVIDERS__LOCAL__ADDRESS_POOL".into(), pool.clone()));
+        vars.push(("RUST_LOG".into(), "info,herd_worker=debug".into()));
+        Self { dir, pool, vars, http: reqwest::Client::new() }
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Starts `herd dev` and waits for its banner; returns the process, API URL, token.
+    pub fn dev(&self, extra_env: &[(&str, &str)], log_name: &str) -> (Proc, String, String) {
+        let log = self.dir.path().join(log_name);
+        let mut cmd = herd_cmd();
+        cmd.args(["dev", "--listen", "127.0.0.1:0", "--state-dir"]).arg(self.state());
+        cmd.envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd.envs(extra_env.iter().copied());
+        let mut child = cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let proc = Proc { child, log };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut url = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("herd dev banner; log:\n{}", proc.log_text()));
+            if let Some(u) = line.trim().strip_prefix("API:") {
+                url = Some(u.trim().to_owned());
+            }
+            if line.trim().starts_with("Admin token:") {
+                break;
+            }
+        }
+        let token = std::fs::read_to_string(self.state().join("admin.token")).unwrap();
+        (proc, url.unwrap(), token.trim().to_owned())
+    }
+
+    pub fn spawn(&self, args: &[&str], extra_env: &[(&str, String)], log_name: &str) -> Proc {
+        let log = self.dir.path().join(log_name);
+        let mut cmd = herd_cmd();
+        cmd.args(args);
+        cmd.envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd.envs(extra_env.iter().map(|(k, v)| (*k, v.as_str())));
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::options().create(true).append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Proc { child, log }
+    }
+
+    pub async fn call(&self, method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self.http.request(method, url).bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let res = r.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn create_cluster(&self, api: &str, token: &str, name: &str, nodes: u8, extra: Value) -> String {
+        let mut body =
+            json!({"name": name, "datastore": "postgresql", "version": "15", "flavor": "local.small", "nodes": nodes});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let (s, v) = self.call(reqwest::Method::POST, &format!("{api}/v1/clusters"), token, Some(body)).await;
+        assert_eq!(s, 202, "{v}");
+        v["cluster"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls until the cluster has `status` (failing fast on `failed` unless expected).
+    pub async fn wait_status(&self, api: &str, token: &str, id: &str, want: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (s, c) = self.call(reqwest::Method::GET, &format!("{api}/v1/clusters/{id}"), token, None).await;
+            assert_eq!(s, 200, "{c}");
+            if c["status"] == want {
+                return c;
+            }
+            if c["status"] == "failed" {
+                panic!("cluster failed: {}", c["fault"]);
+            }
+            assert!(Instant::now() < deadline, "cluster not {want} in {timeout:?}: {c}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn wait_task(&self, api: &str, token: &str, task: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, t) = self.call(reqwest::Method::GET, &format!("{api}/v1/tasks/{task}"), token, None).await;
+            if ["succeeded", "failed", "cancelled"].contains(&t["status"].as_str().unwrap_or("")) {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "task not finished in {timeout:?}: {t}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Server and volume directories the local provider holds.
+    pub fn servers(&self) -> Vec<String> {
+        list_dir(&self.state().join("local/servers"))
+    }
+
+    pub fn volumes(&self) -> Vec<String> {
+        list_dir(&self.state().join("local/volumes"))
+    }
+
+    /// Pids of processes whose command line mentions this test's state dir or pool.
+    pub fn stray_pids(&self) -> Vec<(i32, String)> {
+        let needle = self.dir.path().to_string_lossy().to_string();
+        let prefix = self.pool.trim_end_matches(".0/24").to_owned() + ".";
+        let me = std::process::id() as i32;
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            if pid == me {
+                continue;
+            }
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if !cmd.starts_with(BIN) && (cmd.contains(&needle) || cmd.contains(&prefix)) {
+                out.push((pid, cmd));
+            }
+        }
+        out
+    }
+}
+
+fn list_dir(p: &Path) -> Vec<String> {
+    std::fs::read_dir(p)
+        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Whatever the test left: delete every server through the provider (which
+        // kills every process of it), on a runtime of its own.
+        let root = self.state().join("local");
+        let servers = list_dir(&root.join("servers"));
+        if !servers.is_empty() {
+            let settings = herd_core::config::LocalProviderSettings {
+                address_pool: self.pool.clone(),
+                root: Some(root.clone()),
+                ..Default::default()
+            };
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async move {
+                    use herd_providers::Provider;
+                    if let Ok(p) = herd_providers::local::LocalProvider::new("local", &settings, &root) {
+                        for id in servers {
+                            let _ = p.delete_server(&id).await;
+                        }
+                    }
+                });
+            })
+            .join()
+            .ok();
+        }
+    }
+}
+
+/// Runs SQL with psql against a URI or conninfo; returns trimmed stdout.
+pub fn psql(conninfo: &str, password: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args([conninfo, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Retries `f` until it returns Ok or the deadline passes.
+pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("gave up after {timeout:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
