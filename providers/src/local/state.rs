@@ -197,8 +197,11 @@ pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// 48 random bits: unique enough for one machine's servers, and short, because every
+/// server path embeds the id and PostgreSQL's Unix socket path must stay under 107
+/// bytes (`<root>/servers/<id>/var/run/postgresql/.s.PGSQL.5432`).
 pub(crate) fn new_id(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ProviderError> {
