@@ -310,6 +310,14 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Every create needs a token: without one a retry could not find what it made.
+pub(crate) fn check_token(token: &str) -> Result<(), ProviderError> {
+    if token.trim().is_empty() {
+        return Err(ProviderError::Permanent("idempotency token must not be empty".into()));
+    }
+    Ok(())
+}
+
 /// Turns a blocking task's join failure (a panic) into a provider error.
 pub(crate) fn join_error(e: tokio::task::JoinError) -> ProviderError {
     ProviderError::Permanent(format!("provider task failed: {e}"))

@@ -217,11 +217,15 @@ impl Build<'_> {
                     )
                     .await?;
             }
-            job.check_cancelled()?;
-            store.set_cluster_state(c.id, ClusterStatus::Active, None).await?;
             Ok(())
         })
         .await?;
+        job.check_cancelled()?;
+        match store.complete_build(job.task.id, &job.ctx.name, c.id).await {
+            Ok(()) => {}
+            Err(herd_store::StoreError::NotFound) => return Err(StepError::Cancelled),
+            Err(e) => return Err(e.into()),
+        }
         store.log_event(c, Some(job.task.id), "info", None, "cluster is active").await?;
         Ok(())
     }

@@ -4,7 +4,7 @@
 
 use herd_core::status::ClusterStatus;
 use herd_datastores::manager_for;
-use herd_providers::ProviderError;
+use herd_providers::{ProviderError, TAG_CLUSTER};
 use std::time::{Duration, Instant};
 
 use crate::spec::{cluster_spec, node_spec};
@@ -80,6 +80,14 @@ pub async fn run(job: &Job) -> Result<(), StepError> {
             })
             .await?;
         }
+    }
+    // A server the provider made but no row records (the build was cut off between
+    // the provider's answer and the write) still carries the cluster's tag.
+    let tags = std::collections::BTreeMap::from([(TAG_CLUSTER.to_owned(), cluster.id.to_string())]);
+    let known: Vec<&str> = nodes.iter().filter_map(|n| n.server_ref.as_deref()).collect();
+    for s in provider.list_servers(&tags).await?.into_iter().filter(|s| !known.contains(&s.id.as_str())) {
+        tracing::warn!(cluster = %cluster.id, server = %s.id, "deleting an unrecorded server of the cluster");
+        gone_ok(provider.delete_server(&s.id).await)?;
     }
     for v in &vols {
         if let Some(vref) = &v.provider_ref {

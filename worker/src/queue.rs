@@ -75,25 +75,21 @@ pub async fn consume(ctx: Arc<Ctx>) {
         generation += 1;
         let name = format!("{}-g{generation}", ctx.name);
         let concurrency = ctx.settings.concurrency.max(1);
+        // The two storages are different types with the same builder calls.
+        macro_rules! run_on {
+            ($storage:expr) => {
+                WorkerBuilder::new(name.as_str())
+                    .backend($storage.clone().poll_with_interval(POLL))
+                    .data(ctx.clone())
+                    .concurrency(concurrency)
+                    .build(handle)
+                    .run()
+                    .await
+            };
+        }
         let outcome = match &ctx.queue {
-            Queue::Redis(s) => {
-                WorkerBuilder::new(name.as_str())
-                    .backend(s.clone().poll_with_interval(POLL))
-                    .data(ctx.clone())
-                    .concurrency(concurrency)
-                    .build(handle)
-                    .run()
-                    .await
-            }
-            Queue::Sqlite(s) => {
-                WorkerBuilder::new(name.as_str())
-                    .backend(s.clone().poll_with_interval(POLL))
-                    .data(ctx.clone())
-                    .concurrency(concurrency)
-                    .build(handle)
-                    .run()
-                    .await
-            }
+            Queue::Redis(s) => run_on!(s),
+            Queue::Sqlite(s) => run_on!(s),
         };
         match outcome {
             Ok(()) => tracing::warn!(worker = %name, "queue consumer stopped; restarting"),

@@ -56,6 +56,8 @@ pub async fn run_task(ctx: &Arc<Ctx>, task_id: Uuid) {
     let store = &ctx.store;
     match result {
         Ok(()) => {
+            // A no-op where the task already completed itself (a build, atomically
+            // with its cluster turning active).
             let _ = store.finish_task(task.id, &ctx.name, TaskStatus::Succeeded, None).await;
             tracing::info!(task = %task.id, kind = %kind, "task succeeded");
         }

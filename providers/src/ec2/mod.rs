@@ -12,7 +12,7 @@ mod wait;
 
 use crate::{
     Capabilities, Ec2ProviderSettings, Flavor, Provider, ProviderError, ProviderKind, ServerInfo, ServerSpec,
-    ServerStatus, SnapshotInfo, SnapshotSpec, TAG_TOKEN, VolumeAttachment, VolumeInfo, VolumeSpec,
+    ServerStatus, SnapshotInfo, SnapshotSpec, TAG_TOKEN, VolumeAttachment, VolumeInfo, VolumeSpec, check_token,
 };
 use async_trait::async_trait;
 use aws_sdk_ec2::Client;
@@ -298,13 +298,6 @@ pub(crate) fn split_tags(tags: &[Tag]) -> (String, BTreeMap<String, String>) {
         }
     }
     (name, out)
-}
-
-fn check_token(token: &str) -> Result<(), ProviderError> {
-    if token.trim().is_empty() {
-        return Err(ProviderError::Permanent("idempotency token must not be empty".into()));
-    }
-    Ok(())
 }
 
 #[async_trait]

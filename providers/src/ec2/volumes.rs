@@ -1,7 +1,8 @@
 //! EBS volumes and snapshots.
 
 use super::errors::map_sdk_error;
-use super::{Ec2Provider, check_token, client_token, split_tags, tag_spec, token_filter, wait};
+use super::{Ec2Provider, client_token, split_tags, tag_spec, token_filter, wait};
+use crate::check_token;
 use crate::{
     AttachmentKind, ProviderError, SnapshotInfo, SnapshotSpec, SnapshotStatus, VolumeAttachment, VolumeInfo,
     VolumeSpec, VolumeStatus,

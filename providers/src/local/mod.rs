@@ -17,7 +17,7 @@ mod volumes;
 
 use crate::{
     Capabilities, Flavor, LocalProviderSettings, Provider, ProviderError, ProviderKind, ServerInfo, ServerSpec,
-    ServerStatus, SnapshotInfo, SnapshotSpec, VolumeAttachment, VolumeInfo, VolumeSpec, join_error,
+    ServerStatus, SnapshotInfo, SnapshotSpec, VolumeAttachment, VolumeInfo, VolumeSpec, check_token, join_error,
 };
 use async_trait::async_trait;
 use pool::AddressPool;
@@ -450,13 +450,6 @@ impl Inner {
         }
         Ok(restarted)
     }
-}
-
-fn check_token(token: &str) -> Result<(), ProviderError> {
-    if token.trim().is_empty() {
-        return Err(ProviderError::Permanent("idempotency token must not be empty".into()));
-    }
-    Ok(())
 }
 
 #[async_trait]

@@ -5,8 +5,8 @@
 //! CAP_SYS_ADMIN and die with a restart of the mount namespace).
 
 use super::Inner;
-use super::check_token;
 use super::state::{self, Kind, ServerRecord, SnapshotRecord, VolumeRecord, io_error};
+use crate::check_token;
 use crate::{
     AttachmentKind, ProviderError, SnapshotInfo, SnapshotSpec, SnapshotStatus, VolumeAttachment, VolumeInfo,
     VolumeSpec, VolumeStatus,

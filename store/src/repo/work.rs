@@ -122,6 +122,35 @@ impl Store {
         Ok(())
     }
 
+    /// Ends a successful build: the task succeeds and the cluster becomes `active` in
+    /// one transaction, so nobody ever sees one without the other.
+    pub async fn complete_build(&self, task_id: Uuid, worker: &str, cluster_id: Uuid) -> Result<(), StoreError> {
+        let tx = self.write_tx().await?;
+        let ts = now();
+        let res = task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value(TaskStatus::Succeeded.as_str()))
+            .col_expr(task::Column::Progress, Expr::value(100))
+            .col_expr(task::Column::Worker, Expr::value(Option::<String>::None))
+            .col_expr(task::Column::FinishedAt, Expr::value(ts))
+            .col_expr(task::Column::UpdatedAt, Expr::value(ts))
+            .filter(task::Column::Id.eq(task_id))
+            .filter(task::Column::Worker.eq(worker))
+            .filter(task::Column::Status.eq(TaskStatus::Running))
+            .exec(&tx)
+            .await?;
+        if res.rows_affected != 1 {
+            // Cancelled or taken over meanwhile: leave everything as it is.
+            return Err(StoreError::NotFound);
+        }
+        let c = cluster::Entity::find_by_id(cluster_id).one(&tx).await?.ok_or(StoreError::NotFound)?;
+        let mut am = set_cluster_status(&tx, c, ClusterStatus::Active).await?.into_active_model();
+        am.fault_code = Set(None);
+        am.fault_message = Set(None);
+        am.update(&tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Tasks the sweeper should push again: queued for longer than `queued_for`, or
     /// running with a heartbeat older than `stale`.
     pub async fn tasks_to_requeue(
