@@ -72,6 +72,9 @@ async fn main() -> anyhow::Result<()> {
             }
             // Dev is the embedded setup: always SQLite in the state dir.
             settings.database_url = None;
+            // One process per state dir: at start dev takes over every running task as
+            // its own orphan, which is only right if no other dev process runs them.
+            let _lock = lock_state_dir(&settings.state_dir)?;
             let prepared = prepare(&settings, Mode::Dev).await?;
             let providers = providers(&settings)?;
             recover(&providers).await;
@@ -107,6 +110,15 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("dev.lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|_| anyhow::anyhow!("another `herd dev` is already using {}", dir.display()))
 }
 
 fn providers(settings: &Settings) -> anyhow::Result<Arc<herd_providers::Providers>> {

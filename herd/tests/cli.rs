@@ -202,6 +202,19 @@ async fn dev_mode_serves_the_tour_and_keeps_secrets_out_of_logs() {
 
     // A restart keeps the token and does not print it again.
     let dev2 = start_dev(&env, &env.dir.path().join("herd2.log"));
+    // While it runs, a second dev on the same state dir is refused.
+    let second = herd()
+        .args(["dev", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(env.state())
+        .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already using"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     assert!(!dev2.token_line.contains(&token), "token printed twice: {}", dev2.token_line);
     assert!(dev2.token_line.contains("admin.token"));
     let r = http.get(format!("{}/v1/clusters", dev2.url)).bearer_auth(&token).send().await.unwrap();
