@@ -43,6 +43,18 @@ herd_once() { # NODES NAME -> seconds to active, then deletes the cluster
     sleep 0.05
   done
   end=$(date +%s.%N)
+  # A slow run explains itself: its step history goes to stderr.
+  if python3 -c "import sys; sys.exit(0 if $end - $start > ${SLOW_SECS:-12} else 1)"; then
+    echo "slow run: $2 took $(python3 -c "print(f'{$end - $start:.1f}')") s; steps:" >&2
+    curl -fsS "${H[@]}" "$api/v1/clusters/$id/events?limit=100" | python3 -c '
+import json, sys
+from datetime import datetime
+ev = list(reversed(json.load(sys.stdin)["items"]))
+at = lambda e: datetime.fromisoformat(e["created_at"].replace("Z", "+00:00"))
+for e in ev:
+    msg = e["message"]
+    print(f"  {(at(e) - at(ev[0])).total_seconds():6.2f}  {msg}", file=sys.stderr)' || true
+  fi
   task=$(curl -fsS "${H[@]}" -X DELETE "$api/v1/clusters/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["task_id"])')
   until curl -fsS "${H[@]}" "$api/v1/tasks/$task" | grep -q '"status":"succeeded"'; do sleep 0.2; done
   python3 -c "print(f'{$end - $start:.2f}')"
