@@ -237,6 +237,16 @@ mod tests {
     }
 
     #[test]
+    fn node_transitions() {
+        use NodeStatus::*;
+        assert!(Building.can_become(Running));
+        assert!(Running.can_become(Unreachable) && Unreachable.can_become(Running));
+        assert!(Running.can_become(Deleting));
+        assert!(!Deleting.can_become(Running), "a node being deleted never comes back");
+        assert!(!Building.can_become(Stopped));
+    }
+
+    #[test]
     fn backups_only_expire_when_completed() {
         assert!(BackupStatus::Completed.can_become(BackupStatus::Expired));
         assert!(!BackupStatus::Running.can_become(BackupStatus::Expired));

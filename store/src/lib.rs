@@ -11,7 +11,7 @@ pub use repo::*;
 
 use herd_core::crypto::MasterKey;
 use herd_migrations::MigratorTrait;
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,10 +29,6 @@ impl Store {
 
     pub fn key(&self) -> &MasterKey {
         &self.key
-    }
-
-    pub fn backend(&self) -> DbBackend {
-        self.db.get_database_backend()
     }
 }
 

@@ -209,21 +209,6 @@ impl Store {
         Ok(())
     }
 
-    /// Fails a task that has used up its attempts without anyone holding it.
-    pub async fn give_up_task(&self, id: Uuid, code: &str, message: &str) -> Result<(), StoreError> {
-        task::Entity::update_many()
-            .col_expr(task::Column::Status, Expr::value(TaskStatus::Failed.as_str()))
-            .col_expr(task::Column::Worker, Expr::value(Option::<String>::None))
-            .col_expr(task::Column::ErrorCode, Expr::value(code))
-            .col_expr(task::Column::ErrorMessage, Expr::value(message))
-            .col_expr(task::Column::FinishedAt, Expr::value(now()))
-            .filter(task::Column::Id.eq(id))
-            .filter(task::Column::Status.is_in([TaskStatus::Queued, TaskStatus::Running]))
-            .exec(&self.db)
-            .await?;
-        Ok(())
-    }
-
     /// Other tasks of the cluster still held by a live worker (a cancelled build that
     /// has not yet stopped, say). Delete waits for these before touching resources.
     pub async fn busy_tasks(
@@ -239,10 +224,6 @@ impl Store {
             .filter(task::Column::HeartbeatAt.gt(now() - stale))
             .all(&self.db)
             .await?)
-    }
-
-    pub async fn task_by_id(&self, id: Uuid) -> Result<task::Model, StoreError> {
-        task::Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound)
     }
 
     pub async fn cluster_by_id(&self, id: Uuid) -> Result<cluster::Model, StoreError> {
@@ -341,6 +322,13 @@ impl Store {
         lag_bytes: Option<i64>,
     ) -> Result<(), StoreError> {
         let Some(n) = node::Entity::find_by_id(node_id).one(&self.db).await? else { return Ok(()) };
+        // The node state machine lives in one place: a move it forbids is refused.
+        if !n.status.can_become(status) {
+            return Err(StoreError::conflict(
+                "invalid_state",
+                format!("node {} is {} and cannot become {status}", n.name, n.status),
+            ));
+        }
         let mut am = n.into_active_model();
         am.role = Set(role);
         am.status = Set(status);
