@@ -58,6 +58,44 @@ pub struct NodeSpec {
     /// Prefix of every server-side path: the server root of a loopback host, `/` on a VM.
     pub root_prefix: PathBuf,
     pub volume: Option<VolumeMount>,
+    /// Failover preferences of this member.
+    pub tags: NodeTags,
+    /// The node was added after the cluster was bootstrapped: its DCS member joins the
+    /// running DCS (registered by [`Manager::add_member`]) instead of forming a new one.
+    pub joins_existing: bool,
+}
+
+/// A member's failover preferences.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeTags {
+    /// Never promoted, neither automatically nor by switchover (Patroni `nofailover`).
+    pub no_failover: bool,
+    /// Higher is preferred when Herd picks a replica to promote (0..=100). Patroni
+    /// 3.0 has no priority tag, so it does not affect Patroni's own automatic choice.
+    pub priority: u8,
+}
+
+/// Where the HA agent reports role changes as they happen (Patroni `on_role_change`).
+#[derive(Clone)]
+pub struct Callback {
+    /// Full URL the node POSTs to (`http://127.0.0.1:8080/hooks/patroni/<cluster id>`).
+    pub url: String,
+    /// Bearer token for that URL; kept on the node in a 0600 file.
+    pub token: SecretString,
+}
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callback").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+/// What one parameter's rule says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParameterInfo {
+    pub name: String,
+    /// Changing it takes a server restart (PostgreSQL context `postmaster`).
+    pub restart_required: bool,
 }
 
 /// Passwords the cluster runs with. Generated once per cluster, stored encrypted.
@@ -83,9 +121,35 @@ pub struct HaTiming {
     pub retry_timeout: u32,
 }
 
+impl HaTiming {
+    /// For loopback hosts and fast local networks: a dead primary is replaced within
+    /// about ttl + loop_wait = 6 s.
+    pub const FAST: HaTiming = HaTiming { ttl: 5, loop_wait: 1, retry_timeout: 2 };
+    /// Patroni's own defaults, for cloud servers where a DCS hiccup must not demote.
+    pub const SAFE: HaTiming = HaTiming { ttl: 30, loop_wait: 10, retry_timeout: 10 };
+
+    /// Patroni's rule: the leader must be able to retry the DCS twice and still renew
+    /// its key within one ttl, or a slow DCS demotes a healthy primary.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.loop_wait < 1 || self.retry_timeout < 1 {
+            return Err("loop_wait and retry_timeout must be at least 1 second".into());
+        }
+        if self.ttl > 3600 || self.loop_wait > 600 || self.retry_timeout > 600 {
+            return Err("ttl must be at most 3600 s, loop_wait and retry_timeout at most 600 s".into());
+        }
+        if self.loop_wait + 2 * self.retry_timeout > self.ttl {
+            return Err(format!(
+                "loop_wait + 2 * retry_timeout must not exceed ttl ({} + 2 * {} > {})",
+                self.loop_wait, self.retry_timeout, self.ttl
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for HaTiming {
     fn default() -> Self {
-        Self { ttl: 10, loop_wait: 2, retry_timeout: 4 }
+        Self::FAST
     }
 }
 
@@ -100,6 +164,12 @@ pub struct ClusterSpec {
     pub packages: Vec<String>,
     pub members: Vec<NodeSpec>,
     pub synchronous: bool,
+    /// With `synchronous`: refuse writes rather than run without a synchronous standby.
+    pub synchronous_strict: bool,
+    /// A replica further behind than this (bytes) is not promoted automatically.
+    pub maximum_lag_on_failover: u64,
+    /// Where role changes are reported; None: Herd learns them by polling only.
+    pub callback: Option<Callback>,
     /// User parameters, already validated (names are `[a-z][a-z0-9_.]*`).
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub secrets: ClusterSecrets,
@@ -114,6 +184,8 @@ pub struct NodeHealth {
     pub state: String,
     pub timeline: Option<i64>,
     pub lag_bytes: Option<i64>,
+    /// PostgreSQL runs with settings that take effect only after a restart.
+    pub pending_restart: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -183,6 +255,48 @@ pub trait Manager: Send + Sync {
     async fn health(&self, cluster: &ClusterSpec) -> Result<ClusterHealth, ManagerError>;
     /// Stop the node's daemons and remove them from its boot list (before deleting it).
     async fn stop_node(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
+
+    // ---- day 2 ----
+
+    /// Checks user parameters against this datastore version's rules (type, range,
+    /// allowed values; names Herd manages itself are refused). Every problem at once,
+    /// as (parameter name, message).
+    fn check_parameters(
+        &self,
+        version: &str,
+        parameters: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<ParameterInfo>, Vec<(String, String)>>;
+    /// Pushes the cluster-wide settings (timing, synchronous mode, failover lag,
+    /// parameters; a parameter no longer in the spec returns to its default) into the
+    /// running cluster's dynamic configuration. Returns the members that now need a
+    /// restart for the change to take effect.
+    async fn apply_dynamic_config(&self, cluster: &ClusterSpec) -> Result<Vec<String>, ManagerError>;
+    /// Restarts the node's database through the HA agent; returns once it runs again
+    /// (a replica: streaming again).
+    async fn restart_node(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
+    /// Makes the node's database re-read its configuration.
+    async fn reload_node(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
+    /// Planned handover from the current primary to `candidate` (a member name), or
+    /// to the best eligible replica; returns the new primary once it accepts writes.
+    async fn switchover(&self, cluster: &ClusterSpec, candidate: Option<&str>) -> Result<String, ManagerError>;
+    /// Forced promotion of `candidate`, whatever the current primary's state; returns
+    /// once it accepts writes.
+    async fn failover(&self, cluster: &ClusterSpec, candidate: &str) -> Result<String, ManagerError>;
+    /// Throws away a replica's data and clones it again from the primary; returns once
+    /// it streams.
+    async fn reinitialize(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
+    /// Stops the node's HA agent and database, leaving its DCS member running (quorum).
+    /// The node stays stopped, across server restarts too, until [`Manager::start_ha`].
+    async fn stop_ha(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
+    /// Starts whichever of the node's daemons should run but does not (not those
+    /// stopped by [`Manager::stop_ha`]); returns the names of the ones it started.
+    async fn ensure_running(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<Vec<String>, ManagerError>;
+    /// Registers a new node (`joins_existing`) with the running DCS, before its
+    /// `start_dcs`. Idempotent.
+    async fn add_member(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
+    /// Removes a stopped node's DCS member and HA-agent state from the cluster.
+    /// `cluster.members` no longer lists it. Idempotent.
+    async fn remove_member(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
 }
 
 /// The manager for a datastore's `manager` name.

@@ -42,6 +42,12 @@ pub struct Layout {
     pub boot_dir: String,
     pub etcd_entry: String,
     pub patroni_entry: String,
+    /// Present while Patroni is stopped on purpose (`stop_ha`): the boot list and
+    /// `ensure_running` leave it stopped. Outside `boot.d`, so it is never run.
+    pub patroni_hold: String,
+    /// The `on_role_change` callback script and the file holding its bearer token.
+    pub callback_script: String,
+    pub callback_token: String,
     pub bin_dir: String,
     /// Block device to format and mount at `pg_home`, when the volume is one.
     pub device: Option<String>,
@@ -130,6 +136,9 @@ impl Layout {
             etcd_pid: format!("{run_dir}/etcd-{c}.pid"),
             etcd_entry: format!("{boot_dir}/20-etcd-{c}"),
             patroni_entry: format!("{boot_dir}/30-patroni-{v}-{c}"),
+            patroni_hold: at(&format!("etc/herd/held/30-patroni-{v}-{c}"))?,
+            callback_script: at(&format!("etc/patroni/{v}-{c}-on-role-change.py"))?,
+            callback_token: at(&format!("etc/patroni/{v}-{c}.callback-token"))?,
             run_dir,
             boot_dir,
             bin_dir: format!("/usr/lib/postgresql/{v}/bin"),
@@ -184,6 +193,8 @@ pub(crate) mod tests {
             },
             root_prefix: root.into(),
             volume,
+            tags: Default::default(),
+            joins_existing: false,
         };
         let cluster = ClusterSpec {
             cluster_id: Uuid::nil(),
@@ -192,6 +203,9 @@ pub(crate) mod tests {
             packages: vec![],
             members: vec![node.clone()],
             synchronous: false,
+            synchronous_strict: false,
+            maximum_lag_on_failover: 1 << 20,
+            callback: None,
             parameters: Default::default(),
             secrets: ClusterSecrets {
                 superuser: SecretString::from("s"),
@@ -213,6 +227,8 @@ pub(crate) mod tests {
         assert_eq!(l.socket_dir, "/var/run/postgresql");
         assert_eq!(l.etcd_data, "/var/lib/etcd/orders");
         assert_eq!(l.patroni_entry, "/etc/herd/boot.d/30-patroni-15-orders");
+        assert_eq!(l.patroni_hold, "/etc/herd/held/30-patroni-15-orders");
+        assert_eq!(l.callback_token, "/etc/patroni/15-orders.callback-token");
         assert!(l.is_whole_machine());
     }
 

@@ -8,8 +8,11 @@
 //! as `postgres` and `etcd` (setpriv drops root before exec; nothing stays as root).
 //! See the crate README for the file layout.
 
+mod day2;
+mod etcd;
 mod layout;
 mod packages;
+mod params;
 mod patroni;
 mod render;
 mod sql;
@@ -19,9 +22,9 @@ pub use render::scope;
 
 use crate::shell::{join, quote};
 use crate::ssh::{Session, Upload, with_session};
-use crate::{ClusterHealth, ClusterSpec, Manager, ManagerError, NodeSpec};
+use crate::{ClusterHealth, ClusterSpec, Manager, ManagerError, NodeSpec, ParameterInfo};
 use async_trait::async_trait;
-use layout::{ETCD_CLIENT_PORT, PATRONI_PORT, PG_PORT};
+use layout::{ETCD_CLIENT_PORT, PATRONI_PORT};
 use patroni::Http;
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
@@ -281,16 +284,46 @@ fn prepare_on(s: &Session, l: &Layout, packages: &[String]) -> Result<(), Manage
     }
 }
 
-fn configure_on(s: &Session, l: &Layout, etcd_conf: String, patroni_conf: String) -> Result<(), ManagerError> {
+/// What configure writes besides the two config files.
+struct CallbackFiles {
+    script: String,
+    token: SecretString,
+}
+
+fn configure_on(
+    s: &Session,
+    l: &Layout,
+    etcd_conf: String,
+    patroni_conf: String,
+    callback: Option<CallbackFiles>,
+) -> Result<(), ManagerError> {
     let users = users(s)?;
     let etcd_script = render::etcd_script(l, &users.etcd)?;
     let patroni_script = render::patroni_script(l)?;
-    let files = [
+    let mut files = vec![
         Upload { path: &l.etcd_conf, bytes: etcd_conf.as_bytes(), mode: 0o644, owner: "root:root" },
         Upload { path: &l.patroni_conf, bytes: patroni_conf.as_bytes(), mode: 0o600, owner: "postgres:postgres" },
         Upload { path: &l.etcd_entry, bytes: etcd_script.as_bytes(), mode: 0o755, owner: "root:root" },
         Upload { path: &l.patroni_entry, bytes: patroni_script.as_bytes(), mode: 0o755, owner: "root:root" },
     ];
+    // The callback's files go first, so Patroni never reads a config naming a
+    // script that is not there yet.
+    if let Some(cb) = &callback {
+        files.insert(
+            0,
+            Upload { path: &l.callback_script, bytes: cb.script.as_bytes(), mode: 0o755, owner: "root:root" },
+        );
+        // Only postgres (Patroni, which runs the script) may read the token.
+        files.insert(
+            0,
+            Upload {
+                path: &l.callback_token,
+                bytes: cb.token.expose_secret().as_bytes(),
+                mode: 0o600,
+                owner: "postgres:postgres",
+            },
+        );
+    }
     // Rewrite only what differs: a re-run on a configured node costs no command.
     let mut changed = Vec::new();
     let mut patroni_rewritten = false;
@@ -305,6 +338,17 @@ fn configure_on(s: &Session, l: &Layout, etcd_conf: String, patroni_conf: String
     }
     if !changed.is_empty() {
         s.upload_all(&changed)?;
+    }
+    if callback.is_none() {
+        // The callback was dropped: no stale token stays on the node.
+        let stale: Vec<&str> = [&l.callback_token, &l.callback_script]
+            .into_iter()
+            .map(String::as_str)
+            .filter(|p| s.exists(p).unwrap_or(true))
+            .collect();
+        if !stale.is_empty() {
+            s.exec(&format!("rm -f {}", join(&stale)), None)?.check("remove the callback files")?;
+        }
     }
     if patroni_rewritten {
         // A running Patroni re-reads its file on SIGHUP; `reload` is a no-op otherwise.
@@ -351,7 +395,11 @@ impl Manager for PostgresManager {
         }
         let etcd_conf = render::etcd_config(cluster, node, &l)?;
         let patroni_conf = render::patroni_config(cluster, node, &l)?;
-        with_session(&node.ssh, move |s| configure_on(s, &l, etcd_conf, patroni_conf)).await
+        let callback = match (render::callback_script(cluster, node, &l)?, &cluster.callback) {
+            (Some(script), Some(cb)) => Some(CallbackFiles { script, token: cb.token.clone() }),
+            _ => None,
+        };
+        with_session(&node.ssh, move |s| configure_on(s, &l, etcd_conf, patroni_conf, callback)).await
     }
 
     async fn start_dcs(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
@@ -365,7 +413,8 @@ impl Manager for PostgresManager {
 
     async fn start_ha(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
         let l = Layout::new(cluster, node)?;
-        let cmd = start_command(&l.patroni_entry);
+        // Starting undoes stop_ha: the hold goes first, so boots start it again.
+        let cmd = format!("rm -f {} && {}", quote(&l.patroni_hold), start_command(&l.patroni_entry));
         let out = with_session(&node.ssh, move |s| s.exec(&cmd, None)).await?;
         start_result(out, "Patroni", &node.name)?;
         let url = format!("http://{}/patroni", SocketAddr::new(node.address, PATRONI_PORT));
@@ -419,13 +468,7 @@ impl Manager for PostgresManager {
         let l = Layout::new(cluster, node)?;
         // Peer authentication over this server's own socket: no password needed,
         // and the SQL (which holds one) goes through stdin.
-        let cmd = format!(
-            "{} env HOME={} {} -X -q -v ON_ERROR_STOP=1 -v VERBOSITY=terse -h {} -p {PG_PORT} -d postgres -f -",
-            as_user("postgres"),
-            quote(&l.pg_home),
-            quote(&format!("{}/psql", l.bin_dir)),
-            quote(&l.socket_dir),
-        );
+        let cmd = day2::psql_command(&l);
         let password: SecretString = cluster.secrets.admin_password.clone();
         let out = with_session(&node.ssh, move |s| s.exec(&cmd, Some(script.as_bytes()))).await?;
         if !out.success() {
@@ -457,6 +500,7 @@ impl Manager for PostgresManager {
                 let e = quote(e);
                 format!("{{ if [ -x {e} ]; then {e} stop || exit 1; fi; rm -f {e}; }}")
             })
+            .chain([format!("rm -f {}", quote(&l.patroni_hold))])
             .collect::<Vec<_>>()
             .join(" && ");
         // Each daemon gets STOP_TIMEOUT_SECS after SIGTERM, and a postmaster left
@@ -467,5 +511,53 @@ impl Manager for PostgresManager {
         }
         tracing::info!(node = %node.name, "node daemons stopped and removed from the boot list");
         Ok(())
+    }
+
+    fn check_parameters(
+        &self,
+        version: &str,
+        parameters: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<ParameterInfo>, Vec<(String, String)>> {
+        day2::check_parameters(version, parameters)
+    }
+
+    async fn apply_dynamic_config(&self, cluster: &ClusterSpec) -> Result<Vec<String>, ManagerError> {
+        self.apply_dynamic_config_impl(cluster).await
+    }
+
+    async fn restart_node(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+        self.restart_node_impl(cluster, node).await
+    }
+
+    async fn reload_node(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+        self.reload_node_impl(cluster, node).await
+    }
+
+    async fn switchover(&self, cluster: &ClusterSpec, candidate: Option<&str>) -> Result<String, ManagerError> {
+        self.switchover_impl(cluster, candidate).await
+    }
+
+    async fn failover(&self, cluster: &ClusterSpec, candidate: &str) -> Result<String, ManagerError> {
+        self.failover_impl(cluster, candidate).await
+    }
+
+    async fn reinitialize(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+        self.reinitialize_impl(cluster, node).await
+    }
+
+    async fn stop_ha(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+        self.stop_ha_impl(cluster, node).await
+    }
+
+    async fn ensure_running(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<Vec<String>, ManagerError> {
+        self.ensure_running_impl(cluster, node).await
+    }
+
+    async fn add_member(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+        self.add_member_impl(cluster, node).await
+    }
+
+    async fn remove_member(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+        self.remove_member_impl(cluster, node).await
     }
 }

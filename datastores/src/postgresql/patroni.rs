@@ -33,6 +33,9 @@ pub struct MemberView {
     /// Bytes behind the leader, or `"unknown"`.
     #[serde(default)]
     pub lag: Option<serde_json::Value>,
+    /// Present (true) when PostgreSQL runs with settings that need a restart.
+    #[serde(default)]
+    pub pending_restart: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -45,6 +48,11 @@ pub struct StatusView {
     pub timeline: Option<i64>,
     #[serde(default)]
     pub replication: Vec<WalSender>,
+    /// Changes at every start of PostgreSQL (restart, reinitialize).
+    #[serde(default)]
+    pub postmaster_start_time: Option<String>,
+    #[serde(default)]
+    pub pending_restart: bool,
 }
 
 /// One look at the cluster through Patroni.
@@ -53,6 +61,9 @@ pub struct Observed {
     pub health: ClusterHealth,
     /// Members the leader streams to synchronously.
     pub sync_standbys: Vec<String>,
+    /// Members Patroni lists as `sync_standby` (its `/sync` key): the only ones it
+    /// lets a switchover promote in synchronous mode.
+    pub sync_members: Vec<String>,
     /// Members that did not answer, and why.
     pub errors: Vec<String>,
 }
@@ -110,7 +121,7 @@ pub fn build_health(cluster: &ClusterSpec, view: Option<&ClusterView>, leader: O
             NodeRole::Primary => None,
             _ => m.lag.as_ref().and_then(serde_json::Value::as_i64),
         };
-        NodeHealth { name: m.name.clone(), role, state, timeline, lag_bytes }
+        NodeHealth { name: m.name.clone(), role, state, timeline, lag_bytes, pending_restart: m.pending_restart }
     };
     let mut nodes = Vec::new();
     for spec_member in &cluster.members {
@@ -122,6 +133,7 @@ pub fn build_health(cluster: &ClusterSpec, view: Option<&ClusterView>, leader: O
                 state: "unknown".into(),
                 timeline: None,
                 lag_bytes: None,
+                pending_restart: false,
             }),
         }
     }
@@ -202,6 +214,36 @@ impl Http {
         self.client.get(url).send().await.is_ok()
     }
 
+    /// The HTTP status of a GET, None when nothing answers.
+    pub async fn status(&self, url: &str) -> Option<u16> {
+        self.client.get(url).send().await.ok().map(|r| r.status().as_u16())
+    }
+
+    /// Sends `body` as JSON with `method`, with basic auth when given (Patroni's
+    /// unsafe endpoints); returns the status and the body as text. `timeout`
+    /// replaces the client's default for calls Patroni answers only when done
+    /// (restart, switchover). The password is only ever in the header.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: &serde_json::Value,
+        auth: Option<(&str, &str)>,
+        timeout: Option<Duration>,
+    ) -> Result<(u16, String), String> {
+        let mut req = self.client.request(method.clone(), url).json(body);
+        if let Some((user, password)) = auth {
+            req = req.basic_auth(user, Some(password));
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let resp = req.send().await.map_err(|e| format!("{method} {url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| format!("{method} {url}: {e}"))?;
+        Ok((status, text))
+    }
+
     /// Patroni's view, asked of each member in turn until one answers; then the
     /// leader's own status for its walsenders. Unreachable members are tolerated:
     /// when nobody answers, every member is `unknown`.
@@ -238,7 +280,18 @@ impl Http {
             (Some(v), Some(l)) => sync_standbys(v, l),
             _ => Vec::new(),
         };
-        Observed { health: build_health(cluster, view.as_ref(), leader_status.as_ref()), sync_standbys, errors }
+        let sync_members = view
+            .iter()
+            .flat_map(|v| v.members.iter())
+            .filter(|m| m.role == "sync_standby")
+            .map(|m| m.name.clone())
+            .collect();
+        Observed {
+            health: build_health(cluster, view.as_ref(), leader_status.as_ref()),
+            sync_standbys,
+            sync_members,
+            errors,
+        }
     }
 }
 
@@ -285,7 +338,7 @@ mod tests {
         assert_eq!(h.nodes[2].lag_bytes, None, "\"unknown\" lag");
         assert!(h.is_converged(3), "{}", summary(&h));
         assert_eq!(sync_standbys(&view, &leader), vec!["orders-1".to_owned()]);
-        let mut obs = Observed { health: h, sync_standbys: vec![], errors: vec![] };
+        let mut obs = Observed { health: h, sync_standbys: vec![], sync_members: vec![], errors: vec![] };
         let mut sync = c.clone();
         sync.synchronous = true;
         assert!(obs.is_ready(&c));
@@ -320,6 +373,7 @@ mod tests {
             api_url: None,
             timeline: None,
             lag: None,
+            pending_restart: false,
         });
         let h = build_health(&c, Some(&view), None);
         assert_eq!(h.nodes.len(), 4);

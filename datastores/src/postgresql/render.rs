@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 const ETCD_TEMPLATE: &str = include_str!("templates/etcd.yml");
 const PATRONI_TEMPLATE: &str = include_str!("templates/patroni.yml");
 const DAEMON_TEMPLATE: &str = include_str!("templates/daemon.sh");
+const CALLBACK_TEMPLATE: &str = include_str!("templates/on_role_change.py");
 pub const BOOT_SERVICE: &str = include_str!("templates/herd-boot.service");
 
 /// Seconds `stop` waits after SIGTERM before SIGKILL. Patroni needs this long for a
@@ -22,8 +23,9 @@ pub const STOP_TIMEOUT_SECS: u32 = 60;
 
 /// Parameters Herd sets itself: paths under the server root, listen addresses, what
 /// replication and Patroni depend on. A user value would break the node or be
-/// silently ignored by Patroni, so it is refused instead.
-const MANAGED_PARAMETERS: &[&str] = &[
+/// silently ignored by Patroni (node-local values win over the cluster's), so it is
+/// refused instead.
+pub const MANAGED_PARAMETERS: &[&str] = &[
     "listen_addresses",
     "port",
     "data_directory",
@@ -34,6 +36,8 @@ const MANAGED_PARAMETERS: &[&str] = &[
     "logging_collector",
     "log_directory",
     "log_filename",
+    "log_file_mode",
+    "log_line_prefix",
     "cluster_name",
     "hot_standby",
     "wal_log_hints",
@@ -59,6 +63,7 @@ fn templates() -> Result<&'static tera::Tera, ManagerError> {
             ("etcd.yml", ETCD_TEMPLATE),
             ("patroni.yml", PATRONI_TEMPLATE),
             ("daemon.sh", DAEMON_TEMPLATE),
+            ("on_role_change.py", CALLBACK_TEMPLATE),
         ])
         .map_err(|e| format!("{e:?}"))?;
         Ok(t)
@@ -102,18 +107,19 @@ pub fn yaml_str(s: &str) -> String {
     out
 }
 
-/// A PostgreSQL parameter value for YAML: strings quoted, numbers as they are,
-/// booleans as PostgreSQL's `on`/`off`.
-fn yaml_parameter(name: &str, value: &serde_json::Value) -> Result<String, ManagerError> {
+/// A PostgreSQL parameter value as Patroni gets it (YAML at bootstrap, JSON in
+/// `PATCH /config`): strings and numbers as they are, booleans as PostgreSQL's
+/// `on`/`off` (Patroni would write Python's `True`).
+fn parameter_value(name: &str, value: &serde_json::Value) -> Result<serde_json::Value, ManagerError> {
     match value {
         serde_json::Value::String(s) => {
             if s.contains('\0') {
                 return Err(ManagerError::permanent("invalid_parameter", format!("{name}: value contains NUL")));
             }
-            Ok(yaml_str(s))
+            Ok(value.clone())
         }
-        serde_json::Value::Number(n) => Ok(n.to_string()),
-        serde_json::Value::Bool(b) => Ok(yaml_str(if *b { "on" } else { "off" })),
+        serde_json::Value::Number(_) => Ok(value.clone()),
+        serde_json::Value::Bool(b) => Ok(serde_json::Value::from(if *b { "on" } else { "off" })),
         other => Err(ManagerError::permanent(
             "invalid_parameter",
             format!("{name}: value must be a string, number or boolean, not {other}"),
@@ -121,7 +127,19 @@ fn yaml_parameter(name: &str, value: &serde_json::Value) -> Result<String, Manag
     }
 }
 
-fn valid_parameter_name(name: &str) -> bool {
+/// The YAML form of a value from [`parameter_value`].
+fn yaml_value(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => yaml_str(s),
+        other => other.to_string(),
+    }
+}
+
+pub fn is_managed(name: &str) -> bool {
+    MANAGED_PARAMETERS.contains(&name)
+}
+
+pub fn valid_parameter_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_lowercase())
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
@@ -133,10 +151,10 @@ pub struct Parameter {
     pub value: String,
 }
 
-/// Cluster-wide parameters (written to the DCS at bootstrap): replication
-/// prerequisites, then the user's, which may raise the defaults but not replace
-/// what Herd manages.
-pub fn cluster_parameters(cluster: &ClusterSpec) -> Result<Vec<Parameter>, ManagerError> {
+/// Cluster-wide parameters (written to the DCS at bootstrap, then pushed by
+/// `apply_dynamic_config`): replication prerequisites, then the user's, which may
+/// raise the defaults but not replace what Herd manages.
+pub fn cluster_parameter_values(cluster: &ClusterSpec) -> Result<Vec<(String, serde_json::Value)>, ManagerError> {
     let mut params: Vec<(String, serde_json::Value)> = vec![
         ("wal_level".into(), "replica".into()),
         ("hot_standby".into(), "on".into()),
@@ -149,7 +167,7 @@ pub fn cluster_parameters(cluster: &ClusterSpec) -> Result<Vec<Parameter>, Manag
         if !valid_parameter_name(name) {
             return Err(ManagerError::permanent("invalid_parameter", format!("{name:?} is not a parameter name")));
         }
-        if MANAGED_PARAMETERS.contains(&name.as_str()) {
+        if is_managed(name) {
             return Err(ManagerError::permanent(
                 "parameter_not_allowed",
                 format!("parameter {name} is managed by Herd and cannot be set"),
@@ -161,15 +179,21 @@ pub fn cluster_parameters(cluster: &ClusterSpec) -> Result<Vec<Parameter>, Manag
                 "wal_level must be replica or logical: replicas and failover need it",
             ));
         }
+        let value = parameter_value(name, value)?;
         match params.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = value.clone(),
-            None => params.push((name.clone(), value.clone())),
+            Some(slot) => slot.1 = value,
+            None => params.push((name.clone(), value)),
         }
     }
-    params
+    Ok(params)
+}
+
+/// [`cluster_parameter_values`] escaped for patroni.yml.
+pub fn cluster_parameters(cluster: &ClusterSpec) -> Result<Vec<Parameter>, ManagerError> {
+    Ok(cluster_parameter_values(cluster)?
         .into_iter()
-        .map(|(name, value)| Ok(Parameter { value: yaml_parameter(&name, &value)?, name: yaml_str(&name) }))
-        .collect()
+        .map(|(name, value)| Parameter { value: yaml_value(&value), name: yaml_str(&name) })
+        .collect())
 }
 
 /// Node-local parameters: everything that names a path under this server's root.
@@ -241,6 +265,8 @@ struct EtcdContext {
     peer_url: String,
     initial_cluster: String,
     token: String,
+    /// `existing` for a member added to a running etcd cluster (`add_member`).
+    state: &'static str,
 }
 
 pub fn etcd_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result<String, ManagerError> {
@@ -261,6 +287,7 @@ pub fn etcd_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result
             peer_url: yaml_str(&url(node.address, ETCD_PEER_PORT)),
             initial_cluster: yaml_str(&initial),
             token: yaml_str(&format!("herd-{}", cluster.cluster_id.simple())),
+            state: if node.joins_existing { "existing" } else { "new" },
         },
     )
 }
@@ -280,6 +307,10 @@ struct PatroniContext {
     loop_wait: u32,
     retry_timeout: u32,
     synchronous: bool,
+    synchronous_strict: bool,
+    maximum_lag_on_failover: u64,
+    no_failover: bool,
+    on_role_change: Option<String>,
     cluster_parameters: Vec<Parameter>,
     local_parameters: Vec<Parameter>,
     pg_hba: Vec<String>,
@@ -289,16 +320,22 @@ struct PatroniContext {
     pgpass: String,
 }
 
-pub fn patroni_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result<String, ManagerError> {
+/// The HA timing, checked (Patroni's rule: a member must be able to retry the DCS
+/// twice and still renew its leader key before it expires).
+pub fn checked_timing(cluster: &ClusterSpec) -> Result<crate::HaTiming, ManagerError> {
     let t = cluster.timing;
-    // Patroni's own rule: a member must be able to retry the DCS twice and still
-    // renew its leader key before it expires.
-    if t.loop_wait == 0 || t.loop_wait + 2 * t.retry_timeout > t.ttl {
-        return Err(ManagerError::permanent(
-            "invalid_ha_timing",
-            format!("HA timing needs loop_wait + 2 * retry_timeout <= ttl, got {t:?}"),
-        ));
-    }
+    t.validate().map_err(|e| ManagerError::permanent("invalid_ha_timing", format!("HA timing {t:?}: {e}")))?;
+    Ok(t)
+}
+
+/// How Patroni runs the callback (it splits this with shlex, POSIX rules, and
+/// appends `action role scope`); `-I` keeps the environment out of Python.
+fn on_role_change_command(l: &Layout) -> String {
+    crate::shell::join(&["/usr/bin/python3", "-I", &l.callback_script])
+}
+
+pub fn patroni_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result<String, ManagerError> {
+    let t = checked_timing(cluster)?;
     let superuser = cluster.secrets.superuser.expose_secret();
     let replication = cluster.secrets.replication.expose_secret();
     if superuser.is_empty() || replication.is_empty() {
@@ -324,6 +361,10 @@ pub fn patroni_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Res
             loop_wait: t.loop_wait,
             retry_timeout: t.retry_timeout,
             synchronous: cluster.synchronous,
+            synchronous_strict: cluster.synchronous_strict,
+            maximum_lag_on_failover: cluster.maximum_lag_on_failover,
+            no_failover: node.tags.no_failover,
+            on_role_change: cluster.callback.as_ref().map(|_| yaml_str(&on_role_change_command(l))),
             cluster_parameters: cluster_parameters(cluster)?,
             local_parameters: local_parameters(l),
             pg_hba: pg_hba(cluster),
@@ -333,6 +374,45 @@ pub fn patroni_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Res
             pgpass: yaml_str(&l.pgpass),
         },
     )
+}
+
+#[derive(Serialize)]
+struct CallbackContext {
+    comment: String,
+    url: String,
+    member: String,
+    token_file: String,
+}
+
+/// A JSON string literal, which is also a valid Python string literal (the same
+/// escapes; other characters are fine in UTF-8 source).
+fn py_str(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// The `on_role_change` script (Python, stdlib only: Patroni brings python3). The
+/// URL and member are in the script; the token stays in its own 0600 file.
+pub fn callback_script(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result<Option<String>, ManagerError> {
+    let Some(cb) = &cluster.callback else {
+        return Ok(None);
+    };
+    if !(cb.url.starts_with("http://") || cb.url.starts_with("https://")) || cb.url.contains(char::is_control) {
+        return Err(ManagerError::permanent(
+            "invalid_callback",
+            format!("callback URL {:?} is not an http(s) URL", cb.url),
+        ));
+    }
+    render(
+        "on_role_change.py",
+        &CallbackContext {
+            // A DNS label (checked by Layout): safe in a comment.
+            comment: format!("{} of cluster {}", node.name, cluster.name),
+            url: py_str(&cb.url),
+            member: py_str(&node.name),
+            token_file: py_str(&l.callback_token),
+        },
+    )
+    .map(Some)
 }
 
 #[derive(Serialize)]
@@ -360,6 +440,7 @@ struct DaemonContext {
     stop_ticks: u32,
     data_dir: Option<String>,
     pg_ctl: String,
+    hold_file: Option<String>,
 }
 
 fn runtime_dir(path: &str, owner: &str, mode: &str) -> RuntimeDir {
@@ -385,6 +466,7 @@ pub fn etcd_script(l: &Layout, user: &str) -> Result<String, ManagerError> {
             stop_ticks: STOP_TIMEOUT_SECS * 10,
             data_dir: None,
             pg_ctl: String::new(),
+            hold_file: None,
         },
     )
 }
@@ -414,6 +496,7 @@ pub fn patroni_script(l: &Layout) -> Result<String, ManagerError> {
             stop_ticks: STOP_TIMEOUT_SECS * 10,
             data_dir: Some(quote(&l.data_dir)),
             pg_ctl: quote(&format!("{}/pg_ctl", l.bin_dir)),
+            hold_file: Some(quote(&l.patroni_hold)),
         },
     )
 }
@@ -472,10 +555,14 @@ mod tests {
         assert_eq!(y["restapi"]["listen"], "127.78.0.2:8008");
         assert_eq!(y["etcd3"]["hosts"], serde_json::json!(["127.78.0.2:2379"]));
         let dcs = &y["bootstrap"]["dcs"];
-        assert_eq!(dcs["ttl"], 10);
-        assert_eq!(dcs["loop_wait"], 2);
-        assert_eq!(dcs["retry_timeout"], 4);
+        assert_eq!(dcs["ttl"], 5);
+        assert_eq!(dcs["loop_wait"], 1);
+        assert_eq!(dcs["retry_timeout"], 2);
         assert_eq!(dcs["synchronous_mode"], true);
+        assert_eq!(dcs["synchronous_mode_strict"], false);
+        assert_eq!(dcs["maximum_lag_on_failover"], 1048576);
+        assert_eq!(y["tags"]["nofailover"], false);
+
         let p = &dcs["postgresql"]["parameters"];
         assert_eq!(p["work_mem"], "64MB");
         assert_eq!(p["max_connections"], 200);
@@ -487,6 +574,7 @@ mod tests {
         let local = &y["postgresql"];
         assert_eq!(local["data_dir"], "/srv/h/s 1/var/lib/postgresql/15/orders");
         assert_eq!(local.get("config_dir"), None, "PostgreSQL's config lives in the data directory");
+        assert_eq!(local.get("callbacks"), None, "no callback without a URL");
         assert_eq!(local["parameters"]["unix_socket_directories"], "/srv/h/s 1/var/run/postgresql");
         assert_eq!(local["listen"], "127.78.0.2:5432");
         assert_eq!(local["bin_dir"], "/usr/lib/postgresql/15/bin");
@@ -541,6 +629,91 @@ mod tests {
         assert_eq!(y["initial-cluster"], "orders-0=http://127.78.0.2:2380,orders-1=http://127.78.0.3:2380");
         assert_eq!(y["initial-cluster-token"], "herd-00000000000000000000000000000000");
         assert_eq!(y["data-dir"], "/var/lib/etcd/orders");
+    }
+
+    #[test]
+    fn tags_timing_strict_mode_and_callback_are_rendered() {
+        let (mut c, mut n) = spec("/srv/it's here", None);
+        n.tags = crate::NodeTags { no_failover: true, priority: 7 };
+        c.members = vec![n.clone()];
+        c.synchronous = true;
+        c.synchronous_strict = true;
+        c.maximum_lag_on_failover = 5 << 20;
+        c.timing = crate::HaTiming::SAFE;
+        c.callback = Some(crate::Callback {
+            url: "http://127.0.0.1:8080/hooks/patroni/x?a=\"b'".into(),
+            token: SecretString::from("t0k3n-secret"),
+        });
+        let l = Layout::new(&c, &n).unwrap();
+        let text = patroni_config(&c, &n, &l).unwrap();
+        assert!(!text.contains("t0k3n-secret"), "the token is not in patroni.yml");
+        let y = pyyaml(&text);
+        assert_eq!(y["tags"]["nofailover"], true);
+        let dcs = &y["bootstrap"]["dcs"];
+        assert_eq!(
+            (dcs["ttl"].as_u64(), dcs["loop_wait"].as_u64(), dcs["retry_timeout"].as_u64()),
+            (Some(30), Some(10), Some(10))
+        );
+        assert_eq!(dcs["synchronous_mode_strict"], true);
+        assert_eq!(dcs["maximum_lag_on_failover"], 5 << 20);
+        // Patroni splits the command with shlex (POSIX) and appends action, role, scope.
+        let cmd = y["postgresql"]["callbacks"]["on_role_change"].as_str().unwrap().to_owned();
+        let out = Command::new("python3")
+            .args(["-c", "import json,shlex,sys; print(json.dumps(shlex.split(sys.argv[1])))", &cmd])
+            .output()
+            .unwrap();
+        let argv: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(argv, ["/usr/bin/python3", "-I", l.callback_script.as_str()]);
+
+        let script = callback_script(&c, &n, &l).unwrap().unwrap();
+        assert!(!script.contains("t0k3n-secret"));
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", "import ast,sys; ast.parse(sys.stdin.read())"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut ch| {
+                ch.stdin.take().unwrap().write_all(script.as_bytes())?;
+                ch.wait_with_output()
+            })
+            .unwrap();
+        assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(script.contains(r#"URL = "http://127.0.0.1:8080/hooks/patroni/x?a=\"b'""#), "{script}");
+        assert!(script.contains(&format!("TOKEN_FILE = \"{}\"", l.callback_token)), "{script}");
+
+        c.callback = Some(crate::Callback { url: "file:///etc/passwd".into(), token: SecretString::from("x") });
+        assert_eq!(callback_script(&c, &n, &l).unwrap_err().code(), "invalid_callback");
+        c.callback = None;
+        assert_eq!(callback_script(&c, &n, &l).unwrap(), None);
+    }
+
+    #[test]
+    fn joining_member_uses_the_existing_etcd_cluster() {
+        let (mut c, mut n) = spec("/", None);
+        n.joins_existing = true;
+        c.members = vec![n.clone()];
+        let l = Layout::new(&c, &n).unwrap();
+        assert_eq!(pyyaml(&etcd_config(&c, &n, &l).unwrap())["initial-cluster-state"], "existing");
+        n.joins_existing = false;
+        assert_eq!(pyyaml(&etcd_config(&c, &n, &l).unwrap())["initial-cluster-state"], "new");
+    }
+
+    #[test]
+    fn patroni_script_honours_the_hold_at_boot_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap().to_owned();
+        let (c, n) = spec(&root, None);
+        let l = Layout::new(&c, &n).unwrap();
+        let script = patroni_script(&l).unwrap();
+        assert!(script.contains(&format!("HOLD={}", quote(&l.patroni_hold))), "{script}");
+        assert!(!etcd_script(&l, "etcd").unwrap().contains("HOLD="));
+        std::fs::create_dir_all(std::path::Path::new(&l.patroni_hold).parent().unwrap()).unwrap();
+        std::fs::write(&l.patroni_hold, "").unwrap();
+        // Held: the boot list (no argument) does not start it.
+        let out = Command::new("/bin/sh").args(["-c", &script, "entry"]).output().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("held stopped"), "{out:?}");
     }
 
     #[test]

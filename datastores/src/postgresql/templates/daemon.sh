@@ -2,7 +2,8 @@
 # Written by Herd: {{ description }}.
 # This is both a boot-list entry (run without arguments when the server starts) and
 # the only way Herd starts and stops the daemon, so both paths behave the same:
-#   [start]  start it detached unless it already runs
+#   [boot]   (the boot list) start it unless it runs{% if hold_file %} or was stopped on purpose{% endif %}
+#   start    start it detached unless it already runs
 #   stop     stop it and wait until it is gone
 #   status   exit 0 when it runs
 #   reload   send it SIGHUP (re-read configuration)
@@ -12,6 +13,11 @@ LOGFILE={{ log_file }}
 # Only a live process whose command line names this file counts as ours: a stale
 # pid file, a recycled pid or a zombie (empty command line) does not.
 MATCH={{ match }}
+{%- if hold_file %}
+# Present while the daemon is stopped on purpose (Herd's stop_ha): a server
+# restart must not bring it back; Herd's start removes it first.
+HOLD={{ hold_file }}
+{%- endif %}
 
 running() {
     pid=$(cat "$PIDFILE" 2>/dev/null) || return 1
@@ -80,13 +86,22 @@ stop() {
     echo "{{ name }} stopped"
 }
 
-case "${1:-start}" in
+case "${1:-boot}" in
+boot)
+{%- if hold_file %}
+    if [ -e "$HOLD" ]; then
+        echo "{{ name }} held stopped ($HOLD); not starting"
+        exit 0
+    fi
+{%- endif %}
+    start
+    ;;
 start) start ;;
 stop) stop ;;
 status) running ;;
 reload) if running; then kill -HUP "$pid"; fi ;;
 *)
-    echo "usage: $0 [start|stop|status|reload]" >&2
+    echo "usage: $0 [boot|start|stop|status|reload]" >&2
     exit 2
     ;;
 esac
