@@ -7,7 +7,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Build: ssh2 links OpenSSL and zlib. Servers: the packages every managed node runs.
-PACKAGES=(build-essential pkg-config libssl-dev zlib1g-dev curl ca-certificates python3-pip
+PACKAGES=(build-essential pkg-config libssl-dev zlib1g-dev curl ca-certificates python3-pip iproute2
           postgresql-15 postgresql-client-15 redis-server openssh-server
           patroni etcd-server pgbackrest)
 missing=()

@@ -44,6 +44,13 @@ codes! {
     VersionExists = ("version_exists", StatusCode::CONFLICT, "The datastore version exists"),
     InvalidState = ("invalid_state", StatusCode::CONFLICT, "The resource is not in a state that allows this"),
     Conflict = ("conflict", StatusCode::CONFLICT, "The request conflicts with the current state"),
+    ClusterBusy = ("cluster_busy", StatusCode::CONFLICT, "Another task is changing this cluster"),
+    ClusterNotReady = ("cluster_not_ready", StatusCode::CONFLICT, "The cluster is not active or degraded"),
+    NodeIsPrimary = ("node_is_primary", StatusCode::CONFLICT, "The node is the primary"),
+    LastNode = ("last_node", StatusCode::CONFLICT, "The cluster's last node cannot be removed"),
+    TooManyNodes = ("too_many_nodes", StatusCode::CONFLICT, "The cluster would exceed the node limit"),
+    NoReplica = ("no_replica", StatusCode::CONFLICT, "The cluster has no replica to promote"),
+    CandidateNotEligible = ("candidate_not_eligible", StatusCode::UNPROCESSABLE_ENTITY, "The candidate may not become primary"),
     Unavailable = ("unavailable", StatusCode::SERVICE_UNAVAILABLE, "A dependency is unavailable"),
     Internal = ("internal_error", StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
 }

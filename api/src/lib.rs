@@ -39,6 +39,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::not_found("resource").into()))
         .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::field("query", e.to_string()).into()))
         .configure(health::routes)
+        // Outside /v1: nodes authenticate with a per-cluster token, not an API token.
+        .service(routes::resource("/callbacks/patroni/{id}").route(web::post().to(ha::role_callback)))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi()))
         .service(
             web::scope("/v1")
@@ -48,6 +50,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .configure(datastores::routes)
                 .configure(flavors::routes)
                 .configure(clusters::routes)
+                .configure(ha::routes)
                 .configure(tasks::routes)
                 .default_service(web::to(route_not_found)),
         )

@@ -25,6 +25,8 @@ use crate::routes::*;
         flavors::list_flavors, flavors::list_providers,
         clusters::create_cluster, clusters::list_clusters, clusters::get_cluster, clusters::get_credentials,
         clusters::list_events, clusters::delete_cluster,
+        ha::update_cluster, ha::cluster_action, ha::power_node, ha::add_nodes, ha::remove_node, ha::update_node,
+        ha::role_callback,
         tasks::get_task,
     ),
     components(schemas(Problem, FieldError, ErrorCode)),

@@ -17,6 +17,7 @@ on_both_backends!(
     bad_input_gets_problem_json_never_500,
     secrets_are_encrypted_at_rest,
     tokens_can_be_revoked,
+    ha_settings_and_day2_requests_are_validated,
 );
 
 fn cluster_body(name: &str) -> Value {
@@ -457,6 +458,7 @@ async fn secrets_are_encrypted_at_rest(b: Backend) {
     let mut body = cluster_body("vault");
     body["admin_password"] = json!(password);
     body["key_id"] = k["id"].clone();
+    body["hooks"] = json!({"post_failover": {"url": "http://127.0.0.1:9/h", "secret": password}});
     let (s, _) = app.post("/v1/clusters", &tok, body).await;
     assert_eq!(s, 202);
 
@@ -464,11 +466,12 @@ async fn secrets_are_encrypted_at_rest(b: Backend) {
     let rows = db
         .query_all_raw(Statement::from_string(
             db.get_database_backend(),
-            "SELECT admin_password_enc AS v FROM clusters UNION ALL SELECT private_key_enc FROM ssh_keys UNION ALL SELECT token_hash FROM api_tokens",
+            "SELECT admin_password_enc AS v FROM clusters UNION ALL SELECT hooks_enc FROM clusters \
+             UNION ALL SELECT private_key_enc FROM ssh_keys UNION ALL SELECT token_hash FROM api_tokens",
         ))
         .await
         .unwrap();
-    assert!(rows.len() >= 4);
+    assert!(rows.len() >= 5);
     for r in rows {
         let v: String = r.try_get("", "v").unwrap();
         assert!(
@@ -514,4 +517,145 @@ async fn tokens_can_be_revoked(b: Backend) {
     assert_eq!(s, 409);
     let (s, _) = app.post(&format!("/v1/projects/{}/tokens", uuid::Uuid::new_v4()), &app.admin_token, json!({})).await;
     assert_eq!(s, 404);
+}
+
+async fn ha_settings_and_day2_requests_are_validated(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let (_, tok) = app.member("ha").await;
+    let hook_secret = "a-hook-secret-that-is-long";
+
+    // Create: bad policy, node options and hooks are all reported at once.
+    let mut body = cluster_body("bad");
+    body["nodes"] = json!(2);
+    body["ha"] = json!({"profile": "turbo", "ttl": 3, "synchronous_strict": true, "maximum_lag_on_failover": -1});
+    body["node_options"] = json!([{"no_failover": true}, {"no_failover": true, "priority": 101}]);
+    body["hooks"] = json!({"pre_failover": {"url": "ftp://x", "secret": "short"}});
+    let (s, v) = app.post("/v1/clusters", &tok, body).await;
+    assert_eq!(s, 422, "{v}");
+    let fields: Vec<&str> = v["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    for f in [
+        "ha.profile",
+        "ha",
+        "ha.synchronous_strict",
+        "ha.maximum_lag_on_failover",
+        "node_options[1].priority",
+        "node_options",
+        "hooks.pre_failover.url",
+        "hooks.pre_failover.secret",
+    ] {
+        assert!(fields.contains(&f), "{f} missing in {fields:?}");
+    }
+    let (_, list) = app.get("/v1/clusters", &tok).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "nothing created");
+
+    // A good create: local provider -> fast profile; hooks shown without secrets.
+    let mut body = cluster_body("ha");
+    body["nodes"] = json!(3);
+    body["synchronous"] = json!(true);
+    body["ha"] = json!({"synchronous_strict": true});
+    body["node_options"] = json!([{"priority": 50}, {"no_failover": true}]);
+    body["hooks"] = json!({"post_failover": {"url": "http://127.0.0.1:9/post", "secret": hook_secret}});
+    let (s, v) = app.post("/v1/clusters", &tok, body).await;
+    assert_eq!(s, 202, "{v}");
+    let c = &v["cluster"];
+    let id = c["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        c["ha"],
+        json!({"ttl": 5, "loop_wait": 1, "retry_timeout": 2, "synchronous_strict": true, "maximum_lag_on_failover": 1048576})
+    );
+    assert_eq!(c["hooks"], json!({"pre_failover": null, "post_failover": {"url": "http://127.0.0.1:9/post"}}));
+    assert_eq!((c["nodes"][0]["priority"].as_i64(), c["nodes"][1]["no_failover"].as_bool()), (Some(50), Some(true)));
+    assert!(!v.to_string().contains(hook_secret));
+
+    // Day-2 requests on a cluster still building: refused, nothing queued.
+    let node0 = c["nodes"][0]["id"].as_str().unwrap().to_owned();
+    for (path, body) in [
+        (format!("/v1/clusters/{id}/actions"), json!({"action": "restart"})),
+        (format!("/v1/clusters/{id}/nodes"), json!({"count": 1})),
+    ] {
+        let (s, v) = app.post(&path, &tok, body).await;
+        assert_eq!((s, v["code"].as_str()), (409, Some("cluster_not_ready")), "{path}: {v}");
+    }
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/clusters/{id}"),
+            Some(&tok),
+            Some(json!({"parameters": {"work_mem": "4MB"}})),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("cluster_not_ready")), "{v}");
+    // Bad requests are 422 whatever the state.
+    for (path, body, field) in [
+        (format!("/v1/clusters/{id}/actions"), json!({"action": "explode"}), "action"),
+        (format!("/v1/clusters/{id}/actions"), json!({"action": "failover"}), "candidate_id"),
+        (format!("/v1/clusters/{id}/actions"), json!({"action": "reinitialize"}), "node_id"),
+        (
+            format!("/v1/clusters/{id}/actions"),
+            json!({"action": "restart", "node_id": uuid::Uuid::new_v4()}),
+            "node_id",
+        ),
+        (format!("/v1/clusters/{id}/nodes"), json!({"count": 0}), "count"),
+        (format!("/v1/clusters/{id}/nodes/{node0}/power"), json!({"state": "sideways"}), "state"),
+        (format!("/v1/clusters/{id}/nodes/{node0}/power"), json!({"state": "on", "force": true}), "force"),
+    ] {
+        let (s, v) = app.post(&path, &tok, body.clone()).await;
+        assert_eq!(s, 422, "{body}: {v}");
+        assert!(
+            v["errors"].as_array().unwrap().iter().any(|e| e["field"].as_str().unwrap().starts_with(field)),
+            "{body}: {v}"
+        );
+    }
+    let (s, v) = app
+        .call(Method::PATCH, &format!("/v1/clusters/{id}"), Some(&tok), Some(json!({"ha": {"loop_wait": 10}})))
+        .await;
+    assert_eq!(s, 422, "loop_wait + 2 * retry_timeout > ttl: {v}");
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/clusters/{id}"),
+            Some(&tok),
+            Some(json!({"parameters": {"max_connections": "lots"}})),
+        )
+        .await;
+    assert_eq!((s, v["errors"][0]["field"].as_str()), (422, Some("parameters.max_connections")), "{v}");
+    // Herd-only settings change at once, without a task, in any state.
+    let (s, v) = app
+        .call(Method::PATCH, &format!("/v1/clusters/{id}"), Some(&tok), Some(json!({"auto_heal": true, "hooks": {}})))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!((v["task_id"].clone(), v["cluster"]["auto_heal"].clone()), (Value::Null, json!(true)));
+    assert_eq!(v["cluster"]["hooks"], json!({"pre_failover": null, "post_failover": null}));
+    let (s, v) = app
+        .call(Method::PATCH, &format!("/v1/clusters/{id}/nodes/{node0}"), Some(&tok), Some(json!({"priority": 7})))
+        .await;
+    assert_eq!((s, v["node"]["priority"].as_i64(), v["task_id"].clone()), (200, Some(7), Value::Null), "{v}");
+
+    // The nodes' role callback: a per-cluster token, not an API token.
+    let cb = format!("/callbacks/patroni/{id}");
+    let report = json!({"member": "ha-1", "action": "on_role_change", "role": "master", "scope": "x"});
+    let (s, v) = app.call(Method::POST, &cb, None, Some(report.clone())).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("unauthorized")));
+    let (s, _) = app.call(Method::POST, &cb, Some(&tok), Some(report.clone())).await;
+    assert_eq!(s, 401, "an API token is not a callback token");
+    let key = herd_core::crypto::MasterKey::from_base64(app.settings.master_key.as_ref().unwrap()).unwrap();
+    let cb_token = key.derive_token(herd_core::hooks::CALLBACK_PURPOSE, &id);
+    let other = key.derive_token(herd_core::hooks::CALLBACK_PURPOSE, &uuid::Uuid::new_v4().to_string());
+    let (s, _) = app.call(Method::POST, &cb, Some(other.expose_secret()), Some(report.clone())).await;
+    assert_eq!(s, 401, "another cluster's token");
+    let (s, _) = app
+        .call(
+            Method::POST,
+            &cb,
+            Some(cb_token.expose_secret()),
+            Some(json!({"member": "nobody", "action": "on_role_change", "role": "master"})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, v) = app.call(Method::POST, &cb, Some(cb_token.expose_secret()), Some(report)).await;
+    assert_eq!(s, 204, "{v}");
+    let (_, c) = app.get(&format!("/v1/clusters/{id}"), &tok).await;
+    assert_eq!(c["nodes"][1]["role"], "primary", "{c}");
+    let (_, ev) = app.get(&format!("/v1/clusters/{id}/events"), &tok).await;
+    assert!(ev["items"].as_array().unwrap().iter().any(|e| e["step"] == "on_role_change"), "{ev}");
 }

@@ -8,6 +8,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sha2::{Digest, Sha256};
@@ -15,6 +16,13 @@ use std::io::Write;
 use std::path::Path;
 
 const PREFIX: &str = "v1:";
+
+/// HMAC-SHA256 of `msg` under `key`.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
 const NONCE_LEN: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +54,25 @@ impl MasterKey {
         let mut k = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut k);
         Self(SecretBox::new(Box::new(k)))
+    }
+
+    /// A secret derived from the master key for `purpose` and `id` (hex of
+    /// HMAC-SHA256): nothing to store, and it changes with the master key.
+    pub fn derive_token(&self, purpose: &str, id: &str) -> SecretString {
+        SecretString::from(hex::encode(self.derive(purpose, id)))
+    }
+
+    /// Whether `presented` is [`MasterKey::derive_token`] for `purpose` and `id`
+    /// (constant time).
+    pub fn verify_token(&self, purpose: &str, id: &str, presented: &str) -> bool {
+        let Ok(bytes) = hex::decode(presented) else { return false };
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose_secret()).expect("any key length");
+        mac.update(format!("{purpose}:{id}").as_bytes());
+        mac.verify_slice(&bytes).is_ok()
+    }
+
+    fn derive(&self, purpose: &str, id: &str) -> [u8; 32] {
+        hmac_sha256(self.0.expose_secret(), format!("{purpose}:{id}").as_bytes())
     }
 
     fn to_base64(&self) -> String {
@@ -149,6 +176,23 @@ mod tests {
         assert!(k.decrypt(&ct, "clusters.admin_password:2").is_err());
         assert!(MasterKey::generate().decrypt(&ct, "clusters.admin_password:1").is_err());
         assert!(k.decrypt("v1:AAAA", "x").is_err());
+    }
+
+    #[test]
+    fn derived_tokens_are_bound_to_purpose_id_and_key() {
+        let k = MasterKey::generate();
+        let t = k.derive_token("patroni-callback", "c1");
+        assert_eq!(t.expose_secret().len(), 64);
+        assert!(k.verify_token("patroni-callback", "c1", t.expose_secret()));
+        assert!(!k.verify_token("patroni-callback", "c2", t.expose_secret()));
+        assert!(!k.verify_token("other", "c1", t.expose_secret()));
+        assert!(!MasterKey::generate().verify_token("patroni-callback", "c1", t.expose_secret()));
+        assert!(!k.verify_token("patroni-callback", "c1", "not hex"));
+        // RFC 4231 test case 2.
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod crypto;
+pub mod hooks;
 pub mod names;
 pub mod queue;
 pub mod sshkey;

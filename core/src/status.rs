@@ -110,6 +110,51 @@ string_enum!(
     TaskKind {
         CreateCluster = "create_cluster",
         DeleteCluster = "delete_cluster",
+        /// start, stop, restart, reload, switchover, failover, reinitialize.
+        ClusterAction = "cluster_action",
+        /// Power a node's server on or off through the provider.
+        PowerNode = "power_node",
+        AddNodes = "add_nodes",
+        RemoveNode = "remove_node",
+        /// Policy and parameter changes pushed into the running cluster.
+        UpdateCluster = "update_cluster",
+        /// Replace a node whose server is gone (auto-heal).
+        ReplaceNode = "replace_node",
+    }
+);
+
+impl TaskKind {
+    /// Kinds that change a running cluster: at most one runs per cluster at a time.
+    pub fn is_day2(self) -> bool {
+        !matches!(self, TaskKind::CreateCluster | TaskKind::DeleteCluster)
+    }
+}
+
+string_enum!(
+    /// What `POST /v1/clusters/{id}/actions` can ask for.
+    ActionKind {
+        /// Start the database on a node (or every node) stopped by `stop`.
+        Start = "start",
+        /// Stop the database on a node (or every node); it stays down until `start`.
+        Stop = "stop",
+        /// Restart the database: one node, or all in rolling order (replicas first,
+        /// then a switchover, then the old primary).
+        Restart = "restart",
+        /// Re-read configuration without a restart.
+        Reload = "reload",
+        /// Planned change of primary, to `candidate_id` or the best replica.
+        Switchover = "switchover",
+        /// Forced promotion of `candidate_id`.
+        Failover = "failover",
+        /// Rebuild the replica `node_id` from the primary.
+        Reinitialize = "reinitialize",
+    }
+);
+
+string_enum!(
+    PowerState {
+        On = "on",
+        Off = "off",
     }
 );
 

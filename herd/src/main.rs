@@ -85,11 +85,16 @@ async fn main() -> anyhow::Result<()> {
             if orphans > 0 {
                 tracing::info!(tasks = orphans, "resuming tasks interrupted by the last stop");
             }
-            let ctx =
-                Arc::new(Ctx::new(prepared.store.clone(), providers.clone(), settings.worker.clone(), queue.clone()));
-            let state = AppState::new(&settings, prepared.store, providers, Arc::new(queue)).await?;
+            let store = prepared.store.clone();
+            let state =
+                AppState::new(&settings, prepared.store.clone(), providers.clone(), Arc::new(queue.clone())).await?;
             let app = Application::build(&settings, state).with_context(|| format!("binding {}", settings.listen))?;
             let url = format!("http://{}", app.addr());
+            // The local provider's servers are on this machine: they reach the API at
+            // its own address to report role changes.
+            let mut worker_settings = settings.worker.clone();
+            worker_settings.callback_url.get_or_insert_with(|| url.clone());
+            let ctx = Arc::new(Ctx::new(store, providers, worker_settings, queue));
             let token_path = settings.state_dir.join("admin.token");
             let token_line = match &prepared.new_admin_token {
                 Some(t) => format!("{}  (saved to {}; shown only this once)", t.expose_secret(), token_path.display()),

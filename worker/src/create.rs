@@ -31,39 +31,50 @@ pub const NODE_STEPS: [&str; 8] = [
 pub const CLUSTER_STEPS: [&str; 3] = ["wait_converged", "set_admin_password", "finalize"];
 const CLUSTER: &str = "cluster";
 
-struct Build<'a> {
-    job: &'a Job,
-    cluster: cluster::Model,
-    provider: Arc<dyn Provider>,
-    manager: Box<dyn Manager>,
-    version: VersionSpec,
-    key: ssh_key::Model,
-    private_key: SecretString,
+/// A cluster's task context: its row, provider, manager and SSH key. Shared by the
+/// build and by day-2 tasks that build or rebuild nodes.
+pub(crate) struct Build<'a> {
+    pub job: &'a Job,
+    pub cluster: cluster::Model,
+    pub provider: Arc<dyn Provider>,
+    pub manager: Box<dyn Manager>,
+    pub version: VersionSpec,
+    pub key: ssh_key::Model,
+    pub private_key: SecretString,
+}
+
+impl<'a> Build<'a> {
+    pub async fn load(job: &'a Job) -> Result<Build<'a>, StepError> {
+        let store = &job.ctx.store;
+        let cluster_id =
+            job.task.cluster_id.ok_or_else(|| StepError::failed("internal_error", "task has no cluster"))?;
+        let cluster = match store.cluster_by_id(cluster_id).await {
+            Ok(c) => c,
+            Err(herd_store::StoreError::NotFound) => return Err(StepError::Cancelled),
+            Err(e) => return Err(e.into()),
+        };
+        if cluster.status == ClusterStatus::Deleting {
+            return Err(StepError::Cancelled);
+        }
+        let provider = job.ctx.providers.get(&cluster.provider).ok_or_else(|| {
+            StepError::failed("provider_unavailable", format!("provider '{}' is not configured", cluster.provider))
+        })?;
+        let datastore = store.get_datastore(&cluster.datastore).await?;
+        let manager = manager_for(&datastore.manager)
+            .ok_or_else(|| StepError::failed("unknown_manager", format!("no manager '{}'", datastore.manager)))?;
+        let version = store.get_version(&cluster.datastore, &cluster.version).await?;
+        let (key, private_key) = store.cluster_private_key(&cluster).await?;
+        Ok(Build { job, cluster, provider, manager, version, key, private_key })
+    }
 }
 
 pub async fn run(job: &Job) -> Result<(), StepError> {
     let store = &job.ctx.store;
-    let cluster_id = job.task.cluster_id.ok_or_else(|| StepError::failed("internal_error", "task has no cluster"))?;
-    let cluster = match store.cluster_by_id(cluster_id).await {
-        Ok(c) => c,
-        Err(herd_store::StoreError::NotFound) => return Err(StepError::Cancelled),
-        Err(e) => return Err(e.into()),
-    };
-    if cluster.status == ClusterStatus::Deleting {
-        return Err(StepError::Cancelled);
-    }
-    let provider = job.ctx.providers.get(&cluster.provider).ok_or_else(|| {
-        StepError::failed("provider_unavailable", format!("provider '{}' is not configured", cluster.provider))
-    })?;
-    let datastore = store.get_datastore(&cluster.datastore).await?;
-    let manager = manager_for(&datastore.manager)
-        .ok_or_else(|| StepError::failed("unknown_manager", format!("no manager '{}'", datastore.manager)))?;
-    let version = store.get_version(&cluster.datastore, &cluster.version).await?;
-    let (key, private_key) = store.cluster_private_key(&cluster).await?;
+    let b = Build::load(job).await?;
     if job.task.attempts > 1 {
         store
             .log_event(
-                &cluster,
+                &b.cluster,
                 Some(job.task.id),
                 "warn",
                 None,
@@ -71,7 +82,6 @@ pub async fn run(job: &Job) -> Result<(), StepError> {
             )
             .await?;
     }
-    let b = Build { job, cluster, provider, manager, version, key, private_key };
 
     let nodes = store.nodes_of(b.cluster.id).await?;
     try_join_all(nodes.iter().map(|n| b.provision_server(n))).await?;
@@ -87,7 +97,7 @@ impl Build<'_> {
         format!("node {}", n.name)
     }
 
-    async fn provision_server(&self, n: &node::Model) -> Result<(), StepError> {
+    pub async fn provision_server(&self, n: &node::Model) -> Result<(), StepError> {
         let (job, c, store) = (self.job, &self.cluster, &self.job.ctx.store);
         let scope = n.id.to_string();
         let label = Self::label(n);
@@ -160,7 +170,8 @@ impl Build<'_> {
         Ok(())
     }
 
-    async fn spec(&self) -> Result<ClusterSpec, StepError> {
+    /// The spec of every node that has a server (nodes being built or removed included).
+    pub async fn spec(&self) -> Result<ClusterSpec, StepError> {
         let store = &self.job.ctx.store;
         let nodes = store.nodes_of(self.cluster.id).await?;
         let vols = store.volumes_of(self.cluster.id).await?;
@@ -170,7 +181,7 @@ impl Build<'_> {
             members.push(node_spec(self.provider.as_ref(), n, v, &self.private_key).await?);
         }
         let pw = store.cluster_passwords(&self.cluster).await?;
-        Ok(cluster_spec(&self.cluster, &self.version, members, pw))
+        Ok(cluster_spec(&self.cluster, &self.version, members, pw, self.job.ctx.callback_for(self.cluster.id)))
     }
 
     async fn install(&self, spec: &ClusterSpec, m: &NodeSpec) -> Result<(), StepError> {

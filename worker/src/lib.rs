@@ -6,8 +6,11 @@
 //! taken-over task resumes where it stopped, with the same idempotency tokens).
 
 mod create;
+mod day2;
 mod delete;
 mod fault;
+mod hooks;
+mod poller;
 pub mod queue;
 mod runner;
 mod spec;
@@ -37,13 +40,23 @@ impl Ctx {
         let name = format!("{}-{}-{:08x}", host.trim(), std::process::id(), rand::random::<u32>());
         Self { store, providers, settings, name, queue }
     }
+
+    /// Where a cluster's nodes report role changes, when the API's address is known.
+    pub fn callback_for(&self, cluster_id: uuid::Uuid) -> Option<herd_datastores::Callback> {
+        let base = self.settings.callback_url.as_deref()?.trim_end_matches('/');
+        Some(herd_datastores::Callback {
+            url: format!("{base}/callbacks/patroni/{cluster_id}"),
+            token: self.store.key().derive_token(herd_core::hooks::CALLBACK_PURPOSE, &cluster_id.to_string()),
+        })
+    }
 }
 
-/// Runs the queue consumer and the sweeper until the process ends.
+/// Runs the queue consumer, the sweeper and the health poller until the process ends.
 pub async fn run(ctx: Arc<Ctx>) {
     let consumer = tokio::spawn(queue::consume(ctx.clone()));
     let sweeper = tokio::spawn(sweeper::run(ctx.clone()));
-    let _ = tokio::join!(consumer, sweeper);
+    let poller = tokio::spawn(poller::run(ctx.clone()));
+    let _ = tokio::join!(consumer, sweeper, poller);
 }
 
 /// For a single-process setup (`herd dev`) starting up: any task still marked running

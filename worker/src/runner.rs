@@ -50,10 +50,22 @@ pub async fn run_task(ctx: &Arc<Ctx>, task_id: Uuid) {
     let result = match kind {
         TaskKind::CreateCluster => crate::create::run(&job).await,
         TaskKind::DeleteCluster => crate::delete::run(&job).await,
+        TaskKind::ClusterAction => crate::day2::run_action(&job).await,
+        TaskKind::PowerNode => crate::day2::run_power(&job).await,
+        TaskKind::UpdateCluster => crate::day2::run_update(&job).await,
+        TaskKind::AddNodes => crate::day2::run_add_nodes(&job).await,
+        TaskKind::RemoveNode => crate::day2::run_remove_node(&job).await,
+        TaskKind::ReplaceNode => crate::day2::run_replace_node(&job).await,
     };
     drop(_beat);
 
     let store = &ctx.store;
+    if kind.is_day2()
+        && let Some(cid) = task.cluster_id
+    {
+        finish_day2(ctx, &task, cid, result).await;
+        return;
+    }
     match result {
         Ok(()) => {
             // A no-op where the task already completed itself (a build, atomically
@@ -98,6 +110,38 @@ async fn total_steps(ctx: &Ctx, task: &herd_store::entity::task::Model) -> usize
     match task.kind {
         TaskKind::CreateCluster => nodes * crate::create::NODE_STEPS.len() + crate::create::CLUSTER_STEPS.len(),
         TaskKind::DeleteCluster => nodes * 2 + 1,
+        // Day-2 tasks: roughly one step per node plus the cluster-wide ones.
+        _ => nodes * 2 + 2,
+    }
+}
+
+/// A day-2 task's outcome never fails the cluster: the database keeps running; the
+/// task reports the error and the cluster returns to active/degraded.
+async fn finish_day2(
+    ctx: &Ctx,
+    task: &herd_store::entity::task::Model,
+    cluster_id: uuid::Uuid,
+    result: Result<(), StepError>,
+) {
+    let store = &ctx.store;
+    let (status, error) = match &result {
+        Ok(()) => (TaskStatus::Succeeded, None),
+        Err(StepError::Cancelled) => (TaskStatus::Cancelled, None),
+        Err(StepError::Failed { code, message }) => (TaskStatus::Failed, Some((code.as_str(), message.as_str()))),
+        Err(StepError::Transient(m)) => (TaskStatus::Failed, Some(("transient", m.as_str()))),
+    };
+    if let Err(e) = store.finish_day2(task.id, &ctx.name, cluster_id, status, error).await {
+        tracing::warn!(task = %task.id, error = %e, "could not record the task's outcome");
+    }
+    if let Some((code, message)) = error {
+        tracing::warn!(task = %task.id, kind = %task.kind, code, error = message, "task failed");
+        if let Ok(c) = store.cluster_by_id(cluster_id).await {
+            let _ = store
+                .log_event(&c, Some(task.id), "error", task.step.as_deref(), &format!("{}: {message}", task.kind))
+                .await;
+        }
+    } else {
+        tracing::info!(task = %task.id, kind = %task.kind, ?status, "task finished");
     }
 }
 

@@ -1,6 +1,6 @@
 //! Builds what the datastore manager needs from rows, provider answers and secrets.
 
-use herd_datastores::{ClusterSecrets, ClusterSpec, HaTiming, NodeSpec, SshTarget, VolumeMount};
+use herd_datastores::{Callback, ClusterSecrets, ClusterSpec, HaTiming, NodeSpec, NodeTags, SshTarget, VolumeMount};
 use herd_providers::{AttachmentKind, Provider, ServerInfo};
 use herd_store::entity::{cluster, node, volume};
 use herd_store::{ClusterPasswords, VersionSpec};
@@ -57,6 +57,8 @@ pub async fn node_spec(
         ssh,
         root_prefix: server.root_prefix.clone(),
         volume: vol.and_then(|v| v.attachment.as_deref()).and_then(decode_attachment),
+        tags: NodeTags { no_failover: n.no_failover, priority: n.priority.clamp(0, 100) as u8 },
+        joins_existing: n.joins_existing,
     })
 }
 
@@ -65,6 +67,7 @@ pub fn cluster_spec(
     version: &VersionSpec,
     members: Vec<NodeSpec>,
     pw: ClusterPasswords,
+    callback: Option<Callback>,
 ) -> ClusterSpec {
     ClusterSpec {
         cluster_id: c.id,
@@ -73,6 +76,9 @@ pub fn cluster_spec(
         packages: version.packages.clone(),
         members,
         synchronous: c.synchronous,
+        synchronous_strict: c.synchronous_strict,
+        maximum_lag_on_failover: c.maximum_lag_on_failover.max(0) as u64,
+        callback,
         parameters: c.parameters.as_object().cloned().unwrap_or_default(),
         secrets: ClusterSecrets {
             superuser: pw.superuser,
@@ -80,6 +86,10 @@ pub fn cluster_spec(
             admin_user: c.admin_user.clone(),
             admin_password: pw.admin,
         },
-        timing: HaTiming::default(),
+        timing: HaTiming {
+            ttl: c.ha_ttl.max(1) as u32,
+            loop_wait: c.ha_loop_wait.max(1) as u32,
+            retry_timeout: c.ha_retry_timeout.max(1) as u32,
+        },
     }
 }

@@ -61,6 +61,9 @@ impl From<StoreError> for StepError {
 pub struct Checkpoints {
     #[serde(default)]
     pub done: BTreeMap<String, BTreeSet<String>>,
+    /// The task's input from the API (day-2 tasks), kept across checkpoints.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub input: serde_json::Value,
 }
 
 /// A running task: its row, the checkpoints, and the cancellation flag that the

@@ -1,7 +1,7 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use herd_core::crypto::generate_password;
-use herd_core::names::{DnsLabel, validate_parameter_name};
+use herd_core::names::DnsLabel;
 use herd_core::sshkey;
 use herd_core::status::{ClusterStatus, NodeRole, NodeStatus};
 use herd_store::entity::task_event;
@@ -12,6 +12,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::Page;
+use super::ha::{
+    HaDto, HaRequest, HooksDto, HooksRequest, NodeOptions, check_hooks, check_node_options, check_parameters,
+    default_policy, resolve_policy,
+};
 use super::tasks::TaskDto;
 use crate::auth::Auth;
 use crate::error::{ApiError, Errors, Problem};
@@ -22,7 +26,6 @@ pub const MAX_NODES: i64 = 9;
 pub const MAX_VOLUME_GB: i64 = 16384;
 const MIN_PASSWORD: usize = 12;
 const MAX_PASSWORD: usize = 128;
-const MAX_PARAMETERS: usize = 200;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +51,14 @@ pub struct CreateCluster {
     /// At least 12 characters; omit to generate one.
     #[schema(value_type = Option<String>)]
     pub admin_password: Option<SecretString>,
+    /// Failover policy and HA timing; defaults: the `fast` profile on loopback hosts,
+    /// `safe` elsewhere.
+    pub ha: Option<HaRequest>,
+    /// Failover preferences per node, by ordinal (the first entry is node 0).
+    pub node_options: Option<Vec<NodeOptions>>,
+    /// Replace a node whose server is gone. Default false.
+    pub auto_heal: Option<bool>,
+    pub hooks: Option<HooksRequest>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -56,15 +67,52 @@ pub struct NodeDto {
     pub name: String,
     pub role: NodeRole,
     pub status: NodeStatus,
+    /// The HA agent's state of the member: `running`, `streaming`, `stopped`, ...
+    pub state: Option<String>,
     pub address: Option<String>,
+    /// PostgreSQL timeline (grows by one at each promotion).
+    pub timeline: Option<i64>,
     /// Replication lag behind the primary, bytes.
     pub lag_bytes: Option<i64>,
+    /// When the HA agent last answered for this node.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Never promoted.
+    pub no_failover: bool,
+    /// 0–100; higher is preferred when Herd picks a replica to promote.
+    pub priority: i32,
+    /// Settings changed that take effect at the next restart.
+    pub pending_restart: bool,
+    /// False after a `stop` action, until `start`.
+    pub desired_running: bool,
+}
+
+impl From<herd_store::entity::node::Model> for NodeDto {
+    fn from(n: herd_store::entity::node::Model) -> Self {
+        Self {
+            id: n.id,
+            name: n.name,
+            role: n.role,
+            status: n.status,
+            state: n.state,
+            address: n.address,
+            timeline: n.timeline,
+            lag_bytes: n.lag_bytes,
+            last_seen: n.last_seen_at,
+            no_failover: n.no_failover,
+            priority: n.priority,
+            pending_restart: n.pending_restart,
+            desired_running: n.desired_running,
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct Endpoints {
-    /// libpq multi-host URI that always reaches the primary.
+    /// libpq multi-host URI that always reaches the primary (it lists every node and
+    /// asks for a read-write session), whichever node that is.
     pub primary_uri: Option<String>,
+    /// `address:port` of the current primary.
+    pub primary_address: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -85,6 +133,10 @@ pub struct ClusterDto {
     pub volume_gb: i32,
     pub key_id: Uuid,
     pub synchronous: bool,
+    pub ha: HaDto,
+    pub auto_heal: bool,
+    /// Failover webhooks (their secrets are never returned).
+    pub hooks: HooksDto,
     #[schema(value_type = Object)]
     pub parameters: serde_json::Value,
     pub nodes: Vec<NodeDto>,
@@ -120,11 +172,31 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
+impl ClusterDto {
+    /// The DTO with the hook URLs filled in (they are stored encrypted with their secrets).
+    pub fn with_hooks(v: ClusterView, state: &AppState) -> Self {
+        let hooks = state.store.cluster_hooks(&v.cluster).unwrap_or_default();
+        let mut dto = Self::from(v);
+        dto.hooks = HooksDto::from(&hooks);
+        dto
+    }
+}
+
 impl From<ClusterView> for ClusterDto {
     fn from(v: ClusterView) -> Self {
         let primary_uri = primary_uri(&v, None);
+        let primary_address = v
+            .nodes
+            .iter()
+            .find(|n| n.role == NodeRole::Primary)
+            .and_then(|n| n.address.as_ref())
+            .map(|a| format!("{a}:5432"));
+        let ha = HaDto::from(&v.cluster);
         let c = v.cluster;
         Self {
+            ha,
+            auto_heal: c.auto_heal,
+            hooks: HooksDto::default(),
             id: c.id,
             fault: c.fault_code.map(|code| Fault { code, message: c.fault_message.unwrap_or_default() }),
             name: c.name,
@@ -137,19 +209,8 @@ impl From<ClusterView> for ClusterDto {
             key_id: c.key_id,
             synchronous: c.synchronous,
             parameters: c.parameters,
-            nodes: v
-                .nodes
-                .into_iter()
-                .map(|n| NodeDto {
-                    id: n.id,
-                    name: n.name,
-                    role: n.role,
-                    status: n.status,
-                    address: n.address,
-                    lag_bytes: n.lag_bytes,
-                })
-                .collect(),
-            endpoints: Endpoints { primary_uri },
+            nodes: v.nodes.into_iter().map(NodeDto::from).collect(),
+            endpoints: Endpoints { primary_uri, primary_address },
             task: v.task.map(Into::into),
             created_at: c.created_at,
             updated_at: c.updated_at,
@@ -224,7 +285,10 @@ pub struct PageQuery {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/clusters").route(web::post().to(create_cluster)).route(web::get().to(list_clusters)))
         .service(
-            super::resource("/clusters/{id}").route(web::get().to(get_cluster)).route(web::delete().to(delete_cluster)),
+            super::resource("/clusters/{id}")
+                .route(web::get().to(get_cluster))
+                .route(web::patch().to(super::ha::update_cluster))
+                .route(web::delete().to(delete_cluster)),
         )
         .service(super::resource("/clusters/{id}/credentials").route(web::get().to(get_credentials)))
         .service(super::resource("/clusters/{id}/events").route(web::get().to(list_events)));
@@ -270,20 +334,12 @@ pub async fn create_cluster(
         Some(_) => {}
     }
     let parameters = req.parameters.unwrap_or_default();
-    if parameters.len() > MAX_PARAMETERS {
-        errs.add("parameters", format!("at most {MAX_PARAMETERS} parameters"));
-    }
-    for (k, v) in &parameters {
-        let field = format!("parameters.{k}");
-        errs.check(&field, validate_parameter_name(k));
-        match v {
-            serde_json::Value::String(s) if s.len() > 1024 || s.chars().any(char::is_control) => {
-                errs.add(&field, "must be at most 1024 characters without control characters")
-            }
-            serde_json::Value::String(_) | serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {}
-            _ => errs.add(&field, "must be a string, number or boolean"),
-        }
-    }
+    check_parameters(&state, &req.datastore, &req.version, &parameters, &mut errs).await?;
+    let kind = provider.as_deref().and_then(|p| state.providers.get(p)).map(|p| p.kind());
+    let base = default_policy(kind, req.synchronous.unwrap_or(false));
+    let policy = resolve_policy(base, req.synchronous, req.ha.as_ref(), &mut errs);
+    let node_prefs = check_node_options(req.node_options.as_deref(), nodes, &mut errs);
+    let hooks = req.hooks.map(|h| check_hooks(h, &mut errs)).unwrap_or_default();
     let admin_password = match req.admin_password {
         Some(p) => {
             let n = p.expose_secret().chars().count();
@@ -314,13 +370,17 @@ pub async fn create_cluster(
             node_count: nodes as u8,
             volume_gb: volume_gb as u32,
             key,
-            synchronous: req.synchronous.unwrap_or(false),
+            policy,
+            node_prefs,
+            auto_heal: req.auto_heal.unwrap_or(false),
+            hooks,
             parameters,
             admin_password,
         })
         .await?;
     state.enqueue(task.id).await;
-    Ok(HttpResponse::Accepted().json(CreatedCluster { cluster: view.into(), task_id: task.id }))
+    Ok(HttpResponse::Accepted()
+        .json(CreatedCluster { cluster: ClusterDto::with_hooks(view, &state), task_id: task.id }))
 }
 
 /// List the project's clusters, oldest first.
@@ -340,7 +400,7 @@ pub async fn list_clusters(
     let filter = ClusterFilter { status, datastore: q.datastore.clone(), name: q.name.clone() };
     let page = state.store.list_clusters(auth.project_id, &filter, limit, cursor).await?;
     Ok(HttpResponse::Ok().json(Page {
-        items: page.items.into_iter().map(ClusterDto::from).collect(),
+        items: page.items.into_iter().map(|v| ClusterDto::with_hooks(v, &state)).collect(),
         next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
 }
@@ -356,7 +416,7 @@ pub async fn get_cluster(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let v = state.store.get_cluster(auth.project_id, *id).await.map_err(not_found)?;
-    Ok(HttpResponse::Ok().json(ClusterDto::from(v)))
+    Ok(HttpResponse::Ok().json(ClusterDto::with_hooks(v, &state)))
 }
 
 /// The admin credentials of a cluster.
@@ -416,7 +476,7 @@ pub async fn delete_cluster(
     Ok(HttpResponse::Accepted().json(TaskRef { task_id: t.id }))
 }
 
-fn not_found(e: StoreError) -> ApiError {
+pub(crate) fn not_found(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound => ApiError::not_found("cluster"),
         e => e.into(),

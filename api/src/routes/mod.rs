@@ -3,6 +3,7 @@
 pub mod clusters;
 pub mod datastores;
 pub mod flavors;
+pub mod ha;
 pub mod health;
 pub mod keys;
 pub mod projects;

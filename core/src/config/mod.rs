@@ -73,6 +73,20 @@ pub struct WorkerSettings {
     pub step_retry_secs: u64,
     /// Deadline for a new cluster to elect a leader and stream to every replica.
     pub converge_timeout_secs: u64,
+    /// How often the health poller looks at every running cluster.
+    pub health_interval_ms: u64,
+    /// Clusters the poller checks at once.
+    pub health_concurrency: usize,
+    /// How often the reconciler compares desired with actual (daemons, servers).
+    pub reconcile_interval_secs: u64,
+    /// Base URL of the API as the clusters' nodes reach it, for their role-change
+    /// callbacks (`http://203.0.113.5:8080`). `herd dev` uses its own address; unset
+    /// elsewhere, Herd learns of role changes by polling only.
+    pub callback_url: Option<String>,
+    /// Per-call timeout of a failover webhook.
+    pub hook_timeout_ms: u64,
+    /// Calls of a failover webhook before giving up (with backoff between).
+    pub hook_attempts: u32,
 }
 
 impl Default for WorkerSettings {
@@ -86,6 +100,12 @@ impl Default for WorkerSettings {
             max_attempts: 5,
             step_retry_secs: 300,
             converge_timeout_secs: 180,
+            health_interval_ms: 1000,
+            health_concurrency: 16,
+            reconcile_interval_secs: 10,
+            callback_url: None,
+            hook_timeout_ms: 5000,
+            hook_attempts: 3,
         }
     }
 }

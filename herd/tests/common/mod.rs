@@ -202,6 +202,26 @@ impl Env {
         list_dir(&self.state().join("local/volumes"))
     }
 
+    /// Deletes the server at `address` behind Herd's back (a vanished VM).
+    pub async fn delete_server_at(&self, address: &str) {
+        use herd_providers::Provider;
+        let root = self.state().join("local");
+        let settings = herd_core::config::LocalProviderSettings {
+            address_pool: self.pool.clone(),
+            root: Some(root.clone()),
+            ..Default::default()
+        };
+        let p = herd_providers::local::LocalProvider::new("local", &settings, &root).unwrap();
+        for id in self.servers() {
+            let s = p.get_server(&id).await.unwrap();
+            if s.address.map(|a| a.to_string()).as_deref() == Some(address) {
+                p.delete_server(&id).await.unwrap();
+                return;
+            }
+        }
+        panic!("no server at {address}");
+    }
+
     /// Pids of processes whose command line mentions this test's state dir or pool.
     pub fn stray_pids(&self) -> Vec<(i32, String)> {
         let needle = self.dir.path().to_string_lossy().to_string();

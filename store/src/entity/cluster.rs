@@ -23,6 +23,18 @@ pub struct Model {
     pub admin_password_enc: String,
     /// AES-256-GCM ciphertext of `{"superuser": .., "replication": ..}`.
     pub secrets_enc: String,
+    pub synchronous_strict: bool,
+    pub maximum_lag_on_failover: i64,
+    /// Patroni timing (seconds); checked by `HaTiming::validate` before it is written.
+    pub ha_ttl: i32,
+    pub ha_loop_wait: i32,
+    pub ha_retry_timeout: i32,
+    /// Replace a node whose server is gone.
+    pub auto_heal: bool,
+    /// AES-256-GCM ciphertext of the failover hooks (URLs and their secrets).
+    pub hooks_enc: Option<String>,
+    /// The primary as Herd last recorded it; a different observed leader is a failover.
+    pub primary_node_id: Option<Uuid>,
     pub fault_code: Option<String>,
     pub fault_message: Option<String>,
     pub created_at: DateTimeUtc,

@@ -20,6 +20,17 @@ pub struct Model {
     pub lag_bytes: Option<i64>,
     pub timeline: Option<i64>,
     pub last_seen_at: Option<DateTimeUtc>,
+    /// Never promoted (Patroni `nofailover`).
+    pub no_failover: bool,
+    /// 0–100; higher is preferred when Herd picks a replica to promote.
+    pub priority: i32,
+    /// The HA agent's state of the member (`running`, `streaming`, `stopped`, ...).
+    pub state: Option<String>,
+    pub pending_restart: bool,
+    /// False after a `stop` action: the reconciler leaves the node's database down.
+    pub desired_running: bool,
+    /// Added after bootstrap: its DCS member joined the running DCS.
+    pub joins_existing: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

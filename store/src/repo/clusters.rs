@@ -1,7 +1,7 @@
 use herd_core::crypto::generate_password;
 use herd_core::names::DnsLabel;
 use herd_core::sshkey::KeyMaterial;
-use herd_core::status::{ClusterStatus, NodeRole, NodeStatus, TaskKind, TaskStatus};
+use herd_core::status::{ClusterStatus, TaskKind, TaskStatus};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
     Set,
@@ -40,7 +40,11 @@ pub struct NewCluster {
     pub node_count: u8,
     pub volume_gb: u32,
     pub key: KeyChoice,
-    pub synchronous: bool,
+    pub policy: super::ha::HaPolicy,
+    pub auto_heal: bool,
+    pub hooks: herd_core::hooks::Hooks,
+    /// (no_failover, priority) by ordinal; missing entries take the defaults.
+    pub node_prefs: Vec<(bool, u8)>,
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub admin_password: SecretString,
 }
@@ -93,7 +97,16 @@ impl Store {
             node_count: Set(i32::from(new.node_count)),
             volume_gb: Set(new.volume_gb as i32),
             key_id: Set(key_id),
-            synchronous: Set(new.synchronous),
+            synchronous: Set(new.policy.synchronous),
+            synchronous_strict: Set(new.policy.synchronous_strict),
+            maximum_lag_on_failover: Set(new.policy.maximum_lag_on_failover),
+            ha_ttl: Set(new.policy.ttl),
+            ha_loop_wait: Set(new.policy.loop_wait),
+            ha_retry_timeout: Set(new.policy.retry_timeout),
+            auto_heal: Set(new.auto_heal),
+            hooks_enc: Set((!new.hooks.is_empty())
+                .then(|| self.key().encrypt_str(&new.hooks.to_plaintext(), &super::ha::hooks_aad(id)))),
+            primary_node_id: Set(None),
             parameters: Set(serde_json::Value::Object(new.parameters)),
             status: Set(ClusterStatus::Building),
             admin_user: Set(ADMIN_USER.into()),
@@ -123,27 +136,17 @@ impl Store {
         })?;
         let mut nodes = Vec::new();
         for ordinal in 0..i32::from(new.node_count) {
-            nodes.push(
-                node::ActiveModel {
-                    id: Set(new_id()),
-                    cluster_id: Set(id),
-                    name: Set(format!("{}-{ordinal}", c.name)),
-                    ordinal: Set(ordinal),
-                    role: Set(NodeRole::Unknown),
-                    status: Set(NodeStatus::Building),
-                    server_ref: Set(None),
-                    volume_id: Set(None),
-                    address: Set(None),
-                    host_key: Set(None),
-                    lag_bytes: Set(None),
-                    timeline: Set(None),
-                    last_seen_at: Set(None),
-                    created_at: Set(ts),
-                    updated_at: Set(ts),
+            let n = super::ha::insert_node(&tx, &c, ordinal, false, ts).await?;
+            let n = match new.node_prefs.get(ordinal as usize) {
+                Some(&(no_failover, priority)) => {
+                    let mut am = n.into_active_model();
+                    am.no_failover = Set(no_failover);
+                    am.priority = Set(i32::from(priority));
+                    am.update(&tx).await?
                 }
-                .insert(&tx)
-                .await?,
-            );
+                None => n,
+            };
+            nodes.push(n);
         }
         let t = insert_task(&tx, new.project_id, id, TaskKind::CreateCluster).await?;
         self.add_event(

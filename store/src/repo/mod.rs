@@ -3,6 +3,7 @@
 pub mod clusters;
 pub mod datastores;
 pub mod events;
+pub mod ha;
 pub mod keys;
 pub mod projects;
 pub mod tasks;
@@ -50,6 +51,7 @@ pub const MAX_PAGE: u64 = 100;
 
 pub use clusters::{ADMIN_USER, ClusterFilter, ClusterView, KeyChoice, NewCluster, set_cluster_status};
 pub use datastores::{VersionPatch, VersionSpec, default_postgresql_15};
+pub use ha::{ClusterPatch, HaPolicy, HealthChange, NodeObservation, policy_of};
 pub use projects::ADMIN_PROJECT;
 pub use tokens::BOOTSTRAP_TOKEN_NAME;
 pub use work::ClusterPasswords;

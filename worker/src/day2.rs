@@ -1,0 +1,488 @@
+//! Day-2 tasks on a running cluster: actions, power, settings, replicas, auto-heal.
+//! Each step is checkpointed like a build's, so a task taken over after a crash goes
+//! on where it stopped. Every task ends by observing the cluster once, so roles and
+//! status are current when the task is reported done.
+
+use herd_core::status::{ActionKind, NodeRole, NodeStatus, PowerState, VolumeStatus};
+use herd_datastores::{ClusterSpec, NodeSpec};
+use herd_providers::{ProviderError, ServerStatus};
+use herd_store::entity::node;
+use sea_orm::{IntoActiveModel, Set};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::time::Duration;
+use uuid::Uuid;
+
+use crate::create::Build;
+use crate::hooks::{self, HookEvent, Phase};
+use crate::poller::{member_spec, observe_and_record};
+use crate::steps::{Job, StepError};
+
+const CLUSTER: &str = "cluster";
+
+#[derive(Debug, Deserialize)]
+struct ActionInput {
+    action: ActionKind,
+    node_id: Option<Uuid>,
+    candidate_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PowerInput {
+    node_id: Uuid,
+    state: PowerState,
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct NodesInput {
+    #[serde(default)]
+    node_ids: Vec<Uuid>,
+    #[serde(default)]
+    node_id: Option<Uuid>,
+}
+
+async fn input<T: for<'de> Deserialize<'de>>(job: &Job) -> Result<T, StepError> {
+    let v = job.checkpoints.lock().await.input.clone();
+    serde_json::from_value(v).map_err(|e| StepError::failed("invalid_task_input", e.to_string()))
+}
+
+/// The running members (not being built or removed).
+async fn running_spec(b: &Build<'_>) -> Result<(ClusterSpec, Vec<node::Model>), StepError> {
+    let nodes = b.job.ctx.store.nodes_of(b.cluster.id).await?;
+    let members: Vec<&node::Model> = nodes
+        .iter()
+        .filter(|n| n.server_ref.is_some() && !matches!(n.status, NodeStatus::Building | NodeStatus::Deleting))
+        .collect();
+    let (spec, _) = member_spec(&b.job.ctx, &b.cluster, &members).await.map_err(StepError::Transient)?;
+    Ok((spec, nodes))
+}
+
+fn member(spec: &ClusterSpec, id: Uuid) -> Result<&NodeSpec, StepError> {
+    spec.members
+        .iter()
+        .find(|m| m.node_id == id)
+        .ok_or_else(|| StepError::failed("node_unavailable", format!("node {id} is not a running member")))
+}
+
+/// Refreshes roles and status from the HA agent once, at the end of a task.
+async fn observe(b: &Build<'_>) -> Result<(), StepError> {
+    let (spec, _) = running_spec(b).await?;
+    observe_and_record(&b.job.ctx, b.manager.as_ref(), &b.cluster, &spec, &HashSet::new()).await?;
+    Ok(())
+}
+
+pub async fn run_action(job: &Job) -> Result<(), StepError> {
+    let b = Build::load(job).await?;
+    let inp: ActionInput = input(job).await?;
+    let (spec, nodes) = running_spec(&b).await?;
+    let mgr = b.manager.as_ref();
+    let c = &b.cluster;
+    let targets: Vec<&NodeSpec> = match inp.node_id {
+        Some(id) => vec![member(&spec, id)?],
+        None => spec.members.iter().collect(),
+    };
+    let label = |m: &NodeSpec| format!("node {}", m.name);
+    let store = &job.ctx.store;
+    match inp.action {
+        ActionKind::Start => {
+            for m in &targets {
+                store.set_node_desired(m.node_id, true).await?;
+                job.step(c, &m.node_id.to_string(), &label(m), "start", || async { Ok(mgr.start_ha(&spec, m).await?) })
+                    .await?;
+            }
+        }
+        ActionKind::Stop => {
+            // Replicas before the primary: stopping the primary first would fail over.
+            let leader = mgr.health(&spec).await?.leader;
+            let mut ordered = targets.clone();
+            ordered.sort_by_key(|m| leader.as_deref() == Some(m.name.as_str()));
+            for m in ordered {
+                store.set_node_desired(m.node_id, false).await?;
+                job.step(c, &m.node_id.to_string(), &label(m), "stop", || async { Ok(mgr.stop_ha(&spec, m).await?) })
+                    .await?;
+            }
+        }
+        ActionKind::Reload => {
+            for m in &targets {
+                job.step(c, &m.node_id.to_string(), &label(m), "reload", || async {
+                    Ok(mgr.reload_node(&spec, m).await?)
+                })
+                .await?;
+            }
+        }
+        ActionKind::Restart if inp.node_id.is_some() => {
+            let m = targets[0];
+            job.step(c, &m.node_id.to_string(), &label(m), "restart", || async {
+                Ok(mgr.restart_node(&spec, m).await?)
+            })
+            .await?;
+        }
+        ActionKind::Restart => {
+            let all: Vec<String> = spec.members.iter().map(|m| m.name.clone()).collect();
+            rolling_restart(&b, &spec, &all).await?;
+        }
+        ActionKind::Switchover | ActionKind::Failover => {
+            let candidate = match inp.candidate_id {
+                Some(id) => Some(member(&spec, id)?.name.clone()),
+                None => None,
+            };
+            promote(&b, &spec, &nodes, inp.action, candidate.as_deref()).await?;
+        }
+        ActionKind::Reinitialize => {
+            let m = member(&spec, inp.node_id.ok_or_else(|| StepError::failed("invalid_task_input", "no node"))?)?;
+            job.step(c, &m.node_id.to_string(), &label(m), "reinitialize", || async {
+                Ok(mgr.reinitialize(&spec, m).await?)
+            })
+            .await?;
+        }
+    }
+    observe(&b).await
+}
+
+/// A switchover or failover with its hooks around it. Returns the new primary.
+async fn promote(
+    b: &Build<'_>,
+    spec: &ClusterSpec,
+    nodes: &[node::Model],
+    kind: ActionKind,
+    candidate: Option<&str>,
+) -> Result<String, StepError> {
+    let (job, c, mgr) = (b.job, &b.cluster, b.manager.as_ref());
+    let old = mgr.health(spec).await?.leader;
+    // Herd's own priority picks the candidate when none is named (Patroni 3.0 has no
+    // priority tag): eligible, then highest priority; the manager breaks ties by lag.
+    let candidate = candidate.map(str::to_owned).or_else(|| best_candidate(spec, nodes, old.as_deref()));
+    let step = kind.as_str();
+    let ev = |phase_to: Option<String>| (old.clone(), phase_to);
+    let (from, to_hint) = ev(candidate.clone());
+    hooks::call(
+        &job.ctx,
+        Phase::Pre,
+        HookEvent { cluster: c, kind: step, from: from.as_deref(), to: to_hint.as_deref(), task_id: Some(job.task.id) },
+    )
+    .await;
+    let new = job
+        .step(c, CLUSTER, "cluster", step, || async {
+            Ok(match kind {
+                ActionKind::Failover => {
+                    mgr.failover(
+                        spec,
+                        candidate.as_deref().ok_or_else(|| StepError::failed("no_candidate", "no candidate"))?,
+                    )
+                    .await?
+                }
+                _ => mgr.switchover(spec, candidate.as_deref()).await?,
+            })
+        })
+        .await?;
+    let new = match new {
+        Some(n) => n,
+        // Done before a crash: the current leader is the outcome.
+        None => mgr.health(spec).await?.leader.unwrap_or_default(),
+    };
+    job.ctx
+        .store
+        .log_event(
+            c,
+            Some(job.task.id),
+            "info",
+            Some(step),
+            &format!("{step}: primary moved from {} to {new}", old.as_deref().unwrap_or("none")),
+        )
+        .await?;
+    // Record the new primary now, so the poller does not report it as automatic.
+    observe(b).await?;
+    hooks::call(
+        &job.ctx,
+        Phase::Post,
+        HookEvent { cluster: c, kind: step, from: old.as_deref(), to: Some(&new), task_id: Some(job.task.id) },
+    )
+    .await;
+    Ok(new)
+}
+
+/// The replica Herd prefers: failover-eligible, highest priority. None lets the
+/// manager pick by lag among equals.
+fn best_candidate(spec: &ClusterSpec, nodes: &[node::Model], leader: Option<&str>) -> Option<String> {
+    let eligible: Vec<&NodeSpec> =
+        spec.members.iter().filter(|m| Some(m.name.as_str()) != leader && !m.tags.no_failover).collect();
+    let top = eligible.iter().map(|m| m.tags.priority).max()?;
+    let best: Vec<&&NodeSpec> = eligible.iter().filter(|m| m.tags.priority == top).collect();
+    // Only decide when priority actually singles one out; otherwise lag decides.
+    if best.len() == 1 && nodes.iter().any(|n| n.priority > 0) { Some(best[0].name.clone()) } else { None }
+}
+
+/// Restarts `names` with one switchover at most: replicas first, then the primary's
+/// role moves to a restarted replica, then the old primary restarts.
+async fn rolling_restart(b: &Build<'_>, spec: &ClusterSpec, names: &[String]) -> Result<(), StepError> {
+    let (job, c, mgr) = (b.job, &b.cluster, b.manager.as_ref());
+    let leader = mgr.health(spec).await?.leader;
+    for m in spec.members.iter().filter(|m| names.contains(&m.name) && Some(&m.name) != leader.as_ref()) {
+        job.step(c, &m.node_id.to_string(), &format!("node {}", m.name), "restart", || async {
+            Ok(mgr.restart_node(spec, m).await?)
+        })
+        .await?;
+    }
+    let Some(leader) = leader.filter(|l| names.contains(l)) else { return Ok(()) };
+    let old = spec.members.iter().find(|m| m.name == leader).ok_or_else(|| StepError::Transient("no leader".into()))?;
+    if spec.members.len() > 1 {
+        let nodes = job.ctx.store.nodes_of(c.id).await?;
+        promote(b, spec, &nodes, ActionKind::Switchover, None).await?;
+    }
+    job.step(c, &old.node_id.to_string(), &format!("node {}", old.name), "restart", || async {
+        Ok(mgr.restart_node(spec, old).await?)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Pushes the cluster's desired settings: every member's configuration (tags), the
+/// dynamic configuration, then a rolling restart of the members that need one.
+pub async fn run_update(job: &Job) -> Result<(), StepError> {
+    let b = Build::load(job).await?;
+    let (spec, _) = running_spec(&b).await?;
+    let (c, mgr) = (&b.cluster, b.manager.as_ref());
+    for m in &spec.members {
+        job.step(c, &m.node_id.to_string(), &format!("node {}", m.name), "configure", || async {
+            Ok(mgr.configure(&spec, m).await?)
+        })
+        .await?;
+    }
+    let pending = job
+        .step(c, CLUSTER, "cluster", "apply_config", || async { Ok(mgr.apply_dynamic_config(&spec).await?) })
+        .await?;
+    // After a crash past apply_config, the nodes' own pending_restart says who is left.
+    let pending = match pending {
+        Some(p) => p,
+        None => mgr.health(&spec).await?.nodes.into_iter().filter(|n| n.pending_restart).map(|n| n.name).collect(),
+    };
+    if !pending.is_empty() {
+        job.ctx
+            .store
+            .log_event(c, Some(job.task.id), "info", None, &format!("restart needed on {}", pending.join(", ")))
+            .await?;
+        rolling_restart(&b, &spec, &pending).await?;
+    }
+    observe(&b).await
+}
+
+pub async fn run_power(job: &Job) -> Result<(), StepError> {
+    let b = Build::load(job).await?;
+    let inp: PowerInput = input(job).await?;
+    let store = &job.ctx.store;
+    let n = store
+        .nodes_of(b.cluster.id)
+        .await?
+        .into_iter()
+        .find(|n| n.id == inp.node_id)
+        .ok_or_else(|| StepError::failed("node_unavailable", "node is gone"))?;
+    let sref = n.server_ref.clone().ok_or_else(|| StepError::failed("node_unavailable", "node has no server"))?;
+    let step = match inp.state {
+        PowerState::On => "power_on",
+        PowerState::Off => "power_off",
+    };
+    job.step(&b.cluster, &n.id.to_string(), &format!("node {}", n.name), step, || async {
+        let s = match inp.state {
+            PowerState::On => b.provider.start_server(&sref).await?,
+            PowerState::Off => b.provider.stop_server(&sref, inp.force).await?,
+        };
+        let status = if s.status == ServerStatus::Running { NodeStatus::Running } else { NodeStatus::Stopped };
+        let mut am = n.clone().into_active_model();
+        if n.status.can_become(status) {
+            am.status = Set(status);
+        }
+        if status == NodeStatus::Stopped {
+            am.role = Set(NodeRole::Unknown);
+        }
+        store.save_node(am).await?;
+        Ok(())
+    })
+    .await?;
+    observe(&b).await
+}
+
+/// Builds new nodes into the running cluster, one at a time (etcd admits one new
+/// member per membership change): server, DCS registration, every member's
+/// configuration rewritten (so the primary's pg_hba admits the newcomer before it
+/// clones), then the newcomer's etcd and Patroni.
+async fn grow(b: &Build<'_>, new_ids: &[Uuid]) -> Result<(), StepError> {
+    let (job, c, mgr) = (b.job, &b.cluster, b.manager.as_ref());
+    let store = &job.ctx.store;
+    let nodes = store.nodes_of(c.id).await?;
+    let new: Vec<&node::Model> = nodes.iter().filter(|n| new_ids.contains(&n.id)).collect();
+    futures_util::future::try_join_all(new.iter().map(|n| b.provision_server(n))).await?;
+    let nodes = store.nodes_of(c.id).await?;
+    let running: Vec<&node::Model> = nodes
+        .iter()
+        .filter(|n| n.server_ref.is_some() && !matches!(n.status, NodeStatus::Building | NodeStatus::Deleting))
+        .collect();
+    let mut members = running.clone();
+    let mut spec = None;
+    for id in new_ids {
+        let Some(n) = nodes.iter().find(|n| n.id == *id) else { continue };
+        members.push(n);
+        let (s, _) = member_spec(&job.ctx, c, &members).await.map_err(StepError::Transient)?;
+        let m = member(&s, n.id)?;
+        let (scope, label) = (n.id.to_string(), format!("node {}", n.name));
+        job.step(c, &scope, &label, "add_member", || async { Ok(mgr.add_member(&s, m).await?) }).await?;
+        job.step(c, &scope, &label, "prepare", || async { Ok(mgr.prepare(&s, m).await?) }).await?;
+        for o in &s.members {
+            let step = format!("configure_for_{}", n.name);
+            job.step(c, &o.node_id.to_string(), &format!("node {}", o.name), &step, || async {
+                Ok(mgr.configure(&s, o).await?)
+            })
+            .await?;
+        }
+        job.step(c, &scope, &label, "start_etcd", || async { Ok(mgr.start_dcs(&s, m).await?) }).await?;
+        job.step(c, &scope, &label, "start_patroni", || async { Ok(mgr.start_ha(&s, m).await?) }).await?;
+        spec = Some(s);
+    }
+    let Some(spec) = spec else { return Ok(()) };
+    let timeout = Duration::from_secs(job.ctx.settings.converge_timeout_secs);
+    job.step(c, CLUSTER, "cluster", "wait_converged", || async { Ok(mgr.wait_converged(&spec, timeout).await?) })
+        .await?;
+    for id in new_ids {
+        if let Some(n) = store.nodes_of(c.id).await?.into_iter().find(|n| n.id == *id)
+            && n.status == NodeStatus::Building
+        {
+            let mut am = n.into_active_model();
+            am.status = Set(NodeStatus::Running);
+            store.save_node(am).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes a node out: its daemons stop, its DCS member goes, the other members learn
+/// the new list, then its server and volume are deleted and its rows removed.
+async fn shrink(b: &Build<'_>, node_id: Uuid) -> Result<(), StepError> {
+    let (job, c, mgr) = (b.job, &b.cluster, b.manager.as_ref());
+    let store = &job.ctx.store;
+    let nodes = store.nodes_of(c.id).await?;
+    let Some(n) = nodes.iter().find(|n| n.id == node_id).cloned() else { return Ok(()) };
+    let others: Vec<&node::Model> = nodes
+        .iter()
+        .filter(|o| {
+            o.id != node_id
+                && o.server_ref.is_some()
+                && !matches!(o.status, NodeStatus::Building | NodeStatus::Deleting)
+        })
+        .collect();
+    let (spec, _) = member_spec(&job.ctx, c, &others).await.map_err(StepError::Transient)?;
+    let scope = n.id.to_string();
+    let label = format!("node {}", n.name);
+    // The node's own spec, when its server still exists (not for a vanished one).
+    let (own, gone) = member_spec(&job.ctx, c, &[&n]).await.map_err(StepError::Transient)?;
+    if let Some(m) = own.members.first().filter(|_| gone.is_empty()) {
+        job.step(c, &scope, &label, "stop_node", || async { Ok(mgr.stop_node(&own, m).await?) }).await?;
+        job.step(c, &scope, &label, "remove_member", || async { Ok(mgr.remove_member(&spec, m).await?) }).await?;
+    } else if let Some(m) = spec.members.first() {
+        // The server is gone: remove its DCS member by name through a survivor.
+        let mut ghost = m.clone();
+        ghost.node_id = n.id;
+        ghost.name = n.name.clone();
+        if let Some(a) = n.address.as_deref().and_then(|a| a.parse().ok()) {
+            ghost.address = a;
+        }
+        job.step(c, &scope, &label, "remove_member", || async { Ok(mgr.remove_member(&spec, &ghost).await?) }).await?;
+    }
+    for m in &spec.members {
+        job.step(
+            c,
+            &m.node_id.to_string(),
+            &format!("node {}", m.name),
+            &format!("reconfigure_{}", n.name),
+            || async { Ok(mgr.configure(&spec, m).await?) },
+        )
+        .await?;
+    }
+    if let Some(sref) = &n.server_ref {
+        job.step(c, &scope, &label, "delete_server", || async { gone_ok(b.provider.delete_server(sref).await) })
+            .await?;
+    }
+    for v in store.volumes_of(c.id).await?.into_iter().filter(|v| v.node_id == Some(n.id)) {
+        if let Some(vref) = &v.provider_ref {
+            job.step(c, &scope, &label, "delete_volume", || async {
+                if v.status == VolumeStatus::Attached
+                    && let Some(sref) = &n.server_ref
+                {
+                    gone_ok(b.provider.detach_volume(vref, sref).await)?;
+                }
+                gone_ok(b.provider.delete_volume(vref).await)
+            })
+            .await?;
+        }
+    }
+    store.remove_node_rows(n.id).await?;
+    store.log_event(c, Some(job.task.id), "info", None, &format!("node {} removed", n.name)).await?;
+    Ok(())
+}
+
+fn gone_ok(r: Result<(), ProviderError>) -> Result<(), StepError> {
+    match r {
+        Ok(()) | Err(ProviderError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn run_add_nodes(job: &Job) -> Result<(), StepError> {
+    let b = Build::load(job).await?;
+    let inp: NodesInput = input(job).await?;
+    grow(&b, &inp.node_ids).await?;
+    observe(&b).await
+}
+
+pub async fn run_remove_node(job: &Job) -> Result<(), StepError> {
+    let b = Build::load(job).await?;
+    let inp: NodesInput = input(job).await?;
+    let id = inp.node_id.ok_or_else(|| StepError::failed("invalid_task_input", "no node"))?;
+    shrink(&b, id).await?;
+    observe(&b).await
+}
+
+/// Auto-heal: a node whose server is gone is removed and a new one built in its place.
+pub async fn run_replace_node(job: &Job) -> Result<(), StepError> {
+    let b = Build::load(job).await?;
+    let inp: NodesInput = input(job).await?;
+    let id = inp.node_id.ok_or_else(|| StepError::failed("invalid_task_input", "no node"))?;
+    let store = &job.ctx.store;
+    // The replacement row is made once; a resumed task finds it by checkpoint.
+    let replacement = {
+        let done =
+            job.checkpoints.lock().await.done.get(CLUSTER).and_then(|s| {
+                s.iter().find_map(|x| x.strip_prefix("replacement=").and_then(|u| u.parse::<Uuid>().ok()))
+            });
+        match done {
+            Some(r) => r,
+            None => {
+                let old = store
+                    .nodes_of(b.cluster.id)
+                    .await?
+                    .into_iter()
+                    .find(|n| n.id == id)
+                    .ok_or_else(|| StepError::failed("node_unavailable", "node is gone"))?;
+                let new = store.add_replacement_node(&b.cluster, &old).await?;
+                let step = format!("replacement={}", new.id);
+                job.step(&b.cluster, CLUSTER, "cluster", &step, || async { Ok(()) }).await?;
+                new.id
+            }
+        }
+    };
+    let was_primary = b.cluster.primary_node_id == Some(id);
+    if was_primary {
+        // Patroni has already promoted a replica; the dead node is a former primary.
+        tracing::info!(cluster = %b.cluster.name, "replacing the former primary");
+    }
+    if let Some(n) = store.nodes_of(b.cluster.id).await?.into_iter().find(|n| n.id == id)
+        && n.status != NodeStatus::Deleting
+    {
+        let mut am = n.into_active_model();
+        am.status = Set(NodeStatus::Deleting);
+        store.save_node(am).await?;
+    }
+    shrink(&b, id).await?;
+    grow(&b, &[replacement]).await?;
+    observe(&b).await
+}

@@ -1,0 +1,352 @@
+//! The health poller and reconciler. Every `health_interval_ms` it asks the HA agent
+//! of every running cluster (bounded parallelism) for each member's role, state,
+//! timeline and lag, records it, and moves the cluster between `active` and
+//! `degraded`. A primary that moved without a Herd task is an automatic failover:
+//! recorded in the history and announced to the post-failover hook.
+//!
+//! Every `reconcile_interval_secs`, an unhealthy cluster's desired state is compared
+//! with the actual one: daemons that should run on a running server are started; a
+//! node whose server is gone is reported and, with `auto_heal`, replaced by a task.
+
+use futures_util::StreamExt;
+use herd_core::status::{ClusterStatus, NodeRole, NodeStatus, TaskKind};
+use herd_datastores::{ClusterHealth, ClusterSpec, Manager, NodeSpec, manager_for};
+use herd_providers::{ProviderError, ServerStatus};
+use herd_store::entity::{cluster, node};
+use herd_store::{HealthChange, NodeObservation, StoreError};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::Ctx;
+use crate::hooks::{self, HookEvent, Phase};
+use crate::spec::{cluster_spec, node_spec};
+
+/// What the poller keeps between rounds for one cluster.
+struct Watch {
+    /// The member list the spec was built from; a change rebuilds it.
+    fingerprint: String,
+    spec: Arc<ClusterSpec>,
+    /// Nodes whose server the provider no longer knows.
+    gone: HashSet<Uuid>,
+    last_reconcile: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    watches: HashMap<Uuid, Watch>,
+    managers: HashMap<String, Arc<dyn Manager>>,
+}
+
+pub async fn run(ctx: Arc<Ctx>) {
+    let state = Arc::new(Mutex::new(State::default()));
+    let mut tick = tokio::time::interval(Duration::from_millis(ctx.settings.health_interval_ms.max(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let clusters = match ctx.store.clusters_to_watch().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "health poller: listing clusters failed");
+                continue;
+            }
+        };
+        let ids: HashSet<Uuid> = clusters.iter().map(|c| c.id).collect();
+        state.lock().await.watches.retain(|id, _| ids.contains(id));
+        futures_util::stream::iter(clusters)
+            .for_each_concurrent(ctx.settings.health_concurrency.max(1), |c| {
+                let (ctx, state) = (ctx.clone(), state.clone());
+                async move {
+                    let id = c.id;
+                    if let Err(e) = check(&ctx, &state, c).await {
+                        tracing::debug!(cluster = %id, error = %e, "health check failed");
+                    }
+                }
+            })
+            .await;
+    }
+}
+
+fn fingerprint(c: &cluster::Model, members: &[&node::Model]) -> String {
+    let mut f = format!("{}:{}:{}:{}", c.ha_ttl, c.ha_loop_wait, c.ha_retry_timeout, c.synchronous);
+    for n in members {
+        f.push_str(&format!(
+            "|{}:{}:{}:{}",
+            n.id,
+            n.server_ref.as_deref().unwrap_or(""),
+            n.address.as_deref().unwrap_or(""),
+            n.no_failover
+        ));
+    }
+    f
+}
+
+/// Nodes that are part of the running cluster (not being built or removed).
+fn is_member(n: &node::Model) -> bool {
+    n.server_ref.is_some() && !matches!(n.status, NodeStatus::Building | NodeStatus::Deleting)
+}
+
+async fn manager(state: &Mutex<State>, ctx: &Ctx, c: &cluster::Model) -> Result<Arc<dyn Manager>, String> {
+    if let Some(m) = state.lock().await.managers.get(&c.datastore) {
+        return Ok(m.clone());
+    }
+    let ds = ctx.store.get_datastore(&c.datastore).await.map_err(|e| e.to_string())?;
+    let m: Arc<dyn Manager> = Arc::from(manager_for(&ds.manager).ok_or_else(|| format!("no manager {}", ds.manager))?);
+    state.lock().await.managers.insert(c.datastore.clone(), m.clone());
+    Ok(m)
+}
+
+/// Builds the spec of the running members. A member whose server the provider no
+/// longer knows is left out and returned as gone.
+pub(crate) async fn member_spec(
+    ctx: &Ctx,
+    c: &cluster::Model,
+    members: &[&node::Model],
+) -> Result<(ClusterSpec, HashSet<Uuid>), String> {
+    let provider =
+        ctx.providers.get(&c.provider).ok_or_else(|| format!("provider {} is not configured", c.provider))?;
+    let store = &ctx.store;
+    let (_, key) = store.cluster_private_key(c).await.map_err(|e| e.to_string())?;
+    let vols = store.volumes_of(c.id).await.map_err(|e| e.to_string())?;
+    let version = store.get_version(&c.datastore, &c.version).await.map_err(|e| e.to_string())?;
+    let pw = store.cluster_passwords(c).await.map_err(|e| e.to_string())?;
+    let mut specs = Vec::new();
+    let mut gone = HashSet::new();
+    for n in members {
+        let v = vols.iter().find(|v| v.node_id == Some(n.id));
+        match n.server_ref.as_deref().map(|s| (s, provider.clone())) {
+            Some((sref, p)) => match p.get_server(sref).await {
+                Err(ProviderError::NotFound(_)) => {
+                    gone.insert(n.id);
+                }
+                Err(e) => return Err(e.to_string()),
+                Ok(_) => specs.push(node_spec(provider.as_ref(), n, v, &key).await.map_err(|e| format!("{e:?}"))?),
+            },
+            None => {
+                gone.insert(n.id);
+            }
+        }
+    }
+    Ok((cluster_spec(c, &version, specs, pw, ctx.callback_for(c.id)), gone))
+}
+
+/// Node status from what the HA agent says of the member.
+fn status_of(state: &str, desired_running: bool) -> NodeStatus {
+    match state {
+        "unknown" => NodeStatus::Unreachable,
+        "stopped" | "stopping" => NodeStatus::Stopped,
+        _ if !desired_running => NodeStatus::Stopped,
+        "crashed" | "start failed" => NodeStatus::Failed,
+        _ => NodeStatus::Running,
+    }
+}
+
+/// Whether a member does its job: the primary runs, a replica streams.
+fn is_healthy(role: NodeRole, state: &str) -> bool {
+    matches!((role, state), (NodeRole::Primary, "running") | (NodeRole::Replica, "streaming"))
+}
+
+/// Turns the agent's view into rows' observations; returns them with the leader's
+/// node id and whether every node is healthy.
+pub(crate) fn observations(
+    nodes: &[node::Model],
+    health: &ClusterHealth,
+    gone: &HashSet<Uuid>,
+    powered_off: &HashSet<Uuid>,
+) -> (Vec<NodeObservation>, Option<Uuid>, bool) {
+    let mut obs = Vec::new();
+    let mut healthy = health.leader.is_some();
+    let mut leader = None;
+    for n in nodes.iter().filter(|n| is_member(n)) {
+        let h = health.nodes.iter().find(|h| h.name == n.name);
+        let (role, state) = match h {
+            Some(h) if !gone.contains(&n.id) => (h.role, h.state.clone()),
+            _ => (NodeRole::Unknown, "unknown".to_owned()),
+        };
+        if health.leader.as_deref() == Some(n.name.as_str()) {
+            leader = Some(n.id);
+        }
+        healthy &= is_healthy(role, &state) && n.desired_running;
+        obs.push(NodeObservation {
+            node_id: n.id,
+            role,
+            status: if gone.contains(&n.id) {
+                NodeStatus::Failed
+            } else if powered_off.contains(&n.id) {
+                NodeStatus::Stopped
+            } else {
+                status_of(&state, n.desired_running)
+            },
+            seen: state != "unknown",
+            state: Some(state),
+            timeline: h.and_then(|h| h.timeline),
+            lag_bytes: h.and_then(|h| h.lag_bytes),
+            pending_restart: h.is_some_and(|h| h.pending_restart),
+        });
+    }
+    (obs, leader, healthy)
+}
+
+/// Observes a cluster through its manager and records it. Used by the poller and by
+/// day-2 tasks when they finish (so the API shows the outcome at once).
+pub(crate) async fn observe_and_record(
+    ctx: &Ctx,
+    mgr: &dyn Manager,
+    c: &cluster::Model,
+    spec: &ClusterSpec,
+    gone: &HashSet<Uuid>,
+) -> Result<(HealthChange, bool), StoreError> {
+    let health = mgr.health(spec).await.unwrap_or_default();
+    let nodes = ctx.store.nodes_of(c.id).await?;
+    // A member whose agent does not answer: the provider tells a powered-off server
+    // (stopped) from an unreachable one.
+    let mut powered_off = HashSet::new();
+    if let Some(p) = ctx.providers.get(&c.provider) {
+        for n in nodes.iter().filter(|n| is_member(n)) {
+            let answering = health.nodes.iter().any(|h| h.name == n.name && h.state != "unknown");
+            if let (false, Some(sref)) = (answering, &n.server_ref)
+                && let Ok(s) = p.get_server(sref).await
+                && s.status == ServerStatus::Stopped
+            {
+                powered_off.insert(n.id);
+            }
+        }
+    }
+    let (obs, leader, healthy) = observations(&nodes, &health, gone, &powered_off);
+    let change = ctx.store.record_health(c.id, &obs, leader, healthy).await?;
+    Ok((change, healthy))
+}
+
+fn name_of(nodes: &[node::Model], id: Uuid) -> String {
+    nodes.iter().find(|n| n.id == id).map(|n| n.name.clone()).unwrap_or_else(|| id.to_string())
+}
+
+async fn check(ctx: &Arc<Ctx>, state: &Arc<Mutex<State>>, c: cluster::Model) -> Result<(), String> {
+    let store = &ctx.store;
+    let mgr = manager(state, ctx, &c).await?;
+    let nodes = store.nodes_of(c.id).await.map_err(|e| e.to_string())?;
+    let members: Vec<&node::Model> = nodes.iter().filter(|n| is_member(n)).collect();
+    let fp = fingerprint(&c, &members);
+    let cached =
+        state.lock().await.watches.get(&c.id).filter(|w| w.fingerprint == fp).map(|w| (w.spec.clone(), w.gone.clone()));
+    let (spec, gone) = match cached {
+        Some(x) => x,
+        None => {
+            let (spec, gone) = member_spec(ctx, &c, &members).await?;
+            let spec = Arc::new(spec);
+            state.lock().await.watches.insert(
+                c.id,
+                Watch { fingerprint: fp, spec: spec.clone(), gone: gone.clone(), last_reconcile: Instant::now() },
+            );
+            (spec, gone)
+        }
+    };
+    let (change, healthy) = observe_and_record(ctx, mgr.as_ref(), &c, &spec, &gone).await.map_err(|e| e.to_string())?;
+    if let Some((from, to)) = change.status {
+        let (level, msg) = match to {
+            ClusterStatus::Degraded => ("warn", "cluster is degraded: not every node is healthy".to_owned()),
+            _ => ("info", format!("cluster is {to} again")),
+        };
+        tracing::info!(cluster = %c.name, %from, %to, "cluster health changed");
+        let _ = store.log_event(&c, None, level, Some("health"), &msg).await;
+    }
+    if let Some((old, new)) = change.primary
+        && c.status != ClusterStatus::Updating
+    {
+        let (from, to) = (name_of(&nodes, old), name_of(&nodes, new));
+        tracing::warn!(cluster = %c.name, %from, %to, "primary moved without a Herd task: automatic failover");
+        let _ = store
+            .log_event(
+                &c,
+                None,
+                "warn",
+                Some("failover"),
+                &format!("automatic failover: primary moved from {from} to {to}"),
+            )
+            .await;
+        let ctx2 = ctx.clone();
+        let c2 = c.clone();
+        tokio::spawn(async move {
+            let ev =
+                HookEvent { cluster: &c2, kind: "automatic_failover", from: Some(&from), to: Some(&to), task_id: None };
+            hooks::call(&ctx2, Phase::Post, ev).await;
+        });
+    }
+    if !healthy && matches!(c.status, ClusterStatus::Active | ClusterStatus::Degraded) {
+        let due = {
+            let mut st = state.lock().await;
+            match st.watches.get_mut(&c.id) {
+                Some(w) if w.last_reconcile.elapsed() >= Duration::from_secs(ctx.settings.reconcile_interval_secs) => {
+                    w.last_reconcile = Instant::now();
+                    true
+                }
+                _ => false,
+            }
+        };
+        if due {
+            reconcile(ctx, state, mgr.as_ref(), &c, &nodes, &spec).await;
+        }
+    }
+    Ok(())
+}
+
+/// Desired versus actual for an unhealthy cluster's nodes.
+async fn reconcile(
+    ctx: &Arc<Ctx>,
+    state: &Arc<Mutex<State>>,
+    mgr: &dyn Manager,
+    c: &cluster::Model,
+    nodes: &[node::Model],
+    spec: &ClusterSpec,
+) {
+    let store = &ctx.store;
+    let Some(provider) = ctx.providers.get(&c.provider) else { return };
+    for n in nodes.iter().filter(|n| is_member(n) && n.desired_running) {
+        let Some(sref) = &n.server_ref else { continue };
+        match provider.get_server(sref).await {
+            Err(ProviderError::NotFound(_)) => {
+                let first = state.lock().await.watches.get_mut(&c.id).is_some_and(|w| w.gone.insert(n.id));
+                if first {
+                    let _ = store
+                        .log_event(c, None, "error", Some("reconcile"), &format!("server of node {} is gone", n.name))
+                        .await;
+                }
+                if c.auto_heal {
+                    heal(ctx, c, n).await;
+                }
+            }
+            Err(e) => tracing::debug!(node = %n.name, error = %e, "reconcile: server state unknown"),
+            // Powered off by an operator (or the cloud): that is theirs to undo.
+            Ok(s) if s.status != ServerStatus::Running => {}
+            Ok(_) => {
+                let Some(m): Option<&NodeSpec> = spec.members.iter().find(|m| m.node_id == n.id) else { continue };
+                match mgr.ensure_running(spec, m).await {
+                    Ok(started) if !started.is_empty() => {
+                        let msg = format!("reconcile: started {} on {}", started.join(" and "), n.name);
+                        tracing::info!(cluster = %c.name, "{msg}");
+                        let _ = store.log_event(c, None, "warn", Some("reconcile"), &msg).await;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(node = %n.name, error = %e, "reconcile: ensure_running failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Queues the replacement of a node whose server is gone (one task; a busy cluster is
+/// retried at the next reconcile).
+async fn heal(ctx: &Ctx, c: &cluster::Model, n: &node::Model) {
+    let input = serde_json::json!({ "node_id": n.id });
+    let summary = format!("auto-heal: replacing {} (server gone)", n.name);
+    match ctx.store.request_task(c.project_id, c.id, TaskKind::ReplaceNode, &[n.id], input, &summary).await {
+        Ok(t) => {
+            if let Err(e) = ctx.queue.push(t.id).await {
+                tracing::warn!(task = %t.id, error = %e, "enqueue failed; the sweeper will deliver it");
+            }
+        }
+        Err(e) => tracing::debug!(cluster = %c.name, error = %e, "auto-heal not queued now"),
+    }
+}
