@@ -22,7 +22,18 @@ pub struct TaskJob {
 #[derive(Clone)]
 pub enum Queue {
     Redis(RedisStorage<TaskJob>),
-    Sqlite(SqliteStorage<TaskJob>),
+    /// The embedded queue, plus an in-process wake-up: API and worker share the
+    /// process, and apalis's SQLite poller was seen to pick a job up only after ~24 s.
+    /// The file stays the durable record; the channel only makes delivery immediate.
+    Sqlite(SqliteStorage<TaskJob>, Local),
+}
+
+/// In-process delivery of task ids (a duplicate of the stored job: claiming the task
+/// row makes the second delivery a no-op).
+#[derive(Clone)]
+pub struct Local {
+    tx: tokio::sync::mpsc::UnboundedSender<Uuid>,
+    rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Uuid>>>,
 }
 
 /// How often an idle consumer looks for new jobs.
@@ -40,15 +51,36 @@ impl Queue {
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let pool = SqlitePool::connect(&url).await?;
         SqliteStorage::setup(&pool).await?;
-        Ok(Self::Sqlite(SqliteStorage::new(&pool)))
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Ok(Self::Sqlite(SqliteStorage::new(&pool), Local { tx, rx: Arc::new(tokio::sync::Mutex::new(rx)) }))
     }
 
     pub async fn push(&self, task_id: Uuid) -> Result<(), String> {
         let job = TaskJob { task_id };
         match self {
             Self::Redis(s) => s.clone().push(job).await.map_err(|e| e.to_string()),
-            Self::Sqlite(s) => s.clone().push(job).await.map_err(|e| e.to_string()),
+            Self::Sqlite(s, local) => {
+                s.clone().push(job).await.map_err(|e| e.to_string())?;
+                // No receiver (no worker in this process) is fine: the file has it.
+                let _ = local.tx.send(task_id);
+                Ok(())
+            }
         }
+    }
+}
+
+/// Runs task ids delivered in-process as soon as they arrive, at most `concurrency`
+/// at once (the apalis consumer then finds them claimed or done).
+async fn consume_local(ctx: Arc<Ctx>, local: Local) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(ctx.settings.concurrency.max(1)));
+    let mut rx = local.rx.lock().await;
+    while let Some(id) = rx.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            crate::runner::run_task(&ctx, id).await;
+            drop(permit);
+        });
     }
 }
 
@@ -70,6 +102,9 @@ async fn handle(job: TaskJob, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynError> {
 /// restarting, say); the loop then starts a fresh one under a new name, because
 /// Redis remembers the old name as active for a while.
 pub async fn consume(ctx: Arc<Ctx>) {
+    if let Queue::Sqlite(_, local) = &ctx.queue {
+        tokio::spawn(consume_local(ctx.clone(), local.clone()));
+    }
     let mut generation = 0u32;
     loop {
         generation += 1;
@@ -89,7 +124,7 @@ pub async fn consume(ctx: Arc<Ctx>) {
         }
         let outcome = match &ctx.queue {
             Queue::Redis(s) => run_on!(s),
-            Queue::Sqlite(s) => run_on!(s),
+            Queue::Sqlite(s, _) => run_on!(s),
         };
         match outcome {
             Ok(()) => tracing::warn!(worker = %name, "queue consumer stopped; restarting"),
