@@ -23,7 +23,7 @@ trap cleanup EXIT
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 HERD_PROVIDERS__LOCAL__ADDRESS_POOL=127.81.0.0/24 RUST_LOG=warn \
-  "$bin" dev --listen "127.0.0.1:$port" --state-dir "$work/state" >"$work/dev.out" 2>"$work/dev.err" &
+  env -u HERD_BIN "$bin" dev --listen "127.0.0.1:$port" --state-dir "$work/state" >"$work/dev.out" 2>"$work/dev.err" &
 dev_pid=$!
 api=http://127.0.0.1:$port
 for _ in $(seq 1 200); do curl -fsS "$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
