@@ -5,6 +5,7 @@
 //! or a retry converges instead of failing or duplicating work.
 
 pub mod postgresql;
+pub mod repo;
 pub mod shell;
 pub mod ssh;
 
@@ -174,6 +175,100 @@ pub struct ClusterSpec {
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub secrets: ClusterSecrets,
     pub timing: HaTiming,
+    /// Continuous WAL archiving and backups into this repository; None: no backups.
+    pub backup: Option<BackupConfig>,
+    /// Bootstrap the cluster from another cluster's backup instead of initdb.
+    pub restore: Option<RestoreSource>,
+}
+
+/// A pgBackRest repository.
+#[derive(Clone)]
+pub enum BackupRepo {
+    /// A directory every node can write as the database user: on loopback hosts, a
+    /// directory of the control-plane host (they share its filesystem).
+    Posix { path: String },
+    /// An S3 bucket (AWS or compatible), through pgBackRest's own S3 client.
+    S3 {
+        bucket: String,
+        /// `s3.amazonaws.com` or `127.0.0.1:9000`; host[:port], no scheme.
+        endpoint: String,
+        region: String,
+        /// Prefix inside the bucket.
+        path: String,
+        key_id: String,
+        secret: SecretString,
+        /// Path-style URLs (needed by most S3-compatible servers).
+        path_style: bool,
+        /// Verify the endpoint's TLS certificate.
+        verify_tls: bool,
+        /// Plain http (tests against a local S3 only).
+        insecure_http: bool,
+    },
+}
+
+impl std::fmt::Debug for BackupRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Posix { path } => f.debug_struct("Posix").field("path", path).finish(),
+            Self::S3 { bucket, endpoint, path, .. } => f
+                .debug_struct("S3")
+                .field("bucket", bucket)
+                .field("endpoint", endpoint)
+                .field("path", path)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Where a cluster archives: the repository and its stanza (one per cluster, named
+/// after the cluster id so it outlives the cluster and is never reused).
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    pub repo: BackupRepo,
+    pub stanza: String,
+}
+
+/// What a new cluster is restored from.
+#[derive(Debug, Clone)]
+pub struct RestoreSource {
+    /// The source cluster's repository and stanza.
+    pub from: BackupConfig,
+    /// A backup label (`20261122-120000F`); None: the latest.
+    pub set: Option<String>,
+    /// Recover up to this time (exclusive of later commits); None: to the end of WAL.
+    pub target_time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupKind {
+    Full,
+    Diff,
+    Incr,
+}
+
+/// One backup as the repository describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupInfo {
+    pub label: String,
+    pub kind: BackupKind,
+    /// Size of the database the backup covers, bytes.
+    pub size_bytes: i64,
+    /// What the backup added to the repository (compressed, deduplicated), bytes.
+    pub repo_size_bytes: i64,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    pub wal_start: String,
+    pub wal_stop: String,
+}
+
+/// Earliest and latest restorable points of a stanza.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryWindow {
+    /// The end of the oldest backup (consistency is reached there).
+    pub earliest: chrono::DateTime<chrono::Utc>,
+    /// The newest commit timestamp known to be archived (or the end of the newest
+    /// backup when nothing newer is archived).
+    pub latest: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +392,24 @@ pub trait Manager: Send + Sync {
     /// Removes a stopped node's DCS member and HA-agent state from the cluster.
     /// `cluster.members` no longer lists it. Idempotent.
     async fn remove_member(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
+
+    // ---- backups (cluster.backup must be Some) ----
+
+    /// Creates the cluster's stanza in its repository (idempotent) and checks that WAL
+    /// archiving works.
+    async fn init_backups(&self, cluster: &ClusterSpec) -> Result<(), ManagerError>;
+    /// Takes a backup from the primary; returns it once complete.
+    async fn backup(&self, cluster: &ClusterSpec, kind: BackupKind) -> Result<BackupInfo, ManagerError>;
+    // The next three run the backup tool on the control-plane host itself (it reaches
+    // the repository: the same directory for loopback hosts, S3 otherwise), so they
+    // work after the cluster is gone.
+
+    /// Every backup in a stanza.
+    async fn list_backups(&self, config: &BackupConfig) -> Result<Vec<BackupInfo>, ManagerError>;
+    /// Removes one backup (and the WAL only it needed) from the repository.
+    async fn expire_backup(&self, config: &BackupConfig, label: &str) -> Result<(), ManagerError>;
+    /// Earliest and latest restorable times of a stanza; None when it has no backup.
+    async fn recovery_window(&self, config: &BackupConfig) -> Result<Option<RecoveryWindow>, ManagerError>;
 }
 
 /// The manager for a datastore's `manager` name.

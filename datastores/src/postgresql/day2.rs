@@ -368,7 +368,9 @@ impl PostgresManager {
             removed.clear();
             if let Some(current) = current["postgresql"]["parameters"].as_object() {
                 for name in current.keys() {
-                    if !parameters.contains_key(name) && !render::is_managed(name) {
+                    let removable =
+                        !render::is_managed(name) || render::CONDITIONAL_PARAMETERS.contains(&name.as_str());
+                    if !parameters.contains_key(name) && removable {
                         removed.push(name.clone());
                     }
                 }

@@ -48,6 +48,12 @@ pub struct Layout {
     /// The `on_role_change` callback script and the file holding its bearer token.
     pub callback_script: String,
     pub callback_token: String,
+    /// pgBackRest's config (0600 postgres: it may hold S3 keys) and its working
+    /// directories, all under the root so loopback nodes never share a lock or log.
+    pub pgbackrest_conf: String,
+    pub pgbackrest_log: String,
+    pub pgbackrest_spool: String,
+    pub pgbackrest_lock: String,
     pub bin_dir: String,
     /// Block device to format and mount at `pg_home`, when the volume is one.
     pub device: Option<String>,
@@ -139,6 +145,10 @@ impl Layout {
             patroni_hold: at(&format!("etc/herd/held/30-patroni-{v}-{c}"))?,
             callback_script: at(&format!("etc/patroni/{v}-{c}-on-role-change.py"))?,
             callback_token: at(&format!("etc/patroni/{v}-{c}.callback-token"))?,
+            pgbackrest_conf: at(&format!("etc/pgbackrest/{v}-{c}.conf"))?,
+            pgbackrest_log: at("var/log/pgbackrest")?,
+            pgbackrest_spool: at("var/spool/pgbackrest")?,
+            pgbackrest_lock: at("var/spool/pgbackrest/lock")?,
             run_dir,
             boot_dir,
             bin_dir: format!("/usr/lib/postgresql/{v}/bin"),
@@ -214,6 +224,8 @@ pub(crate) mod tests {
                 admin_password: SecretString::from("a"),
             },
             timing: HaTiming::default(),
+            backup: None,
+            restore: None,
         };
         (cluster, node)
     }
@@ -229,6 +241,8 @@ pub(crate) mod tests {
         assert_eq!(l.patroni_entry, "/etc/herd/boot.d/30-patroni-15-orders");
         assert_eq!(l.patroni_hold, "/etc/herd/held/30-patroni-15-orders");
         assert_eq!(l.callback_token, "/etc/patroni/15-orders.callback-token");
+        assert_eq!(l.pgbackrest_conf, "/etc/pgbackrest/15-orders.conf");
+        assert_eq!(l.pgbackrest_lock, "/var/spool/pgbackrest/lock");
         assert!(l.is_whole_machine());
     }
 

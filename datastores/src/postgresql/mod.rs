@@ -8,6 +8,7 @@
 //! as `postgres` and `etcd` (setpriv drops root before exec; nothing stays as root).
 //! See the crate README for the file layout.
 
+mod backup;
 mod day2;
 mod etcd;
 mod layout;
@@ -22,7 +23,10 @@ pub use render::scope;
 
 use crate::shell::{join, quote};
 use crate::ssh::{Session, Upload, with_session};
-use crate::{ClusterHealth, ClusterSpec, Manager, ManagerError, NodeSpec, ParameterInfo};
+use crate::{
+    BackupConfig, BackupInfo, BackupKind, ClusterHealth, ClusterSpec, Manager, ManagerError, NodeSpec, ParameterInfo,
+    RecoveryWindow,
+};
 use async_trait::async_trait;
 use layout::{ETCD_CLIENT_PORT, PATRONI_PORT};
 use patroni::Http;
@@ -190,7 +194,7 @@ fi
 mount -t "$fstype" "$dev" "$mnt"
 "#;
 
-fn prepare_on(s: &Session, l: &Layout, packages: &[String]) -> Result<(), ManagerError> {
+fn prepare_on(s: &Session, l: &Layout, packages: &[String], pgbackrest: bool) -> Result<(), ManagerError> {
     let host = s.host();
     if !packages.is_empty() {
         let out = s.exec(&packages::query_command(packages), None)?;
@@ -238,7 +242,9 @@ fn prepare_on(s: &Session, l: &Layout, packages: &[String]) -> Result<(), Manage
     }
     let patroni_dir = std::path::Path::new(&l.patroni_conf).parent().map(|p| p.to_string_lossy().into_owned());
     // Owner, group, mode: Debian's for the pg-common paths.
-    let dirs: Vec<(&str, &str, &str, &str)> = vec![
+    let pgbackrest_conf_dir =
+        std::path::Path::new(&l.pgbackrest_conf).parent().map(|p| p.to_string_lossy().into_owned());
+    let mut dirs: Vec<(&str, &str, &str, &str)> = vec![
         (&l.pg_home, "postgres", "postgres", "0755"),
         (&l.data_parent, "postgres", "postgres", "0755"),
         (&l.log_dir, "root", "postgres", "1775"),
@@ -250,6 +256,14 @@ fn prepare_on(s: &Session, l: &Layout, packages: &[String]) -> Result<(), Manage
         (&l.run_dir, "root", "root", "0755"),
         (&l.boot_dir, "root", "root", "0755"),
     ];
+    if pgbackrest {
+        dirs.extend([
+            (pgbackrest_conf_dir.as_deref().unwrap_or(&l.etcd_dir), "root", "root", "0755"),
+            (l.pgbackrest_log.as_str(), "postgres", "postgres", "0750"),
+            (l.pgbackrest_spool.as_str(), "postgres", "postgres", "0750"),
+            (l.pgbackrest_lock.as_str(), "postgres", "postgres", "0750"),
+        ]);
+    }
     for (path, owner, group, mode) in dirs {
         cmds.push(format!("install -d -o {} -g {} -m {mode} {}", quote(owner), quote(group), quote(path)));
     }
@@ -296,6 +310,7 @@ fn configure_on(
     etcd_conf: String,
     patroni_conf: String,
     callback: Option<CallbackFiles>,
+    pgbackrest_conf: Option<String>,
 ) -> Result<(), ManagerError> {
     let users = users(s)?;
     let etcd_script = render::etcd_script(l, &users.etcd)?;
@@ -324,6 +339,14 @@ fn configure_on(
             },
         );
     }
+    // Before patroni.yml, which names it in archive_command and the bootstrap.
+    // 0600 postgres: it may hold the repository's S3 keys.
+    if let Some(conf) = &pgbackrest_conf {
+        files.insert(
+            0,
+            Upload { path: &l.pgbackrest_conf, bytes: conf.as_bytes(), mode: 0o600, owner: "postgres:postgres" },
+        );
+    }
     // Rewrite only what differs: a re-run on a configured node costs no command.
     let mut changed = Vec::new();
     let mut patroni_rewritten = false;
@@ -339,16 +362,17 @@ fn configure_on(
     if !changed.is_empty() {
         s.upload_all(&changed)?;
     }
+    let mut dropped: Vec<&String> = Vec::new();
     if callback.is_none() {
-        // The callback was dropped: no stale token stays on the node.
-        let stale: Vec<&str> = [&l.callback_token, &l.callback_script]
-            .into_iter()
-            .map(String::as_str)
-            .filter(|p| s.exists(p).unwrap_or(true))
-            .collect();
-        if !stale.is_empty() {
-            s.exec(&format!("rm -f {}", join(&stale)), None)?.check("remove the callback files")?;
-        }
+        dropped.extend([&l.callback_token, &l.callback_script]);
+    }
+    if pgbackrest_conf.is_none() {
+        dropped.push(&l.pgbackrest_conf);
+    }
+    // The callback or backups were dropped: no stale token or key stays.
+    let stale: Vec<&str> = dropped.into_iter().map(String::as_str).filter(|p| s.exists(p).unwrap_or(true)).collect();
+    if !stale.is_empty() {
+        s.exec(&format!("rm -f {}", join(&stale)), None)?.check("remove stale files")?;
     }
     if patroni_rewritten {
         // A running Patroni re-reads its file on SIGHUP; `reload` is a no-op otherwise.
@@ -381,8 +405,12 @@ impl Manager for PostgresManager {
     async fn prepare(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
         let l = Layout::new(cluster, node)?;
         packages::validate(&cluster.packages)?;
-        let packages = cluster.packages.clone();
-        with_session(&node.ssh, move |s| prepare_on(s, &l, &packages)).await
+        let mut packages = cluster.packages.clone();
+        let pgbackrest = backup::needed(cluster);
+        if pgbackrest && !packages.iter().any(|p| p == "pgbackrest") {
+            packages.push("pgbackrest".into());
+        }
+        with_session(&node.ssh, move |s| prepare_on(s, &l, &packages, pgbackrest)).await
     }
 
     async fn configure(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
@@ -395,11 +423,12 @@ impl Manager for PostgresManager {
         }
         let etcd_conf = render::etcd_config(cluster, node, &l)?;
         let patroni_conf = render::patroni_config(cluster, node, &l)?;
+        let pgbackrest_conf = backup::config_file(cluster, node, &l)?;
         let callback = match (render::callback_script(cluster, node, &l)?, &cluster.callback) {
             (Some(script), Some(cb)) => Some(CallbackFiles { script, token: cb.token.clone() }),
             _ => None,
         };
-        with_session(&node.ssh, move |s| configure_on(s, &l, etcd_conf, patroni_conf, callback)).await
+        with_session(&node.ssh, move |s| configure_on(s, &l, etcd_conf, patroni_conf, callback, pgbackrest_conf)).await
     }
 
     async fn start_dcs(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
@@ -559,5 +588,25 @@ impl Manager for PostgresManager {
 
     async fn remove_member(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
         self.remove_member_impl(cluster, node).await
+    }
+
+    async fn init_backups(&self, cluster: &ClusterSpec) -> Result<(), ManagerError> {
+        self.init_backups_impl(cluster).await
+    }
+
+    async fn backup(&self, cluster: &ClusterSpec, kind: BackupKind) -> Result<BackupInfo, ManagerError> {
+        self.backup_impl(cluster, kind).await
+    }
+
+    async fn list_backups(&self, config: &BackupConfig) -> Result<Vec<BackupInfo>, ManagerError> {
+        self.list_backups_impl(config).await
+    }
+
+    async fn expire_backup(&self, config: &BackupConfig, label: &str) -> Result<(), ManagerError> {
+        self.expire_backup_impl(config, label).await
+    }
+
+    async fn recovery_window(&self, config: &BackupConfig) -> Result<Option<RecoveryWindow>, ManagerError> {
+        self.recovery_window_impl(config).await
     }
 }

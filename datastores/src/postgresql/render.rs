@@ -44,6 +44,11 @@ pub const MANAGED_PARAMETERS: &[&str] = &[
     "synchronous_standby_names",
     "primary_conninfo",
     "primary_slot_name",
+    // Continuous archiving belongs to Herd's backups (pgBackRest): a user's command
+    // would archive elsewhere, or nowhere, and break point-in-time recovery.
+    "archive_mode",
+    "archive_command",
+    "archive_library",
     "restore_command",
     "recovery_target",
     "recovery_target_lsn",
@@ -139,6 +144,10 @@ pub fn is_managed(name: &str) -> bool {
     MANAGED_PARAMETERS.contains(&name)
 }
 
+/// Managed cluster-wide parameters Herd sets only in some configurations (backups
+/// on): once not wanted, they are removed from the DCS like a user's.
+pub const CONDITIONAL_PARAMETERS: &[&str] = &["archive_mode"];
+
 pub fn valid_parameter_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_lowercase())
@@ -163,6 +172,11 @@ pub fn cluster_parameter_values(cluster: &ClusterSpec) -> Result<Vec<(String, se
         ("wal_log_hints".into(), "on".into()),
         ("password_encryption".into(), "scram-sha-256".into()),
     ];
+    // Needs a restart, so it is in the DCS from bootstrap on; archive_command
+    // names node-local paths and is set per node.
+    if cluster.backup.is_some() {
+        params.push(("archive_mode".into(), "on".into()));
+    }
     for (name, value) in &cluster.parameters {
         if !valid_parameter_name(name) {
             return Err(ManagerError::permanent("invalid_parameter", format!("{name:?} is not a parameter name")));
@@ -197,7 +211,8 @@ pub fn cluster_parameters(cluster: &ClusterSpec) -> Result<Vec<Parameter>, Manag
 }
 
 /// Node-local parameters: everything that names a path under this server's root.
-fn local_parameters(l: &Layout) -> Vec<Parameter> {
+fn local_parameters(cluster: &ClusterSpec, l: &Layout) -> Vec<Parameter> {
+    let archive = cluster.backup.as_ref().map(|b| super::backup::archive_command(l, b));
     [
         ("unix_socket_directories", l.socket_dir.as_str()),
         // Debian's logging: one file per cluster under /var/log/postgresql.
@@ -208,6 +223,7 @@ fn local_parameters(l: &Layout) -> Vec<Parameter> {
         ("log_line_prefix", "%m [%p] %q%u@%d "),
     ]
     .into_iter()
+    .chain(archive.as_deref().map(|a| ("archive_command", a)))
     .map(|(n, v)| Parameter { name: yaml_str(n), value: yaml_str(v) })
     .collect()
 }
@@ -318,6 +334,16 @@ struct PatroniContext {
     data_dir: String,
     bin_dir: String,
     pgpass: String,
+    /// Replicas fetch WAL the primary no longer has from the cluster's own stanza.
+    restore_command: Option<String>,
+    /// Bootstrap from a backup (Patroni custom bootstrap) instead of initdb.
+    restore: Option<RestoreContext>,
+}
+
+#[derive(Serialize)]
+struct RestoreContext {
+    command: String,
+    recovery_conf: Vec<Parameter>,
 }
 
 /// The HA timing, checked (Patroni's rule: a member must be able to retry the DCS
@@ -336,6 +362,23 @@ fn on_role_change_command(l: &Layout) -> String {
 
 pub fn patroni_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result<String, ManagerError> {
     let t = checked_timing(cluster)?;
+    let restore = match &cluster.restore {
+        None => None,
+        Some(r) => {
+            let b = super::backup::bootstrap(l, r)?;
+            Some(RestoreContext {
+                command: yaml_str(&b.command),
+                recovery_conf: b
+                    .recovery_conf
+                    .iter()
+                    .map(|(n, v)| Parameter { name: yaml_str(n), value: yaml_str(v) })
+                    .collect(),
+            })
+        }
+    };
+    if let Some(b) = &cluster.backup {
+        super::backup::check_config(b)?;
+    }
     let superuser = cluster.secrets.superuser.expose_secret();
     let replication = cluster.secrets.replication.expose_secret();
     if superuser.is_empty() || replication.is_empty() {
@@ -366,12 +409,18 @@ pub fn patroni_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Res
             no_failover: node.tags.no_failover,
             on_role_change: cluster.callback.as_ref().map(|_| yaml_str(&on_role_change_command(l))),
             cluster_parameters: cluster_parameters(cluster)?,
-            local_parameters: local_parameters(l),
+            local_parameters: local_parameters(cluster, l),
             pg_hba: pg_hba(cluster),
             pg_address: yaml_str(&SocketAddr::new(node.address, PG_PORT).to_string()),
             data_dir: yaml_str(&l.data_dir),
             bin_dir: yaml_str(&l.bin_dir),
             pgpass: yaml_str(&l.pgpass),
+            // Replicas stream (with slots) and never read the archive: a replica that
+            // fetched a dead primary's last archived segment replayed past the new
+            // timeline's fork point and could not follow the new primary (seen in the
+            // failover drills). Only a restore bootstrap reads WAL from a repository.
+            restore_command: None,
+            restore,
         },
     )
 }
@@ -590,9 +639,58 @@ mod tests {
     }
 
     #[test]
+    fn backups_archive_and_restores_bootstrap_with_pgbackrest() {
+        use crate::postgresql::backup::tests::{posix, s3};
+        let (mut c, n) = spec("/srv/h/s 1", None);
+        let l = Layout::new(&c, &n).unwrap();
+        let y = pyyaml(&patroni_config(&c, &n, &l).unwrap());
+        assert_eq!(y["bootstrap"]["dcs"]["postgresql"]["parameters"].get("archive_mode"), None);
+        assert_eq!(y["postgresql"]["parameters"].get("archive_command"), None);
+        assert_eq!(y["postgresql"].get("recovery_conf"), None);
+        assert_eq!(y["bootstrap"].get("method"), None, "initdb without a restore");
+
+        c.backup = Some(posix("/srv/backups", "herd-own"));
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-22T12:00:01.5Z").unwrap().to_utc();
+        c.restore = Some(crate::RestoreSource { from: s3(false), set: None, target_time: Some(t) });
+        let text = patroni_config(&c, &n, &l).unwrap();
+        assert!(!text.contains("s3cr3t"), "repository keys stay in pgbackrest.conf");
+        let y = pyyaml(&text);
+        // archive_mode needs a restart: in the DCS from bootstrap on. The command
+        // names this node's config file: node-local.
+        assert_eq!(y["bootstrap"]["dcs"]["postgresql"]["parameters"]["archive_mode"], "on");
+        let conf = "'--config=/srv/h/s 1/etc/pgbackrest/15-orders.conf'";
+        assert_eq!(
+            y["postgresql"]["parameters"]["archive_command"],
+            format!("pgbackrest {conf} --stanza=herd-own archive-push %p")
+        );
+        assert_eq!(y["postgresql"].get("recovery_conf"), None, "replicas never restore from the archive");
+        let boot = &y["bootstrap"];
+        assert_eq!(boot["method"], "pgbackrest");
+        let m = &boot["pgbackrest"];
+        assert_eq!((m["no_params"].as_bool(), m["keep_existing_recovery_conf"].as_bool()), (Some(true), Some(false)));
+        let rc = &m["recovery_conf"];
+        assert_eq!(rc["recovery_target_time"], "2026-11-22 12:00:01.500000+00");
+        assert_eq!(rc["recovery_target_action"], "promote");
+        assert_eq!(rc["restore_command"], format!("pgbackrest {conf} --stanza=herd-source archive-get %f \"%p\""));
+        // Patroni splits the command with shlex: /bin/sh -c <script>, valid shell.
+        let cmd = m["command"].as_str().unwrap().to_owned();
+        let out = Command::new("python3")
+            .args(["-c", "import json,shlex,sys; print(json.dumps(shlex.split(sys.argv[1])))", &cmd])
+            .output()
+            .unwrap();
+        let argv: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(argv[..2], ["/bin/sh", "-c"]);
+        assert!(argv[2].contains("--stanza=herd-source --delta --type=time"), "{argv:?}");
+        let out = Command::new("/bin/sh").args(["-n", "-c", &argv[2]]).output().unwrap();
+        assert!(out.status.success(), "{argv:?}");
+    }
+
+    #[test]
     fn managed_or_malformed_parameters_are_refused() {
         for (name, value, code) in [
             ("unix_socket_directories", serde_json::json!("/tmp"), "parameter_not_allowed"),
+            ("archive_command", serde_json::json!("cp %p /x"), "parameter_not_allowed"),
+            ("archive_mode", serde_json::json!("always"), "parameter_not_allowed"),
             ("wal_level", serde_json::json!("minimal"), "parameter_not_allowed"),
             ("work_mem", serde_json::json!(["a"]), "invalid_parameter"),
             ("Bad-Name", serde_json::json!("x"), "invalid_parameter"),

@@ -138,6 +138,8 @@ impl Fixture {
                 admin_password: SecretString::from(ADMIN_PW),
             },
             timing: HaTiming::default(),
+            backup: None,
+            restore: None,
         };
         (spec, servers)
     }
