@@ -50,6 +50,7 @@ codes! {
     LastNode = ("last_node", StatusCode::CONFLICT, "The cluster's last node cannot be removed"),
     TooManyNodes = ("too_many_nodes", StatusCode::CONFLICT, "The cluster would exceed the node limit"),
     NoReplica = ("no_replica", StatusCode::CONFLICT, "The cluster has no replica to promote"),
+    BackupsNotConfigured = ("backups_not_configured", StatusCode::UNPROCESSABLE_ENTITY, "No backup repository is configured for this cluster"),
     CandidateNotEligible = ("candidate_not_eligible", StatusCode::UNPROCESSABLE_ENTITY, "The candidate may not become primary"),
     Unavailable = ("unavailable", StatusCode::SERVICE_UNAVAILABLE, "A dependency is unavailable"),
     Internal = ("internal_error", StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),

@@ -51,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .configure(flavors::routes)
                 .configure(clusters::routes)
                 .configure(ha::routes)
+                .configure(backups::routes)
                 .configure(tasks::routes)
                 .default_service(web::to(route_not_found)),
         )

@@ -14,6 +14,9 @@ pub struct AppState {
     /// DescribeInstanceTypes; a request should not).
     pub flavors: Vec<(String, Vec<Flavor>)>,
     pub queue: Arc<dyn TaskQueue>,
+    /// Where backup repositories are (the recovery window is read from them).
+    pub backups: herd_core::config::BackupSettings,
+    pub state_dir: std::path::PathBuf,
 }
 
 impl AppState {
@@ -28,7 +31,15 @@ impl AppState {
             let f = p.flavors().await.map_err(|e| anyhow::anyhow!("flavors of provider '{}': {e}", p.name()))?;
             flavors.push((p.name().to_owned(), f));
         }
-        Ok(Self { store, max_body_bytes: settings.max_body_bytes, providers, flavors, queue })
+        Ok(Self {
+            store,
+            max_body_bytes: settings.max_body_bytes,
+            providers,
+            flavors,
+            queue,
+            backups: settings.backups.clone(),
+            state_dir: settings.state_dir.clone(),
+        })
     }
 
     pub fn flavors_of(&self, provider: &str) -> Option<&[Flavor]> {

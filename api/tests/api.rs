@@ -631,6 +631,27 @@ async fn ha_settings_and_day2_requests_are_validated(b: Backend) {
         .await;
     assert_eq!((s, v["node"]["priority"].as_i64(), v["task_id"].clone()), (200, Some(7), Value::Null), "{v}");
 
+    // Backups: not while building; unknown ids 404; restores need a completed backup.
+    let (s, v) = app.post(&format!("/v1/clusters/{id}/backups"), &tok, json!({"type": "full"})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("cluster_not_ready")), "{v}");
+    let (s, v) = app.post(&format!("/v1/clusters/{id}/backups"), &tok, json!({"type": "weekly"})).await;
+    assert_eq!(s, 422, "{v}");
+    let (s, v) = app.get(&format!("/v1/backups?cluster_id={id}"), &tok).await;
+    assert_eq!((s, v["items"].as_array().map(Vec::len)), (200, Some(0)), "{v}");
+    let (s, _) = app.get("/v1/backups?cluster_id=nope", &tok).await;
+    assert_eq!(s, 422);
+    let nobody = uuid::Uuid::new_v4();
+    let (s, _) = app.get(&format!("/v1/backups/{nobody}"), &tok).await;
+    assert_eq!(s, 404);
+    let (s, _) = app.call(Method::DELETE, &format!("/v1/backups/{nobody}"), Some(&tok), None).await;
+    assert_eq!(s, 404);
+    let mut body = cluster_body("restored");
+    body["restore"] = json!({"source_cluster_id": id});
+    let (s, v) = app.post("/v1/clusters", &tok, body).await;
+    assert_eq!((s, v["errors"][0]["field"].as_str()), (422, Some("restore.source_cluster_id")), "{v}");
+    let (s, w) = app.get(&format!("/v1/clusters/{id}/recovery-window"), &tok).await;
+    assert_eq!((s, w), (200, json!({"earliest": null, "latest": null})));
+
     // The nodes' role callback: a per-cluster token, not an API token.
     let cb = format!("/callbacks/patroni/{id}");
     let report = json!({"member": "ha-1", "action": "on_role_change", "role": "master", "scope": "x"});

@@ -120,6 +120,10 @@ string_enum!(
         UpdateCluster = "update_cluster",
         /// Replace a node whose server is gone (auto-heal).
         ReplaceNode = "replace_node",
+        /// Take a pgBackRest backup from the primary.
+        Backup = "backup",
+        /// Remove a backup from its repository.
+        ExpireBackup = "expire_backup",
     }
 );
 

@@ -55,7 +55,10 @@ async fn main() -> anyhow::Result<()> {
             let providers = providers(&settings)?;
             recover(&providers).await;
             let queue = Queue::redis(&settings.redis_url).await.context("connecting to Redis")?;
-            let ctx = Arc::new(Ctx::new(prepared.store, providers, settings.worker.clone(), queue));
+            let ctx = Arc::new(
+                Ctx::new(prepared.store, providers, settings.worker.clone(), queue)
+                    .with_backups(settings.backups.clone(), settings.state_dir.clone()),
+            );
             tracing::info!(worker = %ctx.name, "worker running");
             tokio::select! {
                 _ = herd_worker::run(ctx) => {}
@@ -94,7 +97,10 @@ async fn main() -> anyhow::Result<()> {
             // its own address to report role changes.
             let mut worker_settings = settings.worker.clone();
             worker_settings.callback_url.get_or_insert_with(|| url.clone());
-            let ctx = Arc::new(Ctx::new(store, providers, worker_settings, queue));
+            let ctx = Arc::new(
+                Ctx::new(store, providers, worker_settings, queue)
+                    .with_backups(settings.backups.clone(), settings.state_dir.clone()),
+            );
             let token_path = settings.state_dir.join("admin.token");
             let token_line = match &prepared.new_admin_token {
                 Some(t) => format!("{}  (saved to {}; shown only this once)", t.expose_secret(), token_path.display()),

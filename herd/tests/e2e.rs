@@ -152,6 +152,7 @@ async fn provisioning_resumes_after_the_worker_dies_after_any_step() {
         "start_patroni",
         "wait_converged",
         "set_admin_password",
+        "init_backups",
         "finalize",
     ];
     let env = Env::new(3);

@@ -5,7 +5,7 @@
 
 use futures_util::future::try_join_all;
 use herd_core::status::{ClusterStatus, NodeRole, NodeStatus, VolumeStatus};
-use herd_datastores::{ClusterSpec, Manager, NodeSpec, manager_for};
+use herd_datastores::{ClusterSpec, Manager, NodeSpec, RestoreSource, manager_for};
 use herd_providers::{Provider, ServerSpec, TAG_CLUSTER, TAG_NODE, VolumeSpec};
 use herd_store::VersionSpec;
 use herd_store::entity::{cluster, node, ssh_key, volume};
@@ -28,7 +28,7 @@ pub const NODE_STEPS: [&str; 8] = [
     "start_etcd",
     "start_patroni",
 ];
-pub const CLUSTER_STEPS: [&str; 3] = ["wait_converged", "set_admin_password", "finalize"];
+pub const CLUSTER_STEPS: [&str; 4] = ["wait_converged", "set_admin_password", "init_backups", "finalize"];
 const CLUSTER: &str = "cluster";
 
 /// A cluster's task context: its row, provider, manager and SSH key. Shared by the
@@ -181,7 +181,36 @@ impl Build<'_> {
             members.push(node_spec(self.provider.as_ref(), n, v, &self.private_key).await?);
         }
         let pw = store.cluster_passwords(&self.cluster).await?;
-        Ok(cluster_spec(&self.cluster, &self.version, members, pw, self.job.ctx.callback_for(self.cluster.id)))
+        let ctx = &self.job.ctx;
+        let backup = ctx.backup_config(&self.cluster.provider, self.cluster.id);
+        let mut spec =
+            cluster_spec(&self.cluster, &self.version, members, pw, ctx.callback_for(self.cluster.id), backup);
+        spec.restore = self.restore_source().await?;
+        Ok(spec)
+    }
+
+    /// The backup a new cluster starts from (the build task's input), if any.
+    async fn restore_source(&self) -> Result<Option<RestoreSource>, StepError> {
+        if self.job.task.kind != herd_core::status::TaskKind::CreateCluster {
+            return Ok(None);
+        }
+        let input = self.job.checkpoints.lock().await.input.clone();
+        let Some(r) = input.get("restore").filter(|r| !r.is_null()) else { return Ok(None) };
+        let (repo, stanza) = (r["repo"].as_str().unwrap_or_default(), r["stanza"].as_str().unwrap_or_default());
+        let ctx = &self.job.ctx;
+        let from = herd_datastores::repo::for_backup(&ctx.backups, &ctx.state_dir, repo, stanza).ok_or_else(|| {
+            StepError::failed("backups_not_configured", format!("the '{repo}' backup repository is not configured"))
+        })?;
+        let target_time = match r.get("target_time").and_then(|t| t.as_str()) {
+            Some(t) => Some(
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map_err(|e| StepError::failed("invalid_task_input", e.to_string()))?
+                    .with_timezone(&chrono::Utc),
+            ),
+            None => None,
+        };
+        let set = r.get("set").and_then(|s| s.as_str()).map(str::to_owned);
+        Ok(Some(RestoreSource { from, set, target_time }))
     }
 
     async fn install(&self, spec: &ClusterSpec, m: &NodeSpec) -> Result<(), StepError> {
@@ -213,6 +242,16 @@ impl Build<'_> {
             .await?;
         job.step(c, CLUSTER, "cluster", "set_admin_password", || async { Ok(mgr.set_admin_password(spec).await?) })
             .await?;
+        // Archiving runs from the first start; the stanza is created once a primary runs.
+        job.step(c, CLUSTER, "cluster", "init_backups", || async {
+            if let Some(b) = &spec.backup {
+                herd_datastores::repo::ensure_posix_dir(b)
+                    .map_err(|e| StepError::failed("backup_repo_unavailable", format!("backup repository: {e}")))?;
+                mgr.init_backups(spec).await?;
+            }
+            Ok(())
+        })
+        .await?;
         job.step(c, CLUSTER, "cluster", "finalize", || async {
             let health = mgr.health(spec).await?;
             for m in &spec.members {

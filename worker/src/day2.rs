@@ -3,9 +3,10 @@
 //! on where it stopped. Every task ends by observing the cluster once, so roles and
 //! status are current when the task is reported done.
 
-use herd_core::status::{ActionKind, NodeRole, NodeStatus, PowerState, VolumeStatus};
-use herd_datastores::{ClusterSpec, NodeSpec};
+use herd_core::status::{ActionKind, BackupStatus, BackupType, NodeRole, NodeStatus, PowerState, VolumeStatus};
+use herd_datastores::{BackupKind, ClusterSpec, NodeSpec, manager_for};
 use herd_providers::{ProviderError, ServerStatus};
+use herd_store::BackupResult;
 use herd_store::entity::node;
 use sea_orm::{IntoActiveModel, Set};
 use serde::Deserialize;
@@ -485,4 +486,124 @@ pub async fn run_replace_node(job: &Job) -> Result<(), StepError> {
     shrink(&b, id).await?;
     grow(&b, &[replacement]).await?;
     observe(&b).await
+}
+
+#[derive(Debug, Deserialize)]
+struct BackupInput {
+    backup_id: Uuid,
+}
+
+/// Takes a backup from the primary; the backup row follows the task's outcome.
+pub async fn run_backup(job: &Job) -> Result<(), StepError> {
+    let inp: BackupInput = input(job).await?;
+    let store = &job.ctx.store;
+    let result = take_backup(job, inp.backup_id).await;
+    if let Err(e) = &result {
+        let msg = match e {
+            StepError::Failed { message, .. } | StepError::Transient(message) => message.clone(),
+            StepError::Cancelled => "cancelled".to_owned(),
+        };
+        let _ = store.set_backup_status(inp.backup_id, BackupStatus::Failed, None, Some(&msg)).await;
+    }
+    result
+}
+
+async fn take_backup(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
+    let store = &job.ctx.store;
+    let b = Build::load(job).await?;
+    let row = store.backup_by_id(backup_id).await?;
+    let (spec, _) = running_spec(&b).await?;
+    let Some(config) = &spec.backup else {
+        return Err(StepError::failed("backups_not_configured", "no backup repository is configured"));
+    };
+    herd_datastores::repo::ensure_posix_dir(config)
+        .map_err(|e| StepError::failed("backup_repo_unavailable", format!("backup repository: {e}")))?;
+    let kind = match row.backup_type {
+        BackupType::Full => BackupKind::Full,
+        BackupType::Diff => BackupKind::Diff,
+        BackupType::Incr => BackupKind::Incr,
+    };
+    store.set_backup_status(backup_id, BackupStatus::Running, None, None).await?;
+    let mgr = b.manager.as_ref();
+    let info = job
+        .step(&b.cluster, CLUSTER, "cluster", "backup", || async {
+            // The stanza exists since the build; a cluster built before backups existed
+            // gets it now (idempotent).
+            mgr.init_backups(&spec).await?;
+            Ok(mgr.backup(&spec, kind).await?)
+        })
+        .await?;
+    if let Some(i) = info {
+        let label = i.label.clone();
+        store
+            .set_backup_status(
+                backup_id,
+                BackupStatus::Completed,
+                Some(BackupResult {
+                    label: i.label,
+                    size_bytes: i.size_bytes,
+                    repo_size_bytes: i.repo_size_bytes,
+                    wal_start: i.wal_start,
+                    wal_stop: i.wal_stop,
+                    started_at: i.started_at,
+                    finished_at: i.finished_at,
+                }),
+                None,
+            )
+            .await?;
+        store
+            .log_event(
+                &b.cluster,
+                Some(job.task.id),
+                "info",
+                Some("backup"),
+                &format!("{} backup {label} completed", row.backup_type),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Removes a backup from its repository; works after its cluster is gone.
+pub async fn run_expire(job: &Job) -> Result<(), StepError> {
+    let inp: BackupInput = input(job).await?;
+    let ctx = &job.ctx;
+    let row = ctx.store.backup_by_id(inp.backup_id).await?;
+    if row.status == BackupStatus::Expired {
+        return Ok(());
+    }
+    let config = herd_datastores::repo::for_backup(
+        &ctx.backups,
+        &ctx.state_dir,
+        &row.repo,
+        row.stanza.as_deref().unwrap_or_default(),
+    )
+    .ok_or_else(|| {
+        StepError::failed("backups_not_configured", format!("the '{}' repository is not configured", row.repo))
+    })?;
+    // Backups are pgBackRest's, which only the PostgreSQL manager speaks; the cluster
+    // (and so its datastore row) may be gone.
+    let mgr = manager_for("postgresql").ok_or_else(|| StepError::failed("unknown_manager", "no postgresql manager"))?;
+    let label = row.label.clone().ok_or_else(|| StepError::failed("invalid_state", "backup has no label"))?;
+    let mut backoff = Duration::from_millis(500);
+    let deadline = std::time::Instant::now() + Duration::from_secs(ctx.settings.step_retry_secs);
+    loop {
+        match mgr.expire_backup(&config, &label).await {
+            Ok(()) => break,
+            Err(herd_datastores::ManagerError::Transient(m)) if std::time::Instant::now() < deadline => {
+                tracing::info!(backup = %row.id, error = %m, "expire failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    ctx.store.set_backup_status(row.id, BackupStatus::Expired, None, None).await?;
+    if let Ok(c) = ctx.store.cluster_by_id(row.cluster_id).await {
+        let _ = ctx
+            .store
+            .log_event(&c, Some(job.task.id), "info", Some("expire_backup"), &format!("backup {label} expired"))
+            .await;
+    }
+    Ok(())
 }

@@ -32,13 +32,37 @@ pub struct Ctx {
     /// Unique per process: host, pid and a random suffix. Recorded on claimed tasks.
     pub name: String,
     pub queue: Queue,
+    /// Where backup repositories are.
+    pub backups: herd_core::config::BackupSettings,
+    pub state_dir: std::path::PathBuf,
 }
 
 impl Ctx {
     pub fn new(store: Store, providers: Arc<Providers>, settings: WorkerSettings, queue: Queue) -> Self {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         let name = format!("{}-{}-{:08x}", host.trim(), std::process::id(), rand::random::<u32>());
-        Self { store, providers, settings, name, queue }
+        Self {
+            store,
+            providers,
+            settings,
+            name,
+            queue,
+            backups: Default::default(),
+            state_dir: std::path::PathBuf::from("."),
+        }
+    }
+
+    /// Sets where backup repositories are (`[backups]` and the state dir).
+    pub fn with_backups(mut self, backups: herd_core::config::BackupSettings, state_dir: std::path::PathBuf) -> Self {
+        self.backups = backups;
+        self.state_dir = state_dir;
+        self
+    }
+
+    /// The backup repository of a cluster on `provider`, if one is configured.
+    pub fn backup_config(&self, provider: &str, cluster_id: uuid::Uuid) -> Option<herd_datastores::BackupConfig> {
+        let kind = self.providers.get(provider)?.kind();
+        herd_datastores::repo::for_new_cluster(&self.backups, &self.state_dir, kind, cluster_id)
     }
 
     /// Where a cluster's nodes report role changes, when the API's address is known.

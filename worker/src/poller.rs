@@ -129,7 +129,8 @@ pub(crate) async fn member_spec(
             }
         }
     }
-    Ok((cluster_spec(c, &version, specs, pw, ctx.callback_for(c.id)), gone))
+    let backup = ctx.backup_config(&c.provider, c.id);
+    Ok((cluster_spec(c, &version, specs, pw, ctx.callback_for(c.id), backup), gone))
 }
 
 /// Node status from what the HA agent says of the member.

@@ -56,6 +56,8 @@ pub async fn run_task(ctx: &Arc<Ctx>, task_id: Uuid) {
         TaskKind::AddNodes => crate::day2::run_add_nodes(&job).await,
         TaskKind::RemoveNode => crate::day2::run_remove_node(&job).await,
         TaskKind::ReplaceNode => crate::day2::run_replace_node(&job).await,
+        TaskKind::Backup => crate::day2::run_backup(&job).await,
+        TaskKind::ExpireBackup => crate::day2::run_expire(&job).await,
     };
     drop(_beat);
 

@@ -1,6 +1,8 @@
 //! Builds what the datastore manager needs from rows, provider answers and secrets.
 
-use herd_datastores::{Callback, ClusterSecrets, ClusterSpec, HaTiming, NodeSpec, NodeTags, SshTarget, VolumeMount};
+use herd_datastores::{
+    BackupConfig, Callback, ClusterSecrets, ClusterSpec, HaTiming, NodeSpec, NodeTags, SshTarget, VolumeMount,
+};
 use herd_providers::{AttachmentKind, Provider, ServerInfo};
 use herd_store::entity::{cluster, node, volume};
 use herd_store::{ClusterPasswords, VersionSpec};
@@ -68,6 +70,7 @@ pub fn cluster_spec(
     members: Vec<NodeSpec>,
     pw: ClusterPasswords,
     callback: Option<Callback>,
+    backup: Option<BackupConfig>,
 ) -> ClusterSpec {
     ClusterSpec {
         cluster_id: c.id,
@@ -79,6 +82,8 @@ pub fn cluster_spec(
         synchronous_strict: c.synchronous_strict,
         maximum_lag_on_failover: c.maximum_lag_on_failover.max(0) as u64,
         callback,
+        backup,
+        restore: None,
         parameters: c.parameters.as_object().cloned().unwrap_or_default(),
         secrets: ClusterSecrets {
             superuser: pw.superuser,

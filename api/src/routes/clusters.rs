@@ -59,6 +59,8 @@ pub struct CreateCluster {
     /// Replace a node whose server is gone. Default false.
     pub auto_heal: Option<bool>,
     pub hooks: Option<HooksRequest>,
+    /// Start from another cluster's backup instead of an empty database.
+    pub restore: Option<super::backups::RestoreRequest>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -340,6 +342,10 @@ pub async fn create_cluster(
     let policy = resolve_policy(base, req.synchronous, req.ha.as_ref(), &mut errs);
     let node_prefs = check_node_options(req.node_options.as_deref(), nodes, &mut errs);
     let hooks = req.hooks.map(|h| check_hooks(h, &mut errs)).unwrap_or_default();
+    let restore = match &req.restore {
+        Some(r) => super::backups::check_restore(&state, auth.project_id, r, &mut errs).await?,
+        None => None,
+    };
     let admin_password = match req.admin_password {
         Some(p) => {
             let n = p.expose_secret().chars().count();
@@ -372,6 +378,7 @@ pub async fn create_cluster(
             key,
             policy,
             node_prefs,
+            restore,
             auto_heal: req.auto_heal.unwrap_or(false),
             hooks,
             parameters,

@@ -1,5 +1,6 @@
 //! One module per resource: its DTOs, handlers and routes.
 
+pub mod backups;
 pub mod clusters;
 pub mod datastores;
 pub mod flavors;

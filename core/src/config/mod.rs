@@ -51,6 +51,71 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub providers: ProvidersSettings,
     pub worker: WorkerSettings,
+    pub backups: BackupSettings,
+}
+
+/// Where clusters' backups (pgBackRest repositories) live.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupSettings {
+    /// Repository directory for clusters on loopback hosts (they share this machine's
+    /// filesystem); default `<state_dir>/backups`.
+    pub path: Option<PathBuf>,
+    /// S3 repository for clusters on cloud providers; without it they have no backups.
+    pub s3: Option<S3RepoSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3RepoSettings {
+    pub bucket: String,
+    /// host[:port] without scheme, default `s3.amazonaws.com`.
+    #[serde(default = "default_s3_endpoint")]
+    pub endpoint: String,
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// Prefix inside the bucket.
+    #[serde(default = "default_s3_path")]
+    pub path: String,
+    pub access_key_id: String,
+    #[serde(serialize_with = "serialize_secret")]
+    pub secret_access_key: SecretString,
+    #[serde(default)]
+    pub path_style: bool,
+    #[serde(default = "default_true")]
+    pub verify_tls: bool,
+}
+
+impl Default for S3RepoSettings {
+    fn default() -> Self {
+        Self {
+            bucket: String::new(),
+            endpoint: default_s3_endpoint(),
+            region: default_s3_region(),
+            path: default_s3_path(),
+            access_key_id: String::new(),
+            secret_access_key: SecretString::from(String::new()),
+            path_style: false,
+            verify_tls: true,
+        }
+    }
+}
+
+fn default_s3_endpoint() -> String {
+    "s3.amazonaws.com".into()
+}
+fn default_s3_region() -> String {
+    "us-east-1".into()
+}
+fn default_s3_path() -> String {
+    "/herd".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+fn serialize_secret<S: serde::Serializer>(_: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("<redacted>")
 }
 
 /// How workers run tasks. The defaults suit production; tests shorten the timings.
@@ -124,6 +189,7 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             providers: ProvidersSettings::default(),
             worker: WorkerSettings::default(),
+            backups: BackupSettings::default(),
         }
     }
 }
@@ -187,6 +253,7 @@ impl Settings {
         let mut v = serde_json::to_value(Settings {
             // Optional sections must be present to be enumerated.
             providers: ProvidersSettings { ec2: Some(Ec2ProviderSettings::default()), ..Default::default() },
+            backups: BackupSettings { s3: Some(S3RepoSettings::default()), ..Default::default() },
             ..Default::default()
         })
         .expect("settings serialize");

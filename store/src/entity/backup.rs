@@ -17,6 +17,13 @@ pub struct Model {
     pub wal_stop: Option<String>,
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
+    /// `posix` (the control-plane host's directory) or `s3`.
+    pub repo: String,
+    /// pgBackRest stanza: one per cluster, named after its id.
+    pub stanza: Option<String>,
+    /// The task that takes (or expires) it.
+    pub task_id: Option<Uuid>,
+    pub error: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -45,6 +45,8 @@ pub struct NewCluster {
     pub hooks: herd_core::hooks::Hooks,
     /// (no_failover, priority) by ordinal; missing entries take the defaults.
     pub node_prefs: Vec<(bool, u8)>,
+    /// What to restore from (the build task's input), already validated.
+    pub restore: Option<serde_json::Value>,
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub admin_password: SecretString,
 }
@@ -148,7 +150,12 @@ impl Store {
             };
             nodes.push(n);
         }
-        let t = insert_task(&tx, new.project_id, id, TaskKind::CreateCluster).await?;
+        let mut t = insert_task(&tx, new.project_id, id, TaskKind::CreateCluster).await?;
+        if let Some(r) = &new.restore {
+            let mut am = t.into_active_model();
+            am.payload = Set(serde_json::json!({ "input": { "restore": r } }));
+            t = am.update(&tx).await?;
+        }
         self.add_event(
             &tx,
             new.project_id,

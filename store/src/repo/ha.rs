@@ -87,7 +87,7 @@ impl Store {
     }
 
     /// Checks the cluster can take a day-2 task now: it runs, and nothing else is open.
-    async fn check_ready<C: ConnectionTrait>(&self, conn: &C, c: &cluster::Model) -> Result<(), StoreError> {
+    pub(crate) async fn check_ready<C: ConnectionTrait>(&self, conn: &C, c: &cluster::Model) -> Result<(), StoreError> {
         if !matches!(c.status, ClusterStatus::Active | ClusterStatus::Degraded) {
             return Err(StoreError::conflict(
                 "cluster_not_ready",

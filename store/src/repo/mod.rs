@@ -1,5 +1,6 @@
 //! Repository functions, one module per resource.
 
+pub mod backups;
 pub mod clusters;
 pub mod datastores;
 pub mod events;
@@ -49,6 +50,7 @@ pub struct Page<T> {
 
 pub const MAX_PAGE: u64 = 100;
 
+pub use backups::BackupResult;
 pub use clusters::{ADMIN_USER, ClusterFilter, ClusterView, KeyChoice, NewCluster, set_cluster_status};
 pub use datastores::{VersionPatch, VersionSpec, default_postgresql_15};
 pub use ha::{ClusterPatch, HaPolicy, HealthChange, NodeObservation, policy_of};

@@ -1,0 +1,303 @@
+//! Backups (pgBackRest): take, list, show, expire; a cluster's recovery window; and the
+//! validation of a restore request. Backups outlive their cluster.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use herd_core::status::{BackupStatus, BackupType};
+use herd_datastores::repo;
+use herd_store::StoreError;
+use herd_store::entity::backup;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::Page;
+use super::clusters::{TaskRef, not_found};
+use crate::auth::Auth;
+use crate::error::{ApiError, ErrorCode, Errors, Problem};
+use crate::json::JsonBody;
+use crate::state::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct BackupDto {
+    pub id: Uuid,
+    pub cluster_id: Uuid,
+    #[serde(rename = "type")]
+    pub backup_type: BackupType,
+    pub status: BackupStatus,
+    /// pgBackRest's label (`20261122-120000F`), once taken.
+    pub label: Option<String>,
+    /// Size of the database the backup covers.
+    pub size_bytes: Option<i64>,
+    /// What it added to the repository (compressed, deduplicated).
+    pub repo_size_bytes: Option<i64>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub wal_start: Option<String>,
+    pub wal_stop: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    pub task_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<backup::Model> for BackupDto {
+    fn from(b: backup::Model) -> Self {
+        Self {
+            id: b.id,
+            cluster_id: b.cluster_id,
+            backup_type: b.backup_type,
+            status: b.status,
+            label: b.label,
+            size_bytes: b.size_bytes,
+            repo_size_bytes: b.repo_size_bytes,
+            started_at: b.started_at,
+            finished_at: b.finished_at,
+            wal_start: b.wal_start,
+            wal_stop: b.wal_stop,
+            error: b.error,
+            task_id: b.task_id,
+            created_at: b.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// `full` (default), `diff` (changes since the last full) or `incr` (since the
+    /// last backup of any type).
+    #[serde(rename = "type")]
+    pub backup_type: Option<BackupType>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedBackup {
+    pub backup: BackupDto,
+    pub task_id: Uuid,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListBackupsQuery {
+    pub cluster_id: Option<String>,
+    /// 1–100, default 50.
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecoveryWindowDto {
+    /// Earliest restorable time (the end of the oldest backup); null without backups.
+    pub earliest: Option<DateTime<Utc>>,
+    /// Latest restorable time known to be archived.
+    pub latest: Option<DateTime<Utc>>,
+}
+
+/// `restore` in `POST /v1/clusters`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// The cluster whose backups to restore from; it may already be deleted.
+    pub source_cluster_id: Uuid,
+    /// A completed backup of that cluster; default: the latest (or, with
+    /// `target_time`, the latest that ends before it).
+    pub backup_id: Option<Uuid>,
+    /// Recover to this point in time (RFC 3339); default: everything archived.
+    pub target_time: Option<DateTime<Utc>>,
+}
+
+/// Checks a restore request against the source's backups; returns the build task's
+/// input (repository, stanza, backup label, target time).
+pub async fn check_restore(
+    state: &AppState,
+    project_id: Uuid,
+    r: &RestoreRequest,
+    errs: &mut Errors,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let backups = state.store.completed_backups(project_id, r.source_cluster_id).await?;
+    let Some(first) = backups.first() else {
+        errs.add("restore.source_cluster_id", "has no completed backup in this project");
+        return Ok(None);
+    };
+    let chosen = match r.backup_id {
+        Some(id) => match backups.iter().find(|b| b.id == id) {
+            Some(b) => Some(b),
+            None => {
+                errs.add("restore.backup_id", "is not a completed backup of the source cluster");
+                return Ok(None);
+            }
+        },
+        None => None,
+    };
+    let b = chosen.unwrap_or(first);
+    if let Some(t) = r.target_time {
+        // Consistency is reached at the end of a backup, and recovery to a time stops
+        // only at a later archived commit: outside the window the restore cannot work.
+        let config =
+            repo::for_backup(&state.backups, &state.state_dir, &b.repo, b.stanza.as_deref().unwrap_or_default());
+        let mgr = herd_datastores::manager_for("postgresql");
+        let window = match (config, mgr) {
+            (Some(c), Some(m)) => m.recovery_window(&c).await.map_err(|e| {
+                tracing::warn!(error = %e, "reading the recovery window failed");
+                ApiError::new(ErrorCode::Unavailable, "the backup repository could not be read")
+            })?,
+            _ => return Err(ApiError::new(ErrorCode::BackupsNotConfigured, "the backup repository is not configured")),
+        };
+        let earliest = window.as_ref().map(|w| w.earliest).into_iter().chain(chosen.and_then(|c| c.finished_at)).max();
+        match (earliest, window.map(|w| w.latest)) {
+            (Some(e), _) if t < e => errs.add(
+                "restore.target_time",
+                format!("is before the recovery window, which starts at {}", e.to_rfc3339()),
+            ),
+            (_, Some(l)) if t >= l => errs.add(
+                "restore.target_time",
+                format!(
+                    "is not before the last archived commit ({}); omit target_time to restore everything",
+                    l.to_rfc3339()
+                ),
+            ),
+            (None, _) | (_, None) => errs.add("restore.target_time", "the source has no restorable backup"),
+            _ => {}
+        }
+    }
+    Ok(Some(serde_json::json!({
+        "repo": b.repo,
+        "stanza": b.stanza,
+        "set": chosen.and_then(|b| b.label.clone()),
+        "target_time": r.target_time,
+        "source_cluster_id": r.source_cluster_id,
+    })))
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::resource("/clusters/{id}/backups").route(web::post().to(create_backup)))
+        .service(super::resource("/clusters/{id}/recovery-window").route(web::get().to(recovery_window)))
+        .service(super::resource("/backups").route(web::get().to(list_backups)))
+        .service(
+            super::resource("/backups/{id}").route(web::get().to(get_backup)).route(web::delete().to(expire_backup)),
+        );
+}
+
+/// Take a backup of a running cluster from its primary.
+#[utoipa::path(post, path = "/v1/clusters/{id}/backups", tag = "backups", params(("id" = Uuid, Path)),
+    request_body = BackupRequest, responses(
+    (status = 202, body = CreatedBackup),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn create_backup(
+    auth: Auth,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+    JsonBody(req): JsonBody<BackupRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let v = state.store.get_cluster(auth.project_id, *id).await.map_err(not_found)?;
+    let kind = state.providers.get(&v.cluster.provider).map(|p| p.kind());
+    let config = kind.and_then(|k| repo::for_new_cluster(&state.backups, &state.state_dir, k, v.cluster.id));
+    let Some(config) = config else {
+        return Err(ApiError::new(
+            ErrorCode::BackupsNotConfigured,
+            format!("no backup repository is configured for provider '{}'", v.cluster.provider),
+        ));
+    };
+    let (b, t) = state
+        .store
+        .request_backup(
+            auth.project_id,
+            *id,
+            req.backup_type.unwrap_or(BackupType::Full),
+            repo::kind_name(&config.repo),
+            &config.stanza,
+        )
+        .await
+        .map_err(not_found)?;
+    state.enqueue(t.id).await;
+    Ok(HttpResponse::Accepted().json(CreatedBackup { backup: b.into(), task_id: t.id }))
+}
+
+/// The project's backups, oldest first; `cluster_id` filters (deleted clusters too).
+#[utoipa::path(get, path = "/v1/backups", tag = "backups", params(ListBackupsQuery), responses(
+    (status = 200, body = Page<BackupDto>),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_backups(
+    auth: Auth,
+    state: web::Data<AppState>,
+    q: web::Query<ListBackupsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errs = Errors::default();
+    let cluster = q.cluster_id.as_deref().and_then(|c| errs.check("cluster_id", Uuid::parse_str(c)));
+    let (limit, cursor) = super::page_params(q.limit.as_deref(), q.cursor.as_deref(), &mut errs);
+    errs.into_result()?;
+    let page = state.store.list_backups(auth.project_id, cluster, limit, cursor).await?;
+    Ok(HttpResponse::Ok().json(Page {
+        items: page.items.into_iter().map(BackupDto::from).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+fn backup_not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::not_found("backup"),
+        e => e.into(),
+    }
+}
+
+/// Show a backup.
+#[utoipa::path(get, path = "/v1/backups/{id}", tag = "backups", params(("id" = Uuid, Path)), responses(
+    (status = 200, body = BackupDto),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn get_backup(auth: Auth, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    let b = state.store.get_backup(auth.project_id, *id).await.map_err(backup_not_found)?;
+    Ok(HttpResponse::Ok().json(BackupDto::from(b)))
+}
+
+/// Expire a backup: it is removed from the repository (with the WAL only it needed).
+#[utoipa::path(delete, path = "/v1/backups/{id}", tag = "backups", params(("id" = Uuid, Path)), responses(
+    (status = 202, body = TaskRef),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn expire_backup(
+    auth: Auth,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let t = state.store.request_expire(auth.project_id, *id).await.map_err(backup_not_found)?;
+    state.enqueue(t.id).await;
+    Ok(HttpResponse::Accepted().json(TaskRef { task_id: t.id }))
+}
+
+/// Earliest and latest restorable times of a cluster (from its backup repository).
+#[utoipa::path(get, path = "/v1/clusters/{id}/recovery-window", tag = "backups", params(("id" = Uuid, Path)),
+    responses(
+    (status = 200, body = RecoveryWindowDto),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn recovery_window(
+    auth: Auth,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let v = state.store.get_cluster(auth.project_id, *id).await.map_err(not_found)?;
+    let backups = state.store.completed_backups(auth.project_id, *id).await?;
+    let Some(b) = backups.last() else {
+        return Ok(HttpResponse::Ok().json(RecoveryWindowDto { earliest: None, latest: None }));
+    };
+    let ds = state.store.get_datastore(&v.cluster.datastore).await?;
+    let (Some(config), Some(mgr)) = (
+        repo::for_backup(&state.backups, &state.state_dir, &b.repo, b.stanza.as_deref().unwrap_or_default()),
+        herd_datastores::manager_for(&ds.manager),
+    ) else {
+        return Err(ApiError::new(ErrorCode::BackupsNotConfigured, "the backup repository is not configured"));
+    };
+    let w = mgr.recovery_window(&config).await.map_err(|e| {
+        tracing::warn!(cluster = %v.cluster.id, error = %e, "reading the recovery window failed");
+        ApiError::new(ErrorCode::Unavailable, "the backup repository could not be read")
+    })?;
+    Ok(HttpResponse::Ok()
+        .json(RecoveryWindowDto { earliest: w.as_ref().map(|w| w.earliest), latest: w.map(|w| w.latest) }))
+}

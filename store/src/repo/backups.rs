@@ -1,0 +1,213 @@
+//! Backups: requested by the API, taken and expired by tasks. A backup row outlives its
+//! cluster (it names its repository and stanza), so a deleted cluster stays restorable
+//! until its backups are expired.
+
+use herd_core::status::{BackupStatus, BackupType, TaskKind, TaskStatus};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set};
+use uuid::Uuid;
+
+use super::clusters::insert_task;
+use super::{MAX_PAGE, Page, new_id, now};
+use crate::entity::{backup, cluster, task};
+use crate::{Store, StoreError};
+
+/// What a finished backup recorded.
+pub struct BackupResult {
+    pub label: String,
+    pub size_bytes: i64,
+    pub repo_size_bytes: i64,
+    pub wal_start: String,
+    pub wal_stop: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Store {
+    /// A new backup row and the task that takes it. The cluster must be running with no
+    /// other task open on it (409 otherwise).
+    pub async fn request_backup(
+        &self,
+        project_id: Uuid,
+        cluster_id: Uuid,
+        kind: BackupType,
+        repo: &str,
+        stanza: &str,
+    ) -> Result<(backup::Model, task::Model), StoreError> {
+        let tx = self.write_tx().await?;
+        let c = cluster::Entity::find_by_id(cluster_id)
+            .filter(cluster::Column::ProjectId.eq(project_id))
+            .one(&tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        self.check_ready(&tx, &c).await?;
+        let t = insert_task(&tx, project_id, cluster_id, TaskKind::Backup).await?;
+        let ts = now();
+        let b = backup::ActiveModel {
+            id: Set(new_id()),
+            project_id: Set(project_id),
+            cluster_id: Set(cluster_id),
+            backup_type: Set(kind),
+            status: Set(BackupStatus::New),
+            label: Set(None),
+            size_bytes: Set(None),
+            repo_size_bytes: Set(None),
+            wal_start: Set(None),
+            wal_stop: Set(None),
+            started_at: Set(None),
+            finished_at: Set(None),
+            repo: Set(repo.to_owned()),
+            stanza: Set(Some(stanza.to_owned())),
+            task_id: Set(Some(t.id)),
+            error: Set(None),
+            created_at: Set(ts),
+            updated_at: Set(ts),
+        }
+        .insert(&tx)
+        .await?;
+        let mut am = t.into_active_model();
+        am.payload = Set(serde_json::json!({ "input": { "backup_id": b.id } }));
+        let t = am.update(&tx).await?;
+        self.add_event(&tx, project_id, cluster_id, Some(t.id), "info", None, &format!("{kind} backup requested"))
+            .await?;
+        tx.commit().await?;
+        Ok((b, t))
+    }
+
+    pub async fn list_backups(
+        &self,
+        project_id: Uuid,
+        cluster_id: Option<Uuid>,
+        limit: u64,
+        cursor: Option<Uuid>,
+    ) -> Result<Page<backup::Model>, StoreError> {
+        let mut q = backup::Entity::find().filter(backup::Column::ProjectId.eq(project_id));
+        if let Some(c) = cluster_id {
+            q = q.filter(backup::Column::ClusterId.eq(c));
+        }
+        if let Some(c) = cursor {
+            q = q.filter(backup::Column::Id.gt(c));
+        }
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut rows = q.order_by_asc(backup::Column::Id).limit(limit + 1).all(&self.db).await?;
+        let next_cursor = if rows.len() as u64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|b| b.id)
+        } else {
+            None
+        };
+        Ok(Page { items: rows, next_cursor })
+    }
+
+    pub async fn get_backup(&self, project_id: Uuid, id: Uuid) -> Result<backup::Model, StoreError> {
+        backup::Entity::find_by_id(id)
+            .filter(backup::Column::ProjectId.eq(project_id))
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Completed backups of a cluster (which may be deleted), oldest first.
+    pub async fn completed_backups(
+        &self,
+        project_id: Uuid,
+        cluster_id: Uuid,
+    ) -> Result<Vec<backup::Model>, StoreError> {
+        Ok(backup::Entity::find()
+            .filter(backup::Column::ProjectId.eq(project_id))
+            .filter(backup::Column::ClusterId.eq(cluster_id))
+            .filter(backup::Column::Status.eq(BackupStatus::Completed))
+            .order_by_asc(backup::Column::Id)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Queues the removal of a completed backup from its repository.
+    pub async fn request_expire(&self, project_id: Uuid, id: Uuid) -> Result<task::Model, StoreError> {
+        let tx = self.write_tx().await?;
+        let b = backup::Entity::find_by_id(id)
+            .filter(backup::Column::ProjectId.eq(project_id))
+            .one(&tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        // Expired already: the task that expired it answers again.
+        if b.status == BackupStatus::Expired
+            && let Some(t) = b.task_id
+            && let Some(t) = task::Entity::find_by_id(t).one(&tx).await?
+        {
+            tx.commit().await?;
+            return Ok(t);
+        }
+        if b.status != BackupStatus::Completed {
+            return Err(StoreError::conflict(
+                "invalid_state",
+                format!("backup {} is {}; only a completed backup can be expired", b.id, b.status),
+            ));
+        }
+        if let Some(open) = task::Entity::find()
+            .filter(task::Column::Kind.eq(TaskKind::ExpireBackup))
+            .filter(task::Column::Status.is_in([TaskStatus::Queued, TaskStatus::Running]))
+            .filter(task::Column::ClusterId.eq(b.cluster_id))
+            .one(&tx)
+            .await?
+            && open.payload["input"]["backup_id"] == serde_json::json!(id)
+        {
+            tx.commit().await?;
+            return Ok(open);
+        }
+        let mut t = insert_task(&tx, project_id, b.cluster_id, TaskKind::ExpireBackup).await?;
+        let mut am = t.clone().into_active_model();
+        am.payload = Set(serde_json::json!({ "input": { "backup_id": id } }));
+        t = am.update(&tx).await?;
+        let mut bm = b.into_active_model();
+        bm.task_id = Set(Some(t.id));
+        bm.updated_at = Set(now());
+        bm.update(&tx).await?;
+        tx.commit().await?;
+        Ok(t)
+    }
+
+    pub async fn backup_by_id(&self, id: Uuid) -> Result<backup::Model, StoreError> {
+        backup::Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound)
+    }
+
+    /// Moves a backup to `to` (refused unless `BackupStatus::can_become` allows it),
+    /// recording the result or the error.
+    pub async fn set_backup_status(
+        &self,
+        id: Uuid,
+        to: BackupStatus,
+        result: Option<BackupResult>,
+        error: Option<&str>,
+    ) -> Result<backup::Model, StoreError> {
+        let b = self.backup_by_id(id).await?;
+        if b.status == to {
+            return Ok(b);
+        }
+        if !b.status.can_become(to) {
+            return Err(StoreError::conflict(
+                "invalid_state",
+                format!("backup {id} is {} and cannot become {to}", b.status),
+            ));
+        }
+        let mut am = b.into_active_model();
+        am.status = Set(to);
+        if to == BackupStatus::Running {
+            am.started_at = Set(Some(now()));
+        }
+        if let Some(r) = result {
+            am.label = Set(Some(r.label));
+            am.size_bytes = Set(Some(r.size_bytes));
+            am.repo_size_bytes = Set(Some(r.repo_size_bytes));
+            am.wal_start = Set(Some(r.wal_start));
+            am.wal_stop = Set(Some(r.wal_stop));
+            am.started_at = Set(Some(r.started_at));
+            am.finished_at = Set(Some(r.finished_at));
+        }
+        if let Some(e) = error {
+            am.error = Set(Some(e.to_owned()));
+            am.finished_at = Set(Some(now()));
+        }
+        am.updated_at = Set(now());
+        Ok(am.update(&self.db).await?)
+    }
+}
