@@ -392,6 +392,11 @@ pub trait Manager: Send + Sync {
     /// Removes a stopped node's DCS member and HA-agent state from the cluster.
     /// `cluster.members` no longer lists it. Idempotent.
     async fn remove_member(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
+    /// Keeps the DCS's own leader off the member named `primary`, so that losing the
+    /// primary's node does not also cost a DCS election (which renews the leader
+    /// key's lease and delays failover). Returns the member now leading the DCS when
+    /// it moved leadership.
+    async fn place_dcs_leader(&self, cluster: &ClusterSpec, primary: &str) -> Result<Option<String>, ManagerError>;
 
     // ---- backups (cluster.backup must be Some) ----
 

@@ -198,6 +198,20 @@ struct Drill {
 async fn drill(env: &Env, api: &str, token: &str, id: &str) -> Drill {
     let c = get(env, api, token, id).await;
     let old = node(&c, "primary").clone();
+    // Herd keeps etcd's leader off the primary's node, so the crash below costs no
+    // etcd election (which would renew the primary's leader key for another ttl).
+    let addrs: Vec<String> =
+        c["nodes"].as_array().unwrap().iter().map(|n| n["address"].as_str().unwrap().to_owned()).collect();
+    let primary_addr = old["address"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let leader = etcd_leader(&addrs).await;
+        if leader.as_ref().is_some_and(|l| *l != primary_addr) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "etcd leader {leader:?} still on the primary {primary_addr}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let (uri, password) = credentials(env, api, token, id).await;
     psql(&uri, &password, "create table if not exists w (id bigint primary key)").unwrap();
     let writer = Writer::start(uri.clone(), password.clone());
@@ -551,6 +565,22 @@ async fn actions_hooks_parameters_and_replicas() {
     let t = env.wait_task(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(t["status"], "succeeded", "{t}");
     assert!(env.servers().is_empty());
+}
+
+/// The address of the node whose etcd member leads etcd.
+async fn etcd_leader(addrs: &[String]) -> Option<String> {
+    let http = reqwest::Client::new();
+    let mut leader = None;
+    let mut ids = Vec::new();
+    for a in addrs {
+        let url = format!("http://{a}:2379/v3/maintenance/status");
+        let Ok(r) = http.post(&url).json(&json!({})).send().await else { continue };
+        let Ok(v) = r.json::<Value>().await else { continue };
+        leader = leader.or_else(|| v["leader"].as_str().map(str::to_owned));
+        ids.push((a.clone(), v["header"]["member_id"].as_str().unwrap_or_default().to_owned()));
+    }
+    let leader = leader?;
+    ids.into_iter().find(|(_, id)| *id == leader).map(|(a, _)| a)
 }
 
 /// The pid of the process listening on `addr:port` (from `ss`).

@@ -32,6 +32,8 @@ struct Watch {
     /// Nodes whose server the provider no longer knows.
     gone: HashSet<Uuid>,
     last_reconcile: Instant,
+    /// When the DCS leader's placement was last checked.
+    last_placement: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -198,7 +200,7 @@ pub(crate) async fn observe_and_record(
     c: &cluster::Model,
     spec: &ClusterSpec,
     gone: &HashSet<Uuid>,
-) -> Result<(HealthChange, bool), StoreError> {
+) -> Result<(HealthChange, bool, Option<String>), StoreError> {
     let health = mgr.health(spec).await.unwrap_or_default();
     let nodes = ctx.store.nodes_of(c.id).await?;
     // A member whose agent does not answer: the provider tells a powered-off server
@@ -217,7 +219,7 @@ pub(crate) async fn observe_and_record(
     }
     let (obs, leader, healthy) = observations(&nodes, &health, gone, &powered_off);
     let change = ctx.store.record_health(c.id, &obs, leader, healthy).await?;
-    Ok((change, healthy))
+    Ok((change, healthy, health.leader))
 }
 
 fn name_of(nodes: &[node::Model], id: Uuid) -> String {
@@ -239,12 +241,44 @@ async fn check(ctx: &Arc<Ctx>, state: &Arc<Mutex<State>>, c: cluster::Model) -> 
             let spec = Arc::new(spec);
             state.lock().await.watches.insert(
                 c.id,
-                Watch { fingerprint: fp, spec: spec.clone(), gone: gone.clone(), last_reconcile: Instant::now() },
+                Watch {
+                    fingerprint: fp,
+                    spec: spec.clone(),
+                    gone: gone.clone(),
+                    last_reconcile: Instant::now(),
+                    last_placement: None,
+                },
             );
             (spec, gone)
         }
     };
-    let (change, healthy) = observe_and_record(ctx, mgr.as_ref(), &c, &spec, &gone).await.map_err(|e| e.to_string())?;
+    let (change, healthy, leader) =
+        observe_and_record(ctx, mgr.as_ref(), &c, &spec, &gone).await.map_err(|e| e.to_string())?;
+    // With three or more members, keep etcd's leader off the primary's node: losing
+    // both at once costs an etcd election that renews the leader key (~one ttl more).
+    if let Some(leader) = leader.filter(|_| healthy && spec.members.len() >= 3 && c.status != ClusterStatus::Updating) {
+        let due = {
+            let mut st = state.lock().await;
+            let every = Duration::from_secs(ctx.settings.reconcile_interval_secs);
+            match st.watches.get_mut(&c.id) {
+                Some(w) if change.primary.is_some() || w.last_placement.is_none_or(|t| t.elapsed() >= every) => {
+                    w.last_placement = Some(Instant::now());
+                    true
+                }
+                _ => false,
+            }
+        };
+        if due {
+            match mgr.place_dcs_leader(&spec, &leader).await {
+                Ok(Some(to)) => {
+                    let msg = format!("etcd leadership moved from {leader} (the primary's node) to {to}");
+                    let _ = store.log_event(&c, None, "info", Some("dcs_leader"), &msg).await;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(cluster = %c.name, error = %e, "placing the etcd leader failed"),
+            }
+        }
+    }
     if let Some((from, to)) = change.status {
         let (level, msg) = match to {
             ClusterStatus::Degraded => ("warn", "cluster is degraded: not every node is healthy".to_owned()),

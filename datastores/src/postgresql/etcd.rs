@@ -135,6 +135,69 @@ pub async fn remove(http: &Http, cluster: &ClusterSpec, node: &NodeSpec) -> Resu
     Err(gateway_error(path, status, &text))
 }
 
+#[derive(Debug, Deserialize)]
+struct Status {
+    #[serde(default)]
+    header: StatusHeader,
+    /// The leader's member id (uint64 as a string).
+    #[serde(default)]
+    leader: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct StatusHeader {
+    #[serde(default)]
+    member_id: String,
+}
+
+/// Moves etcd's leadership away from the member named `avoid` (the database
+/// primary's node), to another member that answers. Returns the new leader's name, or
+/// None when `avoid` did not lead. Why: when the primary's node dies and it also led
+/// etcd, the new etcd leader renews every lease, the primary's leader key included,
+/// and the failover waits about one more ttl.
+pub async fn move_leader_off(http: &Http, cluster: &ClusterSpec, avoid: &str) -> Result<Option<String>, ManagerError> {
+    let path = "/v3/maintenance/status";
+    let mut answering = Vec::new();
+    let mut leader_id = None;
+    for m in &cluster.members {
+        if let Ok((200, text)) = http
+            .send_json(reqwest::Method::POST, &client_url(m.address, path), &serde_json::json!({}), None, None)
+            .await
+            && let Ok(s) = serde_json::from_str::<Status>(&text)
+        {
+            if !s.leader.is_empty() && s.leader != "0" {
+                leader_id.get_or_insert(s.leader.clone());
+            }
+            answering.push((m, s.header.member_id));
+        }
+    }
+    let Some(leader_id) = leader_id else { return Ok(None) };
+    let Some((leader, _)) = answering.iter().find(|(_, id)| *id == leader_id) else { return Ok(None) };
+    if leader.name != avoid {
+        return Ok(None);
+    }
+    let Some((target, target_id)) = answering.iter().find(|(m, id)| m.name != avoid && !id.is_empty()) else {
+        return Ok(None);
+    };
+    // MoveLeader must be asked of the current leader.
+    let path = "/v3/maintenance/transfer-leadership";
+    let (status, text) = http
+        .send_json(
+            reqwest::Method::POST,
+            &client_url(leader.address, path),
+            &serde_json::json!({ "targetID": target_id }),
+            None,
+            None,
+        )
+        .await
+        .map_err(ManagerError::Transient)?;
+    if status != 200 {
+        return Err(gateway_error(path, status, &text));
+    }
+    tracing::info!(cluster = %cluster.name, from = %avoid, to = %target.name, "etcd leadership moved off the primary");
+    Ok(Some(target.name.clone()))
+}
+
 /// Deletes one key (absent is success).
 pub async fn delete_key(
     http: &Http,

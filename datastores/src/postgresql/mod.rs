@@ -590,6 +590,10 @@ impl Manager for PostgresManager {
         self.remove_member_impl(cluster, node).await
     }
 
+    async fn place_dcs_leader(&self, cluster: &ClusterSpec, primary: &str) -> Result<Option<String>, ManagerError> {
+        etcd::move_leader_off(self.http()?, cluster, primary).await
+    }
+
     async fn init_backups(&self, cluster: &ClusterSpec) -> Result<(), ManagerError> {
         self.init_backups_impl(cluster).await
     }
