@@ -77,7 +77,7 @@ async fn observe(b: &Build<'_>) -> Result<(), StepError> {
 pub async fn run_action(job: &Job) -> Result<(), StepError> {
     let b = Build::load(job).await?;
     let inp: ActionInput = input(job).await?;
-    let (spec, nodes) = running_spec(&b).await?;
+    let (spec, _) = running_spec(&b).await?;
     let mgr = b.manager.as_ref();
     let c = &b.cluster;
     let targets: Vec<&NodeSpec> = match inp.node_id {
@@ -129,7 +129,7 @@ pub async fn run_action(job: &Job) -> Result<(), StepError> {
                 Some(id) => Some(member(&spec, id)?.name.clone()),
                 None => None,
             };
-            promote(&b, &spec, &nodes, inp.action, candidate.as_deref()).await?;
+            promote(&b, &spec, inp.action, candidate.as_deref()).await?;
         }
         ActionKind::Reinitialize => {
             let m = member(&spec, inp.node_id.ok_or_else(|| StepError::failed("invalid_task_input", "no node"))?)?;
@@ -146,35 +146,28 @@ pub async fn run_action(job: &Job) -> Result<(), StepError> {
 async fn promote(
     b: &Build<'_>,
     spec: &ClusterSpec,
-    nodes: &[node::Model],
     kind: ActionKind,
     candidate: Option<&str>,
 ) -> Result<String, StepError> {
     let (job, c, mgr) = (b.job, &b.cluster, b.manager.as_ref());
     let old = mgr.health(spec).await?.leader;
-    // Herd's own priority picks the candidate when none is named (Patroni 3.0 has no
-    // priority tag): eligible, then highest priority; the manager breaks ties by lag.
-    let candidate = candidate.map(str::to_owned).or_else(|| best_candidate(spec, nodes, old.as_deref()));
+    // Without a named candidate the manager picks one (eligible, the sync standby in
+    // synchronous mode, highest priority, least lag): the pre hook does not know it yet.
     let step = kind.as_str();
-    let ev = |phase_to: Option<String>| (old.clone(), phase_to);
-    let (from, to_hint) = ev(candidate.clone());
     hooks::call(
         &job.ctx,
         Phase::Pre,
-        HookEvent { cluster: c, kind: step, from: from.as_deref(), to: to_hint.as_deref(), task_id: Some(job.task.id) },
+        HookEvent { cluster: c, kind: step, from: old.as_deref(), to: candidate, task_id: Some(job.task.id) },
     )
     .await;
     let new = job
         .step(c, CLUSTER, "cluster", step, || async {
             Ok(match kind {
                 ActionKind::Failover => {
-                    mgr.failover(
-                        spec,
-                        candidate.as_deref().ok_or_else(|| StepError::failed("no_candidate", "no candidate"))?,
-                    )
-                    .await?
+                    mgr.failover(spec, candidate.ok_or_else(|| StepError::failed("no_candidate", "no candidate"))?)
+                        .await?
                 }
-                _ => mgr.switchover(spec, candidate.as_deref()).await?,
+                _ => mgr.switchover(spec, candidate).await?,
             })
         })
         .await?;
@@ -204,17 +197,6 @@ async fn promote(
     Ok(new)
 }
 
-/// The replica Herd prefers: failover-eligible, highest priority. None lets the
-/// manager pick by lag among equals.
-fn best_candidate(spec: &ClusterSpec, nodes: &[node::Model], leader: Option<&str>) -> Option<String> {
-    let eligible: Vec<&NodeSpec> =
-        spec.members.iter().filter(|m| Some(m.name.as_str()) != leader && !m.tags.no_failover).collect();
-    let top = eligible.iter().map(|m| m.tags.priority).max()?;
-    let best: Vec<&&NodeSpec> = eligible.iter().filter(|m| m.tags.priority == top).collect();
-    // Only decide when priority actually singles one out; otherwise lag decides.
-    if best.len() == 1 && nodes.iter().any(|n| n.priority > 0) { Some(best[0].name.clone()) } else { None }
-}
-
 /// Restarts `names` with one switchover at most: replicas first, then the primary's
 /// role moves to a restarted replica, then the old primary restarts.
 async fn rolling_restart(b: &Build<'_>, spec: &ClusterSpec, names: &[String]) -> Result<(), StepError> {
@@ -229,8 +211,7 @@ async fn rolling_restart(b: &Build<'_>, spec: &ClusterSpec, names: &[String]) ->
     let Some(leader) = leader.filter(|l| names.contains(l)) else { return Ok(()) };
     let old = spec.members.iter().find(|m| m.name == leader).ok_or_else(|| StepError::Transient("no leader".into()))?;
     if spec.members.len() > 1 {
-        let nodes = job.ctx.store.nodes_of(c.id).await?;
-        promote(b, spec, &nodes, ActionKind::Switchover, None).await?;
+        promote(b, spec, ActionKind::Switchover, None).await?;
     }
     job.step(c, &old.node_id.to_string(), &format!("node {}", old.name), "restart", || async {
         Ok(mgr.restart_node(spec, old).await?)
@@ -471,11 +452,6 @@ pub async fn run_replace_node(job: &Job) -> Result<(), StepError> {
             }
         }
     };
-    let was_primary = b.cluster.primary_node_id == Some(id);
-    if was_primary {
-        // Patroni has already promoted a replica; the dead node is a former primary.
-        tracing::info!(cluster = %b.cluster.name, "replacing the former primary");
-    }
     if let Some(n) = store.nodes_of(b.cluster.id).await?.into_iter().find(|n| n.id == id)
         && n.status != NodeStatus::Deleting
     {

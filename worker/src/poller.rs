@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::Ctx;
 use crate::hooks::{self, HookEvent, Phase};
-use crate::spec::{cluster_spec, node_spec};
+use crate::spec::{cluster_spec, node_spec_of};
 
 /// What the poller keeps between rounds for one cluster.
 struct Watch {
@@ -124,7 +124,7 @@ pub(crate) async fn member_spec(
                     gone.insert(n.id);
                 }
                 Err(e) => return Err(e.to_string()),
-                Ok(_) => specs.push(node_spec(provider.as_ref(), n, v, &key).await.map_err(|e| format!("{e:?}"))?),
+                Ok(server) => specs.push(node_spec_of(&server, n, v, &key).map_err(|e| format!("{e:?}"))?),
             },
             None => {
                 gone.insert(n.id);

@@ -51,7 +51,17 @@ pub async fn node_spec(
         .as_deref()
         .ok_or_else(|| StepError::failed("internal_error", format!("node {} has no server", n.name)))?;
     let server = provider.get_server(server_ref).await?;
-    let ssh = ssh_target(&server, key, n.host_key.clone())?;
+    node_spec_of(&server, n, vol, key)
+}
+
+/// The spec of a node whose server the caller has already looked up.
+pub fn node_spec_of(
+    server: &ServerInfo,
+    n: &node::Model,
+    vol: Option<&volume::Model>,
+    key: &SecretString,
+) -> Result<NodeSpec, StepError> {
+    let ssh = ssh_target(server, key, n.host_key.clone())?;
     Ok(NodeSpec {
         node_id: n.id,
         name: n.name.clone(),

@@ -579,7 +579,7 @@ async fn newest_commit(config: &BackupConfig, scratch: &Scratch, archive_id: &st
 
 impl PostgresManager {
     /// The member Patroni lists as leader.
-    async fn leader_node(&self, cluster: &ClusterSpec) -> Result<NodeSpec, ManagerError> {
+    pub(super) async fn leader_node(&self, cluster: &ClusterSpec) -> Result<NodeSpec, ManagerError> {
         let patroni::Observed { health, errors, .. } = self.http()?.observe(cluster).await;
         let leader = health.leader.clone().ok_or_else(|| {
             ManagerError::Transient(format!(

@@ -482,19 +482,9 @@ impl Manager for PostgresManager {
     async fn set_admin_password(&self, cluster: &ClusterSpec) -> Result<(), ManagerError> {
         let script =
             sql::admin_password_script(&cluster.secrets.admin_user, cluster.secrets.admin_password.expose_secret())?;
-        let patroni::Observed { health, errors, .. } = self.http()?.observe(cluster).await;
-        let leader = health.leader.clone().ok_or_else(|| {
-            ManagerError::Transient(format!(
-                "cluster {} has no leader: {}{}",
-                cluster.name,
-                patroni::summary(&health),
-                errors.last().map(|e| format!(" (last error: {e})")).unwrap_or_default()
-            ))
-        })?;
-        let node = cluster.members.iter().find(|m| m.name == leader).ok_or_else(|| {
-            ManagerError::Transient(format!("leader {leader} is not a member of cluster {}", cluster.name))
-        })?;
-        let l = Layout::new(cluster, node)?;
+        let node = self.leader_node(cluster).await?;
+        let leader = node.name.clone();
+        let l = Layout::new(cluster, &node)?;
         // Peer authentication over this server's own socket: no password needed,
         // and the SQL (which holds one) goes through stdin.
         let cmd = day2::psql_command(&l);
