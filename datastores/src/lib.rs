@@ -179,6 +179,9 @@ pub struct ClusterSpec {
     pub backup: Option<BackupConfig>,
     /// Bootstrap the cluster from another cluster's backup instead of initdb.
     pub restore: Option<RestoreSource>,
+    /// The newest timeline Herd has seen in this cluster (0: none). A forced
+    /// promotion picks a timeline above it, whatever its candidate knows.
+    pub newest_timeline: i64,
 }
 
 /// A pgBackRest repository.
@@ -281,6 +284,9 @@ pub struct NodeHealth {
     pub lag_bytes: Option<i64>,
     /// PostgreSQL runs with settings that take effect only after a restart.
     pub pending_restart: bool,
+    /// Recorded by the HA agent as a synchronous standby (Patroni's `/sync` key): in
+    /// synchronous mode only such a member is promoted automatically.
+    pub sync_standby: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -300,6 +306,15 @@ impl ClusterHealth {
                 NodeRole::Replica => n.state == "streaming",
                 NodeRole::Unknown => false,
             })
+    }
+
+    /// A streaming replica is recorded as synchronous standby, so the primary's loss
+    /// is covered by an automatic failover without losing acknowledged commits. In
+    /// synchronous mode a cluster with replicas is only healthy then: right after a
+    /// promotion the new primary has none for a few seconds, and if it dies then, no
+    /// replica is allowed to take over.
+    pub fn has_sync_standby(&self) -> bool {
+        self.nodes.iter().any(|n| n.sync_standby && n.role == NodeRole::Replica && n.state == "streaming")
     }
 }
 
@@ -374,9 +389,11 @@ pub trait Manager: Send + Sync {
     /// Planned handover from the current primary to `candidate` (a member name), or
     /// to the best eligible replica; returns the new primary once it accepts writes.
     async fn switchover(&self, cluster: &ClusterSpec, candidate: Option<&str>) -> Result<String, ManagerError>;
-    /// Forced promotion of `candidate`, whatever the current primary's state; returns
-    /// once it accepts writes.
-    async fn failover(&self, cluster: &ClusterSpec, candidate: &str) -> Result<String, ManagerError>;
+    /// Forced promotion of `candidate`, whatever the current primary's state, or with
+    /// None of the most advanced running replica (newest timeline, then furthest WAL
+    /// position: it holds every commit any other replica has); returns the new
+    /// primary once it accepts writes.
+    async fn failover(&self, cluster: &ClusterSpec, candidate: Option<&str>) -> Result<String, ManagerError>;
     /// Throws away a replica's data and clones it again from the primary; returns once
     /// it streams.
     async fn reinitialize(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;

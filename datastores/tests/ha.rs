@@ -257,7 +257,7 @@ fn three_node_cluster_day2_operations() {
     let sync = eventually("a synchronous standby", Duration::from_secs(20), || {
         members_with_role(&fx, &c, "sync_standby").into_iter().next()
     });
-    let promoted = timed("failover", || block(&fx, m.failover(&c, &sync))).expect("failover");
+    let promoted = timed("failover", || block(&fx, m.failover(&c, Some(&sync)))).expect("failover");
     assert_eq!(promoted, sync);
     let primary_addr = node(&c, &sync).address.to_string();
     admin_sql(&primary_addr, "INSERT INTO kept VALUES (3, 'after failover')");

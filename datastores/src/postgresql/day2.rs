@@ -10,7 +10,7 @@ use super::layout::{PATRONI_PORT, PG_PORT};
 use super::patroni::{Observed, StatusView};
 use super::{Layout, PostgresManager, as_user, etcd, params, render, sql};
 use crate::shell::quote;
-use crate::ssh::with_session;
+use crate::ssh::{Upload, with_session};
 use crate::{ClusterSpec, ManagerError, NodeSpec, ParameterInfo};
 use herd_core::status::NodeRole;
 use reqwest::Method;
@@ -27,6 +27,9 @@ const HANDOVER_TIMEOUT: Duration = Duration::from_secs(120);
 /// A replica clone (pg_basebackup) of a large database takes a while.
 const REINIT_TIMEOUT: Duration = Duration::from_secs(900);
 const POLL: Duration = Duration::from_millis(250);
+/// How long a promotion waits for the new primary's synchronous standby to be
+/// recorded (Patroni: a loop to see the replica stream, two seconds to confirm it).
+const PROTECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many times a `PATCH /config` that lost a race (409) is retried at once.
 const PATCH_ATTEMPTS: usize = 5;
 
@@ -64,6 +67,36 @@ fn serving(seen: &Observed, name: &str) -> bool {
 /// A member whose PostgreSQL runs at all (a replica streaming or not).
 fn running(seen: &Observed, name: &str) -> bool {
     seen.health.nodes.iter().any(|n| n.name == name && matches!(n.state.as_str(), "running" | "streaming"))
+}
+
+/// Timeline history files for timelines 2 up to one beyond the newest known (from
+/// Patroni's `/history` entries and `newest_seen`). Entry `[parent, lsn, reason,
+/// ...]` says timeline `parent` ended at `lsn`; the file of timeline N lists every
+/// known entry whose parent is below N, as `parent<TAB>X/Y<TAB>reason` lines. A file
+/// beyond what is known only needs to exist (PostgreSQL reads the history of the
+/// timeline it recovers on, not of the ones it skips).
+fn history_files(entries: &[Vec<serde_json::Value>], newest_seen: i64) -> Vec<(i64, String)> {
+    let mut lines: Vec<(i64, String)> = entries
+        .iter()
+        .filter_map(|e| {
+            let parent = e.first()?.as_i64()?;
+            let lsn = e.get(1)?.as_u64()?;
+            let reason = e.get(2).and_then(|r| r.as_str()).unwrap_or("").replace(['\n', '\t'], " ");
+            Some((parent, format!("{parent}\t{:X}/{:X}\t{reason}\n", lsn >> 32, lsn & 0xffff_ffff)))
+        })
+        .collect();
+    lines.sort_by_key(|(p, _)| *p);
+    let newest = lines.last().map_or(1, |(p, _)| p + 1).max(newest_seen);
+    (2..=newest + 1)
+        .map(|tl| (tl, lines.iter().filter(|(p, _)| *p < tl).map(|(_, l)| l.as_str()).collect::<String>()))
+        .collect()
+}
+
+/// Of (timeline, WAL position, priority, member) candidates, the one to promote:
+/// newest timeline, then furthest WAL, then highest priority, then first by name.
+fn pick_most_advanced(mut ranked: Vec<(i64, u64, u8, &NodeSpec)>) -> Option<String> {
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)).then(a.3.name.cmp(&b.3.name)));
+    ranked.first().map(|r| r.3.name.clone())
 }
 
 /// Checks user parameters against the rules (see `params`); every problem at once.
@@ -662,12 +695,22 @@ impl PostgresManager {
         tracing::info!(cluster = %cluster.name, from = %leader, to = %candidate, "switchover");
         self.handover(cluster, &via, "/switchover", body, &candidate).await?;
         self.wait_writable(cluster, &candidate, HANDOVER_TIMEOUT).await?;
+        self.wait_protected(cluster, &candidate).await;
         Ok(candidate)
     }
 
-    pub(super) async fn failover_impl(&self, cluster: &ClusterSpec, candidate: &str) -> Result<String, ManagerError> {
+    pub(super) async fn failover_impl(
+        &self,
+        cluster: &ClusterSpec,
+        candidate: Option<&str>,
+    ) -> Result<String, ManagerError> {
         let seen = self.http()?.observe(cluster).await;
         let leader_runs = seen.health.leader.as_ref().is_some_and(|l| serving(&seen, l));
+        let candidate = match candidate {
+            Some(c) => c.to_owned(),
+            None => self.most_advanced(cluster, &seen).await?,
+        };
+        let candidate = candidate.as_str();
         // With a live leader Patroni only hands over to a synchronous standby.
         if Self::check_candidate(cluster, &seen, candidate, cluster.synchronous && leader_runs)? {
             self.wait_writable(cluster, candidate, HANDOVER_TIMEOUT).await?;
@@ -680,12 +723,115 @@ impl PostgresManager {
             )));
         }
         let node = member(cluster, candidate)?;
+        if !leader_runs {
+            self.share_timelines(cluster, node).await?;
+        }
         let mut via = vec![node];
         via.extend(cluster.members.iter().filter(|m| m.name != candidate));
         tracing::info!(cluster = %cluster.name, to = %candidate, "failover");
         self.handover(cluster, &via, "/failover", serde_json::json!({ "candidate": candidate }), candidate).await?;
         self.wait_writable(cluster, candidate, HANDOVER_TIMEOUT).await?;
+        self.wait_protected(cluster, candidate).await;
         Ok(candidate.to_owned())
+    }
+
+    /// Before promoting a member while no leader runs: makes sure its promotion starts
+    /// a timeline nobody has used. PostgreSQL takes the timeline after the newest
+    /// contiguous history file it finds; a primary that died right after its own
+    /// promotion (its replicas never having streamed from it) may have started one
+    /// the candidate does not know, and a reused number collides in the WAL archive
+    /// and makes pg_rewind skip the rewind of that primary when it returns. So the
+    /// candidate gets every history file Patroni recorded (`/history`), and files up
+    /// to one timeline beyond the newest anyone — Patroni or Herd — has seen: the
+    /// last leader's promotion is the only one that can have gone unrecorded. The
+    /// margin costs at most a skipped timeline number.
+    async fn share_timelines(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+        let http = self.http()?;
+        let mut history = Vec::new();
+        for m in &cluster.members {
+            if let Ok(h) = http.get_json::<Vec<Vec<serde_json::Value>>>(&api(m, "/history")).await {
+                history = h;
+                break;
+            }
+        }
+        let own = self.member_status(node).await?.timeline.unwrap_or(1);
+        let files: Vec<(i64, String)> =
+            history_files(&history, cluster.newest_timeline).into_iter().filter(|(tl, _)| *tl > own).collect();
+        let l = Layout::new(cluster, node)?;
+        let wal = format!("{}/pg_wal", l.data_dir);
+        let name = node.name.clone();
+        // Only files the member lacks: the ones it has are its own lineage's.
+        with_session(&node.ssh, move |s| {
+            let mut missing = Vec::new();
+            for (tl, body) in &files {
+                let path = format!("{wal}/{tl:08X}.history");
+                if !s.exists(&path)? {
+                    missing.push((path, body));
+                }
+            }
+            if missing.is_empty() {
+                return Ok(());
+            }
+            tracing::info!(node = %name, from = own, files = missing.len(), "timeline history written before a failover");
+            let uploads: Vec<Upload<'_>> = missing
+                .iter()
+                .map(|(path, body)| Upload { path, bytes: body.as_bytes(), mode: 0o600, owner: "postgres:postgres" })
+                .collect();
+            s.upload_all(&uploads)
+        })
+        .await
+    }
+
+    /// The running replica that may be promoted (not `no_failover`) and holds the
+    /// most: the newest timeline first (a member still on an older one may hold WAL
+    /// the newer primary never had, which is not ahead), then the furthest WAL
+    /// position, then priority and name.
+    async fn most_advanced(&self, cluster: &ClusterSpec, seen: &Observed) -> Result<String, ManagerError> {
+        let leader = seen.health.leader.as_deref().filter(|l| serving(seen, l));
+        let mut ranked = Vec::new();
+        for m in cluster.members.iter().filter(|m| !m.tags.no_failover && Some(m.name.as_str()) != leader) {
+            if !running(seen, &m.name) {
+                continue;
+            }
+            match self.member_status(m).await {
+                Ok(st) if matches!(st.role.as_deref(), Some("replica" | "standby")) => {
+                    ranked.push((st.timeline.unwrap_or(0), st.wal_position().unwrap_or(0), m.tags.priority, m))
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(node = %m.name, error = %e, "failover: member status unknown"),
+            }
+        }
+        pick_most_advanced(ranked).ok_or_else(|| {
+            ManagerError::Transient(format!(
+                "no replica of {} that may be promoted is running: {}",
+                cluster.name,
+                super::patroni::summary(&seen.health)
+            ))
+        })
+    }
+
+    /// After a promotion in synchronous mode, waits (bounded) until the new primary
+    /// has a synchronous standby recorded, when a replica runs that could be one:
+    /// until then its loss could not be covered by an automatic failover. Not an
+    /// error when it takes longer: the health poller shows the cluster degraded.
+    async fn wait_protected(&self, cluster: &ClusterSpec, primary: &str) {
+        if !cluster.synchronous || cluster.members.len() < 2 {
+            return;
+        }
+        let Ok(http) = self.http() else { return };
+        let deadline = Instant::now() + PROTECT_TIMEOUT;
+        loop {
+            let seen = http.observe(cluster).await;
+            let others_run = seen.health.nodes.iter().any(|n| n.name != primary && running(&seen, &n.name));
+            if !others_run || seen.is_ready(cluster) || seen.health.has_sync_standby() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(cluster = %cluster.name, %primary, "no synchronous standby recorded yet");
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     pub(super) async fn reinitialize_impl(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
@@ -872,6 +1018,7 @@ mod tests {
                 timeline: Some(1),
                 lag_bytes: *lag,
                 pending_restart: false,
+                sync_standby: sync.contains(n),
             })
             .collect::<Vec<_>>();
         let leader = nodes.iter().find(|n| n.role == NodeRole::Primary).map(|n| n.name.clone());
@@ -974,5 +1121,36 @@ mod tests {
         assert!(!gone.picked_up(&r));
         let r = report(&[], &[("statement_timeout", "0", false)], 12.0, 11.0);
         assert!(gone.picked_up(&r));
+    }
+
+    #[test]
+    fn most_advanced_prefers_timeline_then_wal_then_priority() {
+        let c = cluster(&[(false, 0), (false, 0), (false, 9)]);
+        let [a, b, p] = [&c.members[0], &c.members[1], &c.members[2]];
+        // A member left on an older timeline is never "ahead", whatever its position.
+        assert_eq!(pick_most_advanced(vec![(2, 900, 0, a), (3, 100, 0, b)]).as_deref(), Some("orders-1"));
+        assert_eq!(pick_most_advanced(vec![(3, 900, 0, a), (3, 100, 0, b)]).as_deref(), Some("orders-0"));
+        assert_eq!(pick_most_advanced(vec![(3, 100, 0, a), (3, 100, 9, p)]).as_deref(), Some("orders-2"));
+        assert_eq!(pick_most_advanced(vec![(3, 100, 0, b), (3, 100, 0, a)]).as_deref(), Some("orders-0"));
+        assert_eq!(pick_most_advanced(vec![]), None);
+    }
+
+    #[test]
+    fn history_files_follow_postgres_format() {
+        let h: Vec<Vec<serde_json::Value>> = serde_json::from_value(json!([
+            [1, 50331800u64, "no recovery target specified", "2026-12-01T12:00:00+00:00", "orders-1"],
+            [2, 0x1_0000_0028u64, "no recovery target specified", "2026-12-01T12:01:00+00:00", "orders-2"]
+        ]))
+        .unwrap();
+        let f = history_files(&h, 0);
+        // Timelines 2 and 3 as recorded, and 4 in case the last leader's promotion went unrecorded.
+        assert_eq!(f.iter().map(|(t, _)| *t).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!(f[0].1, "1\t0/3000098\tno recovery target specified\n");
+        assert_eq!(f[1].1, "1\t0/3000098\tno recovery target specified\n2\t1/28\tno recovery target specified\n");
+        assert_eq!(f[2].1, f[1].1);
+        // Herd saw timeline 5 that Patroni never recorded: files up to 6.
+        assert_eq!(history_files(&h, 5).last().unwrap().0, 6);
+        // Nothing recorded anywhere: timeline 2 is reserved anyway.
+        assert_eq!(history_files(&[], 0), vec![(2, String::new())]);
     }
 }

@@ -226,6 +226,7 @@ pub(crate) mod tests {
             timing: HaTiming::default(),
             backup: None,
             restore: None,
+            newest_timeline: 0,
         };
         (cluster, node)
     }

@@ -556,7 +556,7 @@ impl Manager for PostgresManager {
         self.switchover_impl(cluster, candidate).await
     }
 
-    async fn failover(&self, cluster: &ClusterSpec, candidate: &str) -> Result<String, ManagerError> {
+    async fn failover(&self, cluster: &ClusterSpec, candidate: Option<&str>) -> Result<String, ManagerError> {
         self.failover_impl(cluster, candidate).await
     }
 

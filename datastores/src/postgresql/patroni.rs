@@ -53,6 +53,27 @@ pub struct StatusView {
     pub postmaster_start_time: Option<String>,
     #[serde(default)]
     pub pending_restart: bool,
+    /// A replica's WAL positions (absent on a primary).
+    #[serde(default)]
+    pub xlog: Option<XlogView>,
+}
+
+/// A replica's WAL positions as `/patroni` reports them (byte positions).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+pub struct XlogView {
+    #[serde(default)]
+    pub received_location: Option<u64>,
+    #[serde(default)]
+    pub replayed_location: Option<u64>,
+}
+
+impl StatusView {
+    /// How far this replica's WAL goes: what it received or replayed, whichever is
+    /// further (Patroni compares candidates the same way).
+    pub fn wal_position(&self) -> Option<u64> {
+        let x = self.xlog.as_ref()?;
+        x.received_location.max(x.replayed_location)
+    }
 }
 
 /// One look at the cluster through Patroni.
@@ -70,10 +91,15 @@ pub struct Observed {
 
 impl Observed {
     /// Converged, and in synchronous mode with replicas, a synchronous standby is
-    /// in place (Patroni picks it one loop after the replicas stream).
+    /// in place: the leader streams to it synchronously and Patroni has recorded it
+    /// (its `/sync` key, a loop or two later). Only then can the primary's loss be
+    /// covered by an automatic failover.
     pub fn is_ready(&self, cluster: &ClusterSpec) -> bool {
         let n = cluster.members.len();
-        self.health.is_converged(n) && (!cluster.synchronous || n < 2 || !self.sync_standbys.is_empty())
+        self.health.is_converged(n)
+            && (!cluster.synchronous
+                || n < 2
+                || self.sync_standbys.iter().any(|s| self.sync_members.contains(s)) && self.health.has_sync_standby())
     }
 }
 
@@ -121,7 +147,15 @@ pub fn build_health(cluster: &ClusterSpec, view: Option<&ClusterView>, leader: O
             NodeRole::Primary => None,
             _ => m.lag.as_ref().and_then(serde_json::Value::as_i64),
         };
-        NodeHealth { name: m.name.clone(), role, state, timeline, lag_bytes, pending_restart: m.pending_restart }
+        NodeHealth {
+            name: m.name.clone(),
+            role,
+            state,
+            timeline,
+            lag_bytes,
+            pending_restart: m.pending_restart,
+            sync_standby: m.role == "sync_standby",
+        }
     };
     let mut nodes = Vec::new();
     for spec_member in &cluster.members {
@@ -134,6 +168,7 @@ pub fn build_health(cluster: &ClusterSpec, view: Option<&ClusterView>, leader: O
                 timeline: None,
                 lag_bytes: None,
                 pending_restart: false,
+                sync_standby: false,
             }),
         }
     }
@@ -344,7 +379,11 @@ mod tests {
         assert!(obs.is_ready(&c));
         assert!(!obs.is_ready(&sync), "synchronous mode waits for a sync standby");
         obs.sync_standbys = sync_standbys(&view, &leader);
+        assert!(!obs.is_ready(&sync), "streaming synchronously, but not recorded by Patroni yet");
+        obs.sync_members = vec!["orders-1".into()];
         assert!(obs.is_ready(&sync));
+        assert!(obs.health.has_sync_standby());
+        assert!(obs.health.nodes[1].sync_standby && !obs.health.nodes[2].sync_standby);
     }
 
     #[test]
@@ -375,6 +414,14 @@ mod tests {
             lag: None,
             pending_restart: false,
         });
+        // A replica's `/patroni` carries its WAL positions.
+        let st: StatusView = serde_json::from_str(
+            r#"{"state": "running", "role": "replica", "timeline": 3,
+                "xlog": {"received_location": 50331800, "replayed_location": 50331648, "paused": false}}"#,
+        )
+        .unwrap();
+        assert_eq!(st.wal_position(), Some(50331800));
+        assert_eq!(StatusView::default().wal_position(), None);
         let h = build_health(&c, Some(&view), None);
         assert_eq!(h.nodes.len(), 4);
         assert_eq!(h.nodes[2].name, "orders-2");

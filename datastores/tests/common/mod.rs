@@ -140,6 +140,7 @@ impl Fixture {
             timing: HaTiming::default(),
             backup: None,
             restore: None,
+            newest_timeline: 0,
         };
         (spec, servers)
     }
