@@ -60,16 +60,17 @@ H=(-H "Authorization: Bearer $token" -H "Content-Type: application/json")
 
 py() { python3 -c "$1"; }
 cluster_json() { curl -fsS "${H[@]}" "$api/v1/clusters/$id"; }
-# Status, then one line per node: ID NAME ROLE STATUS STATE ADDRESS.
+# Status, then one line per node: ID NAME ROLE STATUS STATE ADDRESS SYNC_STANDBY.
 cluster_state() {
   cluster_json | py '
 import json, sys
 c = json.load(sys.stdin)
 print(c["status"])
 for n in c["nodes"]:
-    print(n["id"], n["name"], n["role"], n["status"], n["state"], n["address"])'
+    print(n["id"], n["name"], n["role"], n["status"], n["state"], n["address"], n["sync_standby"])'
 }
-# Active, three nodes running, one primary, both replicas streaming.
+# Active, three nodes running, one primary, both replicas streaming, one of them the
+# recorded synchronous standby (until then the primary's loss cannot be failed over).
 healthy() {
   cluster_state | py '
 import sys
@@ -77,7 +78,8 @@ lines = sys.stdin.read().split("\n")
 nodes = [l.split() for l in lines[1:] if l]
 ok = (lines[0] == "active" and len(nodes) == 3 and all(n[3] == "running" for n in nodes)
       and sum(n[2] == "primary" for n in nodes) == 1
-      and all(n[4] == "streaming" for n in nodes if n[2] == "replica"))
+      and all(n[4] == "streaming" for n in nodes if n[2] == "replica")
+      and any(n[2] == "replica" and n[6] == "True" for n in nodes))
 sys.exit(0 if ok else 1)'
 }
 wait_healthy() { # TIMEOUT

@@ -588,7 +588,7 @@ async fn ha_settings_and_day2_requests_are_validated(b: Backend) {
     // Bad requests are 422 whatever the state.
     for (path, body, field) in [
         (format!("/v1/clusters/{id}/actions"), json!({"action": "explode"}), "action"),
-        (format!("/v1/clusters/{id}/actions"), json!({"action": "failover"}), "candidate_id"),
+        (format!("/v1/clusters/{id}/actions"), json!({"action": "failover", "node_id": node0}), "node_id"),
         (format!("/v1/clusters/{id}/actions"), json!({"action": "reinitialize"}), "node_id"),
         (
             format!("/v1/clusters/{id}/actions"),

@@ -396,6 +396,11 @@ async fn actions_hooks_parameters_and_replicas() {
     let c = wait_for(&env, &api, &token, &id, "failover done", Duration::from_secs(60), |c| all_healthy(c, 3)).await;
     assert_eq!(node(&c, "primary")["id"], chosen["id"], "{c}");
     assert_eq!(psql(&uri, &password, "select count(*) from t").unwrap(), "1000");
+    // Failover without a candidate: the most advanced replica is promoted.
+    act(&env, &api, &token, &id, json!({"action": "failover"})).await;
+    let c = wait_for(&env, &api, &token, &id, "failover done", Duration::from_secs(60), |c| all_healthy(c, 3)).await;
+    assert_ne!(node(&c, "primary")["id"], chosen["id"], "{c}");
+    assert_eq!(psql(&uri, &password, "select count(*) from t").unwrap(), "1000");
 
     // Reinitialize a replica: rebuilt from the primary, streaming, with the data.
     let r = replicas(&c)[0].clone();
@@ -600,5 +605,90 @@ async fn poll_events(env: &Env, api: &str, token: &str, id: &str, what: &str, f:
         }
         assert!(Instant::now() < deadline, "no {what} event: {:?}", events(env, api, token, id).await);
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Powers a node on or off through the API and waits for the task.
+async fn power(env: &Env, api: &str, token: &str, id: &str, node: &Value, body: Value) {
+    let url = format!("{api}/v1/clusters/{id}/nodes/{}/power", node["id"].as_str().unwrap());
+    let (s, v) = env.call(Method::POST, &url, token, Some(body.clone())).await;
+    assert_eq!(s, 202, "{body} -> {v}");
+    let t = env.wait_task(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    assert_eq!(t["status"], "succeeded", "{body} -> {t}");
+}
+
+/// The failure Patroni 3.0 cannot get out of alone: in synchronous mode a new primary
+/// has no synchronous standby for a few seconds after its promotion, and only a
+/// recorded synchronous standby may be promoted. Made deterministic here: the
+/// asynchronous replica is stopped, so after the first failover nobody streams from
+/// the new primary; it is then powered off too, and the old primary comes back. With
+/// no leader while a replica runs, Herd forces a failover to the most advanced one,
+/// on a timeline the dead primary never used, and the cluster heals completely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaderless_synchronous_cluster_is_rescued_by_a_forced_failover() {
+    let env = Env::new(11);
+    let (dev, api, token) = env.dev(&[], "dev.log");
+    let id = env.create_cluster(&api, &token, "rescue", 3, json!({"synchronous": true})).await;
+    let c = env.wait_status(&api, &token, &id, "active", ACTIVE_WITHIN).await;
+    // Active in synchronous mode means a synchronous standby is on record.
+    let sync: Vec<&Value> = c["nodes"].as_array().unwrap().iter().filter(|n| n["sync_standby"] == true).collect();
+    assert_eq!(sync.len(), 1, "one synchronous standby: {c}");
+    assert_eq!(sync[0]["role"], "replica", "{c}");
+    let (a, b) = (node(&c, "primary").clone(), sync[0].clone());
+    let r = replicas(&c).into_iter().find(|n| n["id"] != b["id"]).unwrap();
+    let (uri, password) = credentials(&env, &api, &token, &id).await;
+    psql(&uri, &password, "create table kept (id int primary key); insert into kept select generate_series(1, 100)")
+        .unwrap();
+
+    act(&env, &api, &token, &id, json!({"action": "stop", "node_id": r["id"]})).await;
+    power(&env, &api, &token, &id, &a, json!({"state": "off", "force": true})).await;
+    let c = wait_for(&env, &api, &token, &id, "the synchronous standby promoted", Duration::from_secs(60), |c| {
+        c["endpoints"]["primary_address"] == format!("{}:5432", b["address"].as_str().unwrap())
+            && node(c, "primary")["timeline"].as_i64() > a["timeline"].as_i64()
+    })
+    .await;
+    let b_timeline = node(&c, "primary")["timeline"].as_i64().unwrap();
+    // Nobody streams from it: the new primary has no synchronous standby, and says so.
+    assert_eq!(c["status"], "degraded", "{c}");
+    assert!(c["nodes"].as_array().unwrap().iter().all(|n| n["sync_standby"] == false), "{c}");
+    power(&env, &api, &token, &id, &b, json!({"state": "off", "force": true})).await;
+    power(&env, &api, &token, &id, &a, json!({"state": "on"})).await;
+
+    // Patroni alone would leave the old primary waiting for ever; Herd steps in after 3 ttl.
+    let c = wait_for(&env, &api, &token, &id, "a forced failover", Duration::from_secs(120), |c| {
+        c["endpoints"]["primary_address"] == format!("{}:5432", a["address"].as_str().unwrap())
+            && node(c, "primary")["state"] == "running"
+            && node(c, "primary")["timeline"] != a["timeline"]
+    })
+    .await;
+    let ev = events(&env, &api, &token, &id).await;
+    let forced = ev
+        .iter()
+        .find(|e| e["message"].as_str().unwrap_or("").contains("Forcing a failover to the most advanced replica"))
+        .unwrap_or_else(|| panic!("no forced-failover event: {ev:?}"));
+    assert_eq!(forced["level"], "warn");
+    let t = env.wait_task(&api, &token, forced["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    assert_eq!((t["kind"].as_str(), t["status"].as_str()), (Some("cluster_action"), Some("succeeded")), "{t}");
+    let a_timeline = node(&c, "primary")["timeline"].as_i64().unwrap();
+    let log = dev.log_text();
+    let failover_log: Vec<&str> = log.lines().filter(|l| l.contains("failover") || l.contains("timeline")).collect();
+    assert!(a_timeline > b_timeline, "a timeline is never reused: {a_timeline} after {b_timeline}: {failover_log:#?}");
+    assert_eq!(psql(&uri, &password, "select count(*) from kept").unwrap(), "100");
+    psql(&uri, &password, "insert into kept values (101)").unwrap();
+
+    // Everything back: the stopped replica started, the diverged one rewound.
+    act(&env, &api, &token, &id, json!({"action": "start", "node_id": r["id"]})).await;
+    power(&env, &api, &token, &id, &b, json!({"state": "on"})).await;
+    let c = wait_for(&env, &api, &token, &id, "active again", Duration::from_secs(180), |c| {
+        c["status"] == "active" && all_healthy(c, 3)
+    })
+    .await;
+    assert_eq!(node(&c, "primary")["id"], a["id"], "{c}");
+    for n in replicas(&c) {
+        let conn = format!("host={} port=5432 dbname=postgres user=admin", n["address"].as_str().unwrap());
+        poll(Duration::from_secs(30), || match psql(&conn, &password, "select count(*) from kept") {
+            Ok(v) if v == "101" => Ok(()),
+            other => Err(format!("{}: {other:?}", n["name"])),
+        });
     }
 }

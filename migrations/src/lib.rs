@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial;
 mod m20261122_000002_ha;
 mod m20261122_000003_backups;
+mod m20261201_000004_ha_observed;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_ha::Migration),
             Box::new(m20261122_000003_backups::Migration),
+            Box::new(m20261201_000004_ha_observed::Migration),
         ]
     }
 }

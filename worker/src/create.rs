@@ -7,8 +7,8 @@ use futures_util::future::try_join_all;
 use herd_core::status::{ClusterStatus, NodeRole, NodeStatus, VolumeStatus};
 use herd_datastores::{ClusterSpec, Manager, NodeSpec, RestoreSource, manager_for};
 use herd_providers::{Provider, ServerSpec, TAG_CLUSTER, TAG_NODE, VolumeSpec};
-use herd_store::VersionSpec;
 use herd_store::entity::{cluster, node, ssh_key, volume};
+use herd_store::{NodeObservation, VersionSpec};
 use sea_orm::{IntoActiveModel, Set};
 use secrecy::SecretString;
 use std::collections::BTreeMap;
@@ -258,13 +258,17 @@ impl Build<'_> {
                 let h = health.nodes.iter().find(|h| h.name == m.name);
                 let role = h.map_or(NodeRole::Unknown, |h| h.role);
                 store
-                    .set_node_health(
-                        m.node_id,
+                    .set_node_health(&NodeObservation {
+                        node_id: m.node_id,
                         role,
-                        NodeStatus::Running,
-                        h.and_then(|h| h.timeline),
-                        h.and_then(|h| h.lag_bytes),
-                    )
+                        status: NodeStatus::Running,
+                        state: h.map(|h| h.state.clone()),
+                        timeline: h.and_then(|h| h.timeline),
+                        lag_bytes: h.and_then(|h| h.lag_bytes),
+                        pending_restart: h.is_some_and(|h| h.pending_restart),
+                        sync_standby: h.is_some_and(|h| h.sync_standby && h.role == NodeRole::Replica),
+                        seen: h.is_some(),
+                    })
                     .await?;
             }
             Ok(())

@@ -151,8 +151,9 @@ async fn promote(
 ) -> Result<String, StepError> {
     let (job, c, mgr) = (b.job, &b.cluster, b.manager.as_ref());
     let old = mgr.health(spec).await?.leader;
-    // Without a named candidate the manager picks one (eligible, the sync standby in
-    // synchronous mode, highest priority, least lag): the pre hook does not know it yet.
+    // Without a named candidate the manager picks one (a switchover: eligible, the sync
+    // standby in synchronous mode, highest priority, least lag; a failover: the most
+    // advanced running replica): the pre hook does not know it yet.
     let step = kind.as_str();
     hooks::call(
         &job.ctx,
@@ -163,10 +164,7 @@ async fn promote(
     let new = job
         .step(c, CLUSTER, "cluster", step, || async {
             Ok(match kind {
-                ActionKind::Failover => {
-                    mgr.failover(spec, candidate.ok_or_else(|| StepError::failed("no_candidate", "no candidate"))?)
-                        .await?
-                }
+                ActionKind::Failover => mgr.failover(spec, candidate).await?,
                 _ => mgr.switchover(spec, candidate).await?,
             })
         })

@@ -34,6 +34,10 @@ struct Watch {
     last_reconcile: Instant,
     /// When the DCS leader's placement was last checked.
     last_placement: Option<Instant>,
+    /// Since when no member leads (None while one does).
+    leaderless_since: Option<Instant>,
+    /// The leaderless state was reported in the history (once per episode).
+    leaderless_noted: bool,
 }
 
 #[derive(Default)]
@@ -158,9 +162,15 @@ pub(crate) fn observations(
     health: &ClusterHealth,
     gone: &HashSet<Uuid>,
     powered_off: &HashSet<Uuid>,
+    synchronous: bool,
 ) -> (Vec<NodeObservation>, Option<Uuid>, bool) {
     let mut obs = Vec::new();
     let mut healthy = health.leader.is_some();
+    // In synchronous mode the primary's loss is only covered (by a failover without
+    // loss) while Patroni has a synchronous standby on record.
+    if synchronous && nodes.iter().filter(|n| is_member(n)).count() >= 2 {
+        healthy &= health.has_sync_standby();
+    }
     let mut leader = None;
     for n in nodes.iter().filter(|n| is_member(n)) {
         let h = health.nodes.iter().find(|h| h.name == n.name);
@@ -187,20 +197,22 @@ pub(crate) fn observations(
             timeline: h.and_then(|h| h.timeline),
             lag_bytes: h.and_then(|h| h.lag_bytes),
             pending_restart: h.is_some_and(|h| h.pending_restart),
+            sync_standby: h.is_some_and(|h| h.sync_standby && h.role == NodeRole::Replica),
         });
     }
     (obs, leader, healthy)
 }
 
 /// Observes a cluster through its manager and records it. Used by the poller and by
-/// day-2 tasks when they finish (so the API shows the outcome at once).
+/// day-2 tasks when they finish (so the API shows the outcome at once). Returns what
+/// changed, whether the cluster is healthy, and what the HA agent reported.
 pub(crate) async fn observe_and_record(
     ctx: &Ctx,
     mgr: &dyn Manager,
     c: &cluster::Model,
     spec: &ClusterSpec,
     gone: &HashSet<Uuid>,
-) -> Result<(HealthChange, bool, Option<String>), StoreError> {
+) -> Result<(HealthChange, bool, ClusterHealth), StoreError> {
     let health = mgr.health(spec).await.unwrap_or_default();
     let nodes = ctx.store.nodes_of(c.id).await?;
     // A member whose agent does not answer: the provider tells a powered-off server
@@ -217,9 +229,9 @@ pub(crate) async fn observe_and_record(
             }
         }
     }
-    let (obs, leader, healthy) = observations(&nodes, &health, gone, &powered_off);
+    let (obs, leader, healthy) = observations(&nodes, &health, gone, &powered_off, c.synchronous);
     let change = ctx.store.record_health(c.id, &obs, leader, healthy).await?;
-    Ok((change, healthy, health.leader))
+    Ok((change, healthy, health))
 }
 
 fn name_of(nodes: &[node::Model], id: Uuid) -> String {
@@ -247,13 +259,17 @@ async fn check(ctx: &Arc<Ctx>, state: &Arc<Mutex<State>>, c: cluster::Model) -> 
                     gone: gone.clone(),
                     last_reconcile: Instant::now(),
                     last_placement: None,
+                    leaderless_since: None,
+                    leaderless_noted: false,
                 },
             );
             (spec, gone)
         }
     };
-    let (change, healthy, leader) =
+    let (change, healthy, health) =
         observe_and_record(ctx, mgr.as_ref(), &c, &spec, &gone).await.map_err(|e| e.to_string())?;
+    leaderless(ctx, state, &c, &nodes, &health).await;
+    let leader = health.leader;
     // With three or more members, keep etcd's leader off the primary's node: losing
     // both at once costs an etcd election that renews the leader key (~one ttl more).
     if let Some(leader) = leader.filter(|_| healthy && spec.members.len() >= 3 && c.status != ClusterStatus::Updating) {
@@ -325,6 +341,92 @@ async fn check(ctx: &Arc<Ctx>, state: &Arc<Mutex<State>>, c: cluster::Model) -> 
         }
     }
     Ok(())
+}
+
+/// A cluster without a leader long after Patroni should have elected one (3 ttl: it
+/// needs about ttl + loop_wait) while replicas run. Patroni 3.0 in synchronous mode
+/// promotes only a recorded synchronous standby; right after a promotion the new
+/// primary has none for a few seconds, and if it dies then no replica may take over.
+/// Synchronous but not strict: that primary was acknowledging commits without a
+/// standby anyway, so Herd forces a failover to the most advanced replica (which
+/// holds every commit any survivor has) and says what may be lost. Strict, or an
+/// asynchronous cluster whose replicas all lag beyond `maximum_lag_on_failover`: the
+/// policy forbids it, so Herd reports it once and leaves the choice to an operator.
+async fn leaderless(
+    ctx: &Ctx,
+    state: &Mutex<State>,
+    c: &cluster::Model,
+    nodes: &[node::Model],
+    health: &ClusterHealth,
+) {
+    let since = {
+        let mut st = state.lock().await;
+        let Some(w) = st.watches.get_mut(&c.id) else { return };
+        if health.leader.is_some() {
+            w.leaderless_since = None;
+            w.leaderless_noted = false;
+            return;
+        }
+        *w.leaderless_since.get_or_insert_with(Instant::now)
+    };
+    let waited = since.elapsed();
+    if waited < leaderless_grace(c.ha_ttl) || !matches!(c.status, ClusterStatus::Active | ClusterStatus::Degraded) {
+        return;
+    }
+    let candidates = health
+        .nodes
+        .iter()
+        .filter(|h| h.role == NodeRole::Replica && matches!(h.state.as_str(), "running" | "streaming"))
+        .filter(|h| nodes.iter().any(|n| n.name == h.name && is_member(n) && n.desired_running && !n.no_failover))
+        .count();
+    if candidates == 0 {
+        return;
+    }
+    let secs = waited.as_secs();
+    if c.synchronous && !c.synchronous_strict {
+        let input = serde_json::json!({ "action": "failover", "node_id": null, "candidate_id": null });
+        let summary = format!("forced failover: no primary for {secs} s while replicas run");
+        match ctx.store.request_task(c.project_id, c.id, TaskKind::ClusterAction, &[], input, &summary).await {
+            Ok(t) => {
+                let msg = format!(
+                    "no primary for {secs} s although {candidates} replica(s) run: Patroni promotes only a recorded \
+                     synchronous standby and none is alive (the primary died before it had one). Forcing a failover \
+                     to the most advanced replica; commits the primary acknowledged without a synchronous standby \
+                     may be lost"
+                );
+                tracing::warn!(cluster = %c.name, task = %t.id, "{msg}");
+                let _ = ctx.store.log_event(c, Some(t.id), "warn", Some("failover"), &msg).await;
+                if let Err(e) = ctx.queue.push(t.id).await {
+                    tracing::warn!(task = %t.id, error = %e, "enqueue failed; the sweeper will deliver it");
+                }
+            }
+            Err(e) => tracing::debug!(cluster = %c.name, error = %e, "forced failover not queued now"),
+        }
+        return;
+    }
+    let first =
+        state.lock().await.watches.get_mut(&c.id).is_some_and(|w| !std::mem::replace(&mut w.leaderless_noted, true));
+    if first {
+        let why = if c.synchronous {
+            "synchronous_strict allows promoting only a recorded synchronous standby, and none is alive"
+        } else {
+            "every running replica lags more than maximum_lag_on_failover, or none is eligible"
+        };
+        let msg = format!(
+            "no primary for {secs} s although {candidates} replica(s) run: {why}. A failover action \
+             (POST /v1/clusters/{{id}}/actions {{\"action\":\"failover\"}}) promotes the most advanced replica, \
+             accepting the loss of what only the old primary had"
+        );
+        tracing::error!(cluster = %c.name, "{msg}");
+        let _ = ctx.store.log_event(c, None, "error", Some("failover"), &msg).await;
+    }
+}
+
+/// How long a cluster may have no leader before Herd steps in: Patroni needs about
+/// ttl + loop_wait to replace a dead primary; three ttl leaves room for an etcd
+/// election and a slow promotion.
+fn leaderless_grace(ttl: i32) -> Duration {
+    Duration::from_secs(3 * u64::try_from(ttl.max(1)).unwrap_or(1))
 }
 
 /// Desired versus actual for an unhealthy cluster's nodes.

@@ -94,6 +94,7 @@ pub fn cluster_spec(
         callback,
         backup,
         restore: None,
+        newest_timeline: c.newest_timeline,
         parameters: c.parameters.as_object().cloned().unwrap_or_default(),
         secrets: ClusterSecrets {
             superuser: pw.superuser,

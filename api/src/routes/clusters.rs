@@ -84,6 +84,9 @@ pub struct NodeDto {
     pub priority: i32,
     /// Settings changed that take effect at the next restart.
     pub pending_restart: bool,
+    /// Recorded by Patroni as the synchronous standby (synchronous mode): the replica
+    /// an automatic failover promotes without losing an acknowledged commit.
+    pub sync_standby: bool,
     /// False after a `stop` action, until `start`.
     pub desired_running: bool,
 }
@@ -103,6 +106,7 @@ impl From<herd_store::entity::node::Model> for NodeDto {
             no_failover: n.no_failover,
             priority: n.priority,
             pending_restart: n.pending_restart,
+            sync_standby: n.sync_standby,
             desired_running: n.desired_running,
         }
     }

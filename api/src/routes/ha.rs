@@ -335,8 +335,9 @@ pub struct ActionRequest {
     /// The node to act on (start, stop, restart, reload: omit for every node;
     /// reinitialize: required).
     pub node_id: Option<Uuid>,
-    /// The replica to promote (switchover: optional, else the best replica;
-    /// failover: required).
+    /// The replica to promote (switchover: optional, else the best synchronous or
+    /// least-lagging replica; failover: optional, else the most advanced running
+    /// replica — newest timeline, then furthest WAL).
     pub candidate_id: Option<Uuid>,
 }
 
@@ -376,24 +377,18 @@ pub async fn cluster_action(
             if view.nodes.len() < 2 {
                 return Err(ApiError::new(ErrorCode::NoReplica, "the cluster has a single node: nothing to promote"));
             }
-            match req.candidate_id {
-                Some(cid) => {
-                    let n = node("candidate_id", cid)?;
-                    if n.role == NodeRole::Primary {
-                        return Err(ApiError::field("candidate_id", format!("{} is already the primary", n.name)));
-                    }
-                    if n.no_failover {
-                        return Err(ApiError::new(
-                            ErrorCode::CandidateNotEligible,
-                            format!("{} has no_failover set; it is never promoted", n.name),
-                        ));
-                    }
-                    summary = format!("{} to {} requested", req.action, n.name);
+            if let Some(cid) = req.candidate_id {
+                let n = node("candidate_id", cid)?;
+                if n.role == NodeRole::Primary {
+                    return Err(ApiError::field("candidate_id", format!("{} is already the primary", n.name)));
                 }
-                None if req.action == Failover => {
-                    return Err(ApiError::field("candidate_id", "failover needs the replica to promote"));
+                if n.no_failover {
+                    return Err(ApiError::new(
+                        ErrorCode::CandidateNotEligible,
+                        format!("{} has no_failover set; it is never promoted", n.name),
+                    ));
                 }
-                None => {}
+                summary = format!("{} to {} requested", req.action, n.name);
             }
         }
         Reinitialize => {

@@ -35,6 +35,8 @@ pub struct Model {
     pub hooks_enc: Option<String>,
     /// The primary as Herd last recorded it; a different observed leader is a failover.
     pub primary_node_id: Option<Uuid>,
+    /// The newest PostgreSQL timeline Herd has seen in this cluster (0: none yet).
+    pub newest_timeline: i64,
     pub fault_code: Option<String>,
     pub fault_message: Option<String>,
     pub created_at: DateTimeUtc,

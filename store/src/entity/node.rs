@@ -27,6 +27,8 @@ pub struct Model {
     /// The HA agent's state of the member (`running`, `streaming`, `stopped`, ...).
     pub state: Option<String>,
     pub pending_restart: bool,
+    /// Recorded by the HA agent as a synchronous standby.
+    pub sync_standby: bool,
     /// False after a `stop` action: the reconciler leaves the node's database down.
     pub desired_running: bool,
     /// Added after bootstrap: its DCS member joined the running DCS.

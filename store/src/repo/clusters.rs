@@ -109,6 +109,7 @@ impl Store {
             hooks_enc: Set((!new.hooks.is_empty())
                 .then(|| self.key().encrypt_str(&new.hooks.to_plaintext(), &super::ha::hooks_aad(id)))),
             primary_node_id: Set(None),
+            newest_timeline: Set(0),
             parameters: Set(serde_json::Value::Object(new.parameters)),
             status: Set(ClusterStatus::Building),
             admin_user: Set(ADMIN_USER.into()),

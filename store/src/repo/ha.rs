@@ -53,6 +53,7 @@ pub struct NodeObservation {
     pub timeline: Option<i64>,
     pub lag_bytes: Option<i64>,
     pub pending_restart: bool,
+    pub sync_standby: bool,
     /// The HA agent answered for this node (sets `last_seen_at`).
     pub seen: bool,
 }
@@ -407,6 +408,7 @@ impl Store {
             am.timeline = Set(o.timeline);
             am.lag_bytes = Set(o.lag_bytes);
             am.pending_restart = Set(o.pending_restart);
+            am.sync_standby = Set(o.sync_standby);
             if o.seen {
                 am.last_seen_at = Set(Some(ts));
             }
@@ -417,6 +419,14 @@ impl Store {
         }
         let mut change = HealthChange::default();
         let mut c = c;
+        // Timelines only grow; remember the newest ever seen (a node that dies right
+        // after its promotion may be the only one that had it).
+        let newest = observed.iter().filter_map(|o| o.timeline).max().unwrap_or(0);
+        if newest > c.newest_timeline {
+            let mut am = c.into_active_model();
+            am.newest_timeline = Set(newest);
+            c = am.update(&tx).await?;
+        }
         if let Some(l) = leader
             && c.primary_node_id != Some(l)
         {
@@ -461,6 +471,10 @@ impl Store {
         }
         let mut am = n.into_active_model();
         am.role = Set(role);
+        if role == NodeRole::Primary {
+            // A primary is nobody's standby (its own, if any, is recorded at the next poll).
+            am.sync_standby = Set(false);
+        }
         am.last_seen_at = Set(Some(now()));
         am.updated_at = Set(now());
         am.update(&tx).await?;
@@ -577,6 +591,7 @@ pub(crate) async fn insert_node<C: ConnectionTrait>(
         priority: Set(0),
         state: Set(None),
         pending_restart: Set(false),
+        sync_standby: Set(false),
         desired_running: Set(true),
         joins_existing: Set(joins_existing),
         created_at: Set(ts),

@@ -2,7 +2,7 @@
 //! record what they built. None of these take a project: workers act for the system.
 
 use chrono::Duration;
-use herd_core::status::{ClusterStatus, NodeRole, NodeStatus, TaskStatus, VolumeStatus};
+use herd_core::status::{ClusterStatus, TaskStatus, VolumeStatus};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set};
 use secrecy::{ExposeSecret, SecretString};
@@ -313,28 +313,26 @@ impl Store {
         Ok(am.update(&self.db).await?)
     }
 
-    pub async fn set_node_health(
-        &self,
-        node_id: Uuid,
-        role: NodeRole,
-        status: NodeStatus,
-        timeline: Option<i64>,
-        lag_bytes: Option<i64>,
-    ) -> Result<(), StoreError> {
-        let Some(n) = node::Entity::find_by_id(node_id).one(&self.db).await? else { return Ok(()) };
+    pub async fn set_node_health(&self, o: &crate::NodeObservation) -> Result<(), StoreError> {
+        let Some(n) = node::Entity::find_by_id(o.node_id).one(&self.db).await? else { return Ok(()) };
         // The node state machine lives in one place: a move it forbids is refused.
-        if !n.status.can_become(status) {
+        if !n.status.can_become(o.status) {
             return Err(StoreError::conflict(
                 "invalid_state",
-                format!("node {} is {} and cannot become {status}", n.name, n.status),
+                format!("node {} is {} and cannot become {}", n.name, n.status, o.status),
             ));
         }
         let mut am = n.into_active_model();
-        am.role = Set(role);
-        am.status = Set(status);
-        am.timeline = Set(timeline);
-        am.lag_bytes = Set(lag_bytes);
-        am.last_seen_at = Set(Some(now()));
+        am.role = Set(o.role);
+        am.status = Set(o.status);
+        am.state = Set(o.state.clone());
+        am.timeline = Set(o.timeline);
+        am.lag_bytes = Set(o.lag_bytes);
+        am.pending_restart = Set(o.pending_restart);
+        am.sync_standby = Set(o.sync_standby);
+        if o.seen {
+            am.last_seen_at = Set(Some(now()));
+        }
         am.updated_at = Set(now());
         am.update(&self.db).await?;
         Ok(())
