@@ -7,9 +7,11 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Build: ssh2 links OpenSSL and zlib. Servers: the packages every managed node runs.
+# stunnel4: TLS in front of moto's S3 in the backup tests (pgBackRest speaks only https).
 PACKAGES=(build-essential pkg-config libssl-dev zlib1g-dev curl ca-certificates python3-pip iproute2
           postgresql-15 postgresql-client-15 redis-server openssh-server
-          patroni etcd-server pgbackrest)
+          patroni etcd-server pgbackrest
+          stunnel4)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

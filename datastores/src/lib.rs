@@ -202,10 +202,11 @@ pub enum BackupRepo {
         secret: SecretString,
         /// Path-style URLs (needed by most S3-compatible servers).
         path_style: bool,
-        /// Verify the endpoint's TLS certificate.
+        /// Verify the endpoint's TLS certificate (pgBackRest speaks only https to S3).
         verify_tls: bool,
-        /// Plain http (tests against a local S3 only).
-        insecure_http: bool,
+        /// CA file to verify it with instead of the system's trust store; an absolute
+        /// path valid on the control-plane host and on every node.
+        ca_file: Option<String>,
     },
 }
 
@@ -213,11 +214,12 @@ impl std::fmt::Debug for BackupRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Posix { path } => f.debug_struct("Posix").field("path", path).finish(),
-            Self::S3 { bucket, endpoint, path, .. } => f
+            Self::S3 { bucket, endpoint, path, ca_file, .. } => f
                 .debug_struct("S3")
                 .field("bucket", bucket)
                 .field("endpoint", endpoint)
                 .field("path", path)
+                .field("ca_file", ca_file)
                 .finish_non_exhaustive(),
         }
     }

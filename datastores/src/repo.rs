@@ -1,8 +1,9 @@
-//! Which backup repository a cluster uses, from the settings: loopback hosts share the
-//! control-plane host's filesystem and use a directory there; cloud servers use S3
-//! when it is configured, else they have no backups.
+//! Which backup repository a cluster uses, from the settings (`backups.repository`):
+//! by default (`auto`) loopback hosts share the control-plane host's filesystem and use
+//! a directory there, and cloud servers use S3 when it is configured, else they have
+//! no backups; `posix` or `s3` choose one repository for every cluster.
 
-use herd_core::config::BackupSettings;
+use herd_core::config::{BackupSettings, RepositoryChoice};
 use herd_providers::ProviderKind;
 use std::path::Path;
 use uuid::Uuid;
@@ -36,7 +37,7 @@ fn repo_for(settings: &BackupSettings, state_dir: &Path, kind: &str) -> Option<B
             secret: s.secret_access_key.clone(),
             path_style: s.path_style,
             verify_tls: s.verify_tls,
-            insecure_http: false,
+            ca_file: s.ca_file.as_ref().map(|p| p.to_string_lossy().into_owned()),
         }),
         _ => None,
     }
@@ -49,10 +50,11 @@ pub fn for_new_cluster(
     kind: ProviderKind,
     cluster_id: Uuid,
 ) -> Option<BackupConfig> {
-    let repo = match kind {
-        ProviderKind::Local => repo_for(settings, state_dir, "posix"),
-        _ => repo_for(settings, state_dir, "s3"),
-    }?;
+    let name = match (settings.repository, kind) {
+        (RepositoryChoice::Posix, _) | (RepositoryChoice::Auto, ProviderKind::Local) => "posix",
+        (RepositoryChoice::S3, _) | (RepositoryChoice::Auto, _) => "s3",
+    };
+    let repo = repo_for(settings, state_dir, name)?;
     Some(BackupConfig { repo, stanza: stanza(cluster_id) })
 }
 
@@ -78,4 +80,50 @@ pub fn ensure_posix_dir(config: &BackupConfig) -> std::io::Result<()> {
         let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o750))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_core::config::S3RepoSettings;
+
+    fn settings(repository: RepositoryChoice, s3: bool) -> BackupSettings {
+        BackupSettings {
+            repository,
+            path: Some("/srv/backups".into()),
+            s3: s3.then(|| S3RepoSettings {
+                bucket: "b".into(),
+                endpoint: "localhost:9443".into(),
+                ca_file: Some("/etc/herd/ca.pem".into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn kind_of(s: &BackupSettings, provider: ProviderKind) -> Option<&'static str> {
+        for_new_cluster(s, Path::new("/state"), provider, Uuid::nil()).map(|c| kind_name(&c.repo))
+    }
+
+    #[test]
+    fn repository_choice_decides_new_clusters_and_rows_decide_backups() {
+        use RepositoryChoice::*;
+        let (local, ec2) = (ProviderKind::Local, ProviderKind::Ec2);
+        assert_eq!(kind_of(&settings(Auto, true), local), Some("posix"));
+        assert_eq!(kind_of(&settings(Auto, true), ec2), Some("s3"));
+        assert_eq!(kind_of(&settings(Auto, false), ec2), None, "a cloud cluster without S3 has no backups");
+        assert_eq!(kind_of(&settings(S3, true), local), Some("s3"));
+        assert_eq!(kind_of(&settings(S3, false), local), None, "refused at start-up by Settings::validate");
+        assert_eq!(kind_of(&settings(Posix, true), ec2), Some("posix"));
+
+        // A backup row's repository wins over the choice for new clusters.
+        let s = settings(Posix, true);
+        let c = for_backup(&s, Path::new("/state"), "s3", "herd-x").unwrap();
+        let BackupRepo::S3 { ca_file, verify_tls, .. } = &c.repo else { panic!("{c:?}") };
+        assert_eq!((ca_file.as_deref(), *verify_tls), (Some("/etc/herd/ca.pem"), true));
+        assert_eq!(c.stanza, "herd-x");
+        assert!(for_backup(&settings(Auto, false), Path::new("/state"), "s3", "herd-x").is_none());
+        let p = for_backup(&settings(S3, true), Path::new("/state"), "posix", "herd-y").unwrap();
+        assert!(matches!(&p.repo, BackupRepo::Posix { path } if path == "/srv/backups"), "{p:?}");
+        assert_eq!(stanza(Uuid::nil()), "herd-00000000000000000000000000000000");
+    }
 }

@@ -58,11 +58,29 @@ pub struct Settings {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BackupSettings {
-    /// Repository directory for clusters on loopback hosts (they share this machine's
-    /// filesystem); default `<state_dir>/backups`.
+    /// Which repository new clusters archive into.
+    pub repository: RepositoryChoice,
+    /// The posix repository's directory: for loopback hosts, a directory of this
+    /// machine (they share its filesystem); default `<state_dir>/backups`.
     pub path: Option<PathBuf>,
-    /// S3 repository for clusters on cloud providers; without it they have no backups.
+    /// The S3 repository; without it clusters on cloud providers have no backups.
     pub s3: Option<S3RepoSettings>,
+}
+
+/// `backups.repository`: which pgBackRest repository a new cluster archives into.
+/// Backups already taken stay in the repository their row names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepositoryChoice {
+    /// posix (`backups.path`) for loopback hosts, S3 (`backups.s3`, when set) for
+    /// cloud providers.
+    #[default]
+    Auto,
+    /// `backups.path` for every cluster: on cloud servers only if it is a shared
+    /// filesystem mounted at the same path on Herd's host and every node.
+    Posix,
+    /// `backups.s3` for every cluster, loopback hosts included; needs `[backups.s3]`.
+    S3,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +102,11 @@ pub struct S3RepoSettings {
     pub path_style: bool,
     #[serde(default = "default_true")]
     pub verify_tls: bool,
+    /// PEM file of the CA(s) that signed the endpoint's certificate, instead of the
+    /// system's trust store (a private CA). pgBackRest reads it on Herd's host and on
+    /// every node, so it must exist at this path on both (loopback hosts share this
+    /// machine's filesystem) and be readable by the database user.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for S3RepoSettings {
@@ -97,6 +120,7 @@ impl Default for S3RepoSettings {
             secret_access_key: SecretString::from(String::new()),
             path_style: false,
             verify_tls: true,
+            ca_file: None,
         }
     }
 }
@@ -214,12 +238,50 @@ impl Settings {
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
-        Self::figment(&file, true).extract().map_err(|e| ConfigError(e.to_string()))
+        let s: Self = Self::figment(&file, true).extract().map_err(|e| ConfigError(e.to_string()))?;
+        s.validate()?;
+        Ok(s)
     }
 
     /// The layers without the environment (tests use it to stay hermetic).
     pub fn load_file_only(file: &Path) -> Result<Self, ConfigError> {
-        Self::figment(file, false).extract().map_err(|e| ConfigError(e.to_string()))
+        let s: Self = Self::figment(file, false).extract().map_err(|e| ConfigError(e.to_string()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Rules across keys that types cannot express; `load` applies them, so a bad
+    /// combination stops Herd at start-up rather than failing its first backup.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let b = &self.backups;
+        if b.repository == RepositoryChoice::S3 && b.s3.is_none() {
+            return Err(ConfigError(
+                "backups.repository is \"s3\" but there is no [backups.s3] section (set at least bucket, \
+                 access_key_id and secret_access_key, or HERD_BACKUPS__S3__BUCKET, ...)"
+                    .into(),
+            ));
+        }
+        if let Some(s3) = &b.s3
+            && let Some(ca) = &s3.ca_file
+        {
+            if !s3.verify_tls {
+                return Err(ConfigError(
+                    "backups.s3.ca_file is set but backups.s3.verify_tls is false: the CA would not be used".into(),
+                ));
+            }
+            if !ca.is_absolute() {
+                return Err(ConfigError(format!(
+                    "backups.s3.ca_file {} is not an absolute path (pgBackRest also reads it on the nodes)",
+                    ca.display()
+                )));
+            }
+            let pem = std::fs::read_to_string(ca)
+                .map_err(|e| ConfigError(format!("backups.s3.ca_file {}: {e}", ca.display())))?;
+            if !pem.contains("CERTIFICATE-----") {
+                return Err(ConfigError(format!("backups.s3.ca_file {} holds no PEM certificate", ca.display())));
+            }
+        }
+        Ok(())
     }
 
     fn figment(file: &Path, with_env: bool) -> Figment {
@@ -316,10 +378,54 @@ mod tests {
             "HERD_ADMIN_TOKEN",
             "HERD_PROVIDERS__LOCAL__ADDRESS_POOL",
             "HERD_PROVIDERS__EC2__REGION",
+            "HERD_BACKUPS__REPOSITORY",
+            "HERD_BACKUPS__S3__CA_FILE",
+            "HERD_BACKUPS__S3__SECRET_ACCESS_KEY",
         ] {
             assert!(names.contains(&n.to_string()), "{n} missing from {names:?}");
         }
         assert!(!names.contains(&"HERD_CONFIG".to_string()));
+    }
+
+    #[test]
+    fn backup_repository_choice_and_s3_rules() {
+        let dir = tempfile_dir();
+        let path = dir.join("herd.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Settings::load_file_only(&path)
+        };
+        assert_eq!(load("").unwrap().backups.repository, RepositoryChoice::Auto);
+        assert_eq!(load("[backups]\nrepository = \"posix\"\n").unwrap().backups.repository, RepositoryChoice::Posix);
+        let err = load("[backups]\nrepository = \"nfs\"\n").unwrap_err().to_string();
+        assert!(err.contains("nfs"), "{err}");
+        // s3 without its section stops start-up, saying what is missing.
+        let err = load("[backups]\nrepository = \"s3\"\n").unwrap_err().to_string();
+        assert!(err.contains("backups.repository") && err.contains("[backups.s3]"), "{err}");
+
+        let s3 = "[backups]\nrepository = \"s3\"\n[backups.s3]\nbucket = \"b\"\naccess_key_id = \"k\"\n\
+                  secret_access_key = \"very-secret\"\n";
+        let s = load(s3).unwrap();
+        let repo = s.backups.s3.as_ref().unwrap();
+        assert!(repo.verify_tls && repo.ca_file.is_none());
+        assert!(!serde_json::to_string(&s).unwrap().contains("very-secret"));
+        assert!(!format!("{s:?}").contains("very-secret"));
+
+        // ca_file: an absolute path to a PEM certificate, only with verification on.
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+        let with_ca = format!("{s3}ca_file = \"{}\"\n", ca.display());
+        assert_eq!(load(&with_ca).unwrap().backups.s3.unwrap().ca_file.as_deref(), Some(ca.as_path()));
+        let err = load(&format!("{with_ca}verify_tls = false\n")).unwrap_err().to_string();
+        assert!(err.contains("verify_tls"), "{err}");
+        let err = load(&format!("{s3}ca_file = \"ca.pem\"\n")).unwrap_err().to_string();
+        assert!(err.contains("absolute"), "{err}");
+        let err = load(&format!("{s3}ca_file = \"{}\"\n", dir.join("missing.pem").display())).unwrap_err();
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let err = load(&with_ca).unwrap_err().to_string();
+        assert!(err.contains("no PEM certificate"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -91,15 +91,9 @@ pub fn repo_options(repo: &BackupRepo) -> Result<Vec<(&'static str, String)>, Ma
             }
             vec![("repo1-type", "posix".into()), ("repo1-path", path.clone())]
         }
-        BackupRepo::S3 { bucket, endpoint, region, path, key_id, secret, path_style, verify_tls, insecure_http } => {
-            if *insecure_http {
-                // pgBackRest 2.x has no plain-http S3 client: every request is TLS.
-                return Err(ManagerError::permanent(
-                    "unsupported_backup_repo",
-                    "pgBackRest speaks only https to S3: serve the endpoint with TLS (verify_tls: false accepts a \
-                     self-signed certificate)",
-                ));
-            }
+        // pgBackRest (2.x) has no plain-http S3 client: every request is https, so an
+        // S3-compatible server without TLS needs a TLS terminator in front of it.
+        BackupRepo::S3 { bucket, endpoint, region, path, key_id, secret, path_style, verify_tls, ca_file } => {
             let (host, port) = match endpoint.rsplit_once(':') {
                 Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => (h.to_owned(), Some(p.to_owned())),
                 _ => (endpoint.clone(), None),
@@ -122,6 +116,16 @@ pub fn repo_options(repo: &BackupRepo) -> Result<Vec<(&'static str, String)>, Ma
             }
             if !verify_tls {
                 o.push(("repo1-storage-verify-tls", "n".into()));
+            }
+            if let Some(ca) = ca_file {
+                // Read by pgbackrest wherever it runs (nodes and this host): absolute.
+                if !ca.starts_with('/') {
+                    return Err(ManagerError::permanent(
+                        "invalid_backup_config",
+                        format!("S3 CA file {ca:?} is not an absolute path"),
+                    ));
+                }
+                o.push(("repo1-storage-ca-file", ca.clone()));
             }
             o
         }
@@ -711,7 +715,7 @@ pub(crate) mod tests {
         BackupConfig { repo: BackupRepo::Posix { path: path.into() }, stanza: stanza.into() }
     }
 
-    pub(crate) fn s3(insecure_http: bool) -> BackupConfig {
+    pub(crate) fn s3(ca_file: Option<&str>) -> BackupConfig {
         BackupConfig {
             repo: BackupRepo::S3 {
                 bucket: "herd-backups".into(),
@@ -721,8 +725,8 @@ pub(crate) mod tests {
                 key_id: "AKIDEXAMPLE".into(),
                 secret: SecretString::from("s3cr3t/key+value"),
                 path_style: true,
-                verify_tls: false,
-                insecure_http,
+                verify_tls: ca_file.is_some(),
+                ca_file: ca_file.map(str::to_owned),
             },
             stanza: "herd-source".into(),
         }
@@ -777,7 +781,7 @@ pub(crate) mod tests {
         let l = Layout::new(&c, &n).unwrap();
         assert_eq!(config_file(&c, &n, &l).unwrap(), None, "no backups, no file");
         c.backup = Some(posix("/srv/backups", "herd-own"));
-        c.restore = Some(RestoreSource { from: s3(false), set: None, target_time: None });
+        c.restore = Some(RestoreSource { from: s3(None), set: None, target_time: None });
         let text = config_file(&c, &n, &l).unwrap().unwrap();
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         let section = |name: &str| -> Vec<&str> {
@@ -818,10 +822,15 @@ pub(crate) mod tests {
         // The source's stanza is never the cluster's own.
         c.backup = Some(posix("/srv/backups", "herd-source"));
         assert_eq!(config_file(&c, &n, &l).unwrap_err().code(), "invalid_restore");
-        // pgBackRest has no plain-http S3 client.
-        c.backup = Some(s3(true));
+        assert!(!src.iter().any(|l| l.starts_with("repo1-storage-ca-file")), "{text}");
+        // A private CA: verification on, against that file.
+        c.backup = Some(s3(Some("/etc/herd/s3-ca.pem")));
         c.restore = None;
-        assert_eq!(config_file(&c, &n, &l).unwrap_err().code(), "unsupported_backup_repo");
+        let text = config_file(&c, &n, &l).unwrap().unwrap();
+        assert!(text.lines().any(|l| l == "repo1-storage-ca-file=/etc/herd/s3-ca.pem"), "{text}");
+        assert!(!text.contains("verify-tls"), "{text}");
+        c.backup = Some(s3(Some("s3-ca.pem")));
+        assert_eq!(config_file(&c, &n, &l).unwrap_err().code(), "invalid_backup_config");
         // No line breaks into the file, no odd stanza names.
         c.backup = Some(posix("/srv/b\n[global]\nlock-path=/", "herd-own"));
         assert_eq!(config_file(&c, &n, &l).unwrap_err().code(), "invalid_backup_config");
