@@ -171,6 +171,27 @@ s = dict(kv.split('=') for kv in '$steps'.split())
 print(f\"{float(s['wait_converged']) - float(s['start_etcd']):.2f}\")")
   r_root=$(server_root "$name")
   pgbr_r=$(pgbr_secs "$(ls "$r_root"/var/log/pgbackrest/*-restore.log)" restore)
+  # Inside the restore step, from the restored server's own logs (same clock), seconds
+  # after the POST: pgbackrest restore begins and ends, postgres starts and accepts
+  # connections (recovery from the archive done, promoted), Patroni initialised the
+  # cluster (post_bootstrap done) and took the leader key.
+  inside=$(py "
+import re
+from datetime import datetime, timezone
+def first(path, pattern, fmt):
+    for line in open(path, errors='replace'):
+        if re.search(pattern, line):
+            t = datetime.strptime(line[:23], fmt).replace(tzinfo=timezone.utc).timestamp()
+            return f'{t - $t2:.2f}'
+    return '?'
+log = '$r_root/var/log/postgresql'
+pgbr = [f for f in __import__('glob').glob('$r_root/var/log/pgbackrest/*-restore.log')][0]
+print(' '.join([
+    'pgbackrest_restore=' + first(pgbr, 'restore command begin', '%Y-%m-%d %H:%M:%S.%f') + '..' + first(pgbr, 'restore command end', '%Y-%m-%d %H:%M:%S.%f'),
+    'postgres_start=' + first(f'{log}/postgresql-15-$name.log', 'starting PostgreSQL', '%Y-%m-%d %H:%M:%S.%f'),
+    'postgres_ready=' + first(f'{log}/postgresql-15-$name.log', 'ready to accept connections', '%Y-%m-%d %H:%M:%S.%f'),
+    'patroni_initialized=' + first(f'{log}/patroni-15-$name.log', 'initialized a new cluster', '%Y-%m-%d %H:%M:%S,%f'),
+]))")
   ruri=$(get "/v1/clusters/$rid/credentials" | field '["uri"]')
   n=$(psql "$ruri" -Atqc "select count(*) from pgbench_accounts")
   [ "$n" = "$accounts" ] || { echo "run $r: the restored cluster has $n accounts, not $accounts" >&2; exit 1; }
@@ -178,11 +199,11 @@ print(f\"{float(s['wait_converged']) - float(s['start_etcd']):.2f}\")")
   hr+=("$(py "print(f'{$t3 - $t2:.2f}')")") hrs+=("$restore_step") hrp+=("$pgbr_r")
 
   # Raw: pg_basebackup and its restore.
-  read -r b s tar_bytes n < <(bench/baseline-backup.sh run "$base_prefix" "$work/base" "$r")
+  read -r b s tar_bytes n x < <(bench/baseline-backup.sh run "$base_prefix" "$work/base" "$r")
   [ "$n" = "$accounts" ] || { echo "run $r: the raw restore has $n accounts, not $accounts" >&2; exit 1; }
   rb+=("$b") rr+=("$s")
 
-  details+=("run $r: herd backup ${hb[-1]} s (backup step ${hbs[-1]} s, pgbackrest backup ${hbp[-1]} s; $label, size $size, repo $repo_size bytes) | herd restore ${hr[-1]} s (restore step ${hrs[-1]} s, pgbackrest restore ${hrp[-1]} s; steps ending at [s]: $steps) | raw backup $b s (tar $tar_bytes bytes), raw restore $s s")
+  details+=("run $r: herd backup ${hb[-1]} s (backup step ${hbs[-1]} s, pgbackrest backup ${hbp[-1]} s; $label, size $size, repo $repo_size bytes) | herd restore ${hr[-1]} s (restore step ${hrs[-1]} s, pgbackrest restore ${hrp[-1]} s; steps ending at [s]: $steps; inside: $inside) | raw backup $b s (tar $tar_bytes bytes), raw restore $s s (extract $x s)")
   echo "${details[-1]}" >&2
 done
 delete_cluster "$src"

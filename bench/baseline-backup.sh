@@ -19,8 +19,9 @@
 #   baseline-backup.sh start PREFIX WORKDIR SCALE  init + load, leaves PREFIX.1 running;
 #                                                  prints the database size in bytes
 #   baseline-backup.sh run PREFIX WORKDIR R        one backup + restore; prints
-#                                                  `BACKUP_S RESTORE_S TAR_BYTES ACCOUNTS`
-#                                                  (rows of pgbench_accounts restored)
+#                                                  `BACKUP_S RESTORE_S TAR_BYTES ACCOUNTS EXTRACT_S`
+#                                                  (rows of pgbench_accounts restored; the
+#                                                  part of RESTORE_S spent extracting)
 #   baseline-backup.sh stop PREFIX WORKDIR         stops everything, removes WORKDIR
 # bench/backup.sh uses start/run/stop so that its Herd and bare runs alternate.
 set -euo pipefail
@@ -79,7 +80,7 @@ HBA
 }
 
 run_once() { # PREFIX WORKDIR R
-  local prefix=$1 work=$2 r=$3 tar=$2/tar-$3 data=$2/restored-$3 t0 t1 t2 t3 bytes accounts
+  local prefix=$1 work=$2 r=$3 tar=$2/tar-$3 data=$2/restored-$3 t0 t1 t2 t3 te bytes accounts
   pg mkdir -p "$tar"
   t0=$EPOCHREALTIME
   pg "$pgbin/pg_basebackup" -h "$prefix.1" -U postgres -D "$tar" -Ft -X stream --checkpoint=fast
@@ -89,6 +90,7 @@ run_once() { # PREFIX WORKDIR R
   pg mkdir -m 0700 "$data"
   pg tar -xf "$tar/base.tar" -C "$data"
   pg tar -xf "$tar/pg_wal.tar" -C "$data/pg_wal"
+  te=$EPOCHREALTIME
   pg "$pgbin/pg_ctl" -D "$data" -l "$work/restored-$r.log" \
     -o "-c listen_addresses=$prefix.2 -c unix_socket_directories=$work/sock-restored" start -W >/dev/null
   wait_select "$prefix.2" 600
@@ -96,7 +98,7 @@ run_once() { # PREFIX WORKDIR R
   accounts=$(psql -h "$prefix.2" -U postgres -d postgres -Atqc "select count(*) from pgbench_accounts")
   pg "$pgbin/pg_ctl" -D "$data" -m immediate stop >/dev/null
   rm -rf "$tar" "$data"
-  python3 -c "print(f'{$t1 - $t0:.2f} {$t3 - $t2:.2f} $bytes $accounts')"
+  python3 -c "print(f'{$t1 - $t0:.2f} {$t3 - $t2:.2f} $bytes $accounts {$te - $t2:.2f}')"
 }
 
 case ${1:-} in
@@ -110,9 +112,9 @@ case ${1:-} in
     echo "bare database: $size bytes (pgbench scale $scale)"
     backups=() restores=()
     for r in $(seq 1 "$runs"); do
-      read -r b s bytes n < <(run_once "$prefix" "$work" "$r")
+      read -r b s bytes n x < <(run_once "$prefix" "$work" "$r")
       [ "$n" = $((scale * 100000)) ] || { echo "run $r: restored $n accounts, not $((scale * 100000))" >&2; exit 1; }
-      echo "run $r: backup $b s (tar $bytes bytes), restore $s s"
+      echo "run $r: backup $b s (tar $bytes bytes), restore $s s (of which extracting $x s)"
       backups+=("$b") restores+=("$s")
     done
     echo "baseline-backup: backup ${backups[*]} restore ${restores[*]}"
