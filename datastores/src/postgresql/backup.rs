@@ -170,9 +170,24 @@ pub fn config_file(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result
         ("log-level-file", "info"),
         // Backups start with an immediate checkpoint instead of waiting for one.
         ("start-fast", "y"),
+        // Backups and restores copy files in two processes (pgBackRest's default is
+        // one): compressing is what a backup waits for, decompressing a restore. At
+        // most one more core of the primary while a backup runs.
+        ("process-max", "2"),
+        // Small files (most of a database's files) are bundled: far fewer files to
+        // create and sync per backup; zero-length ones live only in the manifest.
+        ("repo1-bundle", "y"),
     ];
     for (k, v) in global {
         check_value(k, v)?;
+        out.push_str(&format!("{k}={v}\n"));
+    }
+    // Backup files: zstd level 1 instead of gzip level 6, several times faster and
+    // no larger (bench/backup in BENCHMARKS.md). Only for `backup`: archived WAL
+    // stays gzip, which the recovery window's WAL reader (`newest_commit`) reads.
+    // Restores read whatever each file's manifest entry says.
+    out.push_str("\n[global:backup]\n");
+    for (k, v) in [("compress-type", "zst"), ("compress-level", "1")] {
         out.push_str(&format!("{k}={v}\n"));
     }
     let mut stanzas: Vec<&BackupConfig> = Vec::new();
@@ -793,6 +808,9 @@ pub(crate) mod tests {
         assert!(global.contains(&"log-path=/srv/h/s1/var/log/pgbackrest"), "{text}");
         assert!(global.contains(&"spool-path=/srv/h/s1/var/spool/pgbackrest"), "{text}");
         assert!(global.contains(&"start-fast=y"), "{text}");
+        assert!(global.contains(&"process-max=2") && global.contains(&"repo1-bundle=y"), "{text}");
+        assert!(!global.iter().any(|l| l.starts_with("compress-")), "archived WAL keeps gzip: {text}");
+        assert_eq!(section("global:backup"), ["compress-type=zst", "compress-level=1"], "{text}");
         let own = section("herd-own");
         for want in [
             "repo1-type=posix",
