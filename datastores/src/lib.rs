@@ -236,12 +236,50 @@ pub struct BackupConfig {
 /// What a new cluster is restored from.
 #[derive(Debug, Clone)]
 pub struct RestoreSource {
-    /// The source cluster's repository and stanza.
+    /// The source cluster's repository and stanza (with `snapshot`: where the WAL
+    /// the snapshot needs to become consistent is archived).
     pub from: BackupConfig,
     /// A backup label (`20261122-120000F`); None: the latest.
     pub set: Option<String>,
     /// Recover up to this time (exclusive of later commits); None: to the end of WAL.
     pub target_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Bootstrap from a volume snapshot instead of a pgBackRest backup (then `set`
+    /// and `target_time` are None: recovery stops where the snapshot is consistent).
+    pub snapshot: Option<SnapshotSource>,
+}
+
+/// A volume snapshot a new cluster starts from: one member's volume was created
+/// from it and that member bootstraps the cluster (the others clone from it).
+#[derive(Debug, Clone)]
+pub struct SnapshotSource {
+    /// The member whose volume was created from the snapshot.
+    pub node_id: Uuid,
+    /// The source cluster's name: its data directory on the volume is
+    /// `<version>/<source_name>` (the layout's data parent).
+    pub source_name: String,
+    pub label: SnapshotLabel,
+}
+
+/// What ending an online backup returned (`pg_backup_stop`) for a volume snapshot
+/// taken while it was held open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotLabel {
+    /// WAL position where the backup started and where it became consistent (`0/3000028`).
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    /// Contents of the `backup_label` file a restore writes into the data directory.
+    pub backup_label: String,
+    /// Contents of `tablespace_map`; empty without tablespaces.
+    pub tablespace_map: String,
+}
+
+/// An online backup held open on a node (`pg_backup_start`, in a database session
+/// of its own) while the node's data volume is snapshotted. Dropping it without
+/// [`HeldBackup::finish`] ends the session, which aborts the backup.
+#[async_trait]
+pub trait HeldBackup: Send {
+    /// Ends the backup (`pg_backup_stop`, waiting until the WAL it needs is archived).
+    async fn finish(self: Box<Self>) -> Result<SnapshotLabel, ManagerError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -434,6 +472,18 @@ pub trait Manager: Send + Sync {
     async fn expire_backup(&self, config: &BackupConfig, label: &str) -> Result<(), ManagerError>;
     /// Earliest and latest restorable times of a stanza; None when it has no backup.
     async fn recovery_window(&self, config: &BackupConfig) -> Result<Option<RecoveryWindow>, ManagerError>;
+
+    // ---- snapshots (cluster.backup must be Some: the WAL comes from its archive) ----
+
+    /// Starts an online backup on `node` (the primary) so that a copy of its data
+    /// volume taken before [`HeldBackup::finish`] can be restored with the archived
+    /// WAL; `label` names it in PostgreSQL.
+    async fn begin_snapshot(
+        &self,
+        cluster: &ClusterSpec,
+        node: &NodeSpec,
+        label: &str,
+    ) -> Result<Box<dyn HeldBackup>, ManagerError>;
 }
 
 /// The manager for a datastore's `manager` name.

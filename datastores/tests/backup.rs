@@ -89,7 +89,7 @@ fn restored(
     c.secrets.superuser = SecretString::from(format!("{name} super pw"));
     c.secrets.replication = SecretString::from(format!("{name} repl pw"));
     c.backup = Some(repo.config(&c));
-    c.restore = Some(RestoreSource { from: from.clone(), set, target_time });
+    c.restore = Some(RestoreSource { from: from.clone(), set, target_time, snapshot: None });
     let started = Instant::now();
     fx.rt.block_on(provision(m, &c)).expect("provision");
     if let Err(e) = fx.rt.block_on(m.wait_converged(&c, CONVERGE_TIMEOUT)) {

@@ -210,7 +210,7 @@ impl Build<'_> {
             None => None,
         };
         let set = r.get("set").and_then(|s| s.as_str()).map(str::to_owned);
-        Ok(Some(RestoreSource { from, set, target_time }))
+        Ok(Some(RestoreSource { from, set, target_time, snapshot: None }))
     }
 
     async fn install(&self, spec: &ClusterSpec, m: &NodeSpec) -> Result<(), StepError> {

@@ -796,7 +796,7 @@ pub(crate) mod tests {
         let l = Layout::new(&c, &n).unwrap();
         assert_eq!(config_file(&c, &n, &l).unwrap(), None, "no backups, no file");
         c.backup = Some(posix("/srv/backups", "herd-own"));
-        c.restore = Some(RestoreSource { from: s3(None), set: None, target_time: None });
+        c.restore = Some(RestoreSource { from: s3(None), set: None, target_time: None, snapshot: None });
         let text = config_file(&c, &n, &l).unwrap().unwrap();
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         let section = |name: &str| -> Vec<&str> {
@@ -879,7 +879,7 @@ pub(crate) mod tests {
         let l = Layout::new(&c, &n).unwrap();
         let t = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 1).unwrap() + chrono::Duration::microseconds(250);
         let r =
-            RestoreSource { from: posix("/b", "herd-src"), set: Some("20261122-120000F".into()), target_time: Some(t) };
+            RestoreSource { from: posix("/b", "herd-src"), set: Some("20261122-120000F".into()), target_time: Some(t), snapshot: None };
         let b = bootstrap(&l, &r).unwrap();
         assert_eq!(
             b.command,

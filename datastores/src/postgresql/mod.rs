@@ -603,4 +603,14 @@ impl Manager for PostgresManager {
     async fn recovery_window(&self, config: &BackupConfig) -> Result<Option<RecoveryWindow>, ManagerError> {
         self.recovery_window_impl(config).await
     }
+
+    async fn begin_snapshot(
+        &self,
+        _cluster: &ClusterSpec,
+        node: &NodeSpec,
+        _label: &str,
+    ) -> Result<Box<dyn crate::HeldBackup>, ManagerError> {
+        // Interface first; the implementation lands with the snapshot work (in progress).
+        Err(ManagerError::permanent("snapshots_unsupported", format!("no snapshot of {} yet", node.name)))
+    }
 }

@@ -651,7 +651,7 @@ mod tests {
 
         c.backup = Some(posix("/srv/backups", "herd-own"));
         let t = chrono::DateTime::parse_from_rfc3339("2026-11-22T12:00:01.5Z").unwrap().to_utc();
-        c.restore = Some(crate::RestoreSource { from: s3(None), set: None, target_time: Some(t) });
+        c.restore = Some(crate::RestoreSource { from: s3(None), set: None, target_time: Some(t), snapshot: None });
         let text = patroni_config(&c, &n, &l).unwrap();
         assert!(!text.contains("s3cr3t"), "repository keys stay in pgbackrest.conf");
         let y = pyyaml(&text);
