@@ -51,6 +51,7 @@ codes! {
     TooManyNodes = ("too_many_nodes", StatusCode::CONFLICT, "The cluster would exceed the node limit"),
     NoReplica = ("no_replica", StatusCode::CONFLICT, "The cluster has no replica to promote"),
     BackupsNotConfigured = ("backups_not_configured", StatusCode::UNPROCESSABLE_ENTITY, "No backup repository is configured for this cluster"),
+    SnapshotsUnsupported = ("snapshots_unsupported", StatusCode::UNPROCESSABLE_ENTITY, "The cluster's provider cannot snapshot volumes"),
     CandidateNotEligible = ("candidate_not_eligible", StatusCode::UNPROCESSABLE_ENTITY, "The candidate may not become primary"),
     Unavailable = ("unavailable", StatusCode::SERVICE_UNAVAILABLE, "A dependency is unavailable"),
     Internal = ("internal_error", StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),

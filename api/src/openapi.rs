@@ -29,6 +29,7 @@ use crate::routes::*;
         ha::role_callback,
         backups::create_backup, backups::list_backups, backups::get_backup, backups::expire_backup,
         backups::recovery_window,
+        snapshots::create_snapshot, snapshots::list_snapshots, snapshots::get_snapshot, snapshots::delete_snapshot,
         tasks::get_task,
     ),
     components(schemas(Problem, FieldError, ErrorCode)),
@@ -36,6 +37,7 @@ use crate::routes::*;
     tags(
         (name = "clusters", description = "PostgreSQL clusters"),
         (name = "backups", description = "Backups and recovery windows (pgBackRest)"),
+        (name = "snapshots", description = "Volume snapshots taken inside an online backup"),
         (name = "keys", description = "SSH keys for cluster servers"),
         (name = "datastores", description = "Datastore catalogue"),
         (name = "flavors", description = "Providers and their machine sizes"),

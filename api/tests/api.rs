@@ -18,6 +18,7 @@ on_both_backends!(
     secrets_are_encrypted_at_rest,
     tokens_can_be_revoked,
     ha_settings_and_day2_requests_are_validated,
+    snapshot_requests_are_validated,
 );
 
 fn cluster_body(name: &str) -> Value {
@@ -679,4 +680,57 @@ async fn ha_settings_and_day2_requests_are_validated(b: Backend) {
     assert_eq!(c["nodes"][1]["role"], "primary", "{c}");
     let (_, ev) = app.get(&format!("/v1/clusters/{id}/events"), &tok).await;
     assert!(ev["items"].as_array().unwrap().iter().any(|e| e["step"] == "on_role_change"), "{ev}");
+}
+
+async fn snapshot_requests_are_validated(b: Backend) {
+    let app = TestApp::spawn_with(b, true).await;
+    let tok = app.admin_token.clone();
+    let (s, v) = app.post("/v1/clusters", &tok, cluster_body("snappy")).await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["cluster"]["id"].as_str().unwrap().to_owned();
+
+    // Not while building; unknown fields refused; nothing created either way.
+    let (s, v) = app.post(&format!("/v1/clusters/{id}/snapshots"), &tok, json!({})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("cluster_not_ready")), "{v}");
+    let (s, v) = app.post(&format!("/v1/clusters/{id}/snapshots"), &tok, json!({"name": "x"})).await;
+    assert_eq!(s, 422, "{v}");
+    let (s, v) = app.get(&format!("/v1/snapshots?cluster_id={id}"), &tok).await;
+    assert_eq!((s, v["items"].as_array().map(Vec::len)), (200, Some(0)), "{v}");
+    let (s, _) = app.get("/v1/snapshots?cluster_id=nope", &tok).await;
+    assert_eq!(s, 422);
+    let nobody = uuid::Uuid::new_v4();
+    let (s, _) = app.get(&format!("/v1/snapshots/{nobody}"), &tok).await;
+    assert_eq!(s, 404);
+    let (s, _) = app.call(Method::DELETE, &format!("/v1/snapshots/{nobody}"), Some(&tok), None).await;
+    assert_eq!(s, 404);
+    let (s, _) = app.post(&format!("/v1/clusters/{nobody}/snapshots"), &tok, json!({})).await;
+    assert_eq!(s, 404);
+
+    // A provider that cannot snapshot: a clear 422 whatever the cluster's state.
+    let mut body = cluster_body("nosnap");
+    body["provider"] = json!("nosnap");
+    let (s, v) = app.post("/v1/clusters", &tok, body).await;
+    assert_eq!(s, 202, "{v}");
+    let other = v["cluster"]["id"].as_str().unwrap().to_owned();
+    let (s, v) = app.post(&format!("/v1/clusters/{other}/snapshots"), &tok, json!({})).await;
+    assert_eq!((s, v["code"].as_str()), (422, Some("snapshots_unsupported")), "{v}");
+
+    // Restores name exactly one source; a snapshot restore takes no backup or time.
+    for (restore, field) in [
+        (json!({"snapshot_id": nobody}), "restore.snapshot_id"),
+        (json!({"snapshot_id": nobody, "source_cluster_id": id}), "restore"),
+        (json!({}), "restore"),
+        (json!({"snapshot_id": nobody, "target_time": "2026-12-01T00:00:00Z"}), "restore.target_time"),
+        (json!({"snapshot_id": nobody, "backup_id": nobody}), "restore.backup_id"),
+    ] {
+        let mut body = cluster_body("from-snap");
+        body["restore"] = restore.clone();
+        let (s, v) = app.post("/v1/clusters", &tok, body).await;
+        assert_eq!(s, 422, "{restore}: {v}");
+        assert!(v["errors"].as_array().unwrap().iter().any(|e| e["field"] == field), "{restore}: {v}");
+    }
+    let (_, list) = app.get("/v1/clusters", &tok).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "nothing created by a refused request: {list}");
+    let (_, list) = app.get("/v1/snapshots", &tok).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
 }

@@ -124,6 +124,10 @@ string_enum!(
         Backup = "backup",
         /// Remove a backup from its repository.
         ExpireBackup = "expire_backup",
+        /// Snapshot the primary's volume inside an online backup.
+        Snapshot = "snapshot",
+        /// Delete a volume snapshot at the provider.
+        DeleteSnapshot = "delete_snapshot",
     }
 );
 
@@ -225,6 +229,14 @@ string_enum!(
     }
 );
 
+impl SnapshotStatus {
+    pub fn can_become(self, to: SnapshotStatus) -> bool {
+        use SnapshotStatus::*;
+        // A failed deletion leaves the snapshot in error (it may still exist).
+        matches!((self, to), (Creating, Available | Error) | (Available | Error, Deleting) | (Deleting, Error))
+    }
+}
+
 string_enum!(
     BackupType {
         Full = "full",
@@ -298,6 +310,10 @@ mod tests {
     #[test]
     fn backups_only_expire_when_completed() {
         assert!(BackupStatus::Completed.can_become(BackupStatus::Expired));
+        assert!(SnapshotStatus::Creating.can_become(SnapshotStatus::Available));
+        assert!(SnapshotStatus::Available.can_become(SnapshotStatus::Deleting));
+        assert!(!SnapshotStatus::Creating.can_become(SnapshotStatus::Deleting));
+        assert!(!SnapshotStatus::Deleting.can_become(SnapshotStatus::Available));
         assert!(!BackupStatus::Running.can_become(BackupStatus::Expired));
     }
 }

@@ -5,7 +5,7 @@
 
 use futures_util::future::try_join_all;
 use herd_core::status::{ClusterStatus, NodeRole, NodeStatus, VolumeStatus};
-use herd_datastores::{ClusterSpec, Manager, NodeSpec, RestoreSource, manager_for};
+use herd_datastores::{ClusterSpec, Manager, NodeSpec, RestoreSource, SnapshotLabel, SnapshotSource, manager_for};
 use herd_providers::{Provider, ServerSpec, TAG_CLUSTER, TAG_NODE, VolumeSpec};
 use herd_store::entity::{cluster, node, ssh_key, volume};
 use herd_store::{NodeObservation, VersionSpec};
@@ -88,7 +88,29 @@ pub async fn run(job: &Job) -> Result<(), StepError> {
 
     let spec = b.spec().await?;
     try_join_all(spec.members.iter().map(|m| b.install(&spec, m))).await?;
-    try_join_all(spec.members.iter().map(|m| b.start_ha(&spec, m))).await?;
+    match spec.restore.as_ref().and_then(|r| r.snapshot.as_ref()) {
+        // Only the member whose volume holds the snapshot can bootstrap: it starts
+        // first and leads before the others start and clone from it.
+        Some(snap) => {
+            let first =
+                spec.members.iter().find(|m| m.node_id == snap.node_id).ok_or_else(|| {
+                    StepError::failed("internal_error", "the snapshot's member is not in the cluster")
+                })?;
+            b.start_ha(&spec, first).await?;
+            let alone = ClusterSpec { members: vec![first.clone()], ..spec.clone() };
+            let timeout = Duration::from_secs(job.ctx.settings.converge_timeout_secs);
+            let mgr = b.manager.as_ref();
+            job.step(&b.cluster, CLUSTER, "cluster", "wait_bootstrap", || async {
+                Ok(mgr.wait_converged(&alone, timeout).await?)
+            })
+            .await?;
+            try_join_all(spec.members.iter().filter(|m| m.node_id != snap.node_id).map(|m| b.start_ha(&spec, m)))
+                .await?;
+        }
+        None => {
+            try_join_all(spec.members.iter().map(|m| b.start_ha(&spec, m))).await?;
+        }
+    }
     b.finish(&spec).await
 }
 
@@ -107,10 +129,15 @@ impl Build<'_> {
         // The row exists before the provider call: a crash after the call finds it and
         // retries with the same token, which returns the same volume.
         let vol = store.node_volume(c, n).await?;
+        let from_snapshot = self.restore_snapshot_ref(n).await?;
         job.step(c, &scope, &label, "create_volume", || async {
             let spec =
                 VolumeSpec { name: n.name.clone(), size_gb: c.volume_gb as u32, server_id: None, tags: tags.clone() };
-            let v = self.provider.create_volume(&spec, &job.token(&scope, "volume")).await?;
+            let token = job.token(&scope, "volume");
+            let v = match &from_snapshot {
+                Some(snap) => self.provider.create_volume_from_snapshot(snap, &spec, &token).await?,
+                None => self.provider.create_volume(&spec, &token).await?,
+            };
             let mut am = store.node_volume(c, n).await?.into_active_model();
             am.provider_ref = Set(Some(v.id));
             am.status = Set(VolumeStatus::Available);
@@ -189,13 +216,35 @@ impl Build<'_> {
         Ok(spec)
     }
 
-    /// The backup a new cluster starts from (the build task's input), if any.
-    async fn restore_source(&self) -> Result<Option<RestoreSource>, StepError> {
+    /// The restore part of a build task's input, if any.
+    async fn restore_input(&self) -> Option<serde_json::Value> {
         if self.job.task.kind != herd_core::status::TaskKind::CreateCluster {
-            return Ok(None);
+            return None;
         }
         let input = self.job.checkpoints.lock().await.input.clone();
-        let Some(r) = input.get("restore").filter(|r| !r.is_null()) else { return Ok(None) };
+        input.get("restore").filter(|r| !r.is_null()).cloned()
+    }
+
+    /// The provider snapshot node `n`'s volume is made from: the cluster's first node
+    /// when it is restored from a snapshot.
+    async fn restore_snapshot_ref(&self, n: &node::Model) -> Result<Option<String>, StepError> {
+        let Some(r) = self.restore_input().await else { return Ok(None) };
+        if r.get("snapshot_id").is_none_or(|s| s.is_null()) {
+            return Ok(None);
+        }
+        let first = self.job.ctx.store.nodes_of(self.cluster.id).await?.into_iter().next();
+        if first.is_none_or(|f| f.id != n.id) {
+            return Ok(None);
+        }
+        match r["provider_ref"].as_str() {
+            Some(p) => Ok(Some(p.to_owned())),
+            None => Err(StepError::failed("invalid_task_input", "the snapshot has no provider reference")),
+        }
+    }
+
+    /// The backup or snapshot a new cluster starts from (the build task's input), if any.
+    async fn restore_source(&self) -> Result<Option<RestoreSource>, StepError> {
+        let Some(r) = self.restore_input().await else { return Ok(None) };
         let (repo, stanza) = (r["repo"].as_str().unwrap_or_default(), r["stanza"].as_str().unwrap_or_default());
         let ctx = &self.job.ctx;
         let from = herd_datastores::repo::for_backup(&ctx.backups, &ctx.state_dir, repo, stanza).ok_or_else(|| {
@@ -210,7 +259,25 @@ impl Build<'_> {
             None => None,
         };
         let set = r.get("set").and_then(|s| s.as_str()).map(str::to_owned);
-        Ok(Some(RestoreSource { from, set, target_time, snapshot: None }))
+        let snapshot = match r.get("snapshot_id").filter(|s| !s.is_null()) {
+            None => None,
+            Some(_) => {
+                let text = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                let first = self.job.ctx.store.nodes_of(self.cluster.id).await?.into_iter().next();
+                let first = first.ok_or_else(|| StepError::failed("internal_error", "the cluster has no node"))?;
+                Some(SnapshotSource {
+                    node_id: first.id,
+                    source_name: text("source_name"),
+                    label: SnapshotLabel {
+                        start_lsn: text("start_lsn"),
+                        stop_lsn: text("stop_lsn"),
+                        backup_label: text("backup_label"),
+                        tablespace_map: text("tablespace_map"),
+                    },
+                })
+            }
+        };
+        Ok(Some(RestoreSource { from, set, target_time, snapshot }))
     }
 
     async fn install(&self, spec: &ClusterSpec, m: &NodeSpec) -> Result<(), StepError> {

@@ -44,13 +44,13 @@ struct NodesInput {
     node_id: Option<Uuid>,
 }
 
-async fn input<T: for<'de> Deserialize<'de>>(job: &Job) -> Result<T, StepError> {
+pub(crate) async fn input<T: for<'de> Deserialize<'de>>(job: &Job) -> Result<T, StepError> {
     let v = job.checkpoints.lock().await.input.clone();
     serde_json::from_value(v).map_err(|e| StepError::failed("invalid_task_input", e.to_string()))
 }
 
 /// The running members (not being built or removed).
-async fn running_spec(b: &Build<'_>) -> Result<(ClusterSpec, Vec<node::Model>), StepError> {
+pub(crate) async fn running_spec(b: &Build<'_>) -> Result<(ClusterSpec, Vec<node::Model>), StepError> {
     let nodes = b.job.ctx.store.nodes_of(b.cluster.id).await?;
     let members: Vec<&node::Model> = nodes
         .iter()

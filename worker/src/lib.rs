@@ -13,6 +13,7 @@ mod hooks;
 mod poller;
 pub mod queue;
 mod runner;
+mod snapshot;
 mod spec;
 mod steps;
 mod sweeper;

@@ -58,6 +58,8 @@ pub async fn run_task(ctx: &Arc<Ctx>, task_id: Uuid) {
         TaskKind::ReplaceNode => crate::day2::run_replace_node(&job).await,
         TaskKind::Backup => crate::day2::run_backup(&job).await,
         TaskKind::ExpireBackup => crate::day2::run_expire(&job).await,
+        TaskKind::Snapshot => crate::snapshot::run_snapshot(&job).await,
+        TaskKind::DeleteSnapshot => crate::snapshot::run_delete(&job).await,
     };
     drop(_beat);
 

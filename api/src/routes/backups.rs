@@ -94,28 +94,55 @@ pub struct RecoveryWindowDto {
     pub latest: Option<DateTime<Utc>>,
 }
 
-/// `restore` in `POST /v1/clusters`.
+/// `restore` in `POST /v1/clusters`: from a cluster's backups (`source_cluster_id`,
+/// optionally `backup_id` or `target_time`) or from a volume snapshot (`snapshot_id`).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreRequest {
     /// The cluster whose backups to restore from; it may already be deleted.
-    pub source_cluster_id: Uuid,
+    pub source_cluster_id: Option<Uuid>,
     /// A completed backup of that cluster; default: the latest (or, with
     /// `target_time`, the latest that ends before it).
     pub backup_id: Option<Uuid>,
     /// Recover to this point in time (RFC 3339); default: everything archived.
     pub target_time: Option<DateTime<Utc>>,
+    /// An available snapshot (`POST /v1/clusters/{id}/snapshots`): the new cluster
+    /// starts with the data as of that snapshot.
+    pub snapshot_id: Option<Uuid>,
 }
 
-/// Checks a restore request against the source's backups; returns the build task's
-/// input (repository, stanza, backup label, target time).
+/// Checks a restore request against the source's backups or snapshot; returns the
+/// build task's input (repository, stanza, backup label, target time; or the
+/// snapshot) and, for a snapshot, the smallest volume it fits on.
 pub async fn check_restore(
     state: &AppState,
     project_id: Uuid,
     r: &RestoreRequest,
+    target: &super::snapshots::RestoreTarget<'_>,
     errs: &mut Errors,
-) -> Result<Option<serde_json::Value>, ApiError> {
-    let backups = state.store.completed_backups(project_id, r.source_cluster_id).await?;
+) -> Result<Option<(serde_json::Value, Option<u32>)>, ApiError> {
+    let source = match (r.source_cluster_id, r.snapshot_id) {
+        (Some(_), Some(_)) => {
+            errs.add("restore", "name either source_cluster_id or snapshot_id, not both");
+            return Ok(None);
+        }
+        (None, None) => {
+            errs.add("restore", "needs source_cluster_id (backups) or snapshot_id");
+            return Ok(None);
+        }
+        (None, Some(id)) => {
+            if r.backup_id.is_some() {
+                errs.add("restore.backup_id", "is not used with snapshot_id");
+            }
+            if r.target_time.is_some() {
+                errs.add("restore.target_time", "is not used with snapshot_id: a snapshot restores as it was taken");
+            }
+            let checked = super::snapshots::check_snapshot_restore(state, project_id, id, target, errs).await?;
+            return Ok(checked.map(|(input, size)| (input, Some(size))));
+        }
+        (Some(c), None) => c,
+    };
+    let backups = state.store.completed_backups(project_id, source).await?;
     let Some(first) = backups.first() else {
         errs.add("restore.source_cluster_id", "has no completed backup in this project");
         return Ok(None);
@@ -161,13 +188,14 @@ pub async fn check_restore(
             _ => {}
         }
     }
-    Ok(Some(serde_json::json!({
+    let input = serde_json::json!({
         "repo": b.repo,
         "stanza": b.stanza,
         "set": chosen.and_then(|b| b.label.clone()),
         "target_time": r.target_time,
-        "source_cluster_id": r.source_cluster_id,
-    })))
+        "source_cluster_id": source,
+    });
+    Ok(Some((input, None)))
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -347,9 +347,26 @@ pub async fn create_cluster(
     let node_prefs = check_node_options(req.node_options.as_deref(), nodes, &mut errs);
     let hooks = req.hooks.map(|h| check_hooks(h, &mut errs)).unwrap_or_default();
     let restore = match &req.restore {
-        Some(r) => super::backups::check_restore(&state, auth.project_id, r, &mut errs).await?,
+        Some(r) => {
+            let target = super::snapshots::RestoreTarget {
+                datastore: &req.datastore,
+                version: &req.version,
+                provider: provider.as_deref(),
+            };
+            super::backups::check_restore(&state, auth.project_id, r, &target, &mut errs).await?
+        }
         None => None,
     };
+    // A volume made from a snapshot is at least the snapshot's size.
+    let volume_gb = match restore.as_ref().and_then(|(_, min)| min.map(i64::from)) {
+        Some(min) if req.volume_gb.is_none() => min.max(volume_gb),
+        Some(min) if volume_gb < min => {
+            errs.add("volume_gb", format!("must be at least the snapshot's {min} GB"));
+            volume_gb
+        }
+        _ => volume_gb,
+    };
+    let restore = restore.map(|(input, _)| input);
     let admin_password = match req.admin_password {
         Some(p) => {
             let n = p.expose_secret().chars().count();

@@ -8,6 +8,7 @@ pub mod ha;
 pub mod health;
 pub mod keys;
 pub mod projects;
+pub mod snapshots;
 pub mod tasks;
 
 use actix_web::{HttpRequest, HttpResponse, Resource, web};

@@ -40,8 +40,15 @@ fn pg_url_for(db: &str) -> String {
     format!("{base}/{db}")
 }
 
+pub mod no_snapshots;
+
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, false).await
+    }
+
+    /// With `nosnap`: also a provider `nosnap` (a local provider that cannot snapshot).
+    pub async fn spawn_with(backend: Backend, nosnap: bool) -> Self {
         let state_dir = tempfile::tempdir().unwrap();
         let admin_token = format!("herd_test_admin_{}", uuid::Uuid::new_v4().simple());
         let mut settings = Settings {
@@ -67,7 +74,13 @@ impl TestApp {
             }
         }
         let prepared = prepare(&settings, Mode::Production).await.expect("startup");
-        let providers = Arc::new(herd_providers::build_providers(&settings.providers, &settings.state_dir).unwrap());
+        let mut providers = herd_providers::build_providers(&settings.providers, &settings.state_dir).unwrap();
+        if nosnap {
+            let root = state_dir.path().join("nosnap");
+            let local = herd_providers::local::LocalProvider::new("nosnap", &settings.providers.local, &root).unwrap();
+            providers.insert(Arc::new(no_snapshots::NoSnapshots(local))).unwrap();
+        }
+        let providers = Arc::new(providers);
         // API-only: tasks stay queued, which is what these tests assert on.
         let state = AppState::new(&settings, prepared.store, providers, Arc::new(NoQueue)).await.unwrap();
         let app = Application::build(&settings, state).unwrap();

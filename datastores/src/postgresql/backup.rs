@@ -878,8 +878,12 @@ pub(crate) mod tests {
         let (c, n) = spec("/", None);
         let l = Layout::new(&c, &n).unwrap();
         let t = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 1).unwrap() + chrono::Duration::microseconds(250);
-        let r =
-            RestoreSource { from: posix("/b", "herd-src"), set: Some("20261122-120000F".into()), target_time: Some(t), snapshot: None };
+        let r = RestoreSource {
+            from: posix("/b", "herd-src"),
+            set: Some("20261122-120000F".into()),
+            target_time: Some(t),
+            snapshot: None,
+        };
         let b = bootstrap(&l, &r).unwrap();
         assert_eq!(
             b.command,

@@ -198,6 +198,18 @@ impl Env {
         list_dir(&self.state().join("local/servers"))
     }
 
+    /// Snapshot records the local provider holds (one entry per snapshot).
+    pub fn snapshots(&self) -> Vec<String> {
+        let mut ids: Vec<String> = list_dir(&self.state().join("local/snapshots"))
+            .into_iter()
+            .map(|f| f.split('.').next().unwrap_or_default().to_owned())
+            .filter(|f| !f.is_empty())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     pub fn volumes(&self) -> Vec<String> {
         list_dir(&self.state().join("local/volumes"))
     }

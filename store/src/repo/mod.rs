@@ -7,6 +7,7 @@ pub mod events;
 pub mod ha;
 pub mod keys;
 pub mod projects;
+pub mod snapshots;
 pub mod tasks;
 pub mod tokens;
 pub mod work;
@@ -55,5 +56,6 @@ pub use clusters::{ADMIN_USER, ClusterFilter, ClusterView, KeyChoice, NewCluster
 pub use datastores::{VersionPatch, VersionSpec, default_postgresql_15};
 pub use ha::{ClusterPatch, HaPolicy, HealthChange, NodeObservation, policy_of};
 pub use projects::ADMIN_PROJECT;
+pub use snapshots::SnapshotResult;
 pub use tokens::BOOTSTRAP_TOKEN_NAME;
 pub use work::ClusterPasswords;

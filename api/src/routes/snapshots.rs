@@ -1,0 +1,249 @@
+//! Volume snapshots: the primary's data volume copied by the provider while an online
+//! backup is held open (`pg_backup_start` … `pg_backup_stop`), so a new cluster can
+//! start from it. Like backups, snapshots outlive their cluster.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use herd_core::status::SnapshotStatus;
+use herd_datastores::repo;
+use herd_store::StoreError;
+use herd_store::entity::snapshot;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::Page;
+use super::clusters::{TaskRef, not_found};
+use crate::auth::Auth;
+use crate::error::{ApiError, ErrorCode, Errors, Problem};
+use crate::json::JsonBody;
+use crate::state::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct SnapshotDto {
+    pub id: Uuid,
+    /// The cluster it was taken of (it may be deleted since).
+    pub cluster_id: Option<Uuid>,
+    pub status: SnapshotStatus,
+    pub provider: String,
+    /// Size of the snapshotted volume.
+    pub size_gb: i32,
+    pub datastore: Option<String>,
+    pub version: Option<String>,
+    /// WAL positions where the online backup around the snapshot started and where a
+    /// restore from it becomes consistent.
+    pub start_lsn: Option<String>,
+    pub stop_lsn: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    pub task_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<snapshot::Model> for SnapshotDto {
+    fn from(s: snapshot::Model) -> Self {
+        Self {
+            id: s.id,
+            cluster_id: s.cluster_id,
+            status: s.status,
+            provider: s.provider,
+            size_gb: s.size_gb,
+            datastore: s.datastore,
+            version: s.version,
+            start_lsn: s.start_lsn,
+            stop_lsn: s.stop_lsn,
+            error: s.error,
+            task_id: s.task_id,
+            created_at: s.created_at,
+        }
+    }
+}
+
+/// `POST /v1/clusters/{id}/snapshots` takes no options yet; an empty object is fine.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedSnapshot {
+    pub snapshot: SnapshotDto,
+    pub task_id: Uuid,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListSnapshotsQuery {
+    pub cluster_id: Option<String>,
+    /// 1–100, default 50.
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::resource("/clusters/{id}/snapshots").route(web::post().to(create_snapshot)))
+        .service(super::resource("/snapshots").route(web::get().to(list_snapshots)))
+        .service(
+            super::resource("/snapshots/{id}")
+                .route(web::get().to(get_snapshot))
+                .route(web::delete().to(delete_snapshot)),
+        );
+}
+
+/// Snapshot the primary's data volume inside an online backup.
+#[utoipa::path(post, path = "/v1/clusters/{id}/snapshots", tag = "snapshots", params(("id" = Uuid, Path)),
+    request_body = SnapshotRequest, responses(
+    (status = 202, body = CreatedSnapshot),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn create_snapshot(
+    auth: Auth,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+    JsonBody(_req): JsonBody<SnapshotRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let v = state.store.get_cluster(auth.project_id, *id).await.map_err(not_found)?;
+    let provider = state.providers.get(&v.cluster.provider);
+    if !provider.as_ref().is_some_and(|p| p.capabilities().snapshots) {
+        return Err(ApiError::new(
+            ErrorCode::SnapshotsUnsupported,
+            format!("provider '{}' cannot snapshot volumes; take a backup instead", v.cluster.provider),
+        ));
+    }
+    // A snapshot taken inside an online backup needs the WAL archived meanwhile.
+    let config = provider.and_then(|p| repo::for_new_cluster(&state.backups, &state.state_dir, p.kind(), v.cluster.id));
+    let Some(config) = config else {
+        return Err(ApiError::new(
+            ErrorCode::BackupsNotConfigured,
+            "a snapshot needs the cluster's WAL archive, and no backup repository is configured",
+        ));
+    };
+    let (s, t) = state
+        .store
+        .request_snapshot(auth.project_id, *id, repo::kind_name(&config.repo), &config.stanza)
+        .await
+        .map_err(not_found)?;
+    state.enqueue(t.id).await;
+    Ok(HttpResponse::Accepted().json(CreatedSnapshot { snapshot: s.into(), task_id: t.id }))
+}
+
+/// The project's snapshots, oldest first; `cluster_id` filters (deleted clusters too).
+#[utoipa::path(get, path = "/v1/snapshots", tag = "snapshots", params(ListSnapshotsQuery), responses(
+    (status = 200, body = Page<SnapshotDto>),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_snapshots(
+    auth: Auth,
+    state: web::Data<AppState>,
+    q: web::Query<ListSnapshotsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errs = Errors::default();
+    let cluster = q.cluster_id.as_deref().and_then(|c| errs.check("cluster_id", Uuid::parse_str(c)));
+    let (limit, cursor) = super::page_params(q.limit.as_deref(), q.cursor.as_deref(), &mut errs);
+    errs.into_result()?;
+    let page = state.store.list_snapshots(auth.project_id, cluster, limit, cursor).await?;
+    Ok(HttpResponse::Ok().json(Page {
+        items: page.items.into_iter().map(SnapshotDto::from).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+fn snapshot_not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::not_found("snapshot"),
+        e => e.into(),
+    }
+}
+
+/// Show a snapshot.
+#[utoipa::path(get, path = "/v1/snapshots/{id}", tag = "snapshots", params(("id" = Uuid, Path)), responses(
+    (status = 200, body = SnapshotDto),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn get_snapshot(
+    auth: Auth,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let s = state.store.get_snapshot(auth.project_id, *id).await.map_err(snapshot_not_found)?;
+    Ok(HttpResponse::Ok().json(SnapshotDto::from(s)))
+}
+
+/// Delete a snapshot at its provider.
+#[utoipa::path(delete, path = "/v1/snapshots/{id}", tag = "snapshots", params(("id" = Uuid, Path)), responses(
+    (status = 202, body = TaskRef),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn delete_snapshot(
+    auth: Auth,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let t = state.store.request_delete_snapshot(auth.project_id, *id).await.map_err(snapshot_not_found)?;
+    state.enqueue(t.id).await;
+    Ok(HttpResponse::Accepted().json(TaskRef { task_id: t.id }))
+}
+
+/// What the new cluster needs to match to start from snapshot `id`.
+pub struct RestoreTarget<'a> {
+    pub datastore: &'a str,
+    pub version: &'a str,
+    pub provider: Option<&'a str>,
+}
+
+/// Checks a restore from a snapshot; returns the build task's input and the
+/// snapshot's size (the new cluster's volumes must be at least as large).
+pub async fn check_snapshot_restore(
+    state: &AppState,
+    project_id: Uuid,
+    id: Uuid,
+    target: &RestoreTarget<'_>,
+    errs: &mut Errors,
+) -> Result<Option<(serde_json::Value, u32)>, ApiError> {
+    let s = match state.store.get_snapshot(project_id, id).await {
+        Ok(s) => s,
+        Err(StoreError::NotFound) => {
+            errs.add("restore.snapshot_id", "no such snapshot in this project");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if s.status != SnapshotStatus::Available {
+        errs.add("restore.snapshot_id", format!("the snapshot is {}; only an available one can be restored", s.status));
+        return Ok(None);
+    }
+    if s.datastore.as_deref() != Some(target.datastore) || s.version.as_deref() != Some(target.version) {
+        errs.add(
+            "restore.snapshot_id",
+            format!(
+                "the snapshot holds {} {}, not {} {}",
+                s.datastore.as_deref().unwrap_or("?"),
+                s.version.as_deref().unwrap_or("?"),
+                target.datastore,
+                target.version
+            ),
+        );
+    }
+    if target.provider.is_some_and(|p| p != s.provider) {
+        errs.add(
+            "restore.snapshot_id",
+            format!("the snapshot lives at provider '{}': create the cluster there", s.provider),
+        );
+    }
+    // Everything the build needs, so it does not depend on the row staying.
+    let input = serde_json::json!({
+        "snapshot_id": s.id,
+        "provider_ref": s.provider_ref,
+        "repo": s.repo,
+        "stanza": s.stanza,
+        "source_cluster_id": s.cluster_id,
+        "source_name": s.source_name,
+        "start_lsn": s.start_lsn,
+        "stop_lsn": s.stop_lsn,
+        "backup_label": s.backup_label,
+        "tablespace_map": s.tablespace_map,
+    });
+    Ok(Some((input, s.size_gb.max(1) as u32)))
+}
