@@ -195,8 +195,16 @@ fn snapshots_restore_into_new_clusters() {
     let caddr = copy.members[0].address.to_string();
     psql(&caddr, "postgres", "copy super pw", "SELECT 1").expect("the new superuser password");
     assert!(psql(&caddr, "postgres", SUPERUSER_PW, "SELECT 1").is_err(), "the source's password still works");
-    let health = fx.rt.block_on(m.health(&copy)).unwrap();
-    assert!(health.nodes.iter().all(|n| n.timeline == Some(2)), "promoted once: {health:?}");
+    // Promoted once. (Patroni lists a fresh replica's timeline a moment later.)
+    eventually("every member on timeline 2", Duration::from_secs(30), || {
+        let health = fx.rt.block_on(m.health(&copy)).unwrap();
+        assert!(health.nodes.iter().all(|n| n.timeline.is_none_or(|t| t == 2)), "{health:?}");
+        health.nodes.iter().all(|n| n.timeline == Some(2)).then_some(())
+    });
+    // Recovery stopped where the copy became consistent (the backup's end).
+    let copy_log = copy_servers[0].root_prefix.join("var/log/postgresql/postgresql-15-copy.log");
+    let log = std::fs::read_to_string(&copy_log).unwrap_or_default();
+    assert!(log.contains("recovery stopping after reaching consistency"), "{log}");
     assert!(!Path::new(&copy.members[0].volume.as_ref().unwrap().path).join("15/.herd-snapshot").exists());
     assert!(!data_dir(&copy.members[0], "snap").exists(), "the source's directory was moved, not copied");
     // It archives into its own stanza (a backup of it works), never the source's.
