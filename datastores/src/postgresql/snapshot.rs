@@ -57,6 +57,18 @@ pub fn check_label(label: &str) -> Result<(), ManagerError> {
     }
 }
 
+/// `pg_backup_start`/`pg_backup_stop` (and `idle_session_timeout`) exist since
+/// PostgreSQL 15.
+pub fn check_version(version: &str) -> Result<(), ManagerError> {
+    match version.trim().parse::<u32>() {
+        Ok(v) if v >= 15 => Ok(()),
+        _ => Err(ManagerError::permanent(
+            "snapshots_unsupported",
+            format!("snapshots need PostgreSQL 15 or later (pg_backup_start), not {version:?}"),
+        )),
+    }
+}
+
 /// The session's settings and the primary check. The session must outlive any
 /// timeout a user may have configured, and identify itself.
 fn open_sql() -> String {
@@ -269,6 +281,7 @@ impl PostgresManager {
     ) -> Result<Box<dyn HeldBackup>, ManagerError> {
         // Restoring the copy needs the WAL from the backup's start to its end.
         backup::own_config(cluster)?;
+        check_version(&cluster.version)?;
         let start = start_sql(label)?;
         if !cluster.members.iter().any(|m| m.name == node.name) {
             return Err(ManagerError::permanent(
@@ -460,6 +473,11 @@ mod tests {
             assert!(start_sql(bad).is_err(), "{bad:?}");
         }
         assert_eq!(start_sql("herd-snap-1").unwrap(), "SELECT pg_catalog.pg_backup_start('herd-snap-1', true);\n");
+        check_version("15").unwrap();
+        check_version("17").unwrap();
+        for old in ["14", "9", "", "x"] {
+            assert_eq!(check_version(old).unwrap_err().code(), "snapshots_unsupported", "{old:?}");
+        }
         let open = open_sql();
         assert!(open.contains("SET application_name = 'herd-snapshot';"), "{open}");
         assert!(open.contains("SET idle_session_timeout = 0;"), "{open}");
