@@ -139,6 +139,11 @@ impl Session {
         self.exec_timeout(command, stdin, DEFAULT_TIMEOUT)
     }
 
+    /// The command line the server runs: as is for root, through `sudo -n` otherwise.
+    fn privileged(&self, command: &str) -> String {
+        if self.root { command.to_owned() } else { format!("sudo -n -- sh -c {}", quote(command)) }
+    }
+
     /// Runs `command` through the login user's shell, feeding `stdin` (then EOF) and
     /// collecting stdout, stderr and the exit status. `timeout` bounds each blocking
     /// step (no output for that long fails the call). A non-zero exit is not an
@@ -146,7 +151,7 @@ impl Session {
     pub fn exec_timeout(&self, command: &str, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output, ManagerError> {
         let host = self.host;
         tracing::debug!(%host, command, "ssh exec");
-        let command = if self.root { command.to_owned() } else { format!("sudo -n -- sh -c {}", quote(command)) };
+        let command = self.privileged(command);
         self.inner.set_timeout(millis(timeout));
         let result = (|| {
             let mut ch = self.inner.channel_session().map_err(|e| ssh_error(host, "open channel", e))?;
@@ -172,6 +177,22 @@ impl Session {
         })();
         self.inner.set_timeout(millis(DEFAULT_TIMEOUT));
         result
+    }
+
+    /// Starts `command` (like [`Session::exec`]) and leaves it running with its stdin
+    /// open, for a conversation: [`Interactive::write`] feeds it, [`Interactive::read_line`]
+    /// reads its stdout line by line. The command ends when its stdin closes:
+    /// [`Interactive::finish`], or dropping the [`Interactive`] and this session.
+    /// Enables SSH keepalives ([`Interactive::keepalive`]), since such a session may
+    /// stay idle for a while.
+    pub fn start(&self, command: &str) -> Result<Interactive, ManagerError> {
+        let host = self.host;
+        tracing::debug!(%host, command, "ssh start");
+        let command = self.privileged(command);
+        let mut channel = self.inner.channel_session().map_err(|e| ssh_error(host, "open channel", e))?;
+        channel.exec(&command).map_err(|e| ssh_error(host, "exec", e))?;
+        self.inner.set_keepalive(false, KEEPALIVE_SECS);
+        Ok(Interactive { session: self.inner.clone(), channel, host, pending: Vec::new() })
     }
 
     /// Writes `bytes` to `path`; see [`Session::upload_all`].
@@ -281,6 +302,85 @@ impl Session {
         let mut buf = Vec::new();
         f.read_to_end(&mut buf).map_err(|e| ssh_error(host, &format!("read {path}"), e))?;
         Ok(Some(buf))
+    }
+}
+
+/// Interval of the SSH keepalives of an [`Interactive`] session (sent by
+/// [`Interactive::keepalive`]), so an idle conversation survives NAT and firewall
+/// idle timeouts.
+pub const KEEPALIVE_SECS: u32 = 15;
+
+/// A remote command running with its stdin open (see [`Session::start`]). Blocking,
+/// like the session it came from; it keeps that session's connection alive.
+pub struct Interactive {
+    session: ssh2::Session,
+    channel: ssh2::Channel,
+    host: SocketAddr,
+    /// Stdout read but not yet returned (the start of the next line).
+    pending: Vec<u8>,
+}
+
+impl std::fmt::Debug for Interactive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interactive").field("host", &self.host).finish_non_exhaustive()
+    }
+}
+
+impl Interactive {
+    /// Feeds `input` to the command's stdin.
+    pub fn write(&mut self, input: &[u8]) -> Result<(), ManagerError> {
+        self.session.set_timeout(millis(DEFAULT_TIMEOUT));
+        self.channel.write_all(input).map_err(|e| ssh_error(self.host, "write stdin", e))?;
+        self.channel.flush().map_err(|e| ssh_error(self.host, "write stdin", e))
+    }
+
+    /// The next line of the command's stdout, without its newline; None once stdout
+    /// ended (the command exited: [`Interactive::finish`] says how). Fails when no
+    /// output arrives for `timeout`.
+    pub fn read_line(&mut self, timeout: Duration) -> Result<Option<String>, ManagerError> {
+        self.session.set_timeout(millis(timeout));
+        let result = loop {
+            if let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=pos).collect();
+                break Ok(Some(String::from_utf8_lossy(&line[..pos]).into_owned()));
+            }
+            let mut buf = [0u8; 4096];
+            match self.channel.read(&mut buf) {
+                Ok(0) => break Ok(None),
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(ssh_error(self.host, "read stdout", e)),
+            }
+        };
+        self.session.set_timeout(millis(DEFAULT_TIMEOUT));
+        result
+    }
+
+    /// Sends a keepalive if one is due; call it while the conversation is idle.
+    pub fn keepalive(&self) -> Result<(), ManagerError> {
+        self.session.keepalive_send().map(|_| ()).map_err(|e| ssh_error(self.host, "keepalive", e))
+    }
+
+    /// Closes the command's stdin and waits (each read bounded by `timeout`) for it
+    /// to exit; returns the rest of its stdout, its stderr and its exit status.
+    pub fn finish(&mut self, timeout: Duration) -> Result<Output, ManagerError> {
+        let host = self.host;
+        self.session.set_timeout(millis(timeout));
+        let result = (|| {
+            self.channel.send_eof().map_err(|e| ssh_error(host, "send eof", e))?;
+            let mut stdout = std::mem::take(&mut self.pending);
+            self.channel.read_to_end(&mut stdout).map_err(|e| ssh_error(host, "read stdout", e))?;
+            let mut stderr = Vec::new();
+            self.channel.stderr().read_to_end(&mut stderr).map_err(|e| ssh_error(host, "read stderr", e))?;
+            self.channel.wait_close().map_err(|e| ssh_error(host, "close channel", e))?;
+            let exit_status = self.channel.exit_status().map_err(|e| ssh_error(host, "exit status", e))?;
+            Ok(Output {
+                exit_status,
+                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            })
+        })();
+        self.session.set_timeout(millis(DEFAULT_TIMEOUT));
+        result
     }
 }
 

@@ -7,43 +7,11 @@ mod common;
 
 use common::*;
 use herd_datastores::postgresql::PostgresManager;
-use herd_datastores::{BackupConfig, BackupKind, BackupRepo, ClusterSpec, Manager, RestoreSource};
+use herd_datastores::{BackupConfig, BackupKind, ClusterSpec, Manager, RestoreSource};
 use secrecy::SecretString;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A posix repository in a temp dir owned by postgres, removed on drop.
-struct Repo {
-    dir: tempfile::TempDir,
-}
-
-impl Repo {
-    fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("hds-repo-").tempdir().expect("repo dir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
-        let (uid, gid) = (user_id("postgres"), group_id("postgres"));
-        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown repo");
-        Self { dir }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-
-    fn config(&self, c: &ClusterSpec) -> BackupConfig {
-        BackupConfig {
-            repo: BackupRepo::Posix { path: self.path().display().to_string() },
-            stanza: format!("herd-{}", c.cluster_id.simple()),
-        }
-    }
-}
-
-fn group_id(name: &str) -> u32 {
-    let out = std::process::Command::new("id").args(["-g", name]).output().expect("id");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
 
 /// Inserts `rows` into t, tagged with `batch`, in one transaction.
 fn insert(addr: &str, batch: i32, rows: i32) {
@@ -93,13 +61,7 @@ fn restored(
     let started = Instant::now();
     fx.rt.block_on(provision(m, &c)).expect("provision");
     if let Err(e) = fx.rt.block_on(m.wait_converged(&c, CONVERGE_TIMEOUT)) {
-        for server in &servers {
-            for log in walk(&server.root_prefix.join("var/log")) {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                eprintln!("==> {log}\n{}", lines[lines.len().saturating_sub(40)..].join("\n"));
-            }
-        }
+        dump_logs(&servers);
         panic!("{name} did not converge: {e}");
     }
     fx.rt.block_on(m.set_admin_password(&c)).expect("admin password");
@@ -214,17 +176,4 @@ fn managed_archive_parameters_are_refused() {
         assert_eq!(errors[0].0, name);
         assert!(errors[0].1.contains("managed by Herd"), "{errors:?}");
     }
-}
-
-fn walk(dir: &PathBuf) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p.display().to_string());
-        }
-    }
-    out
 }

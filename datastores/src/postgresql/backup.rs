@@ -253,6 +253,8 @@ pub fn target_time(t: &DateTime<Utc>) -> String {
 /// with shlex) and the recovery settings it writes afterwards.
 #[derive(Debug)]
 pub struct Bootstrap {
+    /// The method's name in patroni.yml (`pgbackrest`, `snapshot`).
+    pub method: &'static str,
     pub command: String,
     pub recovery_conf: Vec<(String, String)>,
 }
@@ -297,7 +299,7 @@ pub fn bootstrap(l: &Layout, r: &RestoreSource) -> Result<Bootstrap, ManagerErro
     // pgBackRest refuses a missing data directory; Patroni does not create it.
     let script =
         format!("mkdir -p -m 0700 {} && exec {}", quote(&l.data_dir), pgbackrest(l, &r.from.stanza, &arg_refs));
-    Ok(Bootstrap { command: join(&["/bin/sh", "-c", &script]), recovery_conf: recovery })
+    Ok(Bootstrap { method: "pgbackrest", command: join(&["/bin/sh", "-c", &script]), recovery_conf: recovery })
 }
 
 // ---- `pgbackrest info --output=json` ----
@@ -447,7 +449,7 @@ fn on_node(l: &Layout, stanza: &str, commands: &[&[&str]]) -> String {
     format!("cd / && {}", cmds.join(" && "))
 }
 
-fn own_config(cluster: &ClusterSpec) -> Result<&BackupConfig, ManagerError> {
+pub(super) fn own_config(cluster: &ClusterSpec) -> Result<&BackupConfig, ManagerError> {
     let config = cluster.backup.as_ref().ok_or_else(|| {
         ManagerError::permanent(
             "backups_not_configured",

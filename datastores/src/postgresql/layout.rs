@@ -54,6 +54,16 @@ pub struct Layout {
     pub pgbackrest_log: String,
     pub pgbackrest_spool: String,
     pub pgbackrest_lock: String,
+    /// Restore from a volume snapshot: the snapshot's data directory is moved here
+    /// (beside the data directory, on the volume) by `prepare`, and into place by the
+    /// bootstrap; the marker (named after this cluster's id) says the move was done,
+    /// so a later `prepare` never moves this cluster's own data directory.
+    pub snapshot_staging: String,
+    pub snapshot_marker: String,
+    /// The snapshot's `backup_label` and `tablespace_map` (0600 postgres, outside the
+    /// data directory), copied into it by the bootstrap.
+    pub snapshot_backup_label: String,
+    pub snapshot_tablespace_map: String,
     pub bin_dir: String,
     /// Block device to format and mount at `pg_home`, when the volume is one.
     pub device: Option<String>,
@@ -61,7 +71,7 @@ pub struct Layout {
     pub volume_dir: Option<String>,
 }
 
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -126,6 +136,10 @@ impl Layout {
         let boot_dir = at(herd_providers::local::BOOT_DIR)?;
         let layout = Self {
             data_dir: format!("{data_parent}/{c}"),
+            snapshot_staging: format!("{data_parent}/.herd-snapshot"),
+            snapshot_marker: format!("{data_parent}/.herd-snapshot-{}.moved", cluster.cluster_id.simple()),
+            snapshot_backup_label: at(&format!("etc/patroni/{v}-{c}.backup_label"))?,
+            snapshot_tablespace_map: at(&format!("etc/patroni/{v}-{c}.tablespace_map"))?,
             data_parent,
             log_dir: at("var/log/postgresql")?,
             pg_log_name: format!("postgresql-{v}-{c}.log"),
@@ -244,6 +258,9 @@ pub(crate) mod tests {
         assert_eq!(l.callback_token, "/etc/patroni/15-orders.callback-token");
         assert_eq!(l.pgbackrest_conf, "/etc/pgbackrest/15-orders.conf");
         assert_eq!(l.pgbackrest_lock, "/var/spool/pgbackrest/lock");
+        assert_eq!(l.snapshot_staging, "/var/lib/postgresql/15/.herd-snapshot");
+        assert_eq!(l.snapshot_marker, "/var/lib/postgresql/15/.herd-snapshot-00000000000000000000000000000000.moved");
+        assert_eq!(l.snapshot_backup_label, "/etc/patroni/15-orders.backup_label");
         assert!(l.is_whole_machine());
     }
 
@@ -253,6 +270,8 @@ pub(crate) mod tests {
         let (c, n) = spec("/srv/h/servers/s1", Some(vol));
         let l = Layout::new(&c, &n).unwrap();
         assert_eq!(l.data_dir, "/srv/h/servers/s1/mnt/vol-1/15/orders");
+        assert_eq!(l.snapshot_staging, "/srv/h/servers/s1/mnt/vol-1/15/.herd-snapshot");
+        assert_eq!(l.snapshot_tablespace_map, "/srv/h/servers/s1/etc/patroni/15-orders.tablespace_map");
         assert_eq!(l.socket_dir, "/srv/h/servers/s1/var/run/postgresql");
         assert_eq!(l.etcd_entry, "/srv/h/servers/s1/etc/herd/boot.d/20-etcd-orders");
         assert_eq!(l.device, None);

@@ -16,6 +16,7 @@ mod packages;
 mod params;
 mod patroni;
 mod render;
+mod snapshot;
 mod sql;
 
 pub use layout::Layout;
@@ -194,7 +195,13 @@ fi
 mount -t "$fstype" "$dev" "$mnt"
 "#;
 
-fn prepare_on(s: &Session, l: &Layout, packages: &[String], pgbackrest: bool) -> Result<(), ManagerError> {
+fn prepare_on(
+    s: &Session,
+    l: &Layout,
+    packages: &[String],
+    pgbackrest: bool,
+    snapshot_move: Option<String>,
+) -> Result<(), ManagerError> {
     let host = s.host();
     if !packages.is_empty() {
         let out = s.exec(&packages::query_command(packages), None)?;
@@ -279,29 +286,58 @@ fn prepare_on(s: &Session, l: &Layout, packages: &[String], pgbackrest: bool) ->
     ));
     let out = s.exec(&cmds.join(" && "), None)?;
     match out.exit_status {
-        0 => Ok(()),
-        11 => Err(ManagerError::Transient(format!(
-            "{host}: volume directory {} is not present",
-            l.volume_dir.as_deref().unwrap_or_default()
-        ))),
-        12 => Err(ManagerError::permanent(
-            "server_root_inaccessible",
-            format!(
-                "{host}: postgres or {etcd_user} cannot write {} or {}: a parent directory of {} is not \
-                 searchable by other users (chmod o+x it)",
-                l.data_parent,
-                l.etcd_data,
-                l.root.display()
-            ),
-        )),
-        _ => Err(ManagerError::Transient(format!("{host}: creating directories failed: {}", out.error_tail()))),
+        0 => {}
+        11 => {
+            return Err(ManagerError::Transient(format!(
+                "{host}: volume directory {} is not present",
+                l.volume_dir.as_deref().unwrap_or_default()
+            )));
+        }
+        12 => {
+            return Err(ManagerError::permanent(
+                "server_root_inaccessible",
+                format!(
+                    "{host}: postgres or {etcd_user} cannot write {} or {}: a parent directory of {} is not \
+                     searchable by other users (chmod o+x it)",
+                    l.data_parent,
+                    l.etcd_data,
+                    l.root.display()
+                ),
+            ));
+        }
+        _ => {
+            return Err(ManagerError::Transient(format!("{host}: creating directories failed: {}", out.error_tail())));
+        }
     }
+    // The member restoring a volume snapshot: the source's data directory goes
+    // aside before Patroni could ever find it.
+    if let Some(cmd) = snapshot_move {
+        let out = s.exec(&cmd, None)?;
+        match out.exit_status {
+            0 => {}
+            13 => return Err(ManagerError::permanent("invalid_restore", format!("{host}: {}", out.error_tail()))),
+            _ => {
+                return Err(ManagerError::Transient(format!(
+                    "{host}: moving the snapshot's data directory aside failed: {}",
+                    out.error_tail()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What configure writes besides the two config files.
 struct CallbackFiles {
     script: String,
     token: SecretString,
+}
+
+/// The snapshot's backup label and tablespace map (empty: none), on the member
+/// that restores a volume snapshot.
+struct SnapshotFiles {
+    backup_label: String,
+    tablespace_map: String,
 }
 
 fn configure_on(
@@ -311,6 +347,7 @@ fn configure_on(
     patroni_conf: String,
     callback: Option<CallbackFiles>,
     pgbackrest_conf: Option<String>,
+    snapshot: Option<SnapshotFiles>,
 ) -> Result<(), ManagerError> {
     let users = users(s)?;
     let etcd_script = render::etcd_script(l, &users.etcd)?;
@@ -347,6 +384,30 @@ fn configure_on(
             Upload { path: &l.pgbackrest_conf, bytes: conf.as_bytes(), mode: 0o600, owner: "postgres:postgres" },
         );
     }
+    // Before patroni.yml, whose bootstrap copies them into the data directory. Only
+    // postgres (Patroni's bootstrap) reads them.
+    if let Some(snap) = &snapshot {
+        files.insert(
+            0,
+            Upload {
+                path: &l.snapshot_backup_label,
+                bytes: snap.backup_label.as_bytes(),
+                mode: 0o600,
+                owner: "postgres:postgres",
+            },
+        );
+        if !snap.tablespace_map.is_empty() {
+            files.insert(
+                0,
+                Upload {
+                    path: &l.snapshot_tablespace_map,
+                    bytes: snap.tablespace_map.as_bytes(),
+                    mode: 0o600,
+                    owner: "postgres:postgres",
+                },
+            );
+        }
+    }
     // Rewrite only what differs: a re-run on a configured node costs no command.
     let mut changed = Vec::new();
     let mut patroni_rewritten = false;
@@ -369,7 +430,13 @@ fn configure_on(
     if pgbackrest_conf.is_none() {
         dropped.push(&l.pgbackrest_conf);
     }
-    // The callback or backups were dropped: no stale token or key stays.
+    match &snapshot {
+        None => dropped.extend([&l.snapshot_backup_label, &l.snapshot_tablespace_map]),
+        Some(snap) if snap.tablespace_map.is_empty() => dropped.push(&l.snapshot_tablespace_map),
+        Some(_) => {}
+    }
+    // The callback, backups or a snapshot restore were dropped: no stale token, key
+    // or label stays.
     let stale: Vec<&str> = dropped.into_iter().map(String::as_str).filter(|p| s.exists(p).unwrap_or(true)).collect();
     if !stale.is_empty() {
         s.exec(&format!("rm -f {}", join(&stale)), None)?.check("remove stale files")?;
@@ -410,7 +477,13 @@ impl Manager for PostgresManager {
         if pgbackrest && !packages.iter().any(|p| p == "pgbackrest") {
             packages.push("pgbackrest".into());
         }
-        with_session(&node.ssh, move |s| prepare_on(s, &l, &packages, pgbackrest)).await
+        if let Some(r) = &cluster.restore
+            && let Some(s) = &r.snapshot
+        {
+            snapshot::check_restore(cluster, r, s)?;
+        }
+        let snapshot_move = snapshot::source_for(cluster, node).map(|s| snapshot::move_aside_command(&l, s));
+        with_session(&node.ssh, move |s| prepare_on(s, &l, &packages, pgbackrest, snapshot_move)).await
     }
 
     async fn configure(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
@@ -428,7 +501,15 @@ impl Manager for PostgresManager {
             (Some(script), Some(cb)) => Some(CallbackFiles { script, token: cb.token.clone() }),
             _ => None,
         };
-        with_session(&node.ssh, move |s| configure_on(s, &l, etcd_conf, patroni_conf, callback, pgbackrest_conf)).await
+        // patroni_config checked the restore (snapshot::check_restore).
+        let snapshot = snapshot::source_for(cluster, node).map(|s| SnapshotFiles {
+            backup_label: s.label.backup_label.clone(),
+            tablespace_map: s.label.tablespace_map.clone(),
+        });
+        with_session(&node.ssh, move |s| {
+            configure_on(s, &l, etcd_conf, patroni_conf, callback, pgbackrest_conf, snapshot)
+        })
+        .await
     }
 
     async fn start_dcs(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
@@ -606,11 +687,10 @@ impl Manager for PostgresManager {
 
     async fn begin_snapshot(
         &self,
-        _cluster: &ClusterSpec,
+        cluster: &ClusterSpec,
         node: &NodeSpec,
-        _label: &str,
+        label: &str,
     ) -> Result<Box<dyn crate::HeldBackup>, ManagerError> {
-        // Interface first; the implementation lands with the snapshot work (in progress).
-        Err(ManagerError::permanent("snapshots_unsupported", format!("no snapshot of {} yet", node.name)))
+        self.begin_snapshot_impl(cluster, node, label).await
     }
 }

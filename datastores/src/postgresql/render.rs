@@ -342,6 +342,8 @@ struct PatroniContext {
 
 #[derive(Serialize)]
 struct RestoreContext {
+    /// Patroni's name for the custom method (a constant: `pgbackrest`, `snapshot`).
+    method: &'static str,
     command: String,
     recovery_conf: Vec<Parameter>,
 }
@@ -365,8 +367,15 @@ pub fn patroni_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Res
     let restore = match &cluster.restore {
         None => None,
         Some(r) => {
-            let b = super::backup::bootstrap(l, r)?;
+            let b = match &r.snapshot {
+                Some(s) => {
+                    super::snapshot::check_restore(cluster, r, s)?;
+                    super::snapshot::bootstrap(l, r)?
+                }
+                None => super::backup::bootstrap(l, r)?,
+            };
             Some(RestoreContext {
+                method: b.method,
                 command: yaml_str(&b.command),
                 recovery_conf: b
                     .recovery_conf
@@ -683,6 +692,71 @@ mod tests {
         assert!(argv[2].contains("--stanza=herd-source --delta --type=time"), "{argv:?}");
         let out = Command::new("/bin/sh").args(["-n", "-c", &argv[2]]).output().unwrap();
         assert!(out.status.success(), "{argv:?}");
+    }
+
+    #[test]
+    fn snapshot_restores_bootstrap_with_the_snapshot_method() {
+        use crate::postgresql::backup::tests::posix;
+        let (mut c, n) = spec("/srv/h/s 1", None);
+        let l = Layout::new(&c, &n).unwrap();
+        c.backup = Some(posix("/srv/backups", "herd-own"));
+        let label = crate::SnapshotLabel {
+            start_lsn: "0/5000028".into(),
+            stop_lsn: "0/5000100".into(),
+            backup_label: "START WAL LOCATION: 0/5000028 (file 000000010000000000000005)\n".into(),
+            tablespace_map: String::new(),
+        };
+        let snapshot = crate::SnapshotSource { node_id: n.node_id, source_name: "src".into(), label };
+        c.restore = Some(crate::RestoreSource {
+            from: posix("/srv/backups", "herd-src"),
+            set: None,
+            target_time: None,
+            snapshot: Some(snapshot.clone()),
+        });
+        let text = patroni_config(&c, &n, &l).unwrap();
+        assert!(!text.contains("START WAL LOCATION"), "the label is a file of its own");
+        let y = pyyaml(&text);
+        let boot = &y["bootstrap"];
+        assert_eq!(boot["method"], "snapshot");
+        assert_eq!(boot.get("pgbackrest"), None);
+        let m = &boot["snapshot"];
+        assert_eq!((m["no_params"].as_bool(), m["keep_existing_recovery_conf"].as_bool()), (Some(true), Some(false)));
+        let conf = "'--config=/srv/h/s 1/etc/pgbackrest/15-orders.conf'";
+        assert_eq!(
+            m["recovery_conf"]["restore_command"],
+            format!("pgbackrest {conf} --stanza=herd-src archive-get %f \"%p\"")
+        );
+        assert_eq!(m["recovery_conf"]["recovery_target"], "immediate");
+        assert_eq!(m["recovery_conf"]["recovery_target_action"], "promote");
+        assert_eq!(m["recovery_conf"]["recovery_target_timeline"], "current");
+        let cmd = m["command"].as_str().unwrap().to_owned();
+        let out = Command::new("python3")
+            .args(["-c", "import json,shlex,sys; print(json.dumps(shlex.split(sys.argv[1])))", &cmd])
+            .output()
+            .unwrap();
+        let argv: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(argv[..2], ["/bin/sh", "-c"]);
+        assert_eq!(
+            argv[4..],
+            [
+                "/srv/h/s 1/var/lib/postgresql/15/.herd-snapshot",
+                "/srv/h/s 1/var/lib/postgresql/15/orders",
+                "/srv/h/s 1/etc/patroni/15-orders.backup_label",
+                "/srv/h/s 1/etc/patroni/15-orders.tablespace_map",
+            ]
+        );
+        // Archiving goes to the cluster's own stanza, as after any restore.
+        assert_eq!(
+            y["postgresql"]["parameters"]["archive_command"],
+            format!("pgbackrest {conf} --stanza=herd-own archive-push %p")
+        );
+        // A snapshot names a member of this cluster, and nothing else to select.
+        let mut bad = c.clone();
+        bad.restore.as_mut().unwrap().snapshot.as_mut().unwrap().node_id = uuid::Uuid::new_v4();
+        assert_eq!(patroni_config(&bad, &n, &l).unwrap_err().code(), "invalid_restore");
+        let mut bad = c.clone();
+        bad.restore.as_mut().unwrap().set = Some("20261122-120000F".into());
+        assert_eq!(patroni_config(&bad, &n, &l).unwrap_err().code(), "invalid_restore");
     }
 
     #[test]

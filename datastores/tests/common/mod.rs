@@ -6,8 +6,8 @@
 use herd_core::status::NodeRole;
 use herd_datastores::postgresql::PostgresManager;
 use herd_datastores::{
-    ClusterHealth, ClusterSecrets, ClusterSpec, HaTiming, Manager, ManagerError, NodeSpec, NodeTags, SshTarget,
-    VolumeMount,
+    BackupConfig, BackupRepo, ClusterHealth, ClusterSecrets, ClusterSpec, HaTiming, Manager, ManagerError, NodeSpec,
+    NodeTags, SshTarget, VolumeMount,
 };
 use herd_providers::local::LocalProvider;
 use herd_providers::{LocalProviderSettings, Provider, ServerInfo, ServerSpec, VolumeSpec};
@@ -86,14 +86,22 @@ impl Fixture {
     /// A server with a directory volume, and the node spec over it.
     pub fn node(&self, node_name: &str) -> (NodeSpec, ServerInfo) {
         let info = self.create_server(node_name);
-        let vol_spec = VolumeSpec {
-            name: format!("{node_name}-data"),
-            size_gb: 1,
-            server_id: Some(info.id.clone()),
-            tags: BTreeMap::new(),
-        };
-        let vol = self.rt.block_on(self.provider.create_volume(&vol_spec, &format!("vol-{node_name}"))).unwrap();
-        let att = self.rt.block_on(self.provider.attach_volume(&vol.id, &info.id)).unwrap();
+        let vol =
+            self.rt.block_on(self.provider.create_volume(&volume_spec(node_name, &info), &format!("vol-{node_name}")));
+        self.node_on(node_name, info, &vol.unwrap().id)
+    }
+
+    /// A server whose volume is created from `snapshot_id`, and the node spec over it.
+    pub fn node_from_snapshot(&self, node_name: &str, snapshot_id: &str) -> (NodeSpec, ServerInfo) {
+        let info = self.create_server(node_name);
+        let spec = volume_spec(node_name, &info);
+        let token = format!("vol-from-snapshot-{node_name}");
+        let vol = self.rt.block_on(self.provider.create_volume_from_snapshot(snapshot_id, &spec, &token));
+        self.node_on(node_name, info, &vol.expect("volume from snapshot").id)
+    }
+
+    fn node_on(&self, node_name: &str, info: ServerInfo, volume_id: &str) -> (NodeSpec, ServerInfo) {
+        let att = self.rt.block_on(self.provider.attach_volume(volume_id, &info.id)).unwrap();
         let node = NodeSpec {
             node_id: Uuid::new_v4(),
             name: node_name.to_owned(),
@@ -116,11 +124,16 @@ impl Fixture {
             members.push(node);
             servers.push(info);
         }
+        (self.cluster_of(name, members, synchronous), servers)
+    }
+
+    /// The cluster spec (test parameters and passwords) over `members`.
+    pub fn cluster_of(&self, name: &str, members: Vec<NodeSpec>, synchronous: bool) -> ClusterSpec {
         let mut parameters = serde_json::Map::new();
         parameters.insert("work_mem".into(), "8MB".into());
         parameters.insert("max_connections".into(), 50.into());
         parameters.insert("application_name".into(), "herd's \"test\"".into());
-        let spec = ClusterSpec {
+        ClusterSpec {
             cluster_id: Uuid::new_v4(),
             name: name.into(),
             version: "15".into(),
@@ -141,12 +154,83 @@ impl Fixture {
             backup: None,
             restore: None,
             newest_timeline: 0,
-        };
-        (spec, servers)
+        }
     }
 
     pub fn pids(&self, id: &str) -> Vec<i32> {
         self.rt.block_on(self.provider.server_pids(id)).expect("server pids")
+    }
+}
+
+fn volume_spec(node_name: &str, server: &ServerInfo) -> VolumeSpec {
+    VolumeSpec {
+        name: format!("{node_name}-data"),
+        size_gb: 1,
+        server_id: Some(server.id.clone()),
+        tags: BTreeMap::new(),
+    }
+}
+
+/// The local provider's id of a node's volume (its attachment is `<server>/mnt/<id>`).
+pub fn volume_id(node: &NodeSpec) -> String {
+    let vol = node.volume.as_ref().expect("a volume");
+    std::path::Path::new(&vol.path).file_name().expect("attachment path").to_string_lossy().into_owned()
+}
+
+/// A posix pgBackRest repository in a temp dir owned by postgres, removed on drop.
+pub struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("hds-repo-").tempdir().expect("repo dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
+        let (uid, gid) = (user_id("postgres"), group_id("postgres"));
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown repo");
+        Self { dir }
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// The cluster's own stanza in this repository.
+    pub fn config(&self, c: &ClusterSpec) -> BackupConfig {
+        BackupConfig {
+            repo: BackupRepo::Posix { path: self.path().display().to_string() },
+            stanza: format!("herd-{}", c.cluster_id.simple()),
+        }
+    }
+}
+
+pub fn group_id(name: &str) -> u32 {
+    let out = Command::new("id").args(["-g", name]).output().expect("id");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
+
+/// The last lines of every log of the servers, for a failing test's output.
+pub fn dump_logs(servers: &[ServerInfo]) {
+    for server in servers {
+        for log in walk(&server.root_prefix.join("var/log")) {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("==> {log}\n{}", lines[lines.len().saturating_sub(40)..].join("\n"));
+        }
     }
 }
 
