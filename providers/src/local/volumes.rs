@@ -54,16 +54,24 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), ProviderError> {
         .arg(dst)
         .output()
         .map_err(|e| ProviderError::Permanent(format!("run cp: {e}")))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         Ok(())
+    } else if only_vanished(&stderr) && src.is_dir() && dst.is_dir() {
+        // A volume in use (a database inside an online backup) loses files while it
+        // is copied: they are gone in the source too, which the copy then reflects,
+        // as a block-level snapshot would. cp copied everything else.
+        tracing::info!(src = %src.display(), "files vanished while copying a volume in use");
+        Ok(())
     } else {
-        Err(ProviderError::Permanent(format!(
-            "copy {} to {}: {}",
-            src.display(),
-            dst.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
+        Err(ProviderError::Permanent(format!("copy {} to {}: {}", src.display(), dst.display(), stderr.trim())))
     }
+}
+
+/// Whether cp's only complaints are files that disappeared between listing and copying.
+fn only_vanished(stderr: &str) -> bool {
+    let mut lines = stderr.lines().filter(|l| !l.trim().is_empty()).peekable();
+    lines.peek().is_some() && lines.all(|l| l.ends_with(": No such file or directory"))
 }
 
 impl Inner {
@@ -360,5 +368,33 @@ impl Inner {
         drop(lock);
         tracing::info!(snapshot = %id, "local snapshot deleted");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vanished_files_are_tolerated_other_errors_are_not() {
+        let vanished = "cp: cannot stat '/v/15/x/pg_wal/000000010000000000000003': No such file or directory\n\
+                        cp: cannot open '/v/15/x/base/pgsql_tmp/t1' for reading: No such file or directory\n";
+        assert!(only_vanished(vanished));
+        assert!(!only_vanished(""), "a failure that said nothing is a failure");
+        assert!(!only_vanished(&format!("{vanished}cp: error writing '/d/f': No space left on device\n")));
+        assert!(!only_vanished("cp: cannot open '/v/f' for reading: Permission denied\n"));
+    }
+
+    #[test]
+    fn a_tree_copies_with_modes_and_links() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        fs::create_dir_all(src.join("a/b")).unwrap();
+        fs::write(src.join("a/b/f"), b"data").unwrap();
+        std::os::unix::fs::symlink("a/b/f", src.join("link")).unwrap();
+        copy_tree(&src, &d.path().join("dst")).unwrap();
+        assert_eq!(fs::read(d.path().join("dst/a/b/f")).unwrap(), b"data");
+        assert_eq!(fs::read_link(d.path().join("dst/link")).unwrap(), Path::new("a/b/f"));
+        assert!(copy_tree(&d.path().join("missing"), &d.path().join("dst2")).is_err());
     }
 }
