@@ -501,9 +501,9 @@ async fn take_backup(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
     let mgr = b.manager.as_ref();
     let info = job
         .step(&b.cluster, CLUSTER, "cluster", "backup", || async {
-            // The stanza exists since the build; a cluster built before backups existed
-            // gets it now (idempotent).
-            mgr.init_backups(&spec).await?;
+            // No `init_backups` first (stanza-create + check, ~2 s): the build created
+            // the stanza, and pgBackRest refuses to back up into a missing one; the
+            // manager then creates it and backs up again.
             Ok(mgr.backup(&spec, kind).await?)
         })
         .await?;
