@@ -52,6 +52,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .configure(clusters::routes)
                 .configure(ha::routes)
                 .configure(backups::routes)
+                .configure(backup_policy::routes)
                 .configure(tasks::routes)
                 .default_service(web::to(route_not_found)),
         )

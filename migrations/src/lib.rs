@@ -6,6 +6,7 @@ mod m20261122_000001_initial;
 mod m20261122_000002_ha;
 mod m20261122_000003_backups;
 mod m20261201_000004_ha_observed;
+mod m20261201_000006_backup_policy;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_ha::Migration),
             Box::new(m20261122_000003_backups::Migration),
             Box::new(m20261201_000004_ha_observed::Migration),
+            Box::new(m20261201_000006_backup_policy::Migration),
         ]
     }
 }

@@ -712,6 +712,27 @@ impl PostgresManager {
             return Err(ManagerError::Transient(format!("expiring backup {label} failed: {}", tail(&out.stderr))));
         }
         tracing::info!(stanza = %config.stanza, label, "backup expired");
+        self.expire_archive(config, &scratch).await
+    }
+
+    /// `expire --set` removes a backup set but none of the archived WAL: what only
+    /// expired backups needed goes here. WAL retention counted in full backups, as
+    /// many as remain, keeps everything from the oldest remaining full backup on (each
+    /// remaining backup stays restorable to any later point), and never expires a
+    /// backup (`repo1-retention-full` stays at its maximum).
+    async fn expire_archive(&self, config: &BackupConfig, scratch: &Scratch) -> Result<(), ManagerError> {
+        let fulls = local_info(config, scratch).await?.backups.iter().filter(|b| b.kind == BackupKind::Full).count();
+        if fulls == 0 {
+            return Ok(());
+        }
+        let keep = format!("--repo1-retention-archive={fulls}");
+        let out = run_local(config, &["expire", "--repo1-retention-archive-type=full", &keep], scratch).await?;
+        if !out.status.success() {
+            return Err(ManagerError::Transient(format!(
+                "expiring archived WAL older than the oldest full backup failed: {}",
+                tail(&out.stderr)
+            )));
+        }
         Ok(())
     }
 
