@@ -53,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .configure(ha::routes)
                 .configure(backups::routes)
                 .configure(snapshots::routes)
+                .configure(backup_policy::routes)
                 .configure(tasks::routes)
                 .default_service(web::to(route_not_found)),
         )

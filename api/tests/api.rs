@@ -19,6 +19,8 @@ on_both_backends!(
     tokens_can_be_revoked,
     ha_settings_and_day2_requests_are_validated,
     snapshot_requests_are_validated,
+    backup_policies_are_validated_and_go_with_their_cluster,
+    scheduled_runs_start_exactly_once_and_wait_for_a_busy_cluster,
 );
 
 fn cluster_body(name: &str) -> Value {
@@ -76,6 +78,7 @@ async fn every_v1_route_requires_a_token(b: Backend) {
         let methods = [
             (item.get.is_some(), Method::GET),
             (item.post.is_some(), Method::POST),
+            (item.put.is_some(), Method::PUT),
             (item.patch.is_some(), Method::PATCH),
             (item.delete.is_some(), Method::DELETE),
         ];
@@ -733,4 +736,270 @@ async fn snapshot_requests_are_validated(b: Backend) {
     assert_eq!(list["items"].as_array().unwrap().len(), 2, "nothing created by a refused request: {list}");
     let (_, list) = app.get("/v1/snapshots", &tok).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
+}
+
+fn policy_path(id: &str) -> String {
+    format!("/v1/clusters/{id}/backup-policy")
+}
+
+fn fields_of(v: &Value) -> Vec<String> {
+    v["errors"]
+        .as_array()
+        .map(|a| a.iter().map(|e| e["field"].as_str().unwrap_or("").to_owned()).collect())
+        .unwrap_or_default()
+}
+
+async fn backup_policies_are_validated_and_go_with_their_cluster(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let (_, tok) = app.member("policies").await;
+    let (_, other) = app.member("strangers").await;
+    let (s, v) = app.post("/v1/clusters", &tok, cluster_body("scheduled")).await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["cluster"]["id"].as_str().unwrap().to_owned();
+    let put = |token: &str, path: String, body: Value| {
+        let token = token.to_owned();
+        let app = &app;
+        async move { app.call(Method::PUT, &path, Some(&token), Some(body)).await }
+    };
+
+    // None yet: 404 (GET), 204 (DELETE: nothing to remove).
+    let (s, v) = app.get(&policy_path(&id), &tok).await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("no backup policy"), "{v}");
+    let (s, _) = app.call(Method::DELETE, &policy_path(&id), Some(&tok), None).await;
+    assert_eq!(s, 204);
+
+    // Every invalid field at once.
+    let bad = json!({"full_schedule": "61 * * * *", "diff_schedule": "", "incremental_schedule": "0 3 1 * 1",
+        "retention_full": 0});
+    let (s, v) = put(&tok, policy_path(&id), bad).await;
+    assert_eq!(s, 422, "{v}");
+    let mut fields = fields_of(&v);
+    fields.sort();
+    assert_eq!(fields, ["diff_schedule", "full_schedule", "incremental_schedule", "retention_full"], "{v}");
+    assert!(v.to_string().contains("both day-of-month and day-of-week"), "{v}");
+    for (body, field) in [
+        (json!({"full_schedule": "0 3 * *", "retention_full": 2}), "full_schedule"),
+        (json!({"full_schedule": "0 3 * * * * 2030", "retention_full": 2}), "full_schedule"),
+        (json!({"full_schedule": "@fortnightly", "retention_full": 2}), "full_schedule"),
+        (json!({"full_schedule": "0 3 * * *", "retention_full": 1001}), "retention_full"),
+        (json!({"full_schedule": "0 3 * * *", "retention_full": -1}), "retention_full"),
+        (json!({"full_schedule": "0 3 * * *", "retention_full": "two"}), "retention_full"),
+        (json!({"full_schedule": 3, "retention_full": 2}), "full_schedule"),
+        (json!({"full_schedule": "0 3 * * *"}), "body"),
+        (json!({"retention_full": 2}), "body"),
+        // Read-only and unknown fields are refused by name.
+        (
+            json!({"full_schedule": "0 3 * * *", "retention_full": 2, "next_full_at": "2030-01-01T00:00:00Z"}),
+            "next_full_at",
+        ),
+        (json!({"full_schedule": "0 3 * * *", "retention_full": 2, "weekly": true}), "weekly"),
+    ] {
+        let (s, v) = put(&tok, policy_path(&id), body.clone()).await;
+        assert_eq!((s, fields_of(&v)), (422, vec![field.to_owned()]), "{body}: {v}");
+    }
+    let (s, _) = app.get(&policy_path(&id), &tok).await;
+    assert_eq!(s, 404, "nothing was stored");
+
+    // Set: 200 with the policy and when each kind runs next (UTC).
+    let before = chrono::Utc::now();
+    let body = json!({"full_schedule": "0 3 * * 0", "incremental_schedule": " 0 3 * * 1-6 ", "retention_full": 4});
+    let (s, p) = put(&tok, policy_path(&id), body).await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(
+        (&p["cluster_id"], &p["full_schedule"], &p["incremental_schedule"], &p["diff_schedule"], &p["retention_full"]),
+        (&json!(id), &json!("0 3 * * 0"), &json!("0 3 * * 1-6"), &Value::Null, &json!(4)),
+        "{p}"
+    );
+    let at = |f: &str| chrono::DateTime::parse_from_rfc3339(p[f].as_str().unwrap()).unwrap().to_utc();
+    use chrono::{Datelike, Timelike};
+    let (full, incr) = (at("next_full_at"), at("next_incremental_at"));
+    assert!(full > before && full - before <= chrono::Duration::days(7), "{p}");
+    assert_eq!((full.weekday(), full.hour(), full.minute()), (chrono::Weekday::Sun, 3, 0), "{p}");
+    assert!(incr > before && incr.weekday() != chrono::Weekday::Sun && incr.hour() == 3, "{p}");
+    assert_eq!((&p["next_diff_at"], &p["waiting_since"]), (&Value::Null, &Value::Null), "{p}");
+    let (s, got) = app.get(&policy_path(&id), &tok).await;
+    assert_eq!((s, &got), (200, &p));
+    // Replace: the whole policy; unset fields are gone.
+    let (s, p2) = put(
+        &tok,
+        policy_path(&id),
+        json!({"full_schedule": "*/30 * * * * *", "diff_schedule": "@hourly", "retention_full": 1}),
+    )
+    .await;
+    assert_eq!(s, 200, "{p2}");
+    assert_eq!((&p2["incremental_schedule"], &p2["next_incremental_at"]), (&Value::Null, &Value::Null), "{p2}");
+    assert!(p2["next_diff_at"].is_string() && p2["next_full_at"] != p["next_full_at"], "{p2}");
+    assert_eq!(p2["created_at"], p["created_at"]);
+    let (_, ev) = app.get(&format!("/v1/clusters/{id}/events"), &tok).await;
+    let msgs: Vec<&str> = ev["items"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
+    assert!(
+        msgs.iter().any(|m| m.starts_with("backup policy set: full '0 3 * * 0', incremental '0 3 * * 1-6'")),
+        "{msgs:?}"
+    );
+    assert!(msgs.iter().any(|m| m.starts_with("backup policy replaced")), "{msgs:?}");
+
+    // Tenancy: another project's cluster does not exist; nor does an unknown one.
+    let nobody = uuid::Uuid::new_v4().to_string();
+    for (token, cid) in [(other.as_str(), id.as_str()), (tok.as_str(), nobody.as_str())] {
+        let (s, _) = app.get(&policy_path(cid), token).await;
+        assert_eq!(s, 404);
+        let (s, v) = put(token, policy_path(cid), json!({"full_schedule": "0 3 * * *", "retention_full": 2})).await;
+        assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+        let (s, _) = app.call(Method::DELETE, &policy_path(cid), Some(token), None).await;
+        assert_eq!(s, 404);
+    }
+    let (s, v) = app.call(Method::PATCH, &policy_path(&id), Some(&tok), Some(json!({}))).await;
+    assert_eq!((s, v["code"].as_str()), (405, Some("method_not_allowed")));
+
+    // Remove: 204, then none.
+    let (s, _) = app.call(Method::DELETE, &policy_path(&id), Some(&tok), None).await;
+    assert_eq!(s, 204);
+    let (s, _) = app.get(&policy_path(&id), &tok).await;
+    assert_eq!(s, 404);
+    let (_, ev) = app.get(&format!("/v1/clusters/{id}/events"), &tok).await;
+    assert!(ev.to_string().contains("backup policy removed"), "{ev}");
+
+    // Deleting the cluster removes its policy at once; a cluster being deleted takes none.
+    let (s, _) = put(&tok, policy_path(&id), json!({"full_schedule": "0 3 * * *", "retention_full": 2})).await;
+    assert_eq!(s, 200);
+    let (s, _) = app.call(Method::DELETE, &format!("/v1/clusters/{id}"), Some(&tok), None).await;
+    assert_eq!(s, 202);
+    let (s, _) = app.get(&policy_path(&id), &tok).await;
+    assert_eq!(s, 404, "the policy went with the delete request");
+    let (s, v) = put(&tok, policy_path(&id), json!({"full_schedule": "0 3 * * *", "retention_full": 2})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("invalid_state")), "{v}");
+}
+
+/// Several workers' schedulers (each its own database pool) scan the same due policy
+/// at once: one backup task. While that task is open the next run waits (recorded
+/// once), then starts late when the cluster is free.
+async fn scheduled_runs_start_exactly_once_and_wait_for_a_busy_cluster(b: Backend) {
+    use herd_store::entity::{backup, task, task_event};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let app = TestApp::spawn(b).await;
+    let (_, tok) = app.member("scheduler").await;
+    let (s, v) = app.post("/v1/clusters", &tok, cluster_body("nightly")).await;
+    assert_eq!(s, 202, "{v}");
+    let id: uuid::Uuid = v["cluster"]["id"].as_str().unwrap().parse().unwrap();
+    let build_task: uuid::Uuid = v["task_id"].as_str().unwrap().parse().unwrap();
+    let key = std::sync::Arc::new(
+        herd_core::crypto::MasterKey::from_base64(app.settings.master_key.as_ref().unwrap()).unwrap(),
+    );
+    let store = |db| herd_store::Store::new(db, key.clone());
+    let main = store(herd_store::connect(&app.database_url()).await.unwrap());
+
+    // The build "finishes": its task succeeds and the cluster is active.
+    assert!(main.claim_task(build_task, "test", chrono::Duration::seconds(30)).await.unwrap().is_some());
+    main.complete_build(build_task, "test", id).await.unwrap();
+
+    let providers =
+        std::sync::Arc::new(herd_providers::build_providers(&app.settings.providers, &app.settings.state_dir).unwrap());
+    let mut workers = Vec::new();
+    for i in 0..4 {
+        let queue = herd_worker::Queue::sqlite(&app.state_dir.path().join(format!("queue-{i}.db"))).await.unwrap();
+        let db = herd_store::connect(&app.database_url()).await.unwrap();
+        let ctx = herd_worker::Ctx::new(store(db), providers.clone(), app.settings.worker.clone(), queue)
+            .with_backups(app.settings.backups.clone(), app.settings.state_dir.clone());
+        workers.push(std::sync::Arc::new(ctx));
+    }
+    // Every second: due within a second.
+    let (s, p) = app
+        .call(
+            Method::PUT,
+            &policy_path(&id.to_string()),
+            Some(&tok),
+            Some(json!({"full_schedule": "* * * * * *",
+            "incremental_schedule": "* * * * * *", "retention_full": 3})),
+        )
+        .await;
+    assert_eq!(s, 200, "{p}");
+    let due = chrono::DateTime::parse_from_rfc3339(p["next_full_at"].as_str().unwrap()).unwrap().to_utc();
+    let wait_until = |t: chrono::DateTime<chrono::Utc>| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while chrono::Utc::now() <= t {
+            assert!(std::time::Instant::now() < deadline, "clock never reached {t}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    wait_until(due).await;
+    // The policy as every scheduler reads it before claiming this run.
+    let stale = main.backup_policy_of(id).await.unwrap().unwrap();
+    let scan_all = |at: chrono::DateTime<chrono::Utc>| {
+        let workers = workers.clone();
+        async move {
+            let scans = workers.iter().map(|w| {
+                let w = w.clone();
+                tokio::spawn(async move { herd_worker::scheduler::scan(&w, at).await })
+            });
+            for r in futures_util::future::join_all(scans).await {
+                r.unwrap().unwrap();
+            }
+        }
+    };
+    scan_all(chrono::Utc::now()).await;
+    let backups =
+        || async { backup::Entity::find().filter(backup::Column::ClusterId.eq(id)).all(&main.db).await.unwrap() };
+    let tasks = || async {
+        task::Entity::find()
+            .filter(task::Column::ClusterId.eq(id))
+            .filter(task::Column::Kind.eq(herd_core::status::TaskKind::Backup))
+            .all(&main.db)
+            .await
+            .unwrap()
+    };
+    let events = || async {
+        let rows = task_event::Entity::find().filter(task_event::Column::ClusterId.eq(id)).all(&main.db).await.unwrap();
+        rows.into_iter().map(|e| e.message).collect::<Vec<_>>()
+    };
+    let first = backups().await;
+    assert_eq!(first.len(), 1, "four schedulers, one run: {first:?}");
+    assert_eq!(first[0].backup_type.as_str(), "full", "the full backup stands for the incremental due with it");
+    assert_eq!(tasks().await.len(), 1);
+    let started: Vec<String> = events().await.into_iter().filter(|m| m.starts_with("scheduled")).collect();
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert!(started[0].contains("it stands for the incremental backup due too"), "{started:?}");
+
+    // The next run is due while that task is still queued: it waits, recorded once
+    // however often it is scanned, and the policy shows since when.
+    let (_, p) = app.get(&policy_path(&id.to_string()), &tok).await;
+    let next = chrono::DateTime::parse_from_rfc3339(p["next_full_at"].as_str().unwrap()).unwrap().to_utc();
+    assert!(next > due, "{p}");
+    wait_until(next).await;
+    for _ in 0..3 {
+        scan_all(chrono::Utc::now()).await;
+    }
+    assert_eq!(backups().await.len(), 1, "no second backup while the cluster is busy");
+    let waits: Vec<String> = events().await.into_iter().filter(|m| m.contains("waits")).collect();
+    assert_eq!(waits.len(), 1, "{waits:?}");
+    assert!(waits[0].contains("cluster_busy") || waits[0].contains("is queued on this cluster"), "{waits:?}");
+    let (_, p) = app.get(&policy_path(&id.to_string()), &tok).await;
+    assert!(p["waiting_since"].is_string(), "{p}");
+    assert_eq!(
+        p["next_full_at"].as_str().map(|s| s.to_owned()),
+        Some(next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        "a waiting run keeps its due time: {p}"
+    );
+
+    // The task ends: the waiting run starts at the next scan, once.
+    let t = tasks().await.remove(0).id;
+    assert!(main.claim_task(t, "test", chrono::Duration::seconds(30)).await.unwrap().is_some());
+    main.finish_task(t, "test", herd_core::status::TaskStatus::Succeeded, None).await.unwrap();
+    // A scheduler that read the policy before the first run was claimed, and tries
+    // only now that the cluster is free: its claim matches nothing.
+    let was =
+        herd_store::Advance { kind: herd_core::status::BackupType::Full, was: stale.next_full_at.unwrap(), next: None };
+    let late = main
+        .start_scheduled_backup(&stale, herd_core::status::BackupType::Full, &[was], "posix", "herd-x", "stale run")
+        .await
+        .unwrap();
+    assert!(matches!(late, herd_store::ScheduledRun::Lost), "{late:?}");
+    assert_eq!(backups().await.len(), 1);
+    scan_all(chrono::Utc::now()).await;
+    assert_eq!(backups().await.len(), 2);
+    let (_, p) = app.get(&policy_path(&id.to_string()), &tok).await;
+    assert_eq!(p["waiting_since"], Value::Null, "{p}");
+    let started: Vec<String> =
+        events().await.into_iter().filter(|m| m.starts_with("scheduled full backup requested")).collect();
+    assert_eq!(started.len(), 2, "{started:?}");
 }

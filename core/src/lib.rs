@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod hooks;
 pub mod names;
 pub mod queue;
+pub mod schedule;
 pub mod sshkey;
 pub mod status;
 

@@ -139,7 +139,10 @@ fn backup_restore_point_in_time_incremental_expire() {
     admin_sql(&paddr, "INSERT INTO t VALUES (9, 1)");
     // It archives into its own stanza, never the source's.
     let pcfg = pitr.backup.clone().unwrap();
-    fx.rt.block_on(m.init_backups(&pitr)).expect("init backups of the restored cluster");
+    // No init_backups: a backup into a stanza that does not exist yet creates it
+    // (stanza-create + check) and then backs up.
+    let own_full = fx.rt.block_on(m.backup(&pitr, BackupKind::Full)).expect("first backup creates the stanza");
+    assert_eq!(fx.rt.block_on(m.list_backups(&pcfg)).unwrap(), vec![own_full]);
     let own = repo.path().join("archive").join(&pcfg.stanza);
     let history =
         |dir: &PathBuf| walk(dir).into_iter().filter(|p| p.ends_with(".history") || p.contains(".history")).count();

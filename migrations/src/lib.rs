@@ -7,6 +7,7 @@ mod m20261122_000002_ha;
 mod m20261122_000003_backups;
 mod m20261201_000004_ha_observed;
 mod m20261201_000005_snapshots;
+mod m20261201_000006_backup_policy;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_backups::Migration),
             Box::new(m20261201_000004_ha_observed::Migration),
             Box::new(m20261201_000005_snapshots::Migration),
+            Box::new(m20261201_000006_backup_policy::Migration),
         ]
     }
 }

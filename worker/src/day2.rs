@@ -501,19 +501,27 @@ async fn take_backup(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
     let mgr = b.manager.as_ref();
     let info = job
         .step(&b.cluster, CLUSTER, "cluster", "backup", || async {
-            // The stanza exists since the build; a cluster built before backups existed
-            // gets it now (idempotent).
-            mgr.init_backups(&spec).await?;
+            // No `init_backups` first (stanza-create + check, ~2 s): the build created
+            // the stanza, and pgBackRest refuses to back up into a missing one; the
+            // manager then creates it and backs up again.
             Ok(mgr.backup(&spec, kind).await?)
         })
         .await?;
     if let Some(i) = info {
         let label = i.label.clone();
+        // pgBackRest takes a full backup when a diff or incr has none to build on:
+        // the row records what was taken.
+        let taken = match i.kind {
+            BackupKind::Full => BackupType::Full,
+            BackupKind::Diff => BackupType::Diff,
+            BackupKind::Incr => BackupType::Incr,
+        };
         store
             .set_backup_status(
                 backup_id,
                 BackupStatus::Completed,
                 Some(BackupResult {
+                    backup_type: taken,
                     label: i.label,
                     size_bytes: i.size_bytes,
                     repo_size_bytes: i.repo_size_bytes,
@@ -531,10 +539,75 @@ async fn take_backup(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
                 Some(job.task.id),
                 "info",
                 Some("backup"),
-                &format!("{} backup {label} completed", row.backup_type),
+                &if taken == row.backup_type {
+                    format!("{taken} backup {label} completed")
+                } else {
+                    format!("{} backup {label} completed as a {taken} backup (nothing to base it on)", row.backup_type)
+                },
             )
             .await?;
     }
+    if store.backup_by_id(backup_id).await?.backup_type == BackupType::Full
+        && let Err(e) = apply_retention(job, &b.cluster, backup_id).await
+    {
+        // The backup is taken; retention is applied again after the next full one.
+        let msg = match e {
+            StepError::Failed { message, .. } | StepError::Transient(message) => message,
+            StepError::Cancelled => return Err(StepError::Cancelled),
+        };
+        tracing::warn!(cluster = %b.cluster.id, error = %msg, "retention not applied");
+        let _ = store
+            .log_event(
+                &b.cluster,
+                Some(job.task.id),
+                "warn",
+                Some("retention"),
+                &format!("retention not applied ({msg}); it is applied again after the next full backup"),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// After a full backup: with a backup policy, the full backups beyond its
+/// `retention_full` (oldest first) are expired by `expire_backup` tasks, the same path
+/// as `DELETE /v1/backups/{id}`; each takes the backups based on its full with it.
+async fn apply_retention(
+    job: &Job,
+    cluster: &herd_store::entity::cluster::Model,
+    backup_id: Uuid,
+) -> Result<(), StepError> {
+    let store = &job.ctx.store;
+    let Some(policy) = store.backup_policy_of(cluster.id).await? else { return Ok(()) };
+    let row = store.backup_by_id(backup_id).await?;
+    let Some(stanza) = row.stanza.as_deref() else { return Ok(()) };
+    if row.status != BackupStatus::Completed {
+        return Ok(());
+    }
+    let keep = usize::try_from(policy.retention_full).unwrap_or(1).max(1);
+    let old = store.fulls_beyond_retention(cluster.id, &row.repo, stanza, keep).await?;
+    if old.is_empty() {
+        return Ok(());
+    }
+    job.step(cluster, CLUSTER, "cluster", "retention", || async {
+        let mut labels = Vec::new();
+        for b in &old {
+            let t = store.request_expire(b.project_id, b.id).await?;
+            if let Err(e) = job.ctx.queue.push(t.id).await {
+                tracing::warn!(task = %t.id, error = %e, "enqueue failed; the sweeper will deliver the task");
+            }
+            labels.push(b.label.clone().unwrap_or_else(|| b.id.to_string()));
+        }
+        let msg = format!(
+            "retention keeps the newest {keep} full backup{}: expiring {} and the backups based on {}",
+            if keep == 1 { "" } else { "s" },
+            labels.join(", "),
+            if labels.len() == 1 { "it" } else { "them" },
+        );
+        store.log_event(cluster, Some(job.task.id), "info", Some("retention"), &msg).await?;
+        Ok(())
+    })
+    .await?;
     Ok(())
 }
 
@@ -573,11 +646,38 @@ pub async fn run_expire(job: &Job) -> Result<(), StepError> {
         }
     }
     ctx.store.set_backup_status(row.id, BackupStatus::Expired, None, None).await?;
-    if let Ok(c) = ctx.store.cluster_by_id(row.cluster_id).await {
+    let cluster = ctx.store.cluster_by_id(row.cluster_id).await.ok();
+    if let Some(c) = &cluster {
         let _ = ctx
             .store
-            .log_event(&c, Some(job.task.id), "info", Some("expire_backup"), &format!("backup {label} expired"))
+            .log_event(c, Some(job.task.id), "info", Some("expire_backup"), &format!("backup {label} expired"))
             .await;
+    }
+    // pgBackRest expires the backups based on this one with it (`expire --set`): their
+    // rows follow, as expired by this task. Whatever the repository no longer lists
+    // is gone.
+    match mgr.list_backups(&config).await {
+        Ok(listed) => {
+            for other in ctx.store.completed_in_stanza(&row.repo, &config.stanza).await? {
+                let Some(l) = other.label.as_deref() else { continue };
+                if listed.iter().any(|b| b.label == l) || !ctx.store.mark_backup_expired(other.id, job.task.id).await? {
+                    continue;
+                }
+                if let Some(c) = &cluster {
+                    let _ = ctx
+                        .store
+                        .log_event(
+                            c,
+                            Some(job.task.id),
+                            "info",
+                            Some("expire_backup"),
+                            &format!("backup {l} expired with {label}, which it was based on"),
+                        )
+                        .await;
+                }
+            }
+        }
+        Err(e) => tracing::warn!(backup = %row.id, error = %e, "listing the repository after expiry failed"),
     }
     Ok(())
 }

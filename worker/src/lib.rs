@@ -13,6 +13,7 @@ mod hooks;
 mod poller;
 pub mod queue;
 mod runner;
+pub mod scheduler;
 mod snapshot;
 mod spec;
 mod steps;
@@ -76,12 +77,14 @@ impl Ctx {
     }
 }
 
-/// Runs the queue consumer, the sweeper and the health poller until the process ends.
+/// Runs the queue consumer, the sweeper, the health poller and the backup scheduler
+/// until the process ends.
 pub async fn run(ctx: Arc<Ctx>) {
     let consumer = tokio::spawn(queue::consume(ctx.clone()));
     let sweeper = tokio::spawn(sweeper::run(ctx.clone()));
     let poller = tokio::spawn(poller::run(ctx.clone()));
-    let _ = tokio::join!(consumer, sweeper, poller);
+    let scheduler = tokio::spawn(scheduler::run(ctx.clone()));
+    let _ = tokio::join!(consumer, sweeper, poller, scheduler);
 }
 
 /// For a single-process setup (`herd dev`) starting up: any task still marked running

@@ -1,5 +1,6 @@
 //! One module per resource: its DTOs, handlers and routes.
 
+pub mod backup_policy;
 pub mod backups;
 pub mod clusters;
 pub mod datastores;

@@ -410,6 +410,15 @@ pub fn parse_info(json: &str, stanza: &str) -> Result<StanzaInfo, ManagerError> 
     Ok(StanzaInfo { backups, newest_wal })
 }
 
+/// Whether the first `info --output=json` document of `stdout` shows `stanza` never
+/// created (pgBackRest status 1, missing stanza path, or 3, missing stanza data).
+fn stanza_missing(stdout: &str, stanza: &str) -> bool {
+    let Some(Ok(first)) = serde_json::Deserializer::from_str(stdout).into_iter::<Vec<RawStanza>>().next() else {
+        return false;
+    };
+    first.iter().any(|s| s.name == stanza && matches!(s.status.code, 1 | 3))
+}
+
 /// The backup that the second of two `info --output=json` documents (before and
 /// after a backup, concatenated) lists and the first does not.
 fn new_backup(stdout: &str, stanza: &str) -> Result<Option<BackupInfo>, ManagerError> {
@@ -653,7 +662,21 @@ impl PostgresManager {
         // only the second lists (no clock comparison between hosts).
         let info = ["info", "--output=json"];
         let cmd = on_node(&l, &config.stanza, &[&info, &["backup", kind_arg], &info]);
-        let out = with_session(&node.ssh, move |s| s.exec_timeout(&cmd, None, BACKUP_TIMEOUT)).await?;
+        let run = || {
+            let cmd = cmd.clone();
+            with_session(&node.ssh, move |s| s.exec_timeout(&cmd, None, BACKUP_TIMEOUT))
+        };
+        let mut out = run().await?;
+        // No `stanza-create` + `check` before every backup (~2 s): the build made the
+        // stanza, and pgBackRest refuses to back up into a missing one (and checks
+        // archive_mode/archive_command at its start and that its WAL reached the
+        // archive at its end). When the first `info` shows the stanza missing, it is
+        // created (and archiving checked) and the backup runs again.
+        if !out.success() && stanza_missing(&out.stdout, &config.stanza) {
+            tracing::info!(cluster = %cluster.name, stanza = %config.stanza, "stanza missing; creating it before the backup");
+            self.init_backups_impl(cluster).await?;
+            out = run().await?;
+        }
         if !out.success() {
             return Err(ManagerError::Transient(format!(
                 "backup of {} on {} failed: {}",
@@ -691,6 +714,27 @@ impl PostgresManager {
             return Err(ManagerError::Transient(format!("expiring backup {label} failed: {}", tail(&out.stderr))));
         }
         tracing::info!(stanza = %config.stanza, label, "backup expired");
+        self.expire_archive(config, &scratch).await
+    }
+
+    /// `expire --set` removes a backup set but none of the archived WAL: what only
+    /// expired backups needed goes here. WAL retention counted in full backups, as
+    /// many as remain, keeps everything from the oldest remaining full backup on (each
+    /// remaining backup stays restorable to any later point), and never expires a
+    /// backup (`repo1-retention-full` stays at its maximum).
+    async fn expire_archive(&self, config: &BackupConfig, scratch: &Scratch) -> Result<(), ManagerError> {
+        let fulls = local_info(config, scratch).await?.backups.iter().filter(|b| b.kind == BackupKind::Full).count();
+        if fulls == 0 {
+            return Ok(());
+        }
+        let keep = format!("--repo1-retention-archive={fulls}");
+        let out = run_local(config, &["expire", "--repo1-retention-archive-type=full", &keep], scratch).await?;
+        if !out.status.success() {
+            return Err(ManagerError::Transient(format!(
+                "expiring archived WAL older than the oldest full backup failed: {}",
+                tail(&out.stderr)
+            )));
+        }
         Ok(())
     }
 
@@ -790,6 +834,19 @@ pub(crate) mod tests {
         let broken = missing.replace(r#""code":1,"lock""#, r#""code":99,"lock""#);
         assert!(matches!(parse_info(&broken, "s1"), Err(ManagerError::Transient(_))));
         assert!(parse_info("not json", "s1").is_err());
+    }
+
+    #[test]
+    fn a_failed_backup_after_a_missing_stanza_creates_it() {
+        let missing = r#"[{"archive":[],"backup":[],"name":"s1","status":{"code":1,"message":"missing stanza path"}}]"#;
+        assert!(stanza_missing(missing, "s1"));
+        assert!(stanza_missing(&missing.replace(r#""code":1"#, r#""code":3"#), "s1"));
+        // No backup yet is a stanza that exists; another stanza's status does not count.
+        assert!(!stanza_missing(&missing.replace(r#""code":1"#, r#""code":2"#), "s1"));
+        assert!(!stanza_missing(missing, "s2"));
+        // The first document decides (the backup failed before a second one).
+        assert!(!stanza_missing(&format!("{INFO}{missing}"), "cap"));
+        assert!(!stanza_missing("", "s1") && !stanza_missing("garbage", "s1"));
     }
 
     #[test]

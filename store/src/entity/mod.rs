@@ -3,6 +3,7 @@
 
 pub mod api_token;
 pub mod backup;
+pub mod backup_policy;
 pub mod cluster;
 pub mod datastore;
 pub mod datastore_version;

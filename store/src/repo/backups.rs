@@ -3,7 +3,11 @@
 //! until its backups are expired.
 
 use herd_core::status::{BackupStatus, BackupType, TaskKind, TaskStatus};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    Set,
+};
 use uuid::Uuid;
 
 use super::clusters::insert_task;
@@ -13,6 +17,9 @@ use crate::{Store, StoreError};
 
 /// What a finished backup recorded.
 pub struct BackupResult {
+    /// What was taken: pgBackRest makes a requested diff or incr a full backup when
+    /// there is no full backup to base it on.
+    pub backup_type: BackupType,
     pub label: String,
     pub size_bytes: i64,
     pub repo_size_bytes: i64,
@@ -40,12 +47,28 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound)?;
         self.check_ready(&tx, &c).await?;
-        let t = insert_task(&tx, project_id, cluster_id, TaskKind::Backup).await?;
+        let (b, t) = self.insert_backup(&tx, &c, kind, repo, stanza, &format!("{kind} backup requested")).await?;
+        tx.commit().await?;
+        Ok((b, t))
+    }
+
+    /// The backup row, its task and a history event, inside the caller's transaction
+    /// (which has checked the cluster is ready).
+    pub(crate) async fn insert_backup<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        c: &cluster::Model,
+        kind: BackupType,
+        repo: &str,
+        stanza: &str,
+        message: &str,
+    ) -> Result<(backup::Model, task::Model), StoreError> {
+        let t = insert_task(conn, c.project_id, c.id, TaskKind::Backup).await?;
         let ts = now();
         let b = backup::ActiveModel {
             id: Set(new_id()),
-            project_id: Set(project_id),
-            cluster_id: Set(cluster_id),
+            project_id: Set(c.project_id),
+            cluster_id: Set(c.id),
             backup_type: Set(kind),
             status: Set(BackupStatus::New),
             label: Set(None),
@@ -62,14 +85,12 @@ impl Store {
             created_at: Set(ts),
             updated_at: Set(ts),
         }
-        .insert(&tx)
+        .insert(conn)
         .await?;
         let mut am = t.into_active_model();
         am.payload = Set(serde_json::json!({ "input": { "backup_id": b.id } }));
-        let t = am.update(&tx).await?;
-        self.add_event(&tx, project_id, cluster_id, Some(t.id), "info", None, &format!("{kind} backup requested"))
-            .await?;
-        tx.commit().await?;
+        let t = am.update(conn).await?;
+        self.add_event(conn, c.project_id, c.id, Some(t.id), "info", None, message).await?;
         Ok((b, t))
     }
 
@@ -166,6 +187,56 @@ impl Store {
         Ok(t)
     }
 
+    /// Completed full backups of a cluster in `repo`/`stanza` beyond the newest `keep`,
+    /// oldest first: what retention expires. (Ids are creation order, and a cluster
+    /// takes one backup at a time.)
+    pub async fn fulls_beyond_retention(
+        &self,
+        cluster_id: Uuid,
+        repo: &str,
+        stanza: &str,
+        keep: usize,
+    ) -> Result<Vec<backup::Model>, StoreError> {
+        let mut fulls = backup::Entity::find()
+            .filter(backup::Column::ClusterId.eq(cluster_id))
+            .filter(backup::Column::Repo.eq(repo))
+            .filter(backup::Column::Stanza.eq(stanza))
+            .filter(backup::Column::BackupType.eq(BackupType::Full))
+            .filter(backup::Column::Status.eq(BackupStatus::Completed))
+            .order_by_asc(backup::Column::Id)
+            .all(&self.db)
+            .await?;
+        fulls.truncate(fulls.len().saturating_sub(keep));
+        Ok(fulls)
+    }
+
+    /// Completed backups recorded in a repository's stanza, oldest first.
+    pub async fn completed_in_stanza(&self, repo: &str, stanza: &str) -> Result<Vec<backup::Model>, StoreError> {
+        Ok(backup::Entity::find()
+            .filter(backup::Column::Repo.eq(repo))
+            .filter(backup::Column::Stanza.eq(stanza))
+            .filter(backup::Column::Status.eq(BackupStatus::Completed))
+            .order_by_asc(backup::Column::Id)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// A completed backup that `task_id` removed from the repository together with the
+    /// one it depended on becomes `expired` too (and names that task). False if it was
+    /// not completed.
+    pub async fn mark_backup_expired(&self, id: Uuid, task_id: Uuid) -> Result<bool, StoreError> {
+        debug_assert!(BackupStatus::Completed.can_become(BackupStatus::Expired));
+        let res = backup::Entity::update_many()
+            .col_expr(backup::Column::Status, Expr::value(BackupStatus::Expired.as_str()))
+            .col_expr(backup::Column::TaskId, Expr::value(task_id))
+            .col_expr(backup::Column::UpdatedAt, Expr::value(now()))
+            .filter(backup::Column::Id.eq(id))
+            .filter(backup::Column::Status.eq(BackupStatus::Completed))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
     pub async fn backup_by_id(&self, id: Uuid) -> Result<backup::Model, StoreError> {
         backup::Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound)
     }
@@ -195,6 +266,7 @@ impl Store {
             am.started_at = Set(Some(now()));
         }
         if let Some(r) = result {
+            am.backup_type = Set(r.backup_type);
             am.label = Set(Some(r.label));
             am.size_bytes = Set(Some(r.size_bytes));
             am.repo_size_bytes = Set(Some(r.repo_size_bytes));

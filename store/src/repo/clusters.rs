@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::{MAX_PAGE, Page, new_id, now};
-use crate::entity::{cluster, node, ssh_key, task};
+use crate::entity::{backup_policy, cluster, node, ssh_key, task};
 use crate::{Store, StoreError};
 
 /// The database role created for users on every cluster.
@@ -274,6 +274,8 @@ impl Store {
                 .await?;
         }
         set_cluster_status(&tx, c, ClusterStatus::Deleting).await?;
+        // No scheduled backup of a cluster being deleted.
+        backup_policy::Entity::delete_by_id(id).exec(&tx).await?;
         let t = insert_task(&tx, project_id, id, TaskKind::DeleteCluster).await?;
         self.add_event(&tx, project_id, id, Some(t.id), "info", None, "delete requested").await?;
         tx.commit().await?;

@@ -8,7 +8,8 @@
 use herd_core::hooks::Hooks;
 use herd_core::status::{ClusterStatus, NodeRole, NodeStatus, TaskKind, TaskStatus};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    Set,
 };
 use secrecy::ExposeSecret;
 use uuid::Uuid;
@@ -88,7 +89,12 @@ impl Store {
     }
 
     /// Checks the cluster can take a day-2 task now: it runs, and nothing else is open.
+    /// On PostgreSQL the cluster row is locked (`FOR UPDATE`) until the caller's
+    /// transaction ends, so two transactions (an API request and a worker's scheduler,
+    /// say) cannot both find the cluster free and both add a task; SQLite's write
+    /// transactions are serial already.
     pub(crate) async fn check_ready<C: ConnectionTrait>(&self, conn: &C, c: &cluster::Model) -> Result<(), StoreError> {
+        let c = &cluster::Entity::find_by_id(c.id).lock_exclusive().one(conn).await?.ok_or(StoreError::NotFound)?;
         if !matches!(c.status, ClusterStatus::Active | ClusterStatus::Degraded) {
             return Err(StoreError::conflict(
                 "cluster_not_ready",

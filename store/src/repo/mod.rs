@@ -1,5 +1,6 @@
 //! Repository functions, one module per resource.
 
+pub mod backup_policies;
 pub mod backups;
 pub mod clusters;
 pub mod datastores;
@@ -51,6 +52,7 @@ pub struct Page<T> {
 
 pub const MAX_PAGE: u64 = 100;
 
+pub use backup_policies::{Advance, PolicySpec, ScheduledRun};
 pub use backups::BackupResult;
 pub use clusters::{ADMIN_USER, ClusterFilter, ClusterView, KeyChoice, NewCluster, set_cluster_status};
 pub use datastores::{VersionPatch, VersionSpec, default_postgresql_15};

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::clusters::{admin_password_aad, secrets_aad, set_cluster_status};
 use super::{new_id, now};
-use crate::entity::{cluster, node, ssh_key, task, task_event, volume};
+use crate::entity::{backup_policy, cluster, node, ssh_key, task, task_event, volume};
 use crate::{Store, StoreError};
 
 /// The passwords a cluster runs with, decrypted for the worker.
@@ -358,6 +358,7 @@ impl Store {
         volume::Entity::delete_many().filter(volume::Column::ClusterId.eq(id)).exec(&tx).await?;
         node::Entity::delete_many().filter(node::Column::ClusterId.eq(id)).exec(&tx).await?;
         task_event::Entity::delete_many().filter(task_event::Column::ClusterId.eq(id)).exec(&tx).await?;
+        backup_policy::Entity::delete_by_id(id).exec(&tx).await?;
         cluster::Entity::delete_by_id(id).exec(&tx).await?;
         if let Some(c) = c {
             // A key generated for this cluster alone goes with it.

@@ -1,0 +1,186 @@
+//! A cluster's backup policy: cron schedules (UTC) for full, differential and
+//! incremental backups, run by the workers' scheduler, and the retention applied after
+//! every full backup. Setting it is a Herd-only change (no task): it takes effect at
+//! once, in any state but `deleting`.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use herd_core::schedule::CronSchedule;
+use herd_datastores::repo;
+use herd_store::PolicySpec;
+use herd_store::entity::backup_policy;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::clusters::not_found;
+use crate::auth::Auth;
+use crate::error::{ApiError, ErrorCode, Errors, Problem};
+use crate::json::JsonBody;
+use crate::state::AppState;
+
+/// Most full backups a policy may keep.
+pub const MAX_RETENTION_FULL: i64 = 1000;
+
+/// The whole policy (PUT replaces it). Schedules are cron expressions evaluated in UTC:
+/// 5 fields `minute hour day-of-month month day-of-week` (crontab(5): day of week 0–7
+/// or `sun`–`sat`, 0 and 7 are Sunday), 6 fields with seconds first, or `@hourly`,
+/// `@daily`, `@weekly`, `@monthly`, `@yearly`. Restricting both day fields is refused
+/// (cron would read it as "either").
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupPolicyRequest {
+    /// When to take full backups, e.g. `0 3 * * 0` (Sundays 03:00 UTC).
+    #[schema(example = "0 3 * * 0")]
+    pub full_schedule: String,
+    /// When to take differential backups (changes since the last full); null: none.
+    #[serde(default)]
+    #[schema(example = json!(null))]
+    pub diff_schedule: Option<String>,
+    /// When to take incremental backups (changes since the last backup); null: none.
+    #[serde(default)]
+    #[schema(example = "0 3 * * 1-6")]
+    pub incremental_schedule: Option<String>,
+    /// Full backups to keep, 1–1000. After every full backup of the cluster (scheduled
+    /// or not) completes, older full backups beyond this count are expired, oldest
+    /// first, with the differential and incremental backups based on them.
+    #[schema(example = 4, minimum = 1, maximum = 1000)]
+    pub retention_full: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BackupPolicyDto {
+    pub cluster_id: Uuid,
+    pub full_schedule: String,
+    pub diff_schedule: Option<String>,
+    pub incremental_schedule: Option<String>,
+    pub retention_full: i32,
+    /// When the next scheduled full backup is due (read-only); null if the schedule
+    /// never fires again.
+    pub next_full_at: Option<DateTime<Utc>>,
+    /// When the next differential backup is due (read-only); null without a schedule.
+    pub next_diff_at: Option<DateTime<Utc>>,
+    /// When the next incremental backup is due (read-only); null without a schedule.
+    pub next_incremental_at: Option<DateTime<Utc>>,
+    /// Set while a due backup waits for the cluster (another task is running on it, or
+    /// it is not active): the backup starts as soon as the cluster is free, once, and
+    /// the wait is in the cluster's history.
+    pub waiting_since: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<backup_policy::Model> for BackupPolicyDto {
+    fn from(p: backup_policy::Model) -> Self {
+        Self {
+            cluster_id: p.cluster_id,
+            full_schedule: p.full_schedule,
+            diff_schedule: p.diff_schedule,
+            incremental_schedule: p.incr_schedule,
+            retention_full: p.retention_full,
+            next_full_at: p.next_full_at,
+            next_diff_at: p.next_diff_at,
+            next_incremental_at: p.next_incr_at,
+            waiting_since: p.waiting_since,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        super::resource("/clusters/{id}/backup-policy")
+            .route(web::get().to(get_policy))
+            .route(web::put().to(put_policy))
+            .route(web::delete().to(delete_policy)),
+    );
+}
+
+/// Validates a request, reporting every invalid field at once.
+fn spec_of(req: &BackupPolicyRequest) -> Result<PolicySpec, ApiError> {
+    let full = CronSchedule::parse(&req.full_schedule);
+    let diff = req.diff_schedule.as_deref().map(CronSchedule::parse).transpose();
+    let incr = req.incremental_schedule.as_deref().map(CronSchedule::parse).transpose();
+    let mut errs = Errors::default();
+    for (field, e) in [
+        ("full_schedule", full.as_ref().err()),
+        ("diff_schedule", diff.as_ref().err()),
+        ("incremental_schedule", incr.as_ref().err()),
+    ] {
+        if let Some(e) = e {
+            errs.add(field, e.clone());
+        }
+    }
+    if !(1..=MAX_RETENTION_FULL).contains(&req.retention_full) {
+        errs.add("retention_full", format!("must be from 1 to {MAX_RETENTION_FULL} (full backups kept)"));
+    }
+    errs.into_result()?;
+    match (full, diff, incr) {
+        (Ok(full), Ok(diff), Ok(incr)) => {
+            Ok(PolicySpec { full, diff, incr, retention_full: req.retention_full as i32 })
+        }
+        _ => unreachable!("every parse error was reported above"),
+    }
+}
+
+/// Set or replace a cluster's backup policy; its schedules start from now.
+#[utoipa::path(put, path = "/v1/clusters/{id}/backup-policy", tag = "backups", params(("id" = Uuid, Path)),
+    request_body = BackupPolicyRequest, responses(
+    (status = 200, body = BackupPolicyDto),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json",
+        description = "`validation_failed` (with the invalid fields) or `backups_not_configured`"),
+))]
+pub async fn put_policy(
+    auth: Auth,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+    JsonBody(req): JsonBody<BackupPolicyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let v = state.store.get_cluster(auth.project_id, *id).await.map_err(not_found)?;
+    let spec = spec_of(&req)?;
+    let kind = state.providers.get(&v.cluster.provider).map(|p| p.kind());
+    if kind.and_then(|k| repo::for_new_cluster(&state.backups, &state.state_dir, k, v.cluster.id)).is_none() {
+        return Err(ApiError::new(
+            ErrorCode::BackupsNotConfigured,
+            format!(
+                "no backup repository is configured for provider '{}', so cluster {} cannot have a backup policy",
+                v.cluster.provider, v.cluster.id
+            ),
+        ));
+    }
+    let (p, _) = state.store.put_backup_policy(auth.project_id, *id, &spec).await.map_err(not_found)?;
+    Ok(HttpResponse::Ok().json(BackupPolicyDto::from(p)))
+}
+
+/// A cluster's backup policy; 404 when it has none.
+#[utoipa::path(get, path = "/v1/clusters/{id}/backup-policy", tag = "backups", params(("id" = Uuid, Path)),
+    responses(
+    (status = 200, body = BackupPolicyDto),
+    (status = 404, body = Problem, content_type = "application/problem+json",
+        description = "No such cluster, or it has no backup policy (`not_found`)"),
+))]
+pub async fn get_policy(auth: Auth, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    match state.store.get_backup_policy(auth.project_id, *id).await.map_err(not_found)? {
+        Some(p) => Ok(HttpResponse::Ok().json(BackupPolicyDto::from(p))),
+        None => Err(ApiError::new(ErrorCode::NotFound, format!("cluster {id} has no backup policy"))),
+    }
+}
+
+/// Remove a cluster's backup policy: no more scheduled backups and no retention.
+/// Existing backups stay. 204 also when it had none.
+#[utoipa::path(delete, path = "/v1/clusters/{id}/backup-policy", tag = "backups", params(("id" = Uuid, Path)),
+    responses(
+    (status = 204, description = "The cluster has no backup policy (any more)"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn delete_policy(
+    auth: Auth,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    state.store.delete_backup_policy(auth.project_id, *id).await.map_err(not_found)?;
+    Ok(HttpResponse::NoContent().finish())
+}
