@@ -12,12 +12,6 @@ use std::time::Duration;
 const ACTIVE_WITHIN: Duration = Duration::from_secs(300);
 const TASK_WITHIN: Duration = Duration::from_secs(300);
 
-async fn credentials(env: &Env, api: &str, token: &str, id: &str) -> (String, String) {
-    let (s, c) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}/credentials"), token, None).await;
-    assert_eq!(s, 200, "{c}");
-    (c["uri"].as_str().unwrap().to_owned(), c["password"].as_str().unwrap().to_owned())
-}
-
 async fn backup(env: &Env, api: &str, token: &str, id: &str, kind: &str) -> Value {
     let (s, v) =
         env.call(Method::POST, &format!("{api}/v1/clusters/{id}/backups"), token, Some(json!({"type": kind}))).await;
@@ -42,7 +36,7 @@ async fn restore(env: &Env, api: &str, token: &str, name: &str, restore: Value) 
 }
 
 async fn count(env: &Env, api: &str, token: &str, id: &str) -> String {
-    let (uri, password) = credentials(env, api, token, id).await;
+    let (uri, password) = env.credentials(api, token, id).await;
     psql(&uri, &password, "select count(*) || ':' || max(id) from t").unwrap()
 }
 
@@ -52,7 +46,7 @@ async fn backups_point_in_time_restore_and_expiry() {
     let (_dev, api, token) = env.dev(&[], "dev.log");
     let src = env.create_cluster(&api, &token, "src", 1, json!({})).await;
     env.wait_status(&api, &token, &src, "active", ACTIVE_WITHIN).await;
-    let (uri, password) = credentials(&env, &api, &token, &src).await;
+    let (uri, password) = env.credentials(&api, &token, &src).await;
     let (s, w) = env.call(Method::GET, &format!("{api}/v1/clusters/{src}/recovery-window"), &token, None).await;
     assert_eq!((s, w), (200, json!({"earliest": null, "latest": null})));
 

@@ -10,12 +10,6 @@ use std::time::Duration;
 
 const ACTIVE_WITHIN: Duration = Duration::from_secs(240);
 
-async fn credentials(env: &Env, api: &str, token: &str, id: &str) -> (String, String) {
-    let (s, c) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}/credentials"), token, None).await;
-    assert_eq!(s, 200, "{c}");
-    (c["uri"].as_str().expect("uri once active").to_owned(), c["password"].as_str().unwrap().to_owned())
-}
-
 async fn delete_and_check_clean(env: &Env, api: &str, token: &str, id: &str) {
     let (s, d) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{id}"), token, None).await;
     assert_eq!(s, 202, "{d}");
@@ -41,7 +35,7 @@ async fn one_and_three_node_clusters_serve_sql_and_delete_cleanly() {
     let primary_uri = c1["endpoints"]["primary_uri"].as_str().unwrap();
     assert!(primary_uri.starts_with("postgresql://admin@127.80.1."), "{primary_uri}");
     assert!(primary_uri.ends_with("/postgres?target_session_attrs=read-write"));
-    let (uri, password) = credentials(&env, &api, &token, &one).await;
+    let (uri, password) = env.credentials(&api, &token, &one).await;
     psql(&uri, &password, "create table t (id int primary key, v text); insert into t values (1, 'one')").unwrap();
     assert_eq!(psql(&uri, &password, "select v from t where id = 1").unwrap(), "one");
     // The password is needed: the URI without it is refused.
@@ -54,7 +48,7 @@ async fn one_and_three_node_clusters_serve_sql_and_delete_cleanly() {
     assert_eq!(nodes.iter().filter(|n| n["role"] == "primary").count(), 1, "{c3}");
     assert_eq!(nodes.iter().filter(|n| n["role"] == "replica").count(), 2, "{c3}");
     assert!(nodes.iter().all(|n| n["status"] == "running" && n["address"].is_string()));
-    let (uri, password) = credentials(&env, &api, &token, &three).await;
+    let (uri, password) = env.credentials(&api, &token, &three).await;
     assert_eq!(
         psql(&uri, &password, "select count(*) from pg_stat_replication where state = 'streaming'").unwrap(),
         "2"
@@ -169,7 +163,7 @@ async fn provisioning_resumes_after_the_worker_dies_after_any_step() {
         assert_eq!(c["task"]["status"], "succeeded", "{step}: {c}");
         assert_eq!(env.servers().len(), 1, "{step}: servers {:?}", env.servers());
         assert_eq!(env.volumes().len(), 1, "{step}: volumes {:?}", env.volumes());
-        let (uri, password) = credentials(&env, &api, &token, &id).await;
+        let (uri, password) = env.credentials(&api, &token, &id).await;
         assert_eq!(psql(&uri, &password, "select 1").unwrap(), "1", "{step}");
         delete_and_check_clean(&env, &api, &token, &id).await;
         assert!(env.servers().is_empty() && env.volumes().is_empty(), "{step}: leftovers");

@@ -84,12 +84,6 @@ async fn get(env: &Env, api: &str, token: &str, id: &str) -> Value {
     c
 }
 
-async fn credentials(env: &Env, api: &str, token: &str, id: &str) -> (String, String) {
-    let (s, c) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}/credentials"), token, None).await;
-    assert_eq!(s, 200, "{c}");
-    (c["uri"].as_str().unwrap().to_owned(), c["password"].as_str().unwrap().to_owned())
-}
-
 fn node<'a>(c: &'a Value, role: &str) -> &'a Value {
     c["nodes"].as_array().unwrap().iter().find(|n| n["role"] == role).unwrap_or_else(|| panic!("no {role}: {c}"))
 }
@@ -212,7 +206,7 @@ async fn drill(env: &Env, api: &str, token: &str, id: &str) -> Drill {
         assert!(Instant::now() < deadline, "etcd leader {leader:?} still on the primary {primary_addr}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let (uri, password) = credentials(env, api, token, id).await;
+    let (uri, password) = env.credentials(api, token, id).await;
     psql(&uri, &password, "create table if not exists w (id bigint primary key)").unwrap();
     let writer = Writer::start(uri.clone(), password.clone());
     poll(
@@ -369,7 +363,7 @@ async fn actions_hooks_parameters_and_replicas() {
         )
         .await;
     let c = env.wait_status(&api, &token, &id, "active", ACTIVE_WITHIN).await;
-    let (uri, password) = credentials(&env, &api, &token, &id).await;
+    let (uri, password) = env.credentials(&api, &token, &id).await;
     psql(&uri, &password, "create table t (id int primary key); insert into t select generate_series(1, 1000)")
         .unwrap();
 
@@ -636,7 +630,7 @@ async fn leaderless_synchronous_cluster_is_rescued_by_a_forced_failover() {
     assert_eq!(sync[0]["role"], "replica", "{c}");
     let (a, b) = (node(&c, "primary").clone(), sync[0].clone());
     let r = replicas(&c).into_iter().find(|n| n["id"] != b["id"]).unwrap();
-    let (uri, password) = credentials(&env, &api, &token, &id).await;
+    let (uri, password) = env.credentials(&api, &token, &id).await;
     psql(&uri, &password, "create table kept (id int primary key); insert into kept select generate_series(1, 100)")
         .unwrap();
 

@@ -303,12 +303,6 @@ fn stanza_of(cluster_id: &str) -> String {
     format!("herd-{}", cluster_id.replace('-', ""))
 }
 
-async fn credentials(env: &Env, api: &str, token: &str, id: &str) -> (String, String) {
-    let (s, c) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}/credentials"), token, None).await;
-    assert_eq!(s, 200, "{c}");
-    (c["uri"].as_str().unwrap().to_owned(), c["password"].as_str().unwrap().to_owned())
-}
-
 async fn backup(env: &Env, api: &str, token: &str, id: &str, kind: &str) -> Value {
     let (s, v) =
         env.call(Method::POST, &format!("{api}/v1/clusters/{id}/backups"), token, Some(json!({"type": kind}))).await;
@@ -322,13 +316,6 @@ async fn backup(env: &Env, api: &str, token: &str, id: &str, kind: &str) -> Valu
     assert!(b["label"].is_string() && b["finished_at"].is_string(), "{b}");
     assert!(b["repo_size_bytes"].as_i64().unwrap_or(0) > 0, "{b}");
     b
-}
-
-async fn delete_cluster(env: &Env, api: &str, token: &str, id: &str) {
-    let (s, d) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{id}"), token, None).await;
-    assert_eq!(s, 202, "{d}");
-    let t = env.wait_task(api, token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(t["status"], "succeeded", "{t}");
 }
 
 fn time(s: &str) -> chrono::DateTime<chrono::FixedOffset> {
@@ -422,7 +409,7 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
     assert!(!conf.contains("verify-tls"), "verification stays on: {conf}");
 
     // Rows, a full backup, rows, an incremental.
-    let (uri, password) = credentials(&env, &api, &token, &src).await;
+    let (uri, password) = env.credentials(&api, &token, &src).await;
     psql(&uri, &password, "create table t (id int primary key); insert into t select generate_series(1, 100)").unwrap();
     let full = backup(&env, &api, &token, &src, "full").await;
     psql(&uri, &password, "insert into t select generate_series(101, 200)").unwrap();
@@ -470,7 +457,7 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
     let restored =
         env.create_cluster(&api, &token, "restored", 1, json!({"restore": {"source_cluster_id": src}})).await;
     env.wait_status(&api, &token, &restored, "active", ACTIVE_WITHIN).await;
-    let (ruri, rpassword) = credentials(&env, &api, &token, &restored).await;
+    let (ruri, rpassword) = env.credentials(&api, &token, &restored).await;
     let rows = psql(&ruri, &rpassword, "select count(*) || ':' || min(id) || ':' || max(id) from t").unwrap();
     assert_eq!(rows, "250:1:250", "every row of the source");
     // It archives into a stanza of its own in the same bucket.
@@ -500,7 +487,7 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
     assert_eq!(confs.len(), 2, "one pgbackrest.conf per node: {confs:?}");
 
     for id in [&src, &restored] {
-        delete_cluster(&env, &api, &token, id).await;
+        env.delete_cluster(&api, &token, id, TASK_WITHIN).await;
     }
     assert!(env.servers().is_empty(), "{:?}", env.servers());
     drop(dev);

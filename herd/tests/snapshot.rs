@@ -13,22 +13,9 @@ use std::time::Duration;
 const ACTIVE_WITHIN: Duration = Duration::from_secs(300);
 const TASK_WITHIN: Duration = Duration::from_secs(300);
 
-async fn credentials(env: &Env, api: &str, token: &str, id: &str) -> (String, String) {
-    let (s, c) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}/credentials"), token, None).await;
-    assert_eq!(s, 200, "{c}");
-    (c["uri"].as_str().unwrap().to_owned(), c["password"].as_str().unwrap().to_owned())
-}
-
 async fn count(env: &Env, api: &str, token: &str, id: &str) -> String {
-    let (uri, password) = credentials(env, api, token, id).await;
+    let (uri, password) = env.credentials(api, token, id).await;
     psql(&uri, &password, "select count(*) || ':' || max(id) from t").unwrap()
-}
-
-async fn delete_cluster(env: &Env, api: &str, token: &str, id: &str) {
-    let (s, d) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{id}"), token, None).await;
-    assert_eq!(s, 202, "{d}");
-    let t = env.wait_task(api, token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(t["status"], "succeeded", "{t}");
 }
 
 async fn get_snapshot(env: &Env, api: &str, token: &str, id: &str) -> (u16, Value) {
@@ -41,7 +28,7 @@ async fn snapshot_restore_and_delete() {
     let (_dev, api, token) = env.dev(&[], "dev.log");
     let src = env.create_cluster(&api, &token, "snapsrc", 1, json!({})).await;
     env.wait_status(&api, &token, &src, "active", ACTIVE_WITHIN).await;
-    let (uri, password) = credentials(&env, &api, &token, &src).await;
+    let (uri, password) = env.credentials(&api, &token, &src).await;
     psql(&uri, &password, "create table t (id int primary key); insert into t select generate_series(1, 100)").unwrap();
 
     let (s, v) = env.call(Method::POST, &format!("{api}/v1/clusters/{src}/snapshots"), &token, Some(json!({}))).await;
@@ -65,7 +52,7 @@ async fn snapshot_restore_and_delete() {
     let copy = env.create_cluster(&api, &token, "snapcopy", 2, json!({"restore": {"snapshot_id": snap}})).await;
     let c = env.wait_status(&api, &token, &copy, "active", ACTIVE_WITHIN).await;
     assert_eq!(count(&env, &api, &token, &copy).await, "100:100", "exactly the rows before the snapshot");
-    let (_, password_copy) = credentials(&env, &api, &token, &copy).await;
+    let (_, password_copy) = env.credentials(&api, &token, &copy).await;
     for n in c["nodes"].as_array().unwrap() {
         let conn = format!("host={} port=5432 dbname=postgres user=admin", n["address"].as_str().unwrap());
         common::poll(Duration::from_secs(30), || match psql(&conn, &password_copy, "select count(*) from t") {
@@ -74,7 +61,7 @@ async fn snapshot_restore_and_delete() {
         });
     }
     // It is a cluster of its own: it writes, and backs up into its own stanza.
-    let (uri_copy, _) = credentials(&env, &api, &token, &copy).await;
+    let (uri_copy, _) = env.credentials(&api, &token, &copy).await;
     psql(&uri_copy, &password_copy, "insert into t values (1000)").unwrap();
     let (s, v) = env.call(Method::POST, &format!("{api}/v1/clusters/{copy}/backups"), &token, Some(json!({}))).await;
     assert_eq!(s, 202, "{v}");
@@ -83,7 +70,7 @@ async fn snapshot_restore_and_delete() {
     assert_eq!(count(&env, &api, &token, &src).await, "150:150", "the source is untouched");
 
     // The source goes; its snapshot stays, and restores under the source's own name.
-    delete_cluster(&env, &api, &token, &src).await;
+    env.delete_cluster(&api, &token, &src, TASK_WITHIN).await;
     let (s, sn) = get_snapshot(&env, &api, &token, &snap).await;
     assert_eq!((s, sn["status"].as_str()), (200, Some("available")), "{sn}");
     let again = env.create_cluster(&api, &token, "snapsrc", 1, json!({"restore": {"snapshot_id": snap}})).await;
@@ -105,7 +92,7 @@ async fn snapshot_restore_and_delete() {
     assert_eq!((s, v["errors"][0]["field"].as_str()), (422, Some("restore.snapshot_id")), "{v}");
 
     for id in [&copy, &again] {
-        delete_cluster(&env, &api, &token, id).await;
+        env.delete_cluster(&api, &token, id, TASK_WITHIN).await;
     }
     assert!(env.servers().is_empty() && env.volumes().is_empty(), "{:?} {:?}", env.servers(), env.volumes());
 }

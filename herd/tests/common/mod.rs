@@ -181,6 +181,21 @@ impl Env {
         }
     }
 
+    /// The cluster's admin connection URI and password.
+    pub async fn credentials(&self, api: &str, token: &str, id: &str) -> (String, String) {
+        let (s, c) = self.call(reqwest::Method::GET, &format!("{api}/v1/clusters/{id}/credentials"), token, None).await;
+        assert_eq!(s, 200, "{c}");
+        (c["uri"].as_str().unwrap().to_owned(), c["password"].as_str().unwrap().to_owned())
+    }
+
+    /// Deletes a cluster and waits for the task to succeed.
+    pub async fn delete_cluster(&self, api: &str, token: &str, id: &str, timeout: Duration) {
+        let (s, d) = self.call(reqwest::Method::DELETE, &format!("{api}/v1/clusters/{id}"), token, None).await;
+        assert_eq!(s, 202, "{d}");
+        let t = self.wait_task(api, token, d["task_id"].as_str().unwrap(), timeout).await;
+        assert_eq!(t["status"], "succeeded", "{t}");
+    }
+
     pub async fn wait_task(&self, api: &str, token: &str, task: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         loop {

@@ -5,13 +5,12 @@
 use herd_core::status::{BackupStatus, BackupType, TaskKind, TaskStatus};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
-    Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
 };
 use uuid::Uuid;
 
 use super::clusters::insert_task;
-use super::{MAX_PAGE, Page, new_id, now};
+use super::{Page, new_id, now};
 use crate::entity::{backup, cluster, task};
 use crate::{Store, StoreError};
 
@@ -105,18 +104,7 @@ impl Store {
         if let Some(c) = cluster_id {
             q = q.filter(backup::Column::ClusterId.eq(c));
         }
-        if let Some(c) = cursor {
-            q = q.filter(backup::Column::Id.gt(c));
-        }
-        let limit = limit.clamp(1, MAX_PAGE);
-        let mut rows = q.order_by_asc(backup::Column::Id).limit(limit + 1).all(&self.db).await?;
-        let next_cursor = if rows.len() as u64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|b| b.id)
-        } else {
-            None
-        };
-        Ok(Page { items: rows, next_cursor })
+        super::page_by_id(&self.db, q, backup::Column::Id, |b| b.id, limit, cursor, false).await
     }
 
     pub async fn get_backup(&self, project_id: Uuid, id: Uuid) -> Result<backup::Model, StoreError> {

@@ -3,13 +3,12 @@ use herd_core::names::DnsLabel;
 use herd_core::sshkey::KeyMaterial;
 use herd_core::status::{ClusterStatus, TaskKind, TaskStatus};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
-    Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
 };
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::{MAX_PAGE, Page, new_id, now};
+use super::{Page, new_id, now};
 use crate::entity::{backup_policy, cluster, node, ssh_key, task};
 use crate::{Store, StoreError};
 
@@ -191,21 +190,12 @@ impl Store {
         if let Some(n) = &filter.name {
             q = q.filter(cluster::Column::Name.eq(n.as_str()));
         }
-        if let Some(c) = cursor {
-            q = q.filter(cluster::Column::Id.gt(c));
-        }
-        let limit = limit.clamp(1, MAX_PAGE);
-        let mut rows = q.order_by_asc(cluster::Column::Id).limit(limit + 1).all(&self.db).await?;
-        let next_cursor = if rows.len() as u64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|c| c.id)
-        } else {
-            None
-        };
-        let mut items = Vec::with_capacity(rows.len());
-        for c in rows {
+        let page = super::page_by_id(&self.db, q, cluster::Column::Id, |c| c.id, limit, cursor, false).await?;
+        let mut items = Vec::with_capacity(page.items.len());
+        for c in page.items {
             items.push(self.view(c).await?);
         }
+        let next_cursor = page.next_cursor;
         Ok(Page { items, next_cursor })
     }
 

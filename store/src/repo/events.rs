@@ -1,7 +1,7 @@
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use uuid::Uuid;
 
-use super::{MAX_PAGE, Page, new_id, now};
+use super::{Page, new_id, now};
 use crate::entity::{cluster, task_event};
 use crate::{Store, StoreError};
 
@@ -48,20 +48,9 @@ impl Store {
             .one(&self.db)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let mut q = task_event::Entity::find()
+        let q = task_event::Entity::find()
             .filter(task_event::Column::ClusterId.eq(cluster_id))
             .filter(task_event::Column::ProjectId.eq(project_id));
-        if let Some(c) = cursor {
-            q = q.filter(task_event::Column::Id.lt(c));
-        }
-        let limit = limit.clamp(1, MAX_PAGE);
-        let mut rows = q.order_by_desc(task_event::Column::Id).limit(limit + 1).all(&self.db).await?;
-        let next_cursor = if rows.len() as u64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|e| e.id)
-        } else {
-            None
-        };
-        Ok(Page { items: rows, next_cursor })
+        super::page_by_id(&self.db, q, task_event::Column::Id, |e| e.id, limit, cursor, true).await
     }
 }

@@ -52,6 +52,40 @@ pub struct Page<T> {
 
 pub const MAX_PAGE: u64 = 100;
 
+/// Keyset pagination on a time-ordered id column: the rows after `cursor` (before it
+/// when `newest_first`), at most `limit` (clamped to 1..=MAX_PAGE), and the cursor of
+/// the next page when there is one.
+pub(crate) async fn page_by_id<E, C>(
+    db: &impl sea_orm::ConnectionTrait,
+    q: sea_orm::Select<E>,
+    id: C,
+    id_of: impl Fn(&E::Model) -> uuid::Uuid,
+    limit: u64,
+    cursor: Option<uuid::Uuid>,
+    newest_first: bool,
+) -> Result<Page<E::Model>, StoreError>
+where
+    E: sea_orm::EntityTrait,
+    C: sea_orm::ColumnTrait,
+{
+    use sea_orm::{QueryFilter, QueryOrder, QuerySelect};
+    let q = match (cursor, newest_first) {
+        (Some(c), false) => q.filter(id.gt(c)),
+        (Some(c), true) => q.filter(id.lt(c)),
+        (None, _) => q,
+    };
+    let q = if newest_first { q.order_by_desc(id) } else { q.order_by_asc(id) };
+    let limit = limit.clamp(1, MAX_PAGE);
+    let mut rows = q.limit(limit + 1).all(db).await?;
+    let next_cursor = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(id_of)
+    } else {
+        None
+    };
+    Ok(Page { items: rows, next_cursor })
+}
+
 pub use backup_policies::{Advance, PolicySpec, ScheduledRun};
 pub use backups::BackupResult;
 pub use clusters::{ADMIN_USER, ClusterFilter, ClusterView, KeyChoice, NewCluster, set_cluster_status};

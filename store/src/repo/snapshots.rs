@@ -2,11 +2,11 @@
 //! snapshot outlives its cluster: its row names everything a restore needs.
 
 use herd_core::status::{SnapshotStatus, TaskKind, TaskStatus};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 use uuid::Uuid;
 
 use super::clusters::insert_task;
-use super::{MAX_PAGE, Page, new_id, now};
+use super::{Page, new_id, now};
 use crate::entity::{cluster, snapshot, task};
 use crate::{Store, StoreError};
 
@@ -84,18 +84,7 @@ impl Store {
         if let Some(c) = cluster_id {
             q = q.filter(snapshot::Column::ClusterId.eq(c));
         }
-        if let Some(c) = cursor {
-            q = q.filter(snapshot::Column::Id.gt(c));
-        }
-        let limit = limit.clamp(1, MAX_PAGE);
-        let mut rows = q.order_by_asc(snapshot::Column::Id).limit(limit + 1).all(&self.db).await?;
-        let next_cursor = if rows.len() as u64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|s| s.id)
-        } else {
-            None
-        };
-        Ok(Page { items: rows, next_cursor })
+        super::page_by_id(&self.db, q, snapshot::Column::Id, |s| s.id, limit, cursor, false).await
     }
 
     pub async fn get_snapshot(&self, project_id: Uuid, id: Uuid) -> Result<snapshot::Model, StoreError> {
