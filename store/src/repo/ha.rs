@@ -396,7 +396,9 @@ impl Store {
         healthy: bool,
     ) -> Result<HealthChange, StoreError> {
         let tx = self.write_tx().await?;
-        let Some(c) = cluster::Entity::find_by_id(cluster_id).one(&tx).await? else {
+        // Locked (PostgreSQL): every worker polls every cluster, and two that read the
+        // old primary at once would both report the move (two events, hooks twice).
+        let Some(c) = cluster::Entity::find_by_id(cluster_id).lock_exclusive().one(&tx).await? else {
             return Ok(HealthChange::default());
         };
         let ts = now();

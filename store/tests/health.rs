@@ -1,0 +1,130 @@
+//! Recording observed health from several workers at once (a worker fleet: every
+//! worker runs the health poller). A primary move must be reported by exactly one of
+//! them, or the history and the post-failover hooks would see one failover twice.
+//! Runs on PostgreSQL (`HERD_TEST_POSTGRES_URL`, default
+//! postgres://postgres@127.0.0.1:5432/postgres), where transactions really overlap;
+//! SQLite's write transactions are serial.
+
+use std::sync::Arc;
+
+use herd_core::crypto::MasterKey;
+use herd_core::names::DnsLabel;
+use herd_core::status::{NodeRole, NodeStatus};
+use herd_store::{HaPolicy, KeyChoice, NewCluster, NodeObservation, Store};
+use sea_orm::{ConnectionTrait, Database};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+const WORKERS: usize = 8;
+const ROUNDS: usize = 5;
+
+/// A database of its own, dropped at the end even when the test fails.
+struct TempDb {
+    admin: String,
+    name: String,
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // A fresh runtime: the test's own may be gone or panicking.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(db) = Database::connect(admin).await {
+                    let _ = db.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn postgres_store() -> (Store, TempDb) {
+    let admin = std::env::var("HERD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("herd_store_{}", Uuid::new_v4().simple());
+    let db = Database::connect(admin.clone()).await.expect("connect to the test PostgreSQL");
+    db.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
+    let guard = TempDb { admin: admin.clone(), name: name.clone() };
+    let (base, _) = admin.rsplit_once('/').expect("postgres url has a database");
+    let conn = herd_store::connect(&format!("{base}/{name}")).await.expect("connect");
+    herd_store::migrate(&conn).await.expect("migrate");
+    (Store::new(conn, Arc::new(MasterKey::generate())), guard)
+}
+
+fn seen_as(node_id: Uuid, role: NodeRole) -> NodeObservation {
+    NodeObservation {
+        node_id,
+        role,
+        status: NodeStatus::Running,
+        state: Some("running".into()),
+        timeline: Some(1),
+        lag_bytes: Some(0),
+        pending_restart: false,
+        sync_standby: false,
+        seen: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_primary_move_is_reported_once_however_many_workers_observe_it() {
+    let (store, _db) = postgres_store().await;
+    store.seed_datastores().await.expect("seed datastores");
+    let project = store.create_project("fleet").await.expect("project");
+    let (view, _task) = store
+        .create_cluster(NewCluster {
+            project_id: project.id,
+            name: DnsLabel::parse("fleet").unwrap(),
+            datastore: "postgresql".into(),
+            version: "15".into(),
+            flavor: "small".into(),
+            provider: "local".into(),
+            node_count: 2,
+            volume_gb: 1,
+            key: KeyChoice::Generate(herd_core::sshkey::generate_ed25519()),
+            policy: HaPolicy {
+                synchronous: false,
+                synchronous_strict: false,
+                maximum_lag_on_failover: 1 << 20,
+                ttl: 10,
+                loop_wait: 1,
+                retry_timeout: 4,
+            },
+            auto_heal: false,
+            hooks: Default::default(),
+            node_prefs: vec![],
+            restore: None,
+            parameters: Default::default(),
+            admin_password: SecretString::from("unused-in-this-test"),
+        })
+        .await
+        .expect("create cluster");
+    let (a, b) = (view.nodes[0].id, view.nodes[1].id);
+    // The first primary is learned, not a move.
+    let first = store.record_health(view.cluster.id, &[seen_as(a, NodeRole::Primary)], Some(a), true).await.unwrap();
+    assert_eq!(first.primary, None);
+
+    // Each round the primary moves (a → b → a …) and every worker records the same
+    // observation concurrently.
+    let mut from = a;
+    for round in 0..ROUNDS {
+        let to = if from == a { b } else { a };
+        let obs = vec![seen_as(to, NodeRole::Primary), seen_as(from, NodeRole::Replica)];
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..WORKERS {
+            let (store, obs, id) = (store.clone(), obs.clone(), view.cluster.id);
+            set.spawn(async move { store.record_health(id, &obs, Some(to), true).await });
+        }
+        let mut reported = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Some(moved) = r.expect("join").expect("record_health").primary {
+                reported.push(moved);
+            }
+        }
+        assert_eq!(reported, vec![(from, to)], "round {round}: the move must be reported exactly once");
+        let now = store.get_cluster(project.id, view.cluster.id).await.unwrap();
+        assert_eq!(now.cluster.primary_node_id, Some(to));
+        from = to;
+    }
+}
