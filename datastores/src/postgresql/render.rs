@@ -888,6 +888,77 @@ mod tests {
         assert!(String::from_utf8_lossy(&out.stdout).contains("held stopped"), "{out:?}");
     }
 
+    /// Processes whose command line holds `needle` (as the daemon's MATCH does).
+    fn processes_matching(needle: &str) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            if std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle)) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    #[test]
+    fn concurrent_starts_launch_one_daemon_and_stop_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap().to_owned();
+        // The loop's own $0 names this run: only it (not its sleeps) matches.
+        let tag = format!("herd-daemon-test-{}", std::process::id());
+        let run = format!("{root}/run/herd");
+        let script = render(
+            "daemon.sh",
+            &DaemonContext {
+                description: "a test daemon".into(),
+                name: "testd".into(),
+                user: "root".into(),
+                group: "root".into(),
+                pid_file: quote(&format!("{run}/testd.pid")),
+                log_file: quote(&format!("{root}/testd.log")),
+                match_: quote(&tag),
+                env: "HOME=/".into(),
+                command: crate::shell::join(&["/bin/sh", "-c", "while :; do sleep 1; done", &tag]),
+                runtime_dirs: vec![runtime_dir(&run, "root", "0755")],
+                stop_timeout: 5,
+                stop_ticks: 50,
+                data_dir: None,
+                pg_ctl: String::new(),
+                hold_file: None,
+            },
+        )
+        .unwrap();
+        let entry = format!("{root}/testd");
+        std::fs::write(&entry, &script).unwrap();
+        // Whatever happens below, nothing is left running.
+        struct Reap(String);
+        impl Drop for Reap {
+            fn drop(&mut self) {
+                for pid in processes_matching(&self.0) {
+                    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                }
+            }
+        }
+        let _reap = Reap(tag.clone());
+
+        let starts: Vec<_> = (0..8)
+            .map(|_| Command::new("/bin/sh").args([&entry, "start"]).stdout(Stdio::null()).spawn().unwrap())
+            .collect();
+        for mut s in starts {
+            assert!(s.wait().unwrap().success(), "every start succeeds (one launches, the others find it running)");
+        }
+        let running = processes_matching(&tag);
+        assert_eq!(running.len(), 1, "exactly one daemon after 8 concurrent starts: {running:?}");
+        let pid = std::fs::read_to_string(format!("{run}/testd.pid")).unwrap();
+        assert_eq!(pid.trim(), running[0].to_string(), "the pid file names it");
+        assert!(Command::new("/bin/sh").args([&entry, "status"]).status().unwrap().success());
+
+        let out = Command::new("/bin/sh").args([&entry, "stop"]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(processes_matching(&tag), Vec::<u32>::new(), "stop ends it");
+        assert!(!Command::new("/bin/sh").args([&entry, "status"]).status().unwrap().success());
+    }
+
     #[test]
     fn control_scripts_are_valid_shell() {
         let (c, n) = spec("/srv/it's here", None);
