@@ -149,9 +149,13 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
         assert!(Instant::now() < deadline, "no 3 full backups and expiry in time: {all:#?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Stop scheduling, then let what is under way finish (backups, expiries).
-    let (s, _) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{id}/backup-policy"), &token, None).await;
-    assert_eq!(s, 204);
+    // Stop scheduling but keep the retention, then let what is under way finish
+    // (backups, expiries). Deleting the policy here instead would race a scheduled
+    // full backup still running: it finishes after the policy (and its retention) is
+    // gone, and three full backups stay, rightly.
+    let quiet = json!({"full_schedule": "0 0 1 1 *", "retention_full": 2});
+    let (s, p) = env.call(Method::PUT, &format!("{api}/v1/clusters/{id}/backup-policy"), &token, Some(quiet)).await;
+    assert_eq!(s, 200, "{p}");
     let deadline = Instant::now() + TASK_WITHIN;
     let all = loop {
         let all = backups(&env, &api, &token, &id).await;
@@ -165,6 +169,12 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
         assert!(Instant::now() < deadline, "backups did not settle: {all:#?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+
+    let policy_url = format!("{api}/v1/clusters/{id}/backup-policy");
+    let (s, _) = env.call(Method::DELETE, &policy_url, &token, None).await;
+    assert_eq!(s, 204);
+    let (s, v) = env.call(Method::GET, &policy_url, &token, None).await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
 
     // Exactly once: every backup is one scheduled run with a due time of its own.
     let msgs = messages(&env, &api, &token, &id).await;
