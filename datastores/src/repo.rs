@@ -43,6 +43,33 @@ fn repo_for(settings: &BackupSettings, state_dir: &Path, kind: &str) -> Option<B
     }
 }
 
+/// `clusters.backup_repo` of a cluster created without a backup repository.
+pub const NO_REPOSITORY: &str = "none";
+
+/// What a new cluster records as its repository (`posix`, `s3` or `none`): its
+/// archive_command is rendered for that one, so its backups must go there too,
+/// whatever `[backups]` says later.
+pub fn record_for_new_cluster(settings: &BackupSettings, state_dir: &Path, kind: ProviderKind) -> &'static str {
+    for_new_cluster(settings, state_dir, kind, Uuid::nil()).map_or(NO_REPOSITORY, |c| kind_name(&c.repo))
+}
+
+/// The repository of an existing cluster: the one it recorded at creation (None when
+/// that was none, or when that repository is no longer configured); clusters created
+/// before Herd recorded it (`recorded` None) follow today's choice.
+pub fn for_cluster(
+    settings: &BackupSettings,
+    state_dir: &Path,
+    recorded: Option<&str>,
+    kind: ProviderKind,
+    cluster_id: Uuid,
+) -> Option<BackupConfig> {
+    match recorded {
+        Some(NO_REPOSITORY) => None,
+        Some(name) => for_backup(settings, state_dir, name, &stanza(cluster_id)),
+        None => for_new_cluster(settings, state_dir, kind, cluster_id),
+    }
+}
+
 /// The repository of a new cluster on a provider of `kind`.
 pub fn for_new_cluster(
     settings: &BackupSettings,
@@ -125,5 +152,26 @@ mod tests {
         let p = for_backup(&settings(S3, true), Path::new("/state"), "posix", "herd-y").unwrap();
         assert!(matches!(&p.repo, BackupRepo::Posix { path } if path == "/srv/backups"), "{p:?}");
         assert_eq!(stanza(Uuid::nil()), "herd-00000000000000000000000000000000");
+    }
+
+    #[test]
+    fn a_cluster_keeps_the_repository_it_was_created_with() {
+        use RepositoryChoice::*;
+        let root = Path::new("/state");
+        let id = Uuid::from_u128(7);
+        assert_eq!(record_for_new_cluster(&settings(Auto, true), root, ProviderKind::Local), "posix");
+        assert_eq!(record_for_new_cluster(&settings(Auto, false), root, ProviderKind::Ec2), NO_REPOSITORY);
+        // Created on posix; the operator then switches new clusters to S3.
+        let later = settings(S3, true);
+        let c = for_cluster(&later, root, Some("posix"), ProviderKind::Local, id).unwrap();
+        assert!(matches!(&c.repo, BackupRepo::Posix { path } if path == "/srv/backups"), "{c:?}");
+        assert_eq!(c.stanza, stanza(id));
+        // Created without one: S3 configured later does not apply (nothing archives there).
+        assert!(for_cluster(&later, root, Some(NO_REPOSITORY), ProviderKind::Ec2, id).is_none());
+        // Its recorded repository is no longer configured: none, not another one.
+        assert!(for_cluster(&settings(Posix, false), root, Some("s3"), ProviderKind::Local, id).is_none());
+        // Recorded before Herd kept it: today's choice.
+        let legacy = for_cluster(&later, root, None, ProviderKind::Local, id).unwrap();
+        assert_eq!(kind_name(&legacy.repo), "s3");
     }
 }

@@ -43,7 +43,7 @@ async fn count(env: &Env, api: &str, token: &str, id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_point_in_time_restore_and_expiry() {
     let env = Env::new(9);
-    let (_dev, api, token) = env.dev(&[], "dev.log");
+    let (dev, api, token) = env.dev(&[], "dev.log");
     let src = env.create_cluster(&api, &token, "src", 1, json!({})).await;
     env.wait_status(&api, &token, &src, "active", ACTIVE_WITHIN).await;
     let (uri, password) = env.credentials(&api, &token, &src).await;
@@ -105,14 +105,42 @@ async fn backups_point_in_time_restore_and_expiry() {
     let n = count(&env, &api, &token, &after).await;
     assert_eq!(n, "300:300", "restoring the full backup replays every archived WAL");
 
-    // Expire the incremental: gone from the repository, shown as expired.
-    let label = incr["label"].as_str().unwrap();
     let repo = env.state().join("backups");
-    let in_repo = || {
+    let in_repo = |label: &str| {
         let out = std::process::Command::new("find").arg(&repo).args(["-name", label]).output().unwrap();
         !String::from_utf8_lossy(&out.stdout).trim().is_empty()
     };
-    assert!(in_repo(), "backup {label} is in {}", repo.display());
+
+    // The operator points new clusters at S3 (an endpoint where nothing listens) and
+    // restarts Herd: existing clusters keep the repository their WAL is archived into,
+    // so their backups still work, and land there.
+    drop(dev);
+    let s3_elsewhere = [
+        ("HERD_BACKUPS__REPOSITORY", "s3"),
+        ("HERD_BACKUPS__S3__BUCKET", "elsewhere"),
+        ("HERD_BACKUPS__S3__ENDPOINT", "127.0.0.1:9"),
+        ("HERD_BACKUPS__S3__ACCESS_KEY_ID", "unused"),
+        ("HERD_BACKUPS__S3__SECRET_ACCESS_KEY", "unused-secret"),
+    ];
+    let (_dev, api, token) = env.dev(&s3_elsewhere, "dev-s3-settings.log");
+    env.wait_status(&api, &token, &pitr, "active", ACTIVE_WITHIN).await;
+    let kept = backup(&env, &api, &token, &pitr, "incr").await;
+    let kept_label = kept["label"].as_str().unwrap();
+    assert!(in_repo(kept_label), "backup {kept_label} is in {}", repo.display());
+    // What reads the repository from Herd's side finds it there too.
+    let (s, w) = env.call(Method::GET, &format!("{api}/v1/clusters/{pitr}/recovery-window"), &token, None).await;
+    assert_eq!(s, 200, "{w}");
+    assert!(w["latest"].as_str() >= kept["finished_at"].as_str(), "{w} vs {kept}");
+    let (s, v) =
+        env.call(Method::DELETE, &format!("{api}/v1/backups/{}", kept["id"].as_str().unwrap()), &token, None).await;
+    assert_eq!(s, 202, "{v}");
+    let tk = env.wait_task(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    assert_eq!(tk["status"], "succeeded", "{tk}");
+    assert!(!in_repo(kept_label), "expired backup {kept_label} is still in the repository");
+
+    // Expire the incremental: gone from the repository, shown as expired.
+    let label = incr["label"].as_str().unwrap();
+    assert!(in_repo(label), "backup {label} is in {}", repo.display());
     let (s, v) =
         env.call(Method::DELETE, &format!("{api}/v1/backups/{}", incr["id"].as_str().unwrap()), &token, None).await;
     assert_eq!(s, 202, "{v}");
@@ -121,7 +149,7 @@ async fn backups_point_in_time_restore_and_expiry() {
     let (_, b) =
         env.call(Method::GET, &format!("{api}/v1/backups/{}", incr["id"].as_str().unwrap()), &token, None).await;
     assert_eq!(b["status"], "expired", "{b}");
-    assert!(!in_repo(), "expired backup {label} is still in the repository");
+    assert!(!in_repo(label), "expired backup {label} is still in the repository");
     // Expiring it again answers with the task that expired it.
     let (s, again) =
         env.call(Method::DELETE, &format!("{api}/v1/backups/{}", incr["id"].as_str().unwrap()), &token, None).await;

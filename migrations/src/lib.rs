@@ -8,6 +8,7 @@ mod m20261122_000003_backups;
 mod m20261201_000004_ha_observed;
 mod m20261201_000005_snapshots;
 mod m20261201_000006_backup_policy;
+mod m20261201_000007_cluster_backup_repo;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_ha_observed::Migration),
             Box::new(m20261201_000005_snapshots::Migration),
             Box::new(m20261201_000006_backup_policy::Migration),
+            Box::new(m20261201_000007_cluster_backup_repo::Migration),
         ]
     }
 }

@@ -97,6 +97,7 @@ async fn a_primary_move_is_reported_once_however_many_workers_observe_it() {
             restore: None,
             parameters: Default::default(),
             admin_password: SecretString::from("unused-in-this-test"),
+            backup_repo: "none".into(),
         })
         .await
         .expect("create cluster");

@@ -61,10 +61,10 @@ impl Ctx {
         self
     }
 
-    /// The backup repository of a cluster on `provider`, if one is configured.
-    pub fn backup_config(&self, provider: &str, cluster_id: uuid::Uuid) -> Option<herd_datastores::BackupConfig> {
-        let kind = self.providers.get(provider)?.kind();
-        herd_datastores::repo::for_new_cluster(&self.backups, &self.state_dir, kind, cluster_id)
+    /// A cluster's backup repository (the one it was created with), if configured.
+    pub fn backup_config(&self, c: &herd_store::entity::cluster::Model) -> Option<herd_datastores::BackupConfig> {
+        let kind = self.providers.get(&c.provider)?.kind();
+        herd_datastores::repo::for_cluster(&self.backups, &self.state_dir, c.backup_repo.as_deref(), kind, c.id)
     }
 
     /// Where a cluster's nodes report role changes, when the API's address is known.

@@ -135,7 +135,7 @@ pub(crate) async fn member_spec(
             }
         }
     }
-    let backup = ctx.backup_config(&c.provider, c.id);
+    let backup = ctx.backup_config(c);
     Ok((cluster_spec(c, &version, specs, pw, ctx.callback_for(c.id), backup), gone))
 }
 

@@ -127,7 +127,7 @@ async fn run_due(ctx: &Ctx, p: &backup_policy::Model, now: DateTime<Utc>) -> Res
         Err(StoreError::NotFound) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let Some(config) = ctx.backup_config(&c.provider, c.id) else {
+    let Some(config) = ctx.backup_config(&c) else {
         return waiting(format!("no backup repository is configured for provider '{}'", c.provider)).await;
     };
     let mut msg = format!("scheduled {name} backup requested (due at {}", stamp(run.was));

@@ -142,7 +142,12 @@ pub async fn put_policy(
     let v = state.store.get_cluster(auth.project_id, *id).await.map_err(not_found)?;
     let spec = spec_of(&req)?;
     let kind = state.providers.get(&v.cluster.provider).map(|p| p.kind());
-    if kind.and_then(|k| repo::for_new_cluster(&state.backups, &state.state_dir, k, v.cluster.id)).is_none() {
+    if kind
+        .and_then(|k| {
+            repo::for_cluster(&state.backups, &state.state_dir, v.cluster.backup_repo.as_deref(), k, v.cluster.id)
+        })
+        .is_none()
+    {
         return Err(ApiError::new(
             ErrorCode::BackupsNotConfigured,
             format!(

@@ -223,7 +223,9 @@ pub async fn create_backup(
 ) -> Result<HttpResponse, ApiError> {
     let v = state.store.get_cluster(auth.project_id, *id).await.map_err(not_found)?;
     let kind = state.providers.get(&v.cluster.provider).map(|p| p.kind());
-    let config = kind.and_then(|k| repo::for_new_cluster(&state.backups, &state.state_dir, k, v.cluster.id));
+    let config = kind.and_then(|k| {
+        repo::for_cluster(&state.backups, &state.state_dir, v.cluster.backup_repo.as_deref(), k, v.cluster.id)
+    });
     let Some(config) = config else {
         return Err(ApiError::new(
             ErrorCode::BackupsNotConfigured,

@@ -381,6 +381,9 @@ pub async fn create_cluster(
     };
     errs.into_result()?;
     let provider = provider.expect("validated above");
+    let backup_repo = kind.map_or(herd_datastores::repo::NO_REPOSITORY, |k| {
+        herd_datastores::repo::record_for_new_cluster(&state.backups, &state.state_dir, k)
+    });
     let key = match req.key_id {
         Some(id) => KeyChoice::Existing(id),
         None => KeyChoice::Generate(sshkey::generate_ed25519()),
@@ -404,6 +407,7 @@ pub async fn create_cluster(
             hooks,
             parameters,
             admin_password,
+            backup_repo: backup_repo.to_owned(),
         })
         .await?;
     state.enqueue(task.id).await;

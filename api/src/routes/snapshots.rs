@@ -112,7 +112,9 @@ pub async fn create_snapshot(
         ));
     }
     // A snapshot taken inside an online backup needs the WAL archived meanwhile.
-    let config = provider.and_then(|p| repo::for_new_cluster(&state.backups, &state.state_dir, p.kind(), v.cluster.id));
+    let config = provider.and_then(|p| {
+        repo::for_cluster(&state.backups, &state.state_dir, v.cluster.backup_repo.as_deref(), p.kind(), v.cluster.id)
+    });
     let Some(config) = config else {
         return Err(ApiError::new(
             ErrorCode::BackupsNotConfigured,

@@ -48,6 +48,8 @@ pub struct NewCluster {
     pub restore: Option<serde_json::Value>,
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub admin_password: SecretString,
+    /// `posix`, `s3` or `none` (`herd_datastores::repo::record_for_new_cluster`).
+    pub backup_repo: String,
 }
 
 /// A cluster with its nodes and most recent task.
@@ -109,6 +111,7 @@ impl Store {
                 .then(|| self.key().encrypt_str(&new.hooks.to_plaintext(), &super::ha::hooks_aad(id)))),
             primary_node_id: Set(None),
             newest_timeline: Set(0),
+            backup_repo: Set(Some(new.backup_repo)),
             parameters: Set(serde_json::Value::Object(new.parameters)),
             status: Set(ClusterStatus::Building),
             admin_user: Set(ADMIN_USER.into()),
