@@ -229,6 +229,7 @@ async fn cluster_create_show_list_delete(b: Backend) {
     assert_eq!(c["endpoints"]["primary_uri"], Value::Null, "no endpoint before the cluster is built");
     assert_eq!(c["parameters"]["max_connections"], 200);
     assert_eq!(c["provider"], "local");
+    assert_eq!(c["backup_repository"], "posix", "loopback hosts archive into the Herd host's directory");
 
     // Until workers exist the task is honestly queued.
     let task_id = created["task_id"].as_str().unwrap();

@@ -24,6 +24,7 @@ async fn backup(env: &Env, api: &str, token: &str, id: &str, kind: &str) -> Valu
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["status"], "completed", "{b}");
     assert_eq!(b["type"], kind);
+    assert_eq!(b["repository"], "posix", "{b}");
     for f in ["label", "wal_start", "wal_stop", "started_at", "finished_at"] {
         assert!(b[f].is_string(), "{f}: {b}");
     }
@@ -123,7 +124,8 @@ async fn backups_point_in_time_restore_and_expiry() {
         ("HERD_BACKUPS__S3__SECRET_ACCESS_KEY", "unused-secret"),
     ];
     let (_dev, api, token) = env.dev(&s3_elsewhere, "dev-s3-settings.log");
-    env.wait_status(&api, &token, &pitr, "active", ACTIVE_WITHIN).await;
+    let shown = env.wait_status(&api, &token, &pitr, "active", ACTIVE_WITHIN).await;
+    assert_eq!(shown["backup_repository"], "posix", "{shown}");
     let kept = backup(&env, &api, &token, &pitr, "incr").await;
     let kept_label = kept["label"].as_str().unwrap();
     assert!(in_repo(kept_label), "backup {kept_label} is in {}", repo.display());

@@ -315,6 +315,7 @@ async fn backup(env: &Env, api: &str, token: &str, id: &str, kind: &str) -> Valu
     assert_eq!((b["status"].as_str(), b["type"].as_str()), (Some("completed"), Some(kind)), "{b}");
     assert!(b["label"].is_string() && b["finished_at"].is_string(), "{b}");
     assert!(b["repo_size_bytes"].as_i64().unwrap_or(0) > 0, "{b}");
+    assert_eq!(b["repository"], "s3", "{b}");
     b
 }
 
@@ -379,7 +380,8 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
 
     // The build creates the stanza in the bucket (stanza-create + check over TLS).
     let src = env.create_cluster(&api, &token, "src", 1, json!({})).await;
-    env.wait_status(&api, &token, &src, "active", ACTIVE_WITHIN).await;
+    let shown = env.wait_status(&api, &token, &src, "active", ACTIVE_WITHIN).await;
+    assert_eq!(shown["backup_repository"], "s3", "{shown}");
     let stanza = stanza_of(&src);
     for info in [format!("{PREFIX}/archive/{stanza}/archive.info"), format!("{PREFIX}/backup/{stanza}/backup.info")] {
         assert!(s3.keys(&info).await.contains(&info), "{info} is not in the bucket");

@@ -35,6 +35,8 @@ pub struct BackupDto {
     pub finished_at: Option<DateTime<Utc>>,
     pub wal_start: Option<String>,
     pub wal_stop: Option<String>,
+    /// The repository it is in (`posix` or `s3`): its cluster's, when it was taken.
+    pub repository: String,
     /// Why it failed.
     pub error: Option<String>,
     pub task_id: Option<Uuid>,
@@ -55,6 +57,7 @@ impl From<backup::Model> for BackupDto {
             finished_at: b.finished_at,
             wal_start: b.wal_start,
             wal_stop: b.wal_stop,
+            repository: b.repo,
             error: b.error,
             task_id: b.task_id,
             created_at: b.created_at,

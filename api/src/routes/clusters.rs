@@ -145,6 +145,9 @@ pub struct ClusterDto {
     pub hooks: HooksDto,
     #[schema(value_type = Object)]
     pub parameters: serde_json::Value,
+    /// The pgBackRest repository it archives into, chosen when it was created:
+    /// `posix` or `s3`; null when it has none (or was created before Herd recorded it).
+    pub backup_repository: Option<String>,
     pub nodes: Vec<NodeDto>,
     pub endpoints: Endpoints,
     /// The cluster's most recent task.
@@ -215,6 +218,7 @@ impl From<ClusterView> for ClusterDto {
             key_id: c.key_id,
             synchronous: c.synchronous,
             parameters: c.parameters,
+            backup_repository: c.backup_repo.filter(|r| r != herd_datastores::repo::NO_REPOSITORY),
             nodes: v.nodes.into_iter().map(NodeDto::from).collect(),
             endpoints: Endpoints { primary_uri, primary_address },
             task: v.task.map(Into::into),
