@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Env, poll, psql};
+use common::{Env, free_port, psql, start_redis};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -47,26 +47,6 @@ impl Drop for PgDb {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start_redis(env: &Env, port: u16) -> common::Proc {
-    let log = env.dir.path().join("redis.log");
-    let child = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(env.dir.path())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    poll(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.to_string())
-    });
-    common::Proc { child, log }
-}
-
 async fn backups(env: &Env, api: &str, token: &str, id: &str) -> Vec<Value> {
     let (s, v) = env.call(Method::GET, &format!("{api}/v1/backups?cluster_id={id}&limit=100"), token, None).await;
     assert_eq!(s, 200, "{v}");
@@ -91,7 +71,7 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
     let db = PgDb::new();
     let env = Env::new(42);
     let redis_port = free_port();
-    let _redis = start_redis(&env, redis_port);
+    let _redis = start_redis(&env, redis_port, "redis.log");
     let api_port = free_port();
     let token = format!("herd_policy_{}", uuid::Uuid::new_v4().simple());
     let key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);

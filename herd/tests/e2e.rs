@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Env, poll, psql};
+use common::{Env, free_port, poll, psql, start_redis};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -169,26 +169,6 @@ async fn provisioning_resumes_after_the_worker_dies_after_any_step() {
         assert!(env.servers().is_empty() && env.volumes().is_empty(), "{step}: leftovers");
     }
     assert!(env.stray_pids().is_empty(), "{:?}", env.stray_pids());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start_redis(env: &Env, port: u16, log: &str) -> common::Proc {
-    let log = env.dir.path().join(log);
-    let child = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(env.dir.path())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    poll(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.to_string())
-    });
-    common::Proc { child, log }
 }
 
 /// Production shape: `herd serve` and `herd worker` as separate processes over Redis.

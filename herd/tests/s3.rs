@@ -13,10 +13,10 @@
 
 mod common;
 
-use common::{Env, poll, psql};
+use common::{Env, free_port, poll, psql};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -30,10 +30,6 @@ const TASK_WITHIN: Duration = Duration::from_secs(300);
 const BUCKET: &str = "herd-backups";
 /// `backups.s3.path`: the repository's prefix inside the bucket.
 const PREFIX: &str = "herd-e2e";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
-}
 
 /// A daemon the test started, in its own process group: Drop kills the group by the
 /// child's pid (pass or fail) and reaps it.

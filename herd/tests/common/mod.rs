@@ -331,3 +331,26 @@ pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T
         }
     }
 }
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the caller's process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A throwaway redis-server on 127.0.0.1:`port` (nothing kept on disk), up when this
+/// returns; killed when the Proc drops.
+pub fn start_redis(env: &Env, port: u16, log: &str) -> Proc {
+    let log = env.dir.path().join(log);
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(env.dir.path())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed");
+    poll(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.to_string())
+    });
+    Proc { child, log }
+}

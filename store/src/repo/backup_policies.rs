@@ -78,11 +78,7 @@ impl Store {
         spec: &PolicySpec,
     ) -> Result<(backup_policy::Model, bool), StoreError> {
         let tx = self.write_tx().await?;
-        let c = cluster::Entity::find_by_id(cluster_id)
-            .filter(cluster::Column::ProjectId.eq(project_id))
-            .one(&tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let c = self.project_cluster(&tx, project_id, cluster_id).await?;
         if c.status == ClusterStatus::Deleting {
             return Err(StoreError::conflict("invalid_state", format!("cluster '{}' is being deleted", c.name)));
         }
@@ -132,22 +128,14 @@ impl Store {
         project_id: Uuid,
         cluster_id: Uuid,
     ) -> Result<Option<backup_policy::Model>, StoreError> {
-        cluster::Entity::find_by_id(cluster_id)
-            .filter(cluster::Column::ProjectId.eq(project_id))
-            .one(&self.db)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        self.project_cluster(&self.db, project_id, cluster_id).await?;
         Ok(backup_policy::Entity::find_by_id(cluster_id).one(&self.db).await?)
     }
 
     /// Removes a cluster's policy; true if it had one.
     pub async fn delete_backup_policy(&self, project_id: Uuid, cluster_id: Uuid) -> Result<bool, StoreError> {
         let tx = self.write_tx().await?;
-        cluster::Entity::find_by_id(cluster_id)
-            .filter(cluster::Column::ProjectId.eq(project_id))
-            .one(&tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        self.project_cluster(&tx, project_id, cluster_id).await?;
         let res = backup_policy::Entity::delete_by_id(cluster_id).exec(&tx).await?;
         if res.rows_affected == 1 {
             self.add_event(

@@ -40,11 +40,7 @@ impl Store {
         stanza: &str,
     ) -> Result<(backup::Model, task::Model), StoreError> {
         let tx = self.write_tx().await?;
-        let c = cluster::Entity::find_by_id(cluster_id)
-            .filter(cluster::Column::ProjectId.eq(project_id))
-            .one(&tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let c = self.project_cluster(&tx, project_id, cluster_id).await?;
         self.check_ready(&tx, &c).await?;
         let (b, t) = self.insert_backup(&tx, &c, kind, repo, stanza, &format!("{kind} backup requested")).await?;
         tx.commit().await?;

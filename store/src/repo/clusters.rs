@@ -217,11 +217,7 @@ impl Store {
     }
 
     pub async fn get_cluster(&self, project_id: Uuid, id: Uuid) -> Result<ClusterView, StoreError> {
-        let c = cluster::Entity::find_by_id(id)
-            .filter(cluster::Column::ProjectId.eq(project_id))
-            .one(&self.db)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let c = self.project_cluster(&self.db, project_id, id).await?;
         self.view(c).await
     }
 
@@ -241,11 +237,7 @@ impl Store {
     /// the cluster is cancelled first, so a cluster still building stops building.
     pub async fn request_delete(&self, project_id: Uuid, id: Uuid) -> Result<task::Model, StoreError> {
         let tx = self.write_tx().await?;
-        let c = cluster::Entity::find_by_id(id)
-            .filter(cluster::Column::ProjectId.eq(project_id))
-            .one(&tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let c = self.project_cluster(&tx, project_id, id).await?;
         let open = task::Entity::find()
             .filter(task::Column::ClusterId.eq(id))
             .filter(task::Column::Status.is_in([TaskStatus::Queued, TaskStatus::Running]))

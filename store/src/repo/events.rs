@@ -2,7 +2,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use uuid::Uuid;
 
 use super::{Page, new_id, now};
-use crate::entity::{cluster, task_event};
+use crate::entity::task_event;
 use crate::{Store, StoreError};
 
 impl Store {
@@ -43,11 +43,7 @@ impl Store {
     ) -> Result<Page<task_event::Model>, StoreError> {
         // The cluster must be visible to this project (404 otherwise), even though
         // events are kept by cluster id.
-        cluster::Entity::find_by_id(cluster_id)
-            .filter(cluster::Column::ProjectId.eq(project_id))
-            .one(&self.db)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        self.project_cluster(&self.db, project_id, cluster_id).await?;
         let q = task_event::Entity::find()
             .filter(task_event::Column::ClusterId.eq(cluster_id))
             .filter(task_event::Column::ProjectId.eq(project_id));

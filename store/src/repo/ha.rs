@@ -75,19 +75,6 @@ fn cluster_busy(t: &task::Model) -> StoreError {
 }
 
 impl Store {
-    async fn cluster_for_update<C: ConnectionTrait>(
-        &self,
-        conn: &C,
-        project_id: Uuid,
-        id: Uuid,
-    ) -> Result<cluster::Model, StoreError> {
-        cluster::Entity::find_by_id(id)
-            .filter(cluster::Column::ProjectId.eq(project_id))
-            .one(conn)
-            .await?
-            .ok_or(StoreError::NotFound)
-    }
-
     /// Checks the cluster can take a day-2 task now: it runs, and nothing else is open.
     /// On PostgreSQL the cluster row is locked (`FOR UPDATE`) until the caller's
     /// transaction ends, so two transactions (an API request and a worker's scheduler,
@@ -142,7 +129,7 @@ impl Store {
         patch: ClusterPatch,
     ) -> Result<(ClusterView, Option<task::Model>), StoreError> {
         let tx = self.write_tx().await?;
-        let c = self.cluster_for_update(&tx, project_id, id).await?;
+        let c = self.project_cluster(&tx, project_id, id).await?;
         let needs_task = patch.policy.is_some_and(|p| p != policy_of(&c))
             || patch.parameters.as_ref().is_some_and(|p| serde_json::Value::Object(p.clone()) != c.parameters);
         if needs_task {
@@ -208,7 +195,7 @@ impl Store {
         summary: &str,
     ) -> Result<task::Model, StoreError> {
         let tx = self.write_tx().await?;
-        let c = self.cluster_for_update(&tx, project_id, id).await?;
+        let c = self.project_cluster(&tx, project_id, id).await?;
         for n in node_ids {
             node::Entity::find_by_id(*n)
                 .filter(node::Column::ClusterId.eq(id))
@@ -248,7 +235,7 @@ impl Store {
         max_nodes: u8,
     ) -> Result<(task::Model, Vec<node::Model>), StoreError> {
         let tx = self.write_tx().await?;
-        let c = self.cluster_for_update(&tx, project_id, id).await?;
+        let c = self.project_cluster(&tx, project_id, id).await?;
         self.check_ready(&tx, &c).await?;
         let existing = node::Entity::find().filter(node::Column::ClusterId.eq(id)).all(&tx).await?;
         if existing.len() + usize::from(count) > usize::from(max_nodes) {
@@ -291,7 +278,7 @@ impl Store {
         node_id: Uuid,
     ) -> Result<task::Model, StoreError> {
         let tx = self.write_tx().await?;
-        let c = self.cluster_for_update(&tx, project_id, id).await?;
+        let c = self.project_cluster(&tx, project_id, id).await?;
         let nodes = node::Entity::find().filter(node::Column::ClusterId.eq(id)).all(&tx).await?;
         let n = nodes.iter().find(|n| n.id == node_id).ok_or(StoreError::NotFound)?.clone();
         self.check_ready(&tx, &c).await?;
@@ -333,7 +320,7 @@ impl Store {
         priority: Option<u8>,
     ) -> Result<(node::Model, Option<task::Model>), StoreError> {
         let tx = self.write_tx().await?;
-        let c = self.cluster_for_update(&tx, project_id, id).await?;
+        let c = self.project_cluster(&tx, project_id, id).await?;
         let n = node::Entity::find_by_id(node_id)
             .filter(node::Column::ClusterId.eq(id))
             .one(&tx)

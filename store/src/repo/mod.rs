@@ -32,6 +32,23 @@ pub(crate) fn new_id() -> uuid::Uuid {
 impl Store {
     /// A write transaction. On SQLite it takes the write lock up front (IMMEDIATE), so
     /// two writers queue on the busy timeout instead of one failing mid-transaction.
+    /// A cluster of this project (NotFound for another project's: tenancy). Plain
+    /// read; `check_ready` is what locks the row.
+    pub(crate) async fn project_cluster<C: sea_orm::ConnectionTrait>(
+        &self,
+        conn: &C,
+        project_id: uuid::Uuid,
+        id: uuid::Uuid,
+    ) -> Result<crate::entity::cluster::Model, StoreError> {
+        use crate::entity::cluster;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        cluster::Entity::find_by_id(id)
+            .filter(cluster::Column::ProjectId.eq(project_id))
+            .one(conn)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
     pub async fn write_tx(&self) -> Result<DatabaseTransaction, StoreError> {
         Ok(self
             .db

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::clusters::insert_task;
 use super::{Page, new_id, now};
-use crate::entity::{cluster, snapshot, task};
+use crate::entity::{snapshot, task};
 use crate::{Store, StoreError};
 
 /// What a finished snapshot recorded.
@@ -32,11 +32,7 @@ impl Store {
         stanza: &str,
     ) -> Result<(snapshot::Model, task::Model), StoreError> {
         let tx = self.write_tx().await?;
-        let c = cluster::Entity::find_by_id(cluster_id)
-            .filter(cluster::Column::ProjectId.eq(project_id))
-            .one(&tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let c = self.project_cluster(&tx, project_id, cluster_id).await?;
         self.check_ready(&tx, &c).await?;
         let t = insert_task(&tx, project_id, cluster_id, TaskKind::Snapshot).await?;
         let ts = now();
