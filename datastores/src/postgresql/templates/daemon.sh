@@ -19,14 +19,6 @@ MATCH={{ match }}
 HOLD={{ hold_file }}
 {%- endif %}
 
-# One start or stop at a time per daemon: two callers (two workers' reconcilers, an
-# action and a reconciler) must not both find it down and both launch it; the second
-# would overwrite the pid file and leave the first running unmanaged.
-lock() {
-    install -d -m 0755 "${PIDFILE%/*}" && exec 9>>"$PIDFILE.lock" || return 1
-    flock -w 120 9 || { echo "{{ name }}: another start or stop holds $PIDFILE.lock" >&2; return 1; }
-}
-
 running() {
     pid=$(cat "$PIDFILE" 2>/dev/null) || return 1
     case "$pid" in '' | *[!0-9]*) return 1 ;; esac
@@ -47,7 +39,7 @@ start() {
     # setpriv drops root for good (no helper process stays behind as root).
     setsid sh -c 'echo $$ > "$1" && shift && exec "$@"' sh "$PIDFILE" \
         setpriv --reuid={{ user }} --regid={{ group }} --init-groups -- \
-        env {{ env }} {{ command }} </dev/null >>"$LOGFILE" 2>&1 9>&- &
+        env {{ env }} {{ command }} </dev/null >>"$LOGFILE" 2>&1 &
     # Wait for the pid file so that a status right after start is exact.
     i=0
     while ! running && [ "$i" -lt 250 ]; do
@@ -93,10 +85,6 @@ stop() {
     rm -f "$PIDFILE"
     echo "{{ name }} stopped"
 }
-
-case "${1:-boot}" in
-boot | start | stop) lock || exit 1 ;;
-esac
 
 case "${1:-boot}" in
 boot)
