@@ -41,6 +41,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         .configure(health::routes)
         // Outside /v1: nodes authenticate with a per-cluster token, not an API token.
         .service(routes::resource("/callbacks/patroni/{id}").route(web::post().to(ha::role_callback)))
+        // `/docs` is what people type; Swagger UI lives under `/docs/`.
+        .service(routes::resource("/docs").route(web::get().to(docs_redirect)))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi()))
         .service(
             web::scope("/v1")
@@ -58,6 +60,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .default_service(web::to(route_not_found)),
         )
         .default_service(web::to(route_not_found));
+}
+
+async fn docs_redirect() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::PermanentRedirect().insert_header((actix_web::http::header::LOCATION, "/docs/")).finish()
 }
 
 /// A bound, not yet running, API server.

@@ -43,6 +43,14 @@ async fn probes_docs_and_routing(b: Backend) {
     .unwrap();
     assert_eq!(served, committed, "openapi/openapi.json drifted: run `UPDATE_OPENAPI=1 cargo test -p herd-openapi`");
 
+    // `/docs` (as typed) leads to the docs page.
+    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_follow.get(format!("{}/docs", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "/docs/");
+    let r = app.req(Method::GET, "/docs", None).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.url().path().to_owned()), (200, "/docs/".to_owned()));
+
     // Docs render from vendored assets: the page and its script are served locally.
     let page = app.req(Method::GET, "/docs/", None).send().await.unwrap();
     assert_eq!(page.status(), 200);

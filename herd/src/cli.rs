@@ -43,8 +43,16 @@ pub enum Command {
         state_dir: Option<PathBuf>,
         /// Also create a first cluster (`demo`, 1 node) and print its connection URI
         /// once it is active.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["down", "purge"])]
         demo: bool,
+        /// Stop every server's processes (etcd, Patroni, PostgreSQL, sshd) and exit;
+        /// the next `herd dev` starts them again. Needs `herd dev` to be stopped.
+        #[arg(long)]
+        down: bool,
+        /// Delete every server, volume, snapshot and backup, then the state dir itself,
+        /// and exit: nothing `herd dev` made is left. Needs `herd dev` to be stopped.
+        #[arg(long, conflicts_with = "down")]
+        purge: bool,
     },
 }
 

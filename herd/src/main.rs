@@ -66,15 +66,19 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Dev { listen, state_dir, demo } => {
+        Command::Dev { listen, state_dir, demo, down, purge } => {
             if let Some(l) = listen {
                 settings.listen = l;
             }
             if let Some(d) = state_dir {
                 settings.state_dir = d;
+                settings.absolutize_paths()?;
             }
             // Dev is the embedded setup: always SQLite in the state dir.
             settings.database_url = None;
+            if down || purge {
+                return dev_down(&settings, purge).await;
+            }
             // One process per state dir: at start dev takes over every running task as
             // its own orphan, which is only right if no other dev process runs them.
             let _lock = lock_state_dir(&settings.state_dir)?;
@@ -118,9 +122,71 @@ async fn main() -> anyhow::Result<()> {
             }
             app.run_until_stopped().await?;
             worker.abort();
+            // Like cloud VMs, the servers outlive the control plane; say so, and how to
+            // stop them, so a laptop is not left with daemons nobody knows about.
+            let running = running_servers(&settings);
+            if running > 0 {
+                let dir = settings.state_dir.display();
+                eprintln!(
+                    "herd dev stopped. Its {running} server(s) keep running (sshd, etcd, Patroni, PostgreSQL) \
+                     and the next `herd dev` manages them again.\n  \
+                     Stop them:         herd dev --down --state-dir {dir}\n  \
+                     Remove everything: herd dev --purge --state-dir {dir}"
+                );
+            }
             Ok(())
         }
     }
+}
+
+/// How many local servers of this state dir should be running.
+fn running_servers(settings: &Settings) -> usize {
+    let dir = settings.providers.local.root.clone().unwrap_or_else(|| settings.state_dir.join("local"));
+    std::fs::read_dir(dir.join("state/servers"))
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
+        .unwrap_or(0)
+}
+
+/// `herd dev --down` / `--purge`: with `herd dev` stopped, stop (or delete) what it made.
+async fn dev_down(settings: &Settings, purge: bool) -> anyhow::Result<()> {
+    let dir = &settings.state_dir;
+    if !dir.exists() {
+        eprintln!("nothing to do: {} does not exist", dir.display());
+        return Ok(());
+    }
+    // The servers belong to the running `herd dev` while it runs: it would restart
+    // what we stop, or keep using what we delete.
+    let lock = lock_state_dir(dir).map_err(|_| {
+        anyhow::anyhow!("`herd dev` is running on {}: stop it first (Ctrl-C), then run this again", dir.display())
+    })?;
+    let local = &settings.providers.local;
+    let root = local.root.clone().unwrap_or_else(|| dir.join("local"));
+    if root.exists() {
+        let provider =
+            herd_providers::local::LocalProvider::new("local", local, &root).context("opening the local provider")?;
+        if purge {
+            let (servers, volumes, snapshots) = provider.delete_all().await?;
+            eprintln!("deleted {servers} server(s), {volumes} volume(s) and {snapshots} snapshot(s)");
+        } else {
+            let halted = provider.halt_all().await?;
+            eprintln!("stopped {} server(s); the next `herd dev` starts them again", halted.len());
+        }
+    }
+    if purge {
+        drop(lock);
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        eprintln!("removed {}", dir.display());
+        // Configured elsewhere, these may hold more than Herd's: left alone.
+        for p in [settings.backups.path.as_ref(), local.root.as_ref()].into_iter().flatten() {
+            if !p.starts_with(dir) && p.exists() {
+                eprintln!(
+                    "left {} (configured outside the state dir); remove it yourself if it is Herd's alone",
+                    p.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {

@@ -238,16 +238,55 @@ impl Settings {
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
-        let s: Self = Self::figment(&file, true).extract().map_err(|e| ConfigError(e.to_string()))?;
+        let mut s: Self = Self::figment(&file, true).extract().map_err(|e| ConfigError(e.to_string()))?;
+        s.absolutize_paths()?;
         s.validate()?;
         Ok(s)
     }
 
     /// The layers without the environment (tests use it to stay hermetic).
     pub fn load_file_only(file: &Path) -> Result<Self, ConfigError> {
-        let s: Self = Self::figment(file, false).extract().map_err(|e| ConfigError(e.to_string()))?;
+        let mut s: Self = Self::figment(file, false).extract().map_err(|e| ConfigError(e.to_string()))?;
+        s.absolutize_paths()?;
         s.validate()?;
         Ok(s)
+    }
+
+    /// Makes every path setting absolute, relative to the working directory, so a
+    /// relative `state_dir` (the default `.herd`) never reaches a component that
+    /// needs an absolute path (pgBackRest's repository, sshd's config, a daemon that
+    /// changes directory). `load` calls it; call it again after overriding a path
+    /// (`herd dev --state-dir`). Idempotent. `sshd_path` without a `/` is looked up
+    /// in `PATH`, as a shell would.
+    pub fn absolutize_paths(&mut self) -> Result<(), ConfigError> {
+        let abs = |p: &Path| {
+            std::path::absolute(p).map_err(|e| ConfigError(format!("cannot make {} absolute: {e}", p.display())))
+        };
+        self.state_dir = abs(&self.state_dir)?;
+        if let Some(p) = &self.backups.path {
+            self.backups.path = Some(abs(p)?);
+        }
+        if let Some(p) = self.backups.s3.as_ref().and_then(|s| s.ca_file.as_ref()) {
+            let p = abs(p)?;
+            self.backups.s3.as_mut().expect("checked above").ca_file = Some(p);
+        }
+        let local = &mut self.providers.local;
+        if let Some(p) = &local.root {
+            local.root = Some(abs(p)?);
+        }
+        if let Some(p) = &local.cgroup_root {
+            local.cgroup_root = Some(abs(p)?);
+        }
+        if !local.sshd_path.is_absolute() {
+            local.sshd_path = if local.sshd_path.components().count() == 1 {
+                find_in_path(&local.sshd_path).ok_or_else(|| {
+                    ConfigError(format!("providers.local.sshd_path {:?} is not in PATH", local.sshd_path))
+                })?
+            } else {
+                abs(&local.sshd_path)?
+            };
+        }
+        Ok(())
     }
 
     /// Rules across keys that types cannot express; `load` applies them, so a bad
@@ -326,6 +365,15 @@ impl Settings {
     }
 }
 
+/// The first executable `name` in `PATH`.
+fn find_in_path(name: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(name))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
 fn collect_keys(v: &mut serde_json::Value, prefix: &str, out: &mut Vec<String>) {
     if let serde_json::Value::Object(map) = v {
         for (k, child) in map.iter_mut() {
@@ -358,6 +406,45 @@ mod tests {
         std::fs::write(&path, "lisen = \"127.0.0.1:9999\"\n").unwrap();
         let err = Settings::load_file_only(&path).unwrap_err().to_string();
         assert!(err.contains("lisen"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn relative_paths_become_absolute_against_the_working_directory() {
+        let dir = tempfile_dir();
+        let path = dir.join("herd.toml");
+        let cwd = std::env::current_dir().unwrap();
+        // The defaults: `.herd`, and everything derived from it.
+        std::fs::write(&path, "").unwrap();
+        let s = Settings::load_file_only(&path).unwrap();
+        assert_eq!(s.state_dir, cwd.join(".herd"));
+        assert!(
+            s.database_url().starts_with(&format!("sqlite://{}/", cwd.join(".herd").display())),
+            "{}",
+            s.database_url()
+        );
+        assert_eq!(s.providers.local.sshd_path, PathBuf::from("/usr/sbin/sshd"));
+
+        std::fs::write(
+            &path,
+            "state_dir = \"st/./x\"\n[backups]\npath = \"../bk\"\n[providers.local]\nroot = \"r\"\nsshd_path = \"sh\"\n",
+        )
+        .unwrap();
+        let mut s = Settings::load_file_only(&path).unwrap();
+        assert!(s.state_dir.is_absolute() && s.state_dir.starts_with(&cwd), "{}", s.state_dir.display());
+        assert_eq!(s.backups.path.as_deref(), Some(cwd.join("../bk").as_path()));
+        assert_eq!(s.providers.local.root.as_deref(), Some(cwd.join("r").as_path()));
+        // A bare program name is found in PATH, as a shell finds it.
+        let sh = &s.providers.local.sshd_path;
+        assert!(sh.is_absolute() && sh.ends_with("sh") && sh.is_file(), "{}", sh.display());
+        // A path set after loading (`herd dev --state-dir`) is made absolute the same way.
+        s.state_dir = PathBuf::from("later");
+        s.absolutize_paths().unwrap();
+        assert_eq!(s.state_dir, cwd.join("later"));
+
+        std::fs::write(&path, "[providers.local]\nsshd_path = \"no-such-sshd-anywhere\"\n").unwrap();
+        let err = Settings::load_file_only(&path).unwrap_err().to_string();
+        assert!(err.contains("no-such-sshd-anywhere") && err.contains("PATH"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -418,8 +505,10 @@ mod tests {
         assert_eq!(load(&with_ca).unwrap().backups.s3.unwrap().ca_file.as_deref(), Some(ca.as_path()));
         let err = load(&format!("{with_ca}verify_tls = false\n")).unwrap_err().to_string();
         assert!(err.contains("verify_tls"), "{err}");
-        let err = load(&format!("{s3}ca_file = \"ca.pem\"\n")).unwrap_err().to_string();
-        assert!(err.contains("absolute"), "{err}");
+        // A relative ca_file is read from the working directory, like every path setting.
+        let cwd = std::env::current_dir().unwrap();
+        let err = load(&format!("{s3}ca_file = \"no-such-ca.pem\"\n")).unwrap_err().to_string();
+        assert!(err.contains(&cwd.join("no-such-ca.pem").display().to_string()), "{err}");
         let err = load(&format!("{s3}ca_file = \"{}\"\n", dir.join("missing.pem").display())).unwrap_err();
         assert!(err.to_string().contains("missing.pem"), "{err}");
         std::fs::write(&ca, "not a certificate").unwrap();

@@ -72,6 +72,8 @@ impl Drop for Proc {
 /// A test's world: a state dir, an address range, and the herd processes.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The state dir (`<dir>/state`, or `<dir>/.herd` for a first run's defaults).
+    pub state: PathBuf,
     pub pool: String,
     pub vars: Vec<(String, String)>,
     pub http: reqwest::Client,
@@ -87,11 +89,21 @@ impl Env {
             FAST_WORKER.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         vars.push(("HERD_PROVIDERS__LOCAL__ADDRESS_POOL".into(), pool.clone()));
         vars.push(("RUST_LOG".into(), "info,herd_worker=debug".into()));
-        Self { dir, pool, vars, http: reqwest::Client::new() }
+        let state = dir.path().join("state");
+        Self { dir, state, pool, vars, http: reqwest::Client::new() }
+    }
+
+    /// A new user's world: `herd` run in `dir` with every setting at its default (the
+    /// state dir is `./.herd`, the address pool 127.77.0.0/16); only `vars` differ.
+    pub fn defaults() -> Self {
+        let dir = tempfile::Builder::new().prefix("hf").tempdir_in("/tmp").unwrap();
+        let state = dir.path().join(".herd");
+        let pool = herd_core::config::LocalProviderSettings::default().address_pool;
+        Self { dir, state, pool, vars: Vec::new(), http: reqwest::Client::new() }
     }
 
     pub fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.state.clone()
     }
 
     /// Starts `herd dev` and waits for its banner; returns the process, API URL, token.
@@ -252,7 +264,10 @@ impl Env {
     /// Pids of processes whose command line mentions this test's state dir or pool.
     pub fn stray_pids(&self) -> Vec<(i32, String)> {
         let needle = self.dir.path().to_string_lossy().to_string();
-        let prefix = self.pool.trim_end_matches(".0/24").to_owned() + ".";
+        // The pool's fixed octets ("127.80.5." for 127.80.5.0/24).
+        let (net, bits) = self.pool.split_once('/').unwrap();
+        let keep = bits.parse::<usize>().unwrap() / 8;
+        let prefix = net.split('.').take(keep).map(|o| format!("{o}.")).collect::<String>();
         let me = std::process::id() as i32;
         let mut out = Vec::new();
         for e in std::fs::read_dir("/proc").unwrap().flatten() {

@@ -108,6 +108,53 @@ impl LocalProvider {
         .await
     }
 
+    /// Shuts every server down as the machine's own shutdown would (stop list, then
+    /// SIGTERM and, after the grace period, SIGKILL) without changing what should run,
+    /// so [`Provider::recover`] at the next start brings the same servers back.
+    /// Returns the servers that had processes. `herd dev --down`.
+    pub async fn halt_all(&self) -> Result<Vec<String>, ProviderError> {
+        self.run(|inner| {
+            let mut halted = Vec::new();
+            for record in inner.layout.list::<ServerRecord>(Kind::Server)? {
+                let _lock = match inner.resource_lock(Kind::Server, &record.id) {
+                    Err(ProviderError::NotFound(_)) => continue,
+                    other => other?,
+                };
+                let extra: Vec<i32> = sshd::running_pid(&inner.paths(&record.id)).into_iter().collect();
+                if inner.tracker.pids(&record.id, &extra)?.is_empty() {
+                    continue;
+                }
+                inner.run_list(&record, boot::List::Stop)?;
+                inner.tracker.terminate_all(&record.id, &extra, inner.stop_timeout(), Duration::from_secs(10))?;
+                tracing::info!(server = %record.id, "loopback host halted");
+                halted.push(record.id);
+            }
+            Ok(halted)
+        })
+        .await
+    }
+
+    /// Deletes every server (killing its processes), volume and snapshot this
+    /// provider holds; returns how many of each. `herd dev --purge`.
+    pub async fn delete_all(&self) -> Result<(usize, usize, usize), ProviderError> {
+        self.run(|inner| {
+            let servers = inner.layout.list::<ServerRecord>(Kind::Server)?;
+            for r in &servers {
+                inner.delete_server(&r.id)?;
+            }
+            let volumes = inner.layout.list::<state::VolumeRecord>(Kind::Volume)?;
+            for v in &volumes {
+                inner.delete_volume(&v.id)?;
+            }
+            let snapshots = inner.layout.list::<state::SnapshotRecord>(Kind::Snapshot)?;
+            for s in &snapshots {
+                inner.delete_snapshot(&s.id)?;
+            }
+            Ok((servers.len(), volumes.len(), snapshots.len()))
+        })
+        .await
+    }
+
     /// Runs blocking provider work (files, processes, locks) off the async runtime.
     async fn run<T, F>(&self, f: F) -> Result<T, ProviderError>
     where
