@@ -49,6 +49,27 @@ use crate::routes::*;
 )]
 pub struct ApiDoc;
 
+/// utoipa inlines a generic's argument, so `Page<ClusterDto>` would carry a copy of
+/// `ClusterDto` and SDK generators would make a second class for list items
+/// (`PageClusterDtoItemsItem`). Point every `Page_X.items` at `X` itself instead.
+fn reference_page_items(components: &mut utoipa::openapi::Components) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ArrayItems, Schema};
+    let pages: Vec<(String, String)> = components
+        .schemas
+        .keys()
+        .filter_map(|name| name.strip_prefix("Page_").map(|item| (name.clone(), item.to_owned())))
+        .filter(|(_, item)| components.schemas.contains_key(item))
+        .collect();
+    for (page, item) in pages {
+        if let Some(RefOr::T(Schema::Object(obj))) = components.schemas.get_mut(&page)
+            && let Some(RefOr::T(Schema::Array(items))) = obj.properties.get_mut("items")
+        {
+            items.items = ArrayItems::RefOrSchema(Box::new(RefOr::Ref(Ref::from_schema_name(item))));
+        }
+    }
+}
+
 /// Adds what holds for every route, so handlers only declare their own outcomes:
 /// bearer auth and 401 on `/v1`, 400/413/415 where a body is read, 500 everywhere.
 struct Conventions;
@@ -56,6 +77,7 @@ struct Conventions;
 impl Modify for Conventions {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
         let components = api.components.get_or_insert_with(Default::default);
+        reference_page_items(components);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("herd_...").build()),
@@ -65,7 +87,7 @@ impl Modify for Conventions {
                 [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
             for op in ops.into_iter().flatten() {
                 let mut add = |code: ErrorCode| {
-                    let status = code.status().as_u16().to_string();
+                    let status = code.status().to_string();
                     op.responses.responses.entry(status).or_insert_with(|| {
                         ResponseBuilder::new()
                             .description(code.title())

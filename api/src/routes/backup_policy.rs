@@ -4,15 +4,14 @@
 //! once, in any state but `deleting`.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Utc};
 use herd_core::schedule::CronSchedule;
 use herd_datastores::repo;
 use herd_store::PolicySpec;
 use herd_store::entity::backup_policy;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use herd_types::{BackupPolicyDto, BackupPolicyRequest};
 use uuid::Uuid;
 
+use super::IntoDto;
 use super::clusters::not_found;
 use crate::auth::Auth;
 use crate::error::{ApiError, ErrorCode, Errors, Problem};
@@ -22,57 +21,11 @@ use crate::state::AppState;
 /// Most full backups a policy may keep.
 pub const MAX_RETENTION_FULL: i64 = 1000;
 
-/// The whole policy (PUT replaces it). Schedules are cron expressions evaluated in UTC:
-/// 5 fields `minute hour day-of-month month day-of-week` (crontab(5): day of week 0–7
-/// or `sun`–`sat`, 0 and 7 are Sunday), 6 fields with seconds first, or `@hourly`,
-/// `@daily`, `@weekly`, `@monthly`, `@yearly`. Restricting both day fields is refused
-/// (cron would read it as "either").
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BackupPolicyRequest {
-    /// When to take full backups, e.g. `0 3 * * 0` (Sundays 03:00 UTC).
-    #[schema(example = "0 3 * * 0")]
-    pub full_schedule: String,
-    /// When to take differential backups (changes since the last full); null: none.
-    #[serde(default)]
-    #[schema(example = json!(null))]
-    pub diff_schedule: Option<String>,
-    /// When to take incremental backups (changes since the last backup); null: none.
-    #[serde(default)]
-    #[schema(example = "0 3 * * 1-6")]
-    pub incremental_schedule: Option<String>,
-    /// Full backups to keep, 1–1000. After every full backup of the cluster (scheduled
-    /// or not) completes, older full backups beyond this count are expired, oldest
-    /// first, with the differential and incremental backups based on them.
-    #[schema(example = 4, minimum = 1, maximum = 1000)]
-    pub retention_full: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct BackupPolicyDto {
-    pub cluster_id: Uuid,
-    pub full_schedule: String,
-    pub diff_schedule: Option<String>,
-    pub incremental_schedule: Option<String>,
-    pub retention_full: i32,
-    /// When the next scheduled full backup is due (read-only); null if the schedule
-    /// never fires again.
-    pub next_full_at: Option<DateTime<Utc>>,
-    /// When the next differential backup is due (read-only); null without a schedule.
-    pub next_diff_at: Option<DateTime<Utc>>,
-    /// When the next incremental backup is due (read-only); null without a schedule.
-    pub next_incremental_at: Option<DateTime<Utc>>,
-    /// Set while a due backup waits for the cluster (another task is running on it, or
-    /// it is not active): the backup starts as soon as the cluster is free, once, and
-    /// the wait is in the cluster's history.
-    pub waiting_since: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<backup_policy::Model> for BackupPolicyDto {
-    fn from(p: backup_policy::Model) -> Self {
-        Self {
+impl IntoDto for backup_policy::Model {
+    type Dto = BackupPolicyDto;
+    fn into_dto(self) -> BackupPolicyDto {
+        let p = self;
+        BackupPolicyDto {
             cluster_id: p.cluster_id,
             full_schedule: p.full_schedule,
             diff_schedule: p.diff_schedule,
@@ -157,7 +110,7 @@ pub async fn put_policy(
         ));
     }
     let (p, _) = state.store.put_backup_policy(auth.project_id, *id, &spec).await.map_err(not_found)?;
-    Ok(HttpResponse::Ok().json(BackupPolicyDto::from(p)))
+    Ok(HttpResponse::Ok().json(p.into_dto()))
 }
 
 /// A cluster's backup policy; 404 when it has none.
@@ -169,7 +122,7 @@ pub async fn put_policy(
 ))]
 pub async fn get_policy(auth: Auth, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     match state.store.get_backup_policy(auth.project_id, *id).await.map_err(not_found)? {
-        Some(p) => Ok(HttpResponse::Ok().json(BackupPolicyDto::from(p))),
+        Some(p) => Ok(HttpResponse::Ok().json(p.into_dto())),
         None => Err(ApiError::new(ErrorCode::NotFound, format!("cluster {id} has no backup policy"))),
     }
 }

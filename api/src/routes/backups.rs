@@ -2,50 +2,27 @@
 //! validation of a restore request. Backups outlive their cluster.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Utc};
-use herd_core::status::{BackupStatus, BackupType};
+use herd_core::status::BackupType;
 use herd_datastores::repo;
 use herd_store::StoreError;
 use herd_store::entity::backup;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use herd_types::{BackupDto, BackupRequest, CreatedBackup, RecoveryWindowDto, RestoreRequest, TaskRef};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::Page;
-use super::clusters::{TaskRef, not_found};
+use super::clusters::not_found;
+use super::{IntoDto, Page};
 use crate::auth::Auth;
 use crate::error::{ApiError, ErrorCode, Errors, Problem};
 use crate::json::JsonBody;
 use crate::state::AppState;
 
-#[derive(Serialize, ToSchema)]
-pub struct BackupDto {
-    pub id: Uuid,
-    pub cluster_id: Uuid,
-    #[serde(rename = "type")]
-    pub backup_type: BackupType,
-    pub status: BackupStatus,
-    /// pgBackRest's label (`20261122-120000F`), once taken.
-    pub label: Option<String>,
-    /// Size of the database the backup covers.
-    pub size_bytes: Option<i64>,
-    /// What it added to the repository (compressed, deduplicated).
-    pub repo_size_bytes: Option<i64>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub wal_start: Option<String>,
-    pub wal_stop: Option<String>,
-    /// The repository it is in (`posix` or `s3`): its cluster's, when it was taken.
-    pub repository: String,
-    /// Why it failed.
-    pub error: Option<String>,
-    pub task_id: Option<Uuid>,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<backup::Model> for BackupDto {
-    fn from(b: backup::Model) -> Self {
-        Self {
+impl IntoDto for backup::Model {
+    type Dto = BackupDto;
+    fn into_dto(self) -> BackupDto {
+        let b = self;
+        BackupDto {
             id: b.id,
             cluster_id: b.cluster_id,
             backup_type: b.backup_type,
@@ -65,21 +42,6 @@ impl From<backup::Model> for BackupDto {
     }
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BackupRequest {
-    /// `full` (default), `diff` (changes since the last full) or `incr` (since the
-    /// last backup of any type).
-    #[serde(rename = "type")]
-    pub backup_type: Option<BackupType>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CreatedBackup {
-    pub backup: BackupDto,
-    pub task_id: Uuid,
-}
-
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListBackupsQuery {
@@ -87,31 +49,6 @@ pub struct ListBackupsQuery {
     /// 1–100, default 50.
     pub limit: Option<String>,
     pub cursor: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct RecoveryWindowDto {
-    /// Earliest restorable time (the end of the oldest backup); null without backups.
-    pub earliest: Option<DateTime<Utc>>,
-    /// Latest restorable time known to be archived.
-    pub latest: Option<DateTime<Utc>>,
-}
-
-/// `restore` in `POST /v1/clusters`: from a cluster's backups (`source_cluster_id`,
-/// optionally `backup_id` or `target_time`) or from a volume snapshot (`snapshot_id`).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RestoreRequest {
-    /// The cluster whose backups to restore from; it may already be deleted.
-    pub source_cluster_id: Option<Uuid>,
-    /// A completed backup of that cluster; default: the latest (or, with
-    /// `target_time`, the latest that ends before it).
-    pub backup_id: Option<Uuid>,
-    /// Recover to this point in time (RFC 3339); default: everything archived.
-    pub target_time: Option<DateTime<Utc>>,
-    /// An available snapshot (`POST /v1/clusters/{id}/snapshots`): the new cluster
-    /// starts with the data as of that snapshot.
-    pub snapshot_id: Option<Uuid>,
 }
 
 /// Checks a restore request against the source's backups or snapshot; returns the
@@ -247,7 +184,7 @@ pub async fn create_backup(
         .await
         .map_err(not_found)?;
     state.enqueue(t.id).await;
-    Ok(HttpResponse::Accepted().json(CreatedBackup { backup: b.into(), task_id: t.id }))
+    Ok(HttpResponse::Accepted().json(CreatedBackup { backup: b.into_dto(), task_id: t.id }))
 }
 
 /// The project's backups, oldest first; `cluster_id` filters (deleted clusters too).
@@ -266,7 +203,7 @@ pub async fn list_backups(
     errs.into_result()?;
     let page = state.store.list_backups(auth.project_id, cluster, limit, cursor).await?;
     Ok(HttpResponse::Ok().json(Page {
-        items: page.items.into_iter().map(BackupDto::from).collect(),
+        items: page.items.into_iter().map(IntoDto::into_dto).collect(),
         next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
 }
@@ -285,7 +222,7 @@ fn backup_not_found(e: StoreError) -> ApiError {
 ))]
 pub async fn get_backup(auth: Auth, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let b = state.store.get_backup(auth.project_id, *id).await.map_err(backup_not_found)?;
-    Ok(HttpResponse::Ok().json(BackupDto::from(b)))
+    Ok(HttpResponse::Ok().json(b.into_dto()))
 }
 
 /// Expire a backup: it is removed from the repository (with the WAL only it needed).

@@ -1,22 +1,20 @@
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Utc};
 use herd_core::crypto::generate_password;
 use herd_core::names::DnsLabel;
 use herd_core::sshkey;
-use herd_core::status::{ClusterStatus, NodeRole, NodeStatus};
-use herd_store::entity::task_event;
+use herd_core::status::{ClusterStatus, NodeRole};
+use herd_store::entity::{node, task_event};
 use herd_store::{ClusterFilter, ClusterView, KeyChoice, NewCluster, StoreError};
+use herd_types::{
+    ClusterDto, CreateCluster, CreatedCluster, Credentials, Endpoints, EventDto, Fault, HooksDto, NodeDto, TaskRef,
+};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::Page;
-use super::ha::{
-    HaDto, HaRequest, HooksDto, HooksRequest, NodeOptions, check_hooks, check_node_options, check_parameters,
-    default_policy, resolve_policy,
-};
-use super::tasks::TaskDto;
+use super::ha::{check_hooks, check_node_options, check_parameters, default_policy, resolve_policy};
+use super::{IntoDto, Page};
 use crate::auth::Auth;
 use crate::error::{ApiError, Errors, Problem};
 use crate::json::JsonBody;
@@ -26,136 +24,6 @@ pub const MAX_NODES: i64 = 9;
 pub const MAX_VOLUME_GB: i64 = 16384;
 const MIN_PASSWORD: usize = 12;
 const MAX_PASSWORD: usize = 128;
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateCluster {
-    /// DNS label: lowercase a-z, 0-9 and '-', 1–63, not starting or ending with '-'.
-    pub name: String,
-    pub datastore: String,
-    pub version: String,
-    pub flavor: String,
-    /// 1–9, default 1.
-    pub nodes: Option<i64>,
-    /// 1–16384, default 10.
-    pub volume_gb: Option<i64>,
-    /// An existing key; omit to generate one for this cluster.
-    pub key_id: Option<Uuid>,
-    /// Default: the first configured provider (`local`).
-    pub provider: Option<String>,
-    /// Synchronous replication (RPO 0). Default false.
-    pub synchronous: Option<bool>,
-    /// Server parameters, name → string, number or boolean.
-    #[schema(value_type = Option<Object>)]
-    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
-    /// At least 12 characters; omit to generate one.
-    #[schema(value_type = Option<String>)]
-    pub admin_password: Option<SecretString>,
-    /// Failover policy and HA timing; defaults: the `fast` profile on loopback hosts,
-    /// `safe` elsewhere.
-    pub ha: Option<HaRequest>,
-    /// Failover preferences per node, by ordinal (the first entry is node 0).
-    pub node_options: Option<Vec<NodeOptions>>,
-    /// Replace a node whose server is gone. Default false.
-    pub auto_heal: Option<bool>,
-    pub hooks: Option<HooksRequest>,
-    /// Start from another cluster's backup instead of an empty database.
-    pub restore: Option<super::backups::RestoreRequest>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct NodeDto {
-    pub id: Uuid,
-    pub name: String,
-    pub role: NodeRole,
-    pub status: NodeStatus,
-    /// The HA agent's state of the member: `running`, `streaming`, `stopped`, ...
-    pub state: Option<String>,
-    pub address: Option<String>,
-    /// PostgreSQL timeline (grows by one at each promotion).
-    pub timeline: Option<i64>,
-    /// Replication lag behind the primary, bytes.
-    pub lag_bytes: Option<i64>,
-    /// When the HA agent last answered for this node.
-    pub last_seen: Option<DateTime<Utc>>,
-    /// Never promoted.
-    pub no_failover: bool,
-    /// 0–100; higher is preferred when Herd picks a replica to promote.
-    pub priority: i32,
-    /// Settings changed that take effect at the next restart.
-    pub pending_restart: bool,
-    /// Recorded by Patroni as the synchronous standby (synchronous mode): the replica
-    /// an automatic failover promotes without losing an acknowledged commit.
-    pub sync_standby: bool,
-    /// False after a `stop` action, until `start`.
-    pub desired_running: bool,
-}
-
-impl From<herd_store::entity::node::Model> for NodeDto {
-    fn from(n: herd_store::entity::node::Model) -> Self {
-        Self {
-            id: n.id,
-            name: n.name,
-            role: n.role,
-            status: n.status,
-            state: n.state,
-            address: n.address,
-            timeline: n.timeline,
-            lag_bytes: n.lag_bytes,
-            last_seen: n.last_seen_at,
-            no_failover: n.no_failover,
-            priority: n.priority,
-            pending_restart: n.pending_restart,
-            sync_standby: n.sync_standby,
-            desired_running: n.desired_running,
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Endpoints {
-    /// libpq multi-host URI that always reaches the primary (it lists every node and
-    /// asks for a read-write session), whichever node that is.
-    pub primary_uri: Option<String>,
-    /// `address:port` of the current primary.
-    pub primary_address: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Fault {
-    pub code: String,
-    pub message: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ClusterDto {
-    pub id: Uuid,
-    pub name: String,
-    pub status: ClusterStatus,
-    pub datastore: String,
-    pub version: String,
-    pub flavor: String,
-    pub provider: String,
-    pub volume_gb: i32,
-    pub key_id: Uuid,
-    pub synchronous: bool,
-    pub ha: HaDto,
-    pub auto_heal: bool,
-    /// Failover webhooks (their secrets are never returned).
-    pub hooks: HooksDto,
-    #[schema(value_type = Object)]
-    pub parameters: serde_json::Value,
-    /// The pgBackRest repository it archives into, chosen when it was created:
-    /// `posix` or `s3`; null when it has none (or was created before Herd recorded it).
-    pub backup_repository: Option<String>,
-    pub nodes: Vec<NodeDto>,
-    pub endpoints: Endpoints,
-    /// The cluster's most recent task.
-    pub task: Option<TaskDto>,
-    pub fault: Option<Fault>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
 
 /// Builds the libpq multi-host URI once every node has an address.
 fn primary_uri(v: &ClusterView, password: Option<&SecretString>) -> Option<String> {
@@ -181,18 +49,18 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-impl ClusterDto {
-    /// The DTO with the hook URLs filled in (they are stored encrypted with their secrets).
-    pub fn with_hooks(v: ClusterView, state: &AppState) -> Self {
-        let hooks = state.store.cluster_hooks(&v.cluster).unwrap_or_default();
-        let mut dto = Self::from(v);
-        dto.hooks = HooksDto::from(&hooks);
-        dto
-    }
+/// The DTO with the hook URLs filled in (they are stored encrypted with their secrets).
+pub(crate) fn cluster_dto(v: ClusterView, state: &AppState) -> ClusterDto {
+    let hooks = state.store.cluster_hooks(&v.cluster).unwrap_or_default();
+    let mut dto = v.into_dto();
+    dto.hooks = (&hooks).into_dto();
+    dto
 }
 
-impl From<ClusterView> for ClusterDto {
-    fn from(v: ClusterView) -> Self {
+impl IntoDto for ClusterView {
+    type Dto = ClusterDto;
+    fn into_dto(self) -> ClusterDto {
+        let v = self;
         let primary_uri = primary_uri(&v, None);
         let primary_address = v
             .nodes
@@ -200,9 +68,9 @@ impl From<ClusterView> for ClusterDto {
             .find(|n| n.role == NodeRole::Primary)
             .and_then(|n| n.address.as_ref())
             .map(|a| format!("{a}:5432"));
-        let ha = HaDto::from(&v.cluster);
+        let ha = (&v.cluster).into_dto();
         let c = v.cluster;
-        Self {
+        ClusterDto {
             ha,
             auto_heal: c.auto_heal,
             hooks: HooksDto::default(),
@@ -219,48 +87,43 @@ impl From<ClusterView> for ClusterDto {
             synchronous: c.synchronous,
             parameters: c.parameters,
             backup_repository: c.backup_repo.filter(|r| r != herd_datastores::repo::NO_REPOSITORY),
-            nodes: v.nodes.into_iter().map(NodeDto::from).collect(),
+            nodes: v.nodes.into_iter().map(IntoDto::into_dto).collect(),
             endpoints: Endpoints { primary_uri, primary_address },
-            task: v.task.map(Into::into),
+            task: v.task.map(IntoDto::into_dto),
             created_at: c.created_at,
             updated_at: c.updated_at,
         }
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct CreatedCluster {
-    pub cluster: ClusterDto,
-    pub task_id: Uuid,
+impl IntoDto for node::Model {
+    type Dto = NodeDto;
+    fn into_dto(self) -> NodeDto {
+        let n = self;
+        NodeDto {
+            id: n.id,
+            name: n.name,
+            role: n.role,
+            status: n.status,
+            state: n.state,
+            address: n.address,
+            timeline: n.timeline,
+            lag_bytes: n.lag_bytes,
+            last_seen: n.last_seen_at,
+            no_failover: n.no_failover,
+            priority: n.priority,
+            pending_restart: n.pending_restart,
+            sync_standby: n.sync_standby,
+            desired_running: n.desired_running,
+        }
+    }
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct TaskRef {
-    pub task_id: Uuid,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-    /// Full connection URI with the password; absent until the cluster is reachable.
-    pub uri: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct EventDto {
-    pub id: Uuid,
-    pub task_id: Option<Uuid>,
-    /// `info`, `warn` or `error`.
-    pub level: String,
-    pub step: Option<String>,
-    pub message: String,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<task_event::Model> for EventDto {
-    fn from(e: task_event::Model) -> Self {
-        Self {
+impl IntoDto for task_event::Model {
+    type Dto = EventDto;
+    fn into_dto(self) -> EventDto {
+        let e = self;
+        EventDto {
             id: e.id,
             task_id: e.task_id,
             level: e.level,
@@ -415,8 +278,7 @@ pub async fn create_cluster(
         })
         .await?;
     state.enqueue(task.id).await;
-    Ok(HttpResponse::Accepted()
-        .json(CreatedCluster { cluster: ClusterDto::with_hooks(view, &state), task_id: task.id }))
+    Ok(HttpResponse::Accepted().json(CreatedCluster { cluster: cluster_dto(view, &state), task_id: task.id }))
 }
 
 /// List the project's clusters, oldest first.
@@ -436,7 +298,7 @@ pub async fn list_clusters(
     let filter = ClusterFilter { status, datastore: q.datastore.clone(), name: q.name.clone() };
     let page = state.store.list_clusters(auth.project_id, &filter, limit, cursor).await?;
     Ok(HttpResponse::Ok().json(Page {
-        items: page.items.into_iter().map(|v| ClusterDto::with_hooks(v, &state)).collect(),
+        items: page.items.into_iter().map(|v| cluster_dto(v, &state)).collect(),
         next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
 }
@@ -452,7 +314,7 @@ pub async fn get_cluster(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let v = state.store.get_cluster(auth.project_id, *id).await.map_err(not_found)?;
-    Ok(HttpResponse::Ok().json(ClusterDto::with_hooks(v, &state)))
+    Ok(HttpResponse::Ok().json(cluster_dto(v, &state)))
 }
 
 /// The admin credentials of a cluster.
@@ -492,7 +354,7 @@ pub async fn list_events(
     errs.into_result()?;
     let page = state.store.list_events(auth.project_id, *id, limit, cursor).await.map_err(not_found)?;
     Ok(HttpResponse::Ok().json(Page {
-        items: page.items.into_iter().map(EventDto::from).collect(),
+        items: page.items.into_iter().map(IntoDto::into_dto).collect(),
         next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
 }

@@ -4,65 +4,21 @@ use actix_web::{HttpResponse, web};
 use herd_core::MANAGERS;
 use herd_core::names::{validate_identifier, validate_package};
 use herd_store::{StoreError, VersionPatch, VersionSpec};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use herd_types::{CreateDatastore, CreateVersion, DatastoreDto, PatchVersion, VersionDto};
+
+use super::IntoDto;
 
 use crate::auth::{Admin, Auth};
 use crate::error::{ApiError, Errors, Problem};
 use crate::json::JsonBody;
 use crate::state::AppState;
 
-#[derive(Serialize, ToSchema)]
-pub struct DatastoreDto {
-    pub name: String,
-    /// The manager that operates it (`postgresql`).
-    pub manager: String,
-    pub versions: Vec<VersionDto>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct VersionDto {
-    pub version: String,
-    /// Only active versions can be used for new clusters.
-    pub active: bool,
-    /// Debian packages installed on every node.
-    pub packages: Vec<String>,
-    /// Image id per provider name.
-    pub images: BTreeMap<String, String>,
-}
-
-impl From<VersionSpec> for VersionDto {
-    fn from(v: VersionSpec) -> Self {
-        Self { version: v.version, active: v.active, packages: v.packages, images: v.images }
+impl IntoDto for VersionSpec {
+    type Dto = VersionDto;
+    fn into_dto(self) -> VersionDto {
+        let v = self;
+        VersionDto { version: v.version, active: v.active, packages: v.packages, images: v.images }
     }
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateDatastore {
-    pub name: String,
-    pub manager: String,
-    #[serde(default)]
-    pub versions: Vec<CreateVersion>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateVersion {
-    pub version: String,
-    /// Default true.
-    pub active: Option<bool>,
-    pub packages: Vec<String>,
-    #[serde(default)]
-    pub images: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PatchVersion {
-    pub active: Option<bool>,
-    pub packages: Option<Vec<String>>,
-    pub images: Option<BTreeMap<String, String>>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -123,7 +79,7 @@ pub async fn list_datastores(_: Auth, state: web::Data<AppState>) -> Result<Http
         .map(|(d, vs)| DatastoreDto {
             name: d.name,
             manager: d.manager,
-            versions: vs.into_iter().map(Into::into).collect(),
+            versions: vs.into_iter().map(IntoDto::into_dto).collect(),
         })
         .collect();
     Ok(HttpResponse::Ok().json(list))
@@ -153,7 +109,7 @@ pub async fn create_datastore(
     let ds = state.store.create_datastore(&req.name, &req.manager).await?;
     let mut versions = Vec::new();
     for v in req.versions {
-        versions.push(state.store.add_version(&ds.name, &spec(v)).await?.into());
+        versions.push(state.store.add_version(&ds.name, &spec(v)).await?.into_dto());
     }
     Ok(HttpResponse::Created().json(DatastoreDto { name: ds.name, manager: ds.manager, versions }))
 }
@@ -178,7 +134,7 @@ pub async fn create_version(
     check_version(&mut errs, "", &ds.manager, &req);
     errs.into_result()?;
     let v = state.store.add_version(&name, &spec(req)).await.map_err(ds_not_found)?;
-    Ok(HttpResponse::Created().json(VersionDto::from(v)))
+    Ok(HttpResponse::Created().json(v.into_dto()))
 }
 
 /// Change a version: activate/deactivate, packages, images (admin).
@@ -206,7 +162,7 @@ pub async fn patch_version(
     let (name, version) = path.into_inner();
     let patch = VersionPatch { active: req.active, packages: req.packages, images: req.images };
     let v = state.store.update_version(&name, &version, patch).await.map_err(ds_not_found)?;
-    Ok(HttpResponse::Ok().json(VersionDto::from(v)))
+    Ok(HttpResponse::Ok().json(v.into_dto()))
 }
 
 fn ds_not_found(e: StoreError) -> ApiError {

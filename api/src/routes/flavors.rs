@@ -1,43 +1,19 @@
 use actix_web::{HttpResponse, web};
 use herd_providers::Capabilities;
-use serde::Serialize;
-use utoipa::ToSchema;
+use herd_types::{CapabilitiesDto, FlavorDto, ProviderDto};
+
+use super::IntoDto;
 
 use crate::auth::Auth;
 use crate::state::AppState;
 use herd_core::status::TokenRole;
 
-#[derive(Serialize, ToSchema)]
-pub struct FlavorDto {
-    pub id: String,
-    pub provider: String,
-    pub vcpus: u32,
-    pub ram_mb: u32,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CapabilitiesDto {
-    pub volumes: bool,
-    pub snapshots: bool,
-    pub power_control: bool,
-}
-
-impl From<Capabilities> for CapabilitiesDto {
-    fn from(c: Capabilities) -> Self {
-        Self { volumes: c.volumes, snapshots: c.snapshots, power_control: c.power_control }
+impl IntoDto for Capabilities {
+    type Dto = CapabilitiesDto;
+    fn into_dto(self) -> CapabilitiesDto {
+        let c = self;
+        CapabilitiesDto { volumes: c.volumes, snapshots: c.snapshots, power_control: c.power_control }
     }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ProviderDto {
-    pub name: String,
-    /// `local` or `ec2`.
-    pub kind: String,
-    pub capabilities: CapabilitiesDto,
-    /// Effective configuration (admins only; never contains secrets).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub config: Option<serde_json::Value>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -67,7 +43,7 @@ pub async fn list_providers(auth: Auth, state: web::Data<AppState>) -> HttpRespo
         .map(|p| ProviderDto {
             name: p.name().to_owned(),
             kind: p.kind().as_str().to_owned(),
-            capabilities: p.capabilities().into(),
+            capabilities: p.capabilities().into_dto(),
             config: (auth.role == TokenRole::Admin).then(|| p.describe()),
         })
         .collect();

@@ -12,12 +12,15 @@ use herd_datastores::HaTiming;
 use herd_providers::ProviderKind;
 use herd_store::entity::cluster;
 use herd_store::{ClusterPatch, HaPolicy, StoreError, policy_of};
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use herd_types::{
+    ActionRequest, AddNodesRequest, AddedNodes, HaDto, HaRequest, HookDto, HookRequest, HooksDto, HooksRequest,
+    NodeOptions, PowerRequest, RoleCallback, TaskRef, UpdateCluster, UpdateNode, UpdatedCluster, UpdatedNode,
+};
+use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-use super::clusters::{ClusterDto, MAX_NODES, NodeDto, TaskRef, not_found};
+use super::IntoDto;
+use super::clusters::{MAX_NODES, cluster_dto, not_found};
 use crate::auth::Auth;
 use crate::error::{ApiError, ErrorCode, Errors, Problem};
 use crate::json::JsonBody;
@@ -30,40 +33,11 @@ const MAX_URL: usize = 2048;
 const MIN_HOOK_SECRET: usize = 16;
 const MAX_HOOK_SECRET: usize = 256;
 
-/// Failover policy and HA timing. Omitted fields keep their current value (or the
-/// profile's, when `profile` is given).
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct HaRequest {
-    /// `fast` (ttl 5, loop_wait 1, retry_timeout 2: for loopback hosts and fast local
-    /// networks) or `safe` (Patroni's defaults 30/10/10: for cloud servers).
-    pub profile: Option<String>,
-    /// Seconds the primary's leader key lives without renewal.
-    pub ttl: Option<i64>,
-    /// Seconds between HA loop runs.
-    pub loop_wait: Option<i64>,
-    /// Seconds the DCS and PostgreSQL are retried before a member gives up.
-    /// `loop_wait + 2 * retry_timeout <= ttl` is required.
-    pub retry_timeout: Option<i64>,
-    /// With `synchronous`: refuse writes when no synchronous standby is available,
-    /// rather than continue without one.
-    pub synchronous_strict: Option<bool>,
-    /// A replica further behind than this (bytes) is never promoted automatically.
-    pub maximum_lag_on_failover: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct HaDto {
-    pub synchronous_strict: bool,
-    pub maximum_lag_on_failover: i64,
-    pub ttl: i32,
-    pub loop_wait: i32,
-    pub retry_timeout: i32,
-}
-
-impl From<&cluster::Model> for HaDto {
-    fn from(c: &cluster::Model) -> Self {
-        Self {
+impl IntoDto for &cluster::Model {
+    type Dto = HaDto;
+    fn into_dto(self) -> HaDto {
+        let c = self;
+        HaDto {
             synchronous_strict: c.synchronous_strict,
             maximum_lag_on_failover: c.maximum_lag_on_failover,
             ttl: c.ha_ttl,
@@ -73,51 +47,13 @@ impl From<&cluster::Model> for HaDto {
     }
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HookRequest {
-    /// http:// or https:// URL that receives a JSON POST.
-    pub url: String,
-    /// 16–256 characters; signs each call (`X-Herd-Signature: sha256=<hex HMAC>`).
-    #[schema(value_type = String)]
-    pub secret: SecretString,
-}
-
-/// The whole set of failover hooks; an omitted hook is removed.
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct HooksRequest {
-    /// Called before Herd changes the primary (switchover, failover actions).
-    pub pre_failover: Option<HookRequest>,
-    /// Called after every change of primary, Herd's or Patroni's own.
-    pub post_failover: Option<HookRequest>,
-}
-
-#[derive(Serialize, ToSchema, Default)]
-pub struct HookDto {
-    pub url: String,
-}
-
-#[derive(Serialize, ToSchema, Default)]
-pub struct HooksDto {
-    pub pre_failover: Option<HookDto>,
-    pub post_failover: Option<HookDto>,
-}
-
-impl From<&Hooks> for HooksDto {
-    fn from(h: &Hooks) -> Self {
+impl IntoDto for &Hooks {
+    type Dto = HooksDto;
+    fn into_dto(self) -> HooksDto {
+        let h = self;
         let one = |h: &Option<Hook>| h.as_ref().map(|h| HookDto { url: h.url.clone() });
-        Self { pre_failover: one(&h.pre_failover), post_failover: one(&h.post_failover) }
+        HooksDto { pre_failover: one(&h.pre_failover), post_failover: one(&h.post_failover) }
     }
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NodeOptions {
-    /// Never promote this node. Default false.
-    pub no_failover: Option<bool>,
-    /// 0–100, default 0; higher is preferred when Herd picks a replica to promote.
-    pub priority: Option<i64>,
 }
 
 /// The policy a new cluster gets unless the request says otherwise.
@@ -269,27 +205,6 @@ pub async fn check_parameters(
     Ok(())
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateCluster {
-    pub synchronous: Option<bool>,
-    pub ha: Option<HaRequest>,
-    /// The complete set of user parameters (omitted ones return to their defaults).
-    #[schema(value_type = Option<Object>)]
-    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
-    pub auto_heal: Option<bool>,
-    /// Replaces every hook.
-    pub hooks: Option<HooksRequest>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct UpdatedCluster {
-    pub cluster: ClusterDto,
-    /// The task that pushes the change into the cluster; absent when the change was
-    /// Herd's alone (hooks, auto_heal) or changed nothing.
-    pub task_id: Option<Uuid>,
-}
-
 /// Change the failover policy, parameters, hooks or auto-heal of a cluster.
 /// Parameters are checked against the datastore version's rules; a change that
 /// needs a restart rolls through the nodes (replicas, a switchover, the old primary).
@@ -324,21 +239,7 @@ pub async fn update_cluster(
     if let Some(t) = &task {
         state.enqueue(t.id).await;
     }
-    Ok(HttpResponse::Ok()
-        .json(UpdatedCluster { cluster: ClusterDto::with_hooks(view, &state), task_id: task.map(|t| t.id) }))
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ActionRequest {
-    pub action: ActionKind,
-    /// The node to act on (start, stop, restart, reload: omit for every node;
-    /// reinitialize: required).
-    pub node_id: Option<Uuid>,
-    /// The replica to promote (switchover: optional, else the best synchronous or
-    /// least-lagging replica; failover: optional, else the most advanced running
-    /// replica — newest timeline, then furthest WAL).
-    pub candidate_id: Option<Uuid>,
+    Ok(HttpResponse::Ok().json(UpdatedCluster { cluster: cluster_dto(view, &state), task_id: task.map(|t| t.id) }))
 }
 
 /// Start, stop, restart or reload nodes; switch over, fail over, or rebuild a replica.
@@ -417,14 +318,6 @@ pub async fn cluster_action(
     Ok(HttpResponse::Accepted().json(TaskRef { task_id: t.id }))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PowerRequest {
-    pub state: PowerState,
-    /// Off only: cut the power instead of a clean shutdown (a crash drill).
-    pub force: Option<bool>,
-}
-
 /// Power a node's server on or off through its provider (EC2 Start/Stop; a loopback
 /// host's processes killed or booted). A disaster-recovery drill and chaos tool.
 #[utoipa::path(post, path = "/v1/clusters/{id}/nodes/{node_id}/power", tag = "clusters",
@@ -458,19 +351,6 @@ pub async fn power_node(
     Ok(HttpResponse::Accepted().json(TaskRef { task_id: t.id }))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddNodesRequest {
-    /// Replicas to add, 1–8 (at most 9 nodes in all).
-    pub count: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AddedNodes {
-    pub task_id: Uuid,
-    pub nodes: Vec<NodeDto>,
-}
-
 /// Add replicas: servers are built, join the DCS and clone from the primary.
 #[utoipa::path(post, path = "/v1/clusters/{id}/nodes", tag = "clusters", params(("id" = Uuid, Path)),
     request_body = AddNodesRequest, responses(
@@ -492,7 +372,7 @@ pub async fn add_nodes(
         state.store.add_nodes(auth.project_id, *id, req.count as u8, MAX_NODES as u8).await.map_err(not_found)?;
     state.enqueue(t.id).await;
     Ok(HttpResponse::Accepted()
-        .json(AddedNodes { task_id: t.id, nodes: nodes.into_iter().map(NodeDto::from).collect() }))
+        .json(AddedNodes { task_id: t.id, nodes: nodes.into_iter().map(IntoDto::into_dto).collect() }))
 }
 
 /// Remove a replica (its server and volume are deleted). The primary cannot be
@@ -512,21 +392,6 @@ pub async fn remove_node(
     let t = state.store.request_remove_node(auth.project_id, id, node_id).await.map_err(not_found)?;
     state.enqueue(t.id).await;
     Ok(HttpResponse::Accepted().json(TaskRef { task_id: t.id }))
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateNode {
-    pub no_failover: Option<bool>,
-    /// 0–100.
-    pub priority: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct UpdatedNode {
-    pub node: NodeDto,
-    /// Present when the node's HA configuration is being rewritten.
-    pub task_id: Option<Uuid>,
 }
 
 /// Change a node's failover preferences.
@@ -566,19 +431,7 @@ pub async fn update_node(
     if let Some(t) = &t {
         state.enqueue(t.id).await;
     }
-    Ok(HttpResponse::Ok().json(UpdatedNode { node: n.into(), task_id: t.map(|t| t.id) }))
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct RoleCallback {
-    /// Member (node) name.
-    pub member: String,
-    /// Patroni's callback action (`on_role_change`).
-    pub action: String,
-    /// The member's new role (`primary`/`master`, `replica`, ...).
-    pub role: String,
-    #[serde(default)]
-    pub scope: Option<String>,
+    Ok(HttpResponse::Ok().json(UpdatedNode { node: n.into_dto(), task_id: t.map(|t| t.id) }))
 }
 
 /// Called by a cluster's nodes when a member's role changes (Patroni's

@@ -1,6 +1,5 @@
 use actix_web::{HttpResponse, web};
-use serde::Serialize;
-use utoipa::ToSchema;
+use herd_types::{Health, ProblemType};
 
 use crate::error::{ApiError, ErrorCode, Problem};
 use crate::state::AppState;
@@ -9,12 +8,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/healthz").route(web::get().to(healthz)))
         .service(super::resource("/readyz").route(web::get().to(readyz)))
         .service(super::resource("/problems/{code}").route(web::get().to(problem_type)));
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Health {
-    /// `ok` when the check passed.
-    pub status: String,
 }
 
 /// Liveness: the process answers.
@@ -36,18 +29,11 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(Health { status: "ok".into() }))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct ProblemType {
-    pub code: ErrorCode,
-    pub status: u16,
-    pub title: String,
-}
-
 /// Describes a problem type: the target of every error's `type` URI.
 #[utoipa::path(get, path = "/problems/{code}", tag = "health",
     params(("code" = String, Path, description = "An error code, e.g. validation_failed")),
     responses((status = 200, body = ProblemType), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn problem_type(code: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let c = ErrorCode::parse(&code).ok_or_else(|| ApiError::not_found("problem type"))?;
-    Ok(HttpResponse::Ok().json(ProblemType { code: c, status: c.status().as_u16(), title: c.title().into() }))
+    Ok(HttpResponse::Ok().json(ProblemType { code: c, status: c.status(), title: c.title().into() }))
 }

@@ -1,48 +1,22 @@
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Utc};
 use herd_core::names::validate_display_name;
 use herd_core::sshkey;
 use herd_store::entity::ssh_key;
-use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use herd_types::{CreateKey, KeyDto};
 use uuid::Uuid;
+
+use super::IntoDto;
 
 use crate::auth::Auth;
 use crate::error::{ApiError, Errors, Problem};
 use crate::json::JsonBody;
 use crate::state::AppState;
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateKey {
-    /// 1–100 characters, unique in the project.
-    pub name: String,
-    /// An OpenSSH or PEM private key to import; omit to generate an ed25519 key.
-    #[schema(value_type = Option<String>)]
-    pub private_key: Option<SecretString>,
-    /// Passphrase of an encrypted private key; used once, never stored.
-    #[schema(value_type = Option<String>)]
-    pub passphrase: Option<SecretString>,
-}
-
-/// An SSH key. The private half is never returned.
-#[derive(Serialize, ToSchema)]
-pub struct KeyDto {
-    pub id: Uuid,
-    pub name: String,
-    /// SSH algorithm name, e.g. `ssh-ed25519`.
-    pub algorithm: String,
-    /// OpenSSH public key line.
-    pub public_key: String,
-    /// `SHA256:...`
-    pub fingerprint: String,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<ssh_key::Model> for KeyDto {
-    fn from(k: ssh_key::Model) -> Self {
-        Self {
+impl IntoDto for ssh_key::Model {
+    type Dto = KeyDto;
+    fn into_dto(self) -> KeyDto {
+        let k = self;
+        KeyDto {
             id: k.id,
             name: k.name,
             algorithm: k.algorithm,
@@ -78,13 +52,13 @@ pub async fn create_key(
     errs.into_result()?;
     let material = material.expect("checked above");
     let key = state.store.create_key(auth.project_id, &req.name, &material, None).await?;
-    Ok(HttpResponse::Created().json(KeyDto::from(key)))
+    Ok(HttpResponse::Created().json(key.into_dto()))
 }
 
 /// List the project's keys.
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", responses((status = 200, body = Vec<KeyDto>)))]
 pub async fn list_keys(auth: Auth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let keys: Vec<KeyDto> = state.store.list_keys(auth.project_id).await?.into_iter().map(Into::into).collect();
+    let keys: Vec<KeyDto> = state.store.list_keys(auth.project_id).await?.into_iter().map(IntoDto::into_dto).collect();
     Ok(HttpResponse::Ok().json(keys))
 }
 
@@ -95,7 +69,7 @@ pub async fn list_keys(auth: Auth, state: web::Data<AppState>) -> Result<HttpRes
 ))]
 pub async fn get_key(auth: Auth, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let key = state.store.get_key(auth.project_id, *id).await.map_err(not_found)?;
-    Ok(HttpResponse::Ok().json(KeyDto::from(key)))
+    Ok(HttpResponse::Ok().json(key.into_dto()))
 }
 
 /// Delete a key that no cluster uses.

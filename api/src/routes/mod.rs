@@ -13,8 +13,6 @@ pub mod snapshots;
 pub mod tasks;
 
 use actix_web::{HttpRequest, HttpResponse, Resource, web};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -32,11 +30,13 @@ pub(crate) async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, Ap
     Err(ApiError::new(ErrorCode::RouteNotFound, format!("no route for {} {}", req.method(), req.path())))
 }
 
-/// A page of items and the opaque cursor of the next page (absent on the last page).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
+pub use herd_types::Page;
+
+/// A store entity (or view) turned into its wire type. A trait of this crate because
+/// both sides are foreign here: entities live in `herd-store`, DTOs in `herd-types`.
+pub(crate) trait IntoDto {
+    type Dto;
+    fn into_dto(self) -> Self::Dto;
 }
 
 pub(crate) const DEFAULT_PAGE: u64 = 50;

@@ -1,62 +1,32 @@
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Utc};
 use herd_core::names::validate_display_name;
 use herd_core::status::TokenRole;
 use herd_store::StoreError;
 use herd_store::entity::{api_token, project};
+use herd_types::{CreateProject, CreateToken, CreatedToken, ProjectDto, TokenDto};
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
+
+use super::IntoDto;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, Errors, Problem};
 use crate::json::JsonBody;
 use crate::state::AppState;
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateProject {
-    pub name: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ProjectDto {
-    pub id: Uuid,
-    pub name: String,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<project::Model> for ProjectDto {
-    fn from(p: project::Model) -> Self {
-        Self { id: p.id, name: p.name, created_at: p.created_at }
+impl IntoDto for project::Model {
+    type Dto = ProjectDto;
+    fn into_dto(self) -> ProjectDto {
+        let p = self;
+        ProjectDto { id: p.id, name: p.name, created_at: p.created_at }
     }
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    /// What the token is for; default `token`.
-    pub name: Option<String>,
-    /// Default `member`.
-    pub role: Option<TokenRole>,
-}
-
-/// A token's metadata. The secret itself is only in `CreatedToken`, once.
-#[derive(Serialize, ToSchema)]
-pub struct TokenDto {
-    pub id: Uuid,
-    pub project_id: Uuid,
-    pub name: String,
-    pub role: TokenRole,
-    pub created_at: DateTime<Utc>,
-    pub last_used_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
-impl From<api_token::Model> for TokenDto {
-    fn from(t: api_token::Model) -> Self {
-        Self {
+impl IntoDto for api_token::Model {
+    type Dto = TokenDto;
+    fn into_dto(self) -> TokenDto {
+        let t = self;
+        TokenDto {
             id: t.id,
             project_id: t.project_id,
             name: t.name,
@@ -66,14 +36,6 @@ impl From<api_token::Model> for TokenDto {
             revoked_at: t.revoked_at,
         }
     }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CreatedToken {
-    #[serde(flatten)]
-    pub meta: TokenDto,
-    /// The bearer token. Shown only in this response; Herd keeps only its hash.
-    pub token: String,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -102,7 +64,7 @@ pub async fn create_project(
     errs.check("name", validate_display_name(&req.name));
     errs.into_result()?;
     let p = state.store.create_project(&req.name).await?;
-    Ok(HttpResponse::Created().json(ProjectDto::from(p)))
+    Ok(HttpResponse::Created().json(p.into_dto()))
 }
 
 /// List projects (admin).
@@ -111,7 +73,7 @@ pub async fn create_project(
     (status = 403, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn list_projects(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let ps: Vec<ProjectDto> = state.store.list_projects().await?.into_iter().map(Into::into).collect();
+    let ps: Vec<ProjectDto> = state.store.list_projects().await?.into_iter().map(IntoDto::into_dto).collect();
     Ok(HttpResponse::Ok().json(ps))
 }
 
@@ -135,7 +97,7 @@ pub async fn create_token(
     errs.into_result()?;
     let (row, token) =
         state.store.create_token(*id, &name, req.role.unwrap_or(TokenRole::Member)).await.map_err(project_not_found)?;
-    Ok(HttpResponse::Created().json(CreatedToken { meta: row.into(), token: token.expose_secret().to_owned() }))
+    Ok(HttpResponse::Created().json(CreatedToken { meta: row.into_dto(), token: token.expose_secret().to_owned() }))
 }
 
 /// List a project's tokens, without their secrets (admin).
@@ -146,7 +108,7 @@ pub async fn create_token(
 ))]
 pub async fn list_tokens(_: Admin, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let ts: Vec<TokenDto> =
-        state.store.list_tokens(*id).await.map_err(project_not_found)?.into_iter().map(Into::into).collect();
+        state.store.list_tokens(*id).await.map_err(project_not_found)?.into_iter().map(IntoDto::into_dto).collect();
     Ok(HttpResponse::Ok().json(ts))
 }
 

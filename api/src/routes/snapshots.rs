@@ -3,46 +3,27 @@
 //! start from it. Like backups, snapshots outlive their cluster.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Utc};
 use herd_core::status::SnapshotStatus;
 use herd_datastores::repo;
 use herd_store::StoreError;
 use herd_store::entity::snapshot;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use herd_types::{CreatedSnapshot, SnapshotDto, SnapshotRequest, TaskRef};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::Page;
-use super::clusters::{TaskRef, not_found};
+use super::clusters::not_found;
+use super::{IntoDto, Page};
 use crate::auth::Auth;
 use crate::error::{ApiError, ErrorCode, Errors, Problem};
 use crate::json::JsonBody;
 use crate::state::AppState;
 
-#[derive(Serialize, ToSchema)]
-pub struct SnapshotDto {
-    pub id: Uuid,
-    /// The cluster it was taken of (it may be deleted since).
-    pub cluster_id: Option<Uuid>,
-    pub status: SnapshotStatus,
-    pub provider: String,
-    /// Size of the snapshotted volume.
-    pub size_gb: i32,
-    pub datastore: Option<String>,
-    pub version: Option<String>,
-    /// WAL positions where the online backup around the snapshot started and where a
-    /// restore from it becomes consistent.
-    pub start_lsn: Option<String>,
-    pub stop_lsn: Option<String>,
-    /// Why it failed.
-    pub error: Option<String>,
-    pub task_id: Option<Uuid>,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<snapshot::Model> for SnapshotDto {
-    fn from(s: snapshot::Model) -> Self {
-        Self {
+impl IntoDto for snapshot::Model {
+    type Dto = SnapshotDto;
+    fn into_dto(self) -> SnapshotDto {
+        let s = self;
+        SnapshotDto {
             id: s.id,
             cluster_id: s.cluster_id,
             status: s.status,
@@ -57,17 +38,6 @@ impl From<snapshot::Model> for SnapshotDto {
             created_at: s.created_at,
         }
     }
-}
-
-/// `POST /v1/clusters/{id}/snapshots` takes no options yet; an empty object is fine.
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct SnapshotRequest {}
-
-#[derive(Serialize, ToSchema)]
-pub struct CreatedSnapshot {
-    pub snapshot: SnapshotDto,
-    pub task_id: Uuid,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -127,7 +97,7 @@ pub async fn create_snapshot(
         .await
         .map_err(not_found)?;
     state.enqueue(t.id).await;
-    Ok(HttpResponse::Accepted().json(CreatedSnapshot { snapshot: s.into(), task_id: t.id }))
+    Ok(HttpResponse::Accepted().json(CreatedSnapshot { snapshot: s.into_dto(), task_id: t.id }))
 }
 
 /// The project's snapshots, oldest first; `cluster_id` filters (deleted clusters too).
@@ -146,7 +116,7 @@ pub async fn list_snapshots(
     errs.into_result()?;
     let page = state.store.list_snapshots(auth.project_id, cluster, limit, cursor).await?;
     Ok(HttpResponse::Ok().json(Page {
-        items: page.items.into_iter().map(SnapshotDto::from).collect(),
+        items: page.items.into_iter().map(IntoDto::into_dto).collect(),
         next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
 }
@@ -169,7 +139,7 @@ pub async fn get_snapshot(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let s = state.store.get_snapshot(auth.project_id, *id).await.map_err(snapshot_not_found)?;
-    Ok(HttpResponse::Ok().json(SnapshotDto::from(s)))
+    Ok(HttpResponse::Ok().json(s.into_dto()))
 }
 
 /// Delete a snapshot at its provider.

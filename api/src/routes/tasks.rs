@@ -1,43 +1,21 @@
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Utc};
-use herd_core::status::{TaskKind, TaskStatus};
 use herd_store::StoreError;
 use herd_store::entity::task;
-use serde::Serialize;
-use utoipa::ToSchema;
+use herd_types::{TaskDto, TaskError};
 use uuid::Uuid;
+
+use super::IntoDto;
 
 use crate::auth::Auth;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 
-#[derive(Serialize, ToSchema, Clone)]
-pub struct TaskError {
-    pub code: String,
-    pub message: String,
-}
-
-/// A unit of background work on a cluster.
-#[derive(Serialize, ToSchema, Clone)]
-pub struct TaskDto {
-    pub id: Uuid,
-    pub kind: TaskKind,
-    pub cluster_id: Option<Uuid>,
-    pub status: TaskStatus,
-    /// The step running now, or the last one reached.
-    pub step: Option<String>,
-    /// 0–100.
-    pub progress: i32,
-    pub error: Option<TaskError>,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-impl From<task::Model> for TaskDto {
-    fn from(t: task::Model) -> Self {
+impl super::IntoDto for task::Model {
+    type Dto = TaskDto;
+    fn into_dto(self) -> TaskDto {
+        let t = self;
         let error = t.error_code.map(|code| TaskError { code, message: t.error_message.unwrap_or_default() });
-        Self {
+        TaskDto {
             id: t.id,
             kind: t.kind,
             cluster_id: t.cluster_id,
@@ -66,5 +44,5 @@ pub async fn get_task(auth: Auth, state: web::Data<AppState>, id: web::Path<Uuid
         StoreError::NotFound => ApiError::not_found("task"),
         e => e.into(),
     })?;
-    Ok(HttpResponse::Ok().json(TaskDto::from(t)))
+    Ok(HttpResponse::Ok().json(t.into_dto()))
 }
