@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod feed;
 pub mod json;
 pub mod openapi;
 pub mod routes;
@@ -57,6 +58,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .configure(snapshots::routes)
                 .configure(backup_policy::routes)
                 .configure(tasks::routes)
+                .configure(streams::routes)
                 .default_service(web::to(route_not_found)),
         )
         .default_service(web::to(route_not_found));

@@ -32,8 +32,11 @@ use crate::routes::*;
         snapshots::create_snapshot, snapshots::list_snapshots, snapshots::get_snapshot, snapshots::delete_snapshot,
         backup_policy::put_policy, backup_policy::get_policy, backup_policy::delete_policy,
         tasks::get_task,
+        streams::task_stream, streams::cluster_stream,
     ),
     components(schemas(Problem, FieldError, ErrorCode)),
+    // Relative: clients name the API's address; the spec works behind any host.
+    servers((url = "/")),
     modifiers(&Conventions),
     tags(
         (name = "clusters", description = "PostgreSQL clusters"),
@@ -81,6 +84,11 @@ impl Modify for Conventions {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("herd_...").build()),
+        );
+        // The nodes' role-change callbacks: a per-cluster token Herd writes to them.
+        components.add_security_scheme(
+            "patroni_callback",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         for (path, item) in api.paths.paths.iter_mut() {
             let ops: [&mut Option<Operation>; 5] =

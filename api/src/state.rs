@@ -17,6 +17,8 @@ pub struct AppState {
     /// Where backup repositories are (the recovery window is read from them).
     pub backups: herd_core::config::BackupSettings,
     pub state_dir: std::path::PathBuf,
+    /// New history events and task changes, for the live streams.
+    pub feed: Arc<crate::feed::Feed>,
 }
 
 impl AppState {
@@ -32,6 +34,7 @@ impl AppState {
             flavors.push((p.name().to_owned(), f));
         }
         Ok(Self {
+            feed: crate::feed::Feed::start(store.clone()),
             store,
             max_body_bytes: settings.max_body_bytes,
             providers,

@@ -9,6 +9,7 @@ mod m20261201_000004_ha_observed;
 mod m20261201_000005_snapshots;
 mod m20261201_000006_backup_policy;
 mod m20261201_000007_cluster_backup_repo;
+mod m20261204_000008_task_changes;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_snapshots::Migration),
             Box::new(m20261201_000006_backup_policy::Migration),
             Box::new(m20261201_000007_cluster_backup_repo::Migration),
+            Box::new(m20261204_000008_task_changes::Migration),
         ]
     }
 }

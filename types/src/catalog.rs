@@ -78,6 +78,6 @@ pub struct ProviderDto {
     pub capabilities: CapabilitiesDto,
     /// Effective configuration (admins only; never contains secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<std::collections::HashMap<String, serde_json::Value>>)]
     pub config: Option<serde_json::Value>,
 }

@@ -32,7 +32,7 @@ pub struct CreateCluster {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub synchronous: Option<bool>,
     /// Server parameters, name → string, number or boolean.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<std::collections::HashMap<String, serde_json::Value>>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
     /// At least 12 characters; omit to generate one.
@@ -115,7 +115,7 @@ pub struct ClusterDto {
     pub auto_heal: bool,
     /// Failover webhooks (their secrets are never returned).
     pub hooks: HooksDto,
-    #[schema(value_type = Object)]
+    #[schema(value_type = std::collections::HashMap<String, serde_json::Value>)]
     pub parameters: serde_json::Value,
     /// The pgBackRest repository it archives into, chosen when it was created:
     /// `posix` or `s3`; null when it has none (or was created before Herd recorded it).
@@ -246,7 +246,7 @@ pub struct UpdateCluster {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaRequest>,
     /// The complete set of user parameters (omitted ones return to their defaults).
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<std::collections::HashMap<String, serde_json::Value>>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]

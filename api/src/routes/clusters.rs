@@ -138,10 +138,12 @@ impl IntoDto for task_event::Model {
 #[into_params(parameter_in = Query)]
 pub struct ListClustersQuery {
     /// Filter by status.
+    #[param(value_type = Option<ClusterStatus>)]
     pub status: Option<String>,
     pub datastore: Option<String>,
     pub name: Option<String>,
     /// 1–100, default 50.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -151,6 +153,7 @@ pub struct ListClustersQuery {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1–100, default 50.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     pub cursor: Option<String>,
 }

@@ -438,6 +438,7 @@ pub async fn update_node(
 /// `on_role_change`). Authenticated by a per-cluster token Herd writes to the nodes,
 /// not by an API token.
 #[utoipa::path(post, path = "/callbacks/patroni/{cluster_id}", tag = "clusters",
+    security(("patroni_callback" = [])),
     params(("cluster_id" = Uuid, Path)), request_body = RoleCallback, responses(
     (status = 204),
     (status = 401, body = Problem, content_type = "application/problem+json"),

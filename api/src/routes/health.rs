@@ -11,13 +11,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, body = Health)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok".into() })
 }
 
 /// Readiness: the database answers.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses(
     (status = 200, body = Health),
     (status = 503, body = Problem, content_type = "application/problem+json"),
 ))]
@@ -30,7 +30,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 }
 
 /// Describes a problem type: the target of every error's `type` URI.
-#[utoipa::path(get, path = "/problems/{code}", tag = "health",
+#[utoipa::path(get, path = "/problems/{code}", tag = "health", security(()),
     params(("code" = String, Path, description = "An error code, e.g. validation_failed")),
     responses((status = 200, body = ProblemType), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn problem_type(code: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -10,6 +10,7 @@ pub mod health;
 pub mod keys;
 pub mod projects;
 pub mod snapshots;
+pub mod streams;
 pub mod tasks;
 
 use actix_web::{HttpRequest, HttpResponse, Resource, web};

@@ -43,8 +43,10 @@ impl IntoDto for snapshot::Model {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListSnapshotsQuery {
+    #[param(value_type = Option<Uuid>)]
     pub cluster_id: Option<String>,
     /// 1–100, default 50.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     pub cursor: Option<String>,
 }

@@ -90,6 +90,28 @@ impl TestApp {
         Self { base, admin_token, client: Client::new(), settings, state_dir, pg_db, handle }
     }
 
+    /// A second API process on the same database (same master key and admin token),
+    /// as behind a load balancer. It leaves the database to the first.
+    pub async fn spawn_sharing(first: &TestApp) -> Self {
+        let state_dir = tempfile::tempdir().unwrap();
+        let settings = Settings { state_dir: state_dir.path().to_path_buf(), ..first.settings.clone() };
+        let prepared = prepare(&settings, Mode::Production).await.expect("startup");
+        let providers = Arc::new(herd_providers::build_providers(&settings.providers, &settings.state_dir).unwrap());
+        let state = AppState::new(&settings, prepared.store, providers, Arc::new(NoQueue)).await.unwrap();
+        let app = Application::build(&settings, state).unwrap();
+        let base = format!("http://{}", app.addr());
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        let admin_token = first.admin_token.clone();
+        Self { base, admin_token, client: Client::new(), settings, state_dir, pg_db: None, handle }
+    }
+
+    /// A store on this app's database, to act as a worker would.
+    pub async fn store(&self) -> herd_store::Store {
+        let key = herd_core::crypto::MasterKey::from_base64(self.settings.master_key.as_ref().unwrap()).unwrap();
+        herd_store::Store::new(herd_store::connect(&self.database_url()).await.unwrap(), Arc::new(key))
+    }
+
     pub fn req(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
         let r = self.client.request(method, format!("{}{path}", self.base));
         match token {
