@@ -18,8 +18,24 @@ use secrecy::ExposeSecret;
 use std::sync::Arc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    let mut cli = Cli::parse();
+    if matches!(cli.command, Command::Client(_)) {
+        // Client commands read no server settings: a herd.toml here is not theirs.
+        init_client_tracing();
+        let Command::Client(cmd) = std::mem::replace(&mut cli.command, Command::Openapi) else { unreachable!() };
+        return herd::client::run(cli.conn, *cmd).await;
+    }
+    match server(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn server(cli: Cli) -> anyhow::Result<()> {
     let mut settings = Settings::load(cli.config.as_deref())?;
     if let Some(f) = cli.log_format {
         settings.log_format = match f {
@@ -115,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
             println!("  Docs:        {url}/docs/");
             println!("  Admin token: {token_line}");
             println!("  State dir:   {}", settings.state_dir.display());
+            println!("  CLI:         herd login --url {url} --token-file {}", token_path.display());
             let worker = tokio::spawn(herd_worker::run(ctx));
             if demo {
                 let token = std::fs::read_to_string(&token_path)?;
@@ -136,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Client(_) => unreachable!("client commands return before settings load"),
     }
 }
 
@@ -222,6 +240,13 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// The CLI logs only warnings (RUST_LOG to see more), on stderr.
+fn init_client_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn init_tracing(settings: &Settings) {

@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 /// The environment variable naming the config file; not itself a setting.
 pub const CONFIG_FILE_ENV: &str = "HERD_CONFIG";
 pub const DEFAULT_CONFIG_FILE: &str = "herd.toml";
+/// The `herd` CLI's variables (`HERD_URL`, ...), lowercased without the prefix: they
+/// configure the client commands, never the server, so settings ignore them.
+pub const CLIENT_ENV: &[&str] = &["url", "token", "context", "cli_config", "output"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -326,13 +329,14 @@ impl Settings {
     fn figment(file: &Path, with_env: bool) -> Figment {
         let mut f = Figment::from(Serialized::defaults(Settings::default())).merge(Toml::file(file));
         if with_env {
-            // HERD_CONFIG names the file and HERD_TEST_* are test hooks: neither is a
-            // setting. Keys arrive in their original case.
+            // HERD_CONFIG names the file, HERD_TEST_* are test hooks, and the CLI's own
+            // variables (HERD_URL, HERD_TOKEN, ...) say which API a client talks to:
+            // none is a setting. Keys arrive in their original case.
             f = f.merge(
                 Env::prefixed("HERD_")
                     .filter(|k| {
                         let k = k.as_str().to_ascii_lowercase();
-                        k != "config" && !k.starts_with("test_")
+                        k != "config" && !k.starts_with("test_") && !CLIENT_ENV.contains(&k.as_str())
                     })
                     .split("__"),
             );

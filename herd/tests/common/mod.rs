@@ -237,6 +237,14 @@ impl Env {
         ids
     }
 
+    /// Waits until the local provider holds no server and no volume.
+    pub fn wait_no_servers(&self, timeout: Duration) {
+        poll(timeout, || match (self.servers().as_slice(), self.volumes().as_slice()) {
+            ([], []) => Ok(()),
+            (s, v) => Err(format!("servers {s:?}, volumes {v:?} left")),
+        })
+    }
+
     pub fn volumes(&self) -> Vec<String> {
         list_dir(&self.state().join("local/volumes"))
     }
