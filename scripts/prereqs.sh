@@ -23,6 +23,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
 fi
 
+# The SDK test generates clients and runs them: Python with venv, Node.js with npm
+# (Debian's nodejs is 18, enough; a newer one already installed is kept).
+sdk_missing=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || sdk_missing+=(python3-venv)
+command -v node >/dev/null 2>&1 || sdk_missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || sdk_missing+=(npm)
+if [ "${#sdk_missing[@]}" -gt 0 ]; then
+  echo "prereqs: installing ${sdk_missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${sdk_missing[@]}" >/dev/null
+fi
+
 # moto[server] mocks EC2 and S3 for the provider and backup tests.
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "prereqs: installing moto[server]"
