@@ -1,52 +1,56 @@
-//! `herd dev --demo`: the first-run experience. Asks the API (like any client would)
-//! for a one-node cluster, waits for it, and prints how to connect.
+//! `herd dev --demo`: the first-run experience. Asks the API (like any client would,
+//! through `herd-client`) for a one-node cluster, follows its build, and prints how to
+//! connect.
 
-use serde_json::{Value, json};
+use herd_client::types::{CreateCluster, TaskStatus};
+use herd_client::{Client, ClusterFilter, WaitOptions};
 use std::time::{Duration, Instant};
 
 pub async fn run(api: String, token: String) {
     if let Err(e) = demo(&api, &token).await {
-        println!("demo: {e}");
+        println!("demo: failed: {e}");
     }
 }
 
 async fn demo(api: &str, token: &str) -> Result<(), String> {
-    let http = reqwest::Client::new();
-    let get = |path: String| {
-        let http = http.clone();
-        async move {
-            let r = http.get(format!("{api}{path}")).bearer_auth(token).send().await.map_err(|e| e.to_string())?;
-            r.json::<Value>().await.map_err(|e| e.to_string())
-        }
-    };
-    let existing = get("/v1/clusters?name=demo".into()).await?;
-    let id = match existing["items"][0]["id"].as_str() {
-        Some(id) => id.to_owned(),
-        None => {
-            let r = http
-                .post(format!("{api}/v1/clusters"))
-                .bearer_auth(token)
-                .json(&json!({"name": "demo", "datastore": "postgresql", "version": "15", "flavor": "local.small"}))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            let v: Value = r.json().await.map_err(|e| e.to_string())?;
-            v["cluster"]["id"].as_str().ok_or_else(|| format!("create failed: {v}"))?.to_owned()
-        }
-    };
-    println!("demo: building cluster 'demo' ({id})");
+    let herd = Client::new(api, token).map_err(|e| e.to_string())?;
     let started = Instant::now();
-    loop {
-        let c = get(format!("/v1/clusters/{id}")).await?;
-        match c["status"].as_str() {
-            Some("active") => break,
-            Some("failed") => return Err(format!("cluster failed: {}", c["fault"])),
-            _ if started.elapsed() > Duration::from_secs(600) => return Err("timed out waiting for the cluster".into()),
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+    let existing = herd
+        .clusters(&ClusterFilter { name: Some("demo".into()), ..Default::default() })
+        .await
+        .map_err(|e| e.to_string())?;
+    let opts = WaitOptions { timeout: Some(Duration::from_secs(600)), ..Default::default() };
+    let id = match existing.into_iter().next() {
+        Some(c) => {
+            println!("demo: cluster 'demo' exists ({}, {})", c.id, c.status);
+            // Still being built (a previous run stopped halfway): follow that build.
+            if let Some(t) = c.task.filter(|t| !t.status.is_terminal()) {
+                herd.wait_for_task(t.id, opts.clone(), |_| {}).await.map_err(|e| e.to_string())?;
+            }
+            c.id
         }
-    }
-    let cred = get(format!("/v1/clusters/{id}/credentials")).await?;
+        None => {
+            let req = CreateCluster {
+                name: "demo".into(),
+                datastore: "postgresql".into(),
+                version: "15".into(),
+                flavor: "local.small".into(),
+                ..Default::default()
+            };
+            let created = herd.create_cluster(&req).await.map_err(|e| e.to_string())?;
+            println!("demo: building cluster 'demo' ({})", created.cluster.id);
+            let t = herd.wait_for_task(created.task_id, opts, |_| {}).await.map_err(|e| e.to_string())?;
+            if t.status != TaskStatus::Succeeded {
+                let why = t.error.map_or_else(|| t.status.to_string(), |e| format!("{}: {}", e.code, e.message));
+                return Err(format!("the build did not succeed: {why}"));
+            }
+            created.cluster.id
+        }
+    };
+    let cred = herd.credentials(id).await.map_err(|e| e.to_string())?;
+    let uri = cred.uri.ok_or("the cluster has no endpoint yet (is it active?)")?;
     println!("demo: cluster 'demo' is active after {:.1}s", started.elapsed().as_secs_f64());
-    println!("demo: connect with:  psql '{}'", cred["uri"].as_str().unwrap_or_default());
+    println!("demo: connect with:  psql '{uri}'");
+    println!("demo: or with the CLI: herd cluster connect demo   (after the `herd login` line above)");
     Ok(())
 }
