@@ -83,7 +83,9 @@ async fn poll(store: Store, feed: Weak<Feed>) {
             let full = rows.len() as u64 == BATCH;
             for e in rows {
                 if sent_events.insert(e.id, e.created_at).is_none() {
-                    events_from = events_from.max(e.created_at);
+                    // Never past this clock: a writer whose clock runs ahead must not
+                    // push the window beyond the rows of writers whose clocks do not.
+                    events_from = events_from.max(e.created_at).min(Utc::now());
                     let _ = feed.tx.send(Change::Event(Arc::new(e)));
                 }
             }
@@ -98,7 +100,7 @@ async fn poll(store: Store, feed: Weak<Feed>) {
                     // Rows are re-read for LOOKBACK; send each version once.
                     if sent_tasks.get(&t.id) != Some(&t.updated_at) {
                         sent_tasks.insert(t.id, t.updated_at);
-                        tasks_from = tasks_from.max(t.updated_at);
+                        tasks_from = tasks_from.max(t.updated_at).min(Utc::now());
                         let _ = feed.tx.send(Change::Task(Arc::new(t)));
                     }
                 }
