@@ -9,7 +9,7 @@ use herd_client::types::{
 use uuid::Uuid;
 
 use super::output::{Out, ago, fields, line, mb, note, opt, table};
-use super::{finish, out_event_line, parse_id, parse_param, read_stdin_secret, usage};
+use super::{finish, out_event_line, parse_id, parse_param, read_stdin_secret, started, usage};
 use crate::cli::{ClusterCmd, ClusterSpecArgs, NodeActionArgs, NodeCmd, RestoreArgs};
 
 pub async fn cluster(api: &Client, cmd: ClusterCmd, out: &Out) -> anyhow::Result<()> {
@@ -17,16 +17,9 @@ pub async fn cluster(api: &Client, cmd: ClusterCmd, out: &Out) -> anyhow::Result
         ClusterCmd::Create { name, spec, wait } => {
             let req = create_request(api, name, &spec, None).await?;
             let created = api.create_cluster(&req).await?;
-            let id = created.cluster.id;
-            if !wait.wait {
-                out.result(&created, |o| show_text(o, &created.cluster))?;
-            }
-            finish(api, created.task_id, &format!("create {}", created.cluster.name), &wait, out).await?;
-            if wait.wait {
-                let c = api.cluster(id).await?;
-                out.result(&c, |o| show_text(o, &c))?;
-            }
-            Ok(())
+            let what = format!("create {}", created.cluster.name);
+            let show = || out.result(&created, |o| show_text(o, &created.cluster));
+            started(api, out, &wait, created.task_id, &what, show, || show_cluster(api, created.cluster.id, out)).await
         }
         ClusterCmd::List { status, datastore } => {
             let status =
@@ -72,15 +65,9 @@ pub async fn cluster(api: &Client, cmd: ClusterCmd, out: &Out) -> anyhow::Result
             let u = api.update_cluster(c.id, &req).await?;
             match u.task_id {
                 Some(t) => {
-                    if !wait.wait {
-                        out.result(&u, |o| show_text(o, &u.cluster))?;
-                    }
-                    finish(api, t, &format!("update {}", c.name), &wait, out).await?;
-                    if wait.wait {
-                        let c = api.cluster(c.id).await?;
-                        out.result(&c, |o| show_text(o, &c))?;
-                    }
-                    Ok(())
+                    let show = || out.result(&u, |o| show_text(o, &u.cluster));
+                    started(api, out, &wait, t, &format!("update {}", c.name), show, || show_cluster(api, c.id, out))
+                        .await
                 }
                 None => out.result(&u, |o| show_text(o, &u.cluster)),
             }
@@ -220,15 +207,14 @@ pub async fn restore(api: &Client, r: RestoreArgs, out: &Out) -> anyhow::Result<
     };
     let req = create_request(api, r.name, &r.spec, Some(restore)).await?;
     let created = api.create_cluster(&req).await?;
-    if !r.wait.wait {
-        out.result(&created, |o| show_text(o, &created.cluster))?;
-    }
-    finish(api, created.task_id, &format!("restore into {}", created.cluster.name), &r.wait, out).await?;
-    if r.wait.wait {
-        let c = api.cluster(created.cluster.id).await?;
-        out.result(&c, |o| show_text(o, &c))?;
-    }
-    Ok(())
+    let what = format!("restore into {}", created.cluster.name);
+    let show = || out.result(&created, |o| show_text(o, &created.cluster));
+    started(api, out, &r.wait, created.task_id, &what, show, || show_cluster(api, created.cluster.id, out)).await
+}
+
+async fn show_cluster(api: &Client, id: Uuid, out: &Out) -> anyhow::Result<()> {
+    let c = api.cluster(id).await?;
+    out.result(&c, |o| show_text(o, &c))
 }
 
 /// The create request from the CLI's options, filling in what the API needs and the

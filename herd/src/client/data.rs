@@ -4,7 +4,7 @@ use herd_client::Client;
 use herd_client::types::{BackupDto, BackupPolicyDto, BackupPolicyRequest, BackupRequest, BackupType, SnapshotDto};
 
 use super::output::{Out, ago, fields, mb, note, opt, table};
-use super::{finish, parse_id};
+use super::{finish, parse_id, started};
 use crate::cli::{BackupCmd, PolicyCmd, SnapshotCmd};
 
 pub async fn backup(api: &Client, cmd: BackupCmd, out: &Out) -> anyhow::Result<()> {
@@ -13,16 +13,12 @@ pub async fn backup(api: &Client, cmd: BackupCmd, out: &Out) -> anyhow::Result<(
             let c = api.find_cluster(&cluster).await?;
             let backup_type = backup_type.parse::<BackupType>().map_err(super::usage)?;
             let created = api.create_backup(c.id, &BackupRequest { backup_type: Some(backup_type) }).await?;
-            let id = created.backup.id;
-            if !wait.wait {
-                out.result(&created, |o| backup_text(o, &created.backup))?;
-            }
-            finish(api, created.task_id, &format!("{backup_type} backup of {}", c.name), &wait, out).await?;
-            if wait.wait {
-                let b = api.backup(id).await?;
-                out.result(&b, |o| backup_text(o, &b))?;
-            }
-            Ok(())
+            let show = || out.result(&created, |o| backup_text(o, &created.backup));
+            let now = || async {
+                let b = api.backup(created.backup.id).await?;
+                out.result(&b, |o| backup_text(o, &b))
+            };
+            started(api, out, &wait, created.task_id, &format!("{backup_type} backup of {}", c.name), show, now).await
         }
         BackupCmd::List { cluster } => {
             let id = match cluster {
@@ -86,16 +82,12 @@ pub async fn snapshot(api: &Client, cmd: SnapshotCmd, out: &Out) -> anyhow::Resu
         SnapshotCmd::Create { cluster, wait } => {
             let c = api.find_cluster(&cluster).await?;
             let created = api.create_snapshot(c.id).await?;
-            let id = created.snapshot.id;
-            if !wait.wait {
-                out.result(&created, |o| snapshot_text(o, &created.snapshot))?;
-            }
-            finish(api, created.task_id, &format!("snapshot of {}", c.name), &wait, out).await?;
-            if wait.wait {
-                let s = api.snapshot(id).await?;
-                out.result(&s, |o| snapshot_text(o, &s))?;
-            }
-            Ok(())
+            let show = || out.result(&created, |o| snapshot_text(o, &created.snapshot));
+            let now = || async {
+                let s = api.snapshot(created.snapshot.id).await?;
+                out.result(&s, |o| snapshot_text(o, &s))
+            };
+            started(api, out, &wait, created.task_id, &format!("snapshot of {}", c.name), show, now).await
         }
         SnapshotCmd::List { cluster } => {
             let id = match cluster {

@@ -166,6 +166,31 @@ async fn finish(api: &Client, task: Uuid, what: &str, wait: &WaitArgs, out: &Out
     Ok(())
 }
 
+/// A command that made something and started a task on it: without `--wait` it shows
+/// the answer (which names the task); with it, it follows the task to its end and then
+/// shows the thing as it is now.
+async fn started<Fut>(
+    api: &Client,
+    out: &Out,
+    wait: &WaitArgs,
+    task: Uuid,
+    what: &str,
+    show_answer: impl FnOnce() -> anyhow::Result<()>,
+    show_now: impl FnOnce() -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    if !wait.wait {
+        show_answer()?;
+    }
+    finish(api, task, what, wait, out).await?;
+    if wait.wait {
+        show_now().await?;
+    }
+    Ok(())
+}
+
 /// One history event as a line: time, level, step, message.
 pub(crate) fn out_event_line(out: &Out, e: &EventDto) -> String {
     let level = match e.level.as_str() {
