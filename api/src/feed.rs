@@ -70,10 +70,10 @@ async fn poll(store: Store, feed: Weak<Feed>) {
             sent_tasks.clear();
             continue;
         }
-        // Events before tasks: a stream closes on its task's end and must have its
-        // task's events by then.
+        let mut changes: Vec<(DateTime<Utc>, Change)> = Vec::new();
+        let mut after = herd_store::v7_floor(events_from - LOOKBACK);
         loop {
-            let rows = match store.events_from(herd_store::v7_floor(events_from - LOOKBACK), BATCH).await {
+            let rows = match store.events_after(after, BATCH).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "change feed: reading events failed");
@@ -81,12 +81,13 @@ async fn poll(store: Store, feed: Weak<Feed>) {
                 }
             };
             let full = rows.len() as u64 == BATCH;
+            after = rows.last().map_or(after, |e| e.id);
             for e in rows {
                 if sent_events.insert(e.id, e.created_at).is_none() {
                     // Never past this clock: a writer whose clock runs ahead must not
                     // push the window beyond the rows of writers whose clocks do not.
                     events_from = events_from.max(e.created_at).min(Utc::now());
-                    let _ = feed.tx.send(Change::Event(Arc::new(e)));
+                    changes.push((e.created_at, Change::Event(Arc::new(e))));
                 }
             }
             if !full {
@@ -94,18 +95,37 @@ async fn poll(store: Store, feed: Weak<Feed>) {
             }
         }
         sent_events.retain(|_, at| *at >= events_from - LOOKBACK - LOOKBACK);
-        match store.tasks_changed_since(tasks_from - LOOKBACK, BATCH).await {
-            Ok(rows) => {
-                for t in rows {
-                    // Rows are re-read for LOOKBACK; send each version once.
-                    if sent_tasks.get(&t.id) != Some(&t.updated_at) {
-                        sent_tasks.insert(t.id, t.updated_at);
-                        tasks_from = tasks_from.max(t.updated_at).min(Utc::now());
-                        let _ = feed.tx.send(Change::Task(Arc::new(t)));
-                    }
+        let mut since = tasks_from - LOOKBACK;
+        loop {
+            let rows = match store.tasks_changed_since(since, BATCH).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "change feed: reading tasks failed");
+                    break;
+                }
+            };
+            let full = rows.len() as u64 == BATCH;
+            let before = changes.len();
+            since = rows.last().map_or(since, |t| t.updated_at);
+            for t in rows {
+                // Rows are re-read for LOOKBACK; send each version once.
+                if sent_tasks.get(&t.id) != Some(&t.updated_at) {
+                    sent_tasks.insert(t.id, t.updated_at);
+                    tasks_from = tasks_from.max(t.updated_at).min(Utc::now());
+                    changes.push((t.updated_at, Change::Task(Arc::new(t))));
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "change feed: reading tasks failed"),
+            // A full batch of rows already sent (one instant shared by a batch's worth of
+            // rows) cannot move on: the next tick reads on from `tasks_from`.
+            if !full || changes.len() == before {
+                break;
+            }
+        }
+        // In the order they were recorded, so a task's step and the event it wrote
+        // arrive as they happened. (Stable: events before tasks on a tie.)
+        changes.sort_by_key(|(at, _)| *at);
+        for (_, c) in changes {
+            let _ = feed.tx.send(c);
         }
         sent_tasks.retain(|_, at| *at >= tasks_from - LOOKBACK - LOOKBACK);
     }

@@ -258,3 +258,96 @@ async fn a_stream_on_one_api_process_shows_what_another_recorded() {
     let e = s.expect("event", at).await;
     assert_eq!(e["step"], "backup_policy", "{e}");
 }
+
+/// `herd-client`'s `wait_for_task` over this server: following the stream (task
+/// changes and history events, in order, then the end) and, when told to, by polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_waits_for_a_task_over_the_stream_or_by_polling() {
+    use herd_client::{Progress, WaitOptions};
+    use herd_core::status::TaskStatus;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (pid, tok) = app.member("waiters").await;
+    let pid: Uuid = pid.parse().unwrap();
+    let api = herd_client::Client::new(&app.base, &tok).unwrap();
+    for poll_only in [false, true] {
+        let (cluster, task) = new_cluster(&app, &tok, if poll_only { "polled" } else { "streamed" }).await;
+        let store = app.store().await;
+        // The "worker": claims, checkpoints two steps with an event each, succeeds.
+        let worker = tokio::spawn(async move {
+            let pause = || tokio::time::sleep(Duration::from_millis(300));
+            pause().await;
+            assert!(store.claim_task(task, "w", chrono::Duration::seconds(30)).await.unwrap().is_some());
+            for (step, progress) in [("create_servers", 40), ("start_patroni", 80)] {
+                pause().await;
+                store.checkpoint(task, "w", step, progress, json!({})).await.unwrap();
+                store
+                    .add_event(&store.db, pid, cluster, Some(task), "info", Some(step), &format!("{step} done"))
+                    .await
+                    .unwrap();
+            }
+            pause().await;
+            store.finish_task(task, "w", TaskStatus::Succeeded, None).await.unwrap();
+        });
+        let mut seen = Vec::new();
+        let opts =
+            WaitOptions { timeout: Some(Duration::from_secs(20)), poll_only, poll_interval: Duration::from_millis(50) };
+        let done = api
+            .wait_for_task(task, opts, |p| match p {
+                Progress::Task(t) => seen.push(format!("task {} {}", t.status, t.step.as_deref().unwrap_or("-"))),
+                Progress::Event(e) => seen.push(format!("event {}", e.message)),
+            })
+            .await
+            .unwrap();
+        worker.await.unwrap();
+        assert_eq!((done.status, done.progress), (TaskStatus::Succeeded, 100));
+        let tasks: Vec<&String> = seen.iter().filter(|s| s.starts_with("task ")).collect();
+        assert_eq!(tasks.first().map(|s| s.as_str()), Some("task queued -"), "{seen:?}");
+        assert_eq!(tasks.last().map(|s| s.as_str()), Some("task succeeded start_patroni"), "{seen:?}");
+        for step in ["task running create_servers", "task running start_patroni"] {
+            assert!(seen.iter().any(|s| s == step), "{step} not seen: {seen:?}");
+        }
+        let events: Vec<&String> = seen.iter().filter(|s| s.starts_with("event ")).collect();
+        if poll_only {
+            assert!(events.is_empty(), "polling reads the task only: {seen:?}");
+        } else {
+            // The stream: the whole history in order, each step's event after its change.
+            assert_eq!(events.len(), 3, "{seen:?}");
+            assert_eq!(&events[1..], ["event create_servers done", "event start_patroni done"]);
+            let at = |needle: &str| seen.iter().position(|s| s == needle).unwrap();
+            assert!(at("task running create_servers") < at("event create_servers done"), "{seen:?}");
+            assert!(at("event create_servers done") < at("task running start_patroni"), "{seen:?}");
+        }
+    }
+    // An unknown task is the API's 404, not a hang.
+    let err = api.wait_for_task(Uuid::now_v7(), WaitOptions::default(), |_| {}).await.unwrap_err();
+    assert_eq!(err.code(), Some("not_found"), "{err}");
+}
+
+/// More events at once than the feed reads per query and than a stream buffers: all
+/// arrive, once each, in order (the stream re-reads the database when it falls behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_events_arrives_whole_and_in_order() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (pid, tok) = app.member("burst").await;
+    let pid: Uuid = pid.parse().unwrap();
+    let (cluster, _) = new_cluster(&app, &tok, "busy").await;
+    let store = app.store().await;
+    let mut s = Sse::open(&app, &format!("/v1/clusters/{cluster}/events/stream"), &tok, None).await;
+    const N: usize = 1500;
+    let writer = tokio::spawn(async move {
+        let mut ids = Vec::with_capacity(N);
+        for i in 0..N {
+            ids.push(store.add_event(&store.db, pid, cluster, None, "info", None, &format!("e{i}")).await.unwrap().id);
+        }
+        ids
+    });
+    let mut got = Vec::with_capacity(N);
+    while got.len() < N {
+        let m = s.next(Duration::from_secs(10)).await.expect("stream open");
+        assert_eq!(m.event, "event", "{m:?}");
+        let v: Value = serde_json::from_str(&m.data).unwrap();
+        got.push(v["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+    }
+    let written = writer.await.unwrap();
+    assert_eq!(got, written, "every event once, in the order written");
+}

@@ -9,8 +9,9 @@ use uuid::Uuid;
 use crate::entity::{task, task_event};
 use crate::{Store, StoreError};
 
-/// The smallest UUIDv7 of the millisecond `ts`: every id made at or after `ts` sorts
-/// after it, so `id >= v7_floor(ts)` reads "recorded since `ts`" on the primary key.
+/// The smallest UUIDv7 of the millisecond `ts` (no id is made with it: its random bits
+/// are all zero): every id made at or after `ts` sorts after it, so `id > v7_floor(ts)`
+/// reads "recorded since `ts`" on the primary key.
 pub fn v7_floor(ts: DateTime<Utc>) -> Uuid {
     let ms = ts.timestamp_millis().max(0) as u64;
     let mut b = [0u8; 16];
@@ -21,10 +22,11 @@ pub fn v7_floor(ts: DateTime<Utc>) -> Uuid {
 }
 
 impl Store {
-    /// Every project's history events with an id at or after `floor`, oldest first.
-    pub async fn events_from(&self, floor: Uuid, limit: u64) -> Result<Vec<task_event::Model>, StoreError> {
+    /// Every project's history events with an id after `after` (a real id, or a
+    /// `v7_floor`), oldest first.
+    pub async fn events_after(&self, after: Uuid, limit: u64) -> Result<Vec<task_event::Model>, StoreError> {
         Ok(task_event::Entity::find()
-            .filter(task_event::Column::Id.gte(floor))
+            .filter(task_event::Column::Id.gt(after))
             .order_by_asc(task_event::Column::Id)
             .limit(limit)
             .all(&self.db)
