@@ -122,10 +122,22 @@ impl Client {
         self.send(self.request(method, path)).await.map(drop)
     }
 
+    // --- health ----------------------------------------------------------------------
+
+    /// Readiness (`GET /readyz`): answers once the API and its database do.
+    pub async fn ready(&self) -> Result<Health> {
+        self.get("/readyz").await
+    }
+
     // --- catalogue -------------------------------------------------------------------
 
     pub async fn datastores(&self) -> Result<Vec<DatastoreDto>> {
         self.get("/v1/datastores").await
+    }
+
+    /// Adds a datastore with its versions (admin).
+    pub async fn create_datastore(&self, req: &CreateDatastore) -> Result<DatastoreDto> {
+        self.call(Method::POST, "/v1/datastores", req).await
     }
 
     pub async fn flavors(&self) -> Result<Vec<FlavorDto>> {
