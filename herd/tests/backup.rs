@@ -17,7 +17,7 @@ async fn backup(env: &Env, api: &str, token: &str, id: &str, kind: &str) -> Valu
         env.call(Method::POST, &format!("{api}/v1/clusters/{id}/backups"), token, Some(json!({"type": kind}))).await;
     assert_eq!(s, 202, "{v}");
     assert_eq!(v["backup"]["status"], "new");
-    let t = env.wait_task(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let t = env.wait_task_json(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(t["status"], "succeeded", "{t}");
     let (s, b) =
         env.call(Method::GET, &format!("{api}/v1/backups/{}", v["backup"]["id"].as_str().unwrap()), token, None).await;
@@ -33,11 +33,11 @@ async fn backup(env: &Env, api: &str, token: &str, id: &str, kind: &str) -> Valu
 }
 
 async fn restore(env: &Env, api: &str, token: &str, name: &str, restore: Value) -> String {
-    env.create_cluster(api, token, name, 1, json!({"restore": restore})).await
+    env.create_cluster_json(api, token, name, 1, json!({"restore": restore})).await
 }
 
 async fn count(env: &Env, api: &str, token: &str, id: &str) -> String {
-    let (uri, password) = env.credentials(api, token, id).await;
+    let (uri, password) = env.credentials_json(api, token, id).await;
     psql(&uri, &password, "select count(*) || ':' || max(id) from t").unwrap()
 }
 
@@ -45,9 +45,9 @@ async fn count(env: &Env, api: &str, token: &str, id: &str) -> String {
 async fn backups_point_in_time_restore_and_expiry() {
     let env = Env::new(9);
     let (dev, api, token) = env.dev(&[], "dev.log");
-    let src = env.create_cluster(&api, &token, "src", 1, json!({})).await;
-    env.wait_status(&api, &token, &src, "active", ACTIVE_WITHIN).await;
-    let (uri, password) = env.credentials(&api, &token, &src).await;
+    let src = env.create_cluster_json(&api, &token, "src", 1, json!({})).await;
+    env.wait_status_json(&api, &token, &src, "active", ACTIVE_WITHIN).await;
+    let (uri, password) = env.credentials_json(&api, &token, &src).await;
     let (s, w) = env.call(Method::GET, &format!("{api}/v1/clusters/{src}/recovery-window"), &token, None).await;
     assert_eq!((s, w), (200, json!({"earliest": null, "latest": null})));
 
@@ -87,8 +87,8 @@ async fn backups_point_in_time_restore_and_expiry() {
     // A backup of a cluster that is not active yet is refused.
     let (s, v) = env.call(Method::POST, &format!("{api}/v1/clusters/{pitr}/backups"), &token, Some(json!({}))).await;
     assert_eq!((s, v["code"].as_str()), (409, Some("cluster_not_ready")), "{v}");
-    env.wait_status(&api, &token, &pitr, "active", ACTIVE_WITHIN).await;
-    env.wait_status(&api, &token, &latest_id, "active", ACTIVE_WITHIN).await;
+    env.wait_status_json(&api, &token, &pitr, "active", ACTIVE_WITHIN).await;
+    env.wait_status_json(&api, &token, &latest_id, "active", ACTIVE_WITHIN).await;
     assert_eq!(count(&env, &api, &token, &pitr).await, "200:200", "exactly the rows committed before T");
     assert_eq!(count(&env, &api, &token, &latest_id).await, "300:300", "every archived row");
     // A restored cluster takes backups of its own.
@@ -97,12 +97,12 @@ async fn backups_point_in_time_restore_and_expiry() {
     // The source goes; its backups stay, restorable, until expired.
     let (s, d) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{src}"), &token, None).await;
     assert_eq!(s, 202, "{d}");
-    let tk = env.wait_task(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let tk = env.wait_task_json(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(tk["status"], "succeeded", "{tk}");
     let (_, list) = env.call(Method::GET, &format!("{api}/v1/backups?cluster_id={src}"), &token, None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
     let after = restore(&env, &api, &token, "after", json!({"source_cluster_id": src, "backup_id": full["id"]})).await;
-    env.wait_status(&api, &token, &after, "active", ACTIVE_WITHIN).await;
+    env.wait_status_json(&api, &token, &after, "active", ACTIVE_WITHIN).await;
     let n = count(&env, &api, &token, &after).await;
     assert_eq!(n, "300:300", "restoring the full backup replays every archived WAL");
 
@@ -124,7 +124,7 @@ async fn backups_point_in_time_restore_and_expiry() {
         ("HERD_BACKUPS__S3__SECRET_ACCESS_KEY", "unused-secret"),
     ];
     let (_dev, api, token) = env.dev(&s3_elsewhere, "dev-s3-settings.log");
-    let shown = env.wait_status(&api, &token, &pitr, "active", ACTIVE_WITHIN).await;
+    let shown = env.wait_status_json(&api, &token, &pitr, "active", ACTIVE_WITHIN).await;
     assert_eq!(shown["backup_repository"], "posix", "{shown}");
     let kept = backup(&env, &api, &token, &pitr, "incr").await;
     let kept_label = kept["label"].as_str().unwrap();
@@ -136,7 +136,7 @@ async fn backups_point_in_time_restore_and_expiry() {
     let (s, v) =
         env.call(Method::DELETE, &format!("{api}/v1/backups/{}", kept["id"].as_str().unwrap()), &token, None).await;
     assert_eq!(s, 202, "{v}");
-    let tk = env.wait_task(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let tk = env.wait_task_json(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(tk["status"], "succeeded", "{tk}");
     assert!(!in_repo(kept_label), "expired backup {kept_label} is still in the repository");
 
@@ -146,7 +146,7 @@ async fn backups_point_in_time_restore_and_expiry() {
     let (s, v) =
         env.call(Method::DELETE, &format!("{api}/v1/backups/{}", incr["id"].as_str().unwrap()), &token, None).await;
     assert_eq!(s, 202, "{v}");
-    let tk = env.wait_task(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let tk = env.wait_task_json(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(tk["status"], "succeeded", "{tk}");
     let (_, b) =
         env.call(Method::GET, &format!("{api}/v1/backups/{}", incr["id"].as_str().unwrap()), &token, None).await;
@@ -160,7 +160,7 @@ async fn backups_point_in_time_restore_and_expiry() {
     for id in [&pitr, &latest_id, &after] {
         let (s, d) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{id}"), &token, None).await;
         assert_eq!(s, 202, "{d}");
-        let tk = env.wait_task(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+        let tk = env.wait_task_json(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
         assert_eq!(tk["status"], "succeeded", "{tk}");
     }
     assert!(env.servers().is_empty());

@@ -94,8 +94,8 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
     let _w1 = env.spawn(&["worker"], &shared, "worker-1.log");
     let _w2 = env.spawn(&["worker"], &shared, "worker-2.log");
 
-    let id = env.create_cluster(&api, &token, "scheduled", 1, json!({})).await;
-    env.wait_status(&api, &token, &id, "active", ACTIVE_WITHIN).await;
+    let id = env.create_cluster_json(&api, &token, "scheduled", 1, json!({})).await;
+    env.wait_status_json(&api, &token, &id, "active", ACTIVE_WITHIN).await;
     let (s, c) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}/credentials"), &token, None).await;
     assert_eq!(s, 200, "{c}");
     let (uri, password) = (c["uri"].as_str().unwrap().to_owned(), c["password"].as_str().unwrap().to_owned());
@@ -217,7 +217,7 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
 
     // The newest full backup restores (after the older sets left the repository).
     let restored = env
-        .create_cluster(
+        .create_cluster_json(
             &api,
             &token,
             "from-newest",
@@ -225,7 +225,7 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
             json!({"restore": {"source_cluster_id": id, "backup_id": kept[1]["id"]}}),
         )
         .await;
-    env.wait_status(&api, &token, &restored, "active", ACTIVE_WITHIN).await;
+    env.wait_status_json(&api, &token, &restored, "active", ACTIVE_WITHIN).await;
     let (_, rc) = env.call(Method::GET, &format!("{api}/v1/clusters/{restored}/credentials"), &token, None).await;
     let n = psql(rc["uri"].as_str().unwrap(), rc["password"].as_str().unwrap(), "select count(*) from t").unwrap();
     assert_eq!(n, "1000");
@@ -233,7 +233,7 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
     for c in [&restored, &id] {
         let (s, d) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{c}"), &token, None).await;
         assert_eq!(s, 202, "{d}");
-        let t = env.wait_task(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+        let t = env.wait_task_json(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
         assert_eq!(t["status"], "succeeded", "{t}");
     }
     assert!(env.servers().is_empty(), "{:?}", env.servers());

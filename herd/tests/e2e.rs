@@ -3,20 +3,21 @@
 
 mod common;
 
-use common::{Env, free_port, poll, psql, start_redis};
-use reqwest::Method;
-use serde_json::{Value, json};
+use common::{Env, cluster, free_port, poll, psql, start_redis};
+use herd_client::types::{
+    ClusterStatus, CreateCluster, CreateDatastore, CreateVersion, NodeRole, NodeStatus, TaskStatus,
+};
 use std::time::Duration;
+use uuid::Uuid;
 
 const ACTIVE_WITHIN: Duration = Duration::from_secs(240);
 
-async fn delete_and_check_clean(env: &Env, api: &str, token: &str, id: &str) {
-    let (s, d) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{id}"), token, None).await;
-    assert_eq!(s, 202, "{d}");
-    let t = env.wait_task(api, token, d["task_id"].as_str().unwrap(), Duration::from_secs(120)).await;
-    assert_eq!(t["status"], "succeeded", "{t}");
-    let (s, _) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}"), token, None).await;
-    assert_eq!(s, 404);
+async fn delete_and_check_clean(env: &Env, api: &str, token: &str, id: Uuid) {
+    env.delete_cluster(api, token, id, Duration::from_secs(120)).await;
+    match env.client(api, token).cluster(id).await {
+        Err(herd_client::Error::Api(p)) => assert_eq!((p.status, p.code.as_str()), (404, "not_found"), "{p}"),
+        other => panic!("the deleted cluster {id} still answers: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,39 +25,41 @@ async fn one_and_three_node_clusters_serve_sql_and_delete_cleanly() {
     let env = Env::new(1);
     let (dev, api, token) = env.dev(&[], "dev.log");
 
-    let one = env.create_cluster(&api, &token, "solo", 1, json!({})).await;
-    let three = env.create_cluster(&api, &token, "trio", 3, json!({"synchronous": true})).await;
+    let herd = env.client(&api, &token);
+    let one = env.create_cluster(&api, &token, cluster("solo", 1)).await;
+    let three = env.create_cluster(&api, &token, CreateCluster { synchronous: Some(true), ..cluster("trio", 3) }).await;
 
     // 1 node: the URI from the credentials endpoint works as is.
-    let c1 = env.wait_status(&api, &token, &one, "active", ACTIVE_WITHIN).await;
-    assert_eq!(c1["nodes"][0]["role"], "primary", "{c1}");
-    assert_eq!(c1["task"]["status"], "succeeded");
-    assert_eq!(c1["task"]["progress"], 100);
-    let primary_uri = c1["endpoints"]["primary_uri"].as_str().unwrap();
+    let c1 = env.wait_status(&api, &token, one, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    assert_eq!(c1.nodes[0].role, NodeRole::Primary, "{c1:?}");
+    let task = c1.task.as_ref().expect("the cluster's task");
+    assert_eq!(task.status, TaskStatus::Succeeded);
+    assert_eq!(task.progress, 100);
+    let primary_uri = c1.endpoints.primary_uri.as_deref().unwrap();
     assert!(primary_uri.starts_with("postgresql://admin@127.80.1."), "{primary_uri}");
     assert!(primary_uri.ends_with("/postgres?target_session_attrs=read-write"));
-    let (uri, password) = env.credentials(&api, &token, &one).await;
+    let (uri, password) = env.credentials(&api, &token, one).await;
     psql(&uri, &password, "create table t (id int primary key, v text); insert into t values (1, 'one')").unwrap();
     assert_eq!(psql(&uri, &password, "select v from t where id = 1").unwrap(), "one");
     // The password is needed: the URI without it is refused.
     assert!(psql(primary_uri, "wrong-password-123", "select 1").is_err());
 
     // 3 nodes: one primary, two streaming replicas, rows reach every replica.
-    let c3 = env.wait_status(&api, &token, &three, "active", ACTIVE_WITHIN).await;
-    let nodes = c3["nodes"].as_array().unwrap();
+    let c3 = env.wait_status(&api, &token, three, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    let nodes = &c3.nodes;
     assert_eq!(nodes.len(), 3);
-    assert_eq!(nodes.iter().filter(|n| n["role"] == "primary").count(), 1, "{c3}");
-    assert_eq!(nodes.iter().filter(|n| n["role"] == "replica").count(), 2, "{c3}");
-    assert!(nodes.iter().all(|n| n["status"] == "running" && n["address"].is_string()));
-    let (uri, password) = env.credentials(&api, &token, &three).await;
+    assert_eq!(nodes.iter().filter(|n| n.role == NodeRole::Primary).count(), 1, "{c3:?}");
+    assert_eq!(nodes.iter().filter(|n| n.role == NodeRole::Replica).count(), 2, "{c3:?}");
+    assert!(nodes.iter().all(|n| n.status == NodeStatus::Running && n.address.is_some()), "{c3:?}");
+    let (uri, password) = env.credentials(&api, &token, three).await;
     assert_eq!(
         psql(&uri, &password, "select count(*) from pg_stat_replication where state = 'streaming'").unwrap(),
         "2"
     );
     assert_ne!(psql(&uri, &password, "show synchronous_standby_names").unwrap(), "");
     psql(&uri, &password, "create table r (id int); insert into r values (42)").unwrap();
-    for n in nodes.iter().filter(|n| n["role"] == "replica") {
-        let addr = n["address"].as_str().unwrap();
+    for n in nodes.iter().filter(|n| n.role == NodeRole::Replica) {
+        let addr = n.address.as_deref().unwrap();
         let conn = format!("host={addr} port=5432 dbname=postgres user=admin");
         assert_eq!(psql(&conn, &password, "select pg_is_in_recovery()").unwrap(), "t");
         poll(Duration::from_secs(10), || match psql(&conn, &password, "select id from r") {
@@ -65,15 +68,15 @@ async fn one_and_three_node_clusters_serve_sql_and_delete_cleanly() {
         });
     }
     // History: one event per step at least.
-    let (_, ev) = env.call(Method::GET, &format!("{api}/v1/clusters/{three}/events?limit=100"), &token, None).await;
-    let msgs: Vec<&str> = ev["items"].as_array().unwrap().iter().filter_map(|e| e["step"].as_str()).collect();
+    let ev = herd.events(three, Some(100), None).await.unwrap();
+    let msgs: Vec<&str> = ev.items.iter().filter_map(|e| e.step.as_deref()).collect();
     for step in ["create_server", "prepare", "start_patroni", "wait_converged", "finalize"] {
         assert!(msgs.contains(&step), "no {step} event in {msgs:?}");
     }
 
     assert_eq!(env.servers().len(), 4);
-    delete_and_check_clean(&env, &api, &token, &one).await;
-    delete_and_check_clean(&env, &api, &token, &three).await;
+    delete_and_check_clean(&env, &api, &token, one).await;
+    delete_and_check_clean(&env, &api, &token, three).await;
     assert_eq!(env.servers(), Vec::<String>::new(), "server directories left");
     assert_eq!(env.volumes(), Vec::<String>::new(), "volume directories left");
     let stray = env.stray_pids();
@@ -100,32 +103,32 @@ async fn a_failing_install_fails_readably_and_deletes_cleanly() {
     let env = Env::new(2);
     let (_dev, api, token) = env.dev(&[], "dev.log");
     // A catalogue entry whose packages cannot all be installed.
-    let (s, v) = env
-        .call(
-            Method::POST,
-            &format!("{api}/v1/datastores"),
-            &token,
-            Some(json!({"name": "pg-broken", "manager": "postgresql",
-                "versions": [{"version": "15", "packages": ["postgresql-15", "herd-no-such-package"]}]})),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let id = env.create_cluster(&api, &token, "broken", 1, json!({"datastore": "pg-broken"})).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    let c: Value = loop {
-        let (_, c) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}"), &token, None).await;
-        if c["status"] == "failed" {
-            break c;
-        }
-        assert!(std::time::Instant::now() < deadline, "{c}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    assert_eq!(c["fault"]["code"], "package_install_failed", "{c}");
-    assert!(c["fault"]["message"].as_str().unwrap().contains("herd-no-such-package"), "{c}");
-    assert_eq!(c["task"]["status"], "failed");
-    assert_eq!(c["task"]["error"]["code"], "package_install_failed");
+    let ds = env
+        .client(&api, &token)
+        .create_datastore(&CreateDatastore {
+            name: "pg-broken".into(),
+            manager: "postgresql".into(),
+            versions: vec![CreateVersion {
+                version: "15".into(),
+                active: None,
+                packages: vec!["postgresql-15".into(), "herd-no-such-package".into()],
+                images: Default::default(),
+            }],
+        })
+        .await
+        .unwrap();
+    assert_eq!((ds.name.as_str(), ds.versions.len()), ("pg-broken", 1), "{ds:?}");
+    let id =
+        env.create_cluster(&api, &token, CreateCluster { datastore: "pg-broken".into(), ..cluster("broken", 1) }).await;
+    let c = env.wait_status(&api, &token, id, ClusterStatus::Failed, Duration::from_secs(180)).await;
+    let fault = c.fault.as_ref().unwrap_or_else(|| panic!("no fault: {c:?}"));
+    assert_eq!(fault.code, "package_install_failed", "{c:?}");
+    assert!(fault.message.contains("herd-no-such-package"), "{c:?}");
+    let task = c.task.as_ref().unwrap_or_else(|| panic!("no task: {c:?}"));
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.error.as_ref().map(|e| e.code.as_str()), Some("package_install_failed"), "{task:?}");
     assert_eq!(env.servers().len(), 1, "the server exists until deleted");
-    delete_and_check_clean(&env, &api, &token, &id).await;
+    delete_and_check_clean(&env, &api, &token, id).await;
     assert!(env.servers().is_empty());
     assert!(env.volumes().is_empty());
     assert!(env.stray_pids().is_empty(), "{:?}", env.stray_pids());
@@ -153,19 +156,19 @@ async fn provisioning_resumes_after_the_worker_dies_after_any_step() {
     for (i, step) in steps.iter().enumerate() {
         let (mut dying, api, token) = env.dev(&[("HERD_TEST_EXIT_AFTER_STEP", step)], &format!("dev-{step}-1.log"));
         let name = format!("crash-{i}");
-        let id = env.create_cluster(&api, &token, &name, 1, json!({})).await;
+        let id = env.create_cluster(&api, &token, cluster(&name, 1)).await;
         let code = dying.wait_exit(Duration::from_secs(180));
         assert_eq!(code, Some(86), "worker did not exit after {step}; log:\n{}", dying.log_text());
         drop(dying);
 
         let (_dev, api, token) = env.dev(&[], &format!("dev-{step}-2.log"));
-        let c = env.wait_status(&api, &token, &id, "active", ACTIVE_WITHIN).await;
-        assert_eq!(c["task"]["status"], "succeeded", "{step}: {c}");
+        let c = env.wait_status(&api, &token, id, ClusterStatus::Active, ACTIVE_WITHIN).await;
+        assert_eq!(c.task.as_ref().map(|t| t.status), Some(TaskStatus::Succeeded), "{step}: {c:?}");
         assert_eq!(env.servers().len(), 1, "{step}: servers {:?}", env.servers());
         assert_eq!(env.volumes().len(), 1, "{step}: volumes {:?}", env.volumes());
-        let (uri, password) = env.credentials(&api, &token, &id).await;
+        let (uri, password) = env.credentials(&api, &token, id).await;
         assert_eq!(psql(&uri, &password, "select 1").unwrap(), "1", "{step}");
-        delete_and_check_clean(&env, &api, &token, &id).await;
+        delete_and_check_clean(&env, &api, &token, id).await;
         assert!(env.servers().is_empty() && env.volumes().is_empty(), "{step}: leftovers");
     }
     assert!(env.stray_pids().is_empty(), "{:?}", env.stray_pids());
@@ -193,24 +196,23 @@ async fn provisioning_survives_a_redis_restart() {
     ];
     let _serve = env.spawn(&["serve"], &shared, "serve.log");
     let api = format!("http://127.0.0.1:{api_port}");
-    let http = env.http.clone();
-    let health = format!("{api}/readyz");
+    let herd = env.client(&api, &token);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while http.get(&health).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+    while herd.ready().await.is_err() {
         assert!(std::time::Instant::now() < deadline, "herd serve did not come up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _worker = env.spawn(&["worker"], &shared, "worker.log");
 
-    let id = env.create_cluster(&api, &token, "through-restart", 1, json!({})).await;
+    let id = env.create_cluster(&api, &token, cluster("through-restart", 1)).await;
     // Wait until provisioning is under way, then take Redis away and bring it back.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let (_, c) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}"), &token, None).await;
-        if c["task"]["progress"].as_i64().unwrap_or(0) > 0 {
+        let c = herd.cluster(id).await.unwrap();
+        if c.task.as_ref().map_or(0, |t| t.progress) > 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "provisioning never started: {c}");
+        assert!(std::time::Instant::now() < deadline, "provisioning never started: {c:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     redis.child.kill().unwrap();
@@ -219,13 +221,13 @@ async fn provisioning_survives_a_redis_restart() {
     let _redis2 = start_redis(&env, redis_port, "redis-2.log");
     drop(redis);
 
-    let c = env.wait_status(&api, &token, &id, "active", ACTIVE_WITHIN).await;
-    assert_eq!(c["task"]["status"], "succeeded", "{c}");
+    let c = env.wait_status(&api, &token, id, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    assert_eq!(c.task.as_ref().map(|t| t.status), Some(TaskStatus::Succeeded), "{c:?}");
     // The worker's queue consumer came back too: new work still flows.
-    let after = env.create_cluster(&api, &token, "after-restart", 1, json!({})).await;
-    env.wait_status(&api, &token, &after, "active", ACTIVE_WITHIN).await;
+    let after = env.create_cluster(&api, &token, cluster("after-restart", 1)).await;
+    env.wait_status(&api, &token, after, ClusterStatus::Active, ACTIVE_WITHIN).await;
     assert_eq!(env.servers().len(), 2);
-    delete_and_check_clean(&env, &api, &token, &id).await;
-    delete_and_check_clean(&env, &api, &token, &after).await;
+    delete_and_check_clean(&env, &api, &token, id).await;
+    delete_and_check_clean(&env, &api, &token, after).await;
     assert!(env.servers().is_empty() && env.volumes().is_empty());
 }

@@ -123,7 +123,7 @@ async fn wait_for(
 async fn act(env: &Env, api: &str, token: &str, id: &str, body: Value) -> Value {
     let (s, v) = env.call(Method::POST, &format!("{api}/v1/clusters/{id}/actions"), token, Some(body.clone())).await;
     assert_eq!(s, 202, "{body} -> {v}");
-    let t = env.wait_task(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let t = env.wait_task_json(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(t["status"], "succeeded", "{body} -> {t}");
     t
 }
@@ -206,7 +206,7 @@ async fn drill(env: &Env, api: &str, token: &str, id: &str) -> Drill {
         assert!(Instant::now() < deadline, "etcd leader {leader:?} still on the primary {primary_addr}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let (uri, password) = env.credentials(api, token, id).await;
+    let (uri, password) = env.credentials_json(api, token, id).await;
     psql(&uri, &password, "create table if not exists w (id bigint primary key)").unwrap();
     let writer = Writer::start(uri.clone(), password.clone());
     poll(
@@ -237,7 +237,7 @@ async fn drill(env: &Env, api: &str, token: &str, id: &str) -> Drill {
         assert!(Instant::now() < deadline, "no write accepted within 60 s of the power-off");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let t = env.wait_task(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let t = env.wait_task_json(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(t["status"], "succeeded", "{t}");
 
     // The old primary's member key outlives it by up to one ttl; then it shows stopped.
@@ -272,7 +272,7 @@ async fn drill(env: &Env, api: &str, token: &str, id: &str) -> Drill {
         )
         .await;
     assert_eq!(s, 202, "{v}");
-    let t = env.wait_task(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let t = env.wait_task_json(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(t["status"], "succeeded", "{t}");
     let c = wait_for(env, api, token, id, "active again", Duration::from_secs(120), |c| {
         c["status"] == "active" && all_healthy(c, 3)
@@ -294,8 +294,9 @@ async fn synchronous_failover_loses_no_acknowledged_write() {
     let env = Env::new(6);
     let hooks = Receiver::start();
     let (_dev, api, token) = env.dev(&[], "dev.log");
-    let id = env.create_cluster(&api, &token, "sync", 3, json!({"synchronous": true, "hooks": hooks.hooks()})).await;
-    let c = env.wait_status(&api, &token, &id, "active", ACTIVE_WITHIN).await;
+    let id =
+        env.create_cluster_json(&api, &token, "sync", 3, json!({"synchronous": true, "hooks": hooks.hooks()})).await;
+    let c = env.wait_status_json(&api, &token, &id, "active", ACTIVE_WITHIN).await;
     assert_eq!(c["ha"]["ttl"], 5, "loopback clusters get the fast profile: {c}");
     assert_eq!(c["hooks"]["post_failover"]["url"], format!("{}/post", hooks.url));
     assert!(c["hooks"]["post_failover"].get("secret").is_none());
@@ -325,8 +326,8 @@ async fn synchronous_failover_loses_no_acknowledged_write() {
 async fn asynchronous_failover_reports_its_loss_bound() {
     let env = Env::new(7);
     let (_dev, api, token) = env.dev(&[], "dev.log");
-    let id = env.create_cluster(&api, &token, "async", 3, json!({"synchronous": false})).await;
-    let c = env.wait_status(&api, &token, &id, "active", ACTIVE_WITHIN).await;
+    let id = env.create_cluster_json(&api, &token, "async", 3, json!({"synchronous": false})).await;
+    let c = env.wait_status_json(&api, &token, &id, "active", ACTIVE_WITHIN).await;
     assert_eq!(c["ha"]["maximum_lag_on_failover"], 1_048_576);
     let d = drill(&env, &api, &token, &id).await;
     let last_acked_before = d.acked.iter().filter(|(_, at)| *at < d.power_off_at).map(|(i, _)| *i).max().unwrap();
@@ -352,7 +353,7 @@ async fn actions_hooks_parameters_and_replicas() {
     let hooks = Receiver::start();
     let (_dev, api, token) = env.dev(&[("HERD_WORKER__RECONCILE_INTERVAL_SECS", "2")], "dev.log");
     let id = env
-        .create_cluster(
+        .create_cluster_json(
             &api,
             &token,
             "ops",
@@ -362,8 +363,8 @@ async fn actions_hooks_parameters_and_replicas() {
             json!({"synchronous": false, "hooks": hooks.hooks(), "parameters": {"work_mem": "8MB"}}),
         )
         .await;
-    let c = env.wait_status(&api, &token, &id, "active", ACTIVE_WITHIN).await;
-    let (uri, password) = env.credentials(&api, &token, &id).await;
+    let c = env.wait_status_json(&api, &token, &id, "active", ACTIVE_WITHIN).await;
+    let (uri, password) = env.credentials_json(&api, &token, &id).await;
     psql(&uri, &password, "create table t (id int primary key); insert into t select generate_series(1, 1000)")
         .unwrap();
 
@@ -492,7 +493,7 @@ async fn actions_hooks_parameters_and_replicas() {
         .await;
     assert_eq!(s, 200, "{v}");
     let task = v["task_id"].as_str().unwrap().to_owned();
-    let t = env.wait_task(&api, &token, &task, TASK_WITHIN).await;
+    let t = env.wait_task_json(&api, &token, &task, TASK_WITHIN).await;
     assert_eq!(t["status"], "succeeded", "{t}");
     let c = wait_for(&env, &api, &token, &id, "healthy after the roll", Duration::from_secs(60), |c| all_healthy(c, 3))
         .await;
@@ -519,7 +520,7 @@ async fn actions_hooks_parameters_and_replicas() {
         env.call(Method::POST, &format!("{api}/v1/clusters/{id}/nodes"), &token, Some(json!({"count": 1}))).await;
     assert_eq!(s, 202, "{v}");
     let added = v["nodes"][0]["id"].as_str().unwrap().to_owned();
-    let t = env.wait_task(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let t = env.wait_task_json(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(t["status"], "succeeded", "{t}");
     let c = wait_for(&env, &api, &token, &id, "4 healthy nodes", Duration::from_secs(60), |c| all_healthy(c, 4)).await;
     let a = c["nodes"].as_array().unwrap().iter().find(|n| n["id"] == added).unwrap().clone();
@@ -531,7 +532,7 @@ async fn actions_hooks_parameters_and_replicas() {
     assert_eq!((s, v["code"].as_str()), (409, Some("node_is_primary")), "{v}");
     let (s, v) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{id}/nodes/{added}"), &token, None).await;
     assert_eq!(s, 202, "{v}");
-    let t = env.wait_task(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let t = env.wait_task_json(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(t["status"], "succeeded", "{t}");
     let c = wait_for(&env, &api, &token, &id, "3 healthy nodes", Duration::from_secs(60), |c| {
         c["status"] == "active" && all_healthy(c, 3)
@@ -561,7 +562,7 @@ async fn actions_hooks_parameters_and_replicas() {
 
     let (s, d) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{id}"), &token, None).await;
     assert_eq!(s, 202, "{d}");
-    let t = env.wait_task(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let t = env.wait_task_json(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(t["status"], "succeeded", "{t}");
     assert!(env.servers().is_empty());
 }
@@ -607,7 +608,7 @@ async fn power(env: &Env, api: &str, token: &str, id: &str, node: &Value, body: 
     let url = format!("{api}/v1/clusters/{id}/nodes/{}/power", node["id"].as_str().unwrap());
     let (s, v) = env.call(Method::POST, &url, token, Some(body.clone())).await;
     assert_eq!(s, 202, "{body} -> {v}");
-    let t = env.wait_task(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let t = env.wait_task_json(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(t["status"], "succeeded", "{body} -> {t}");
 }
 
@@ -622,15 +623,15 @@ async fn power(env: &Env, api: &str, token: &str, id: &str, node: &Value, body: 
 async fn leaderless_synchronous_cluster_is_rescued_by_a_forced_failover() {
     let env = Env::new(11);
     let (dev, api, token) = env.dev(&[], "dev.log");
-    let id = env.create_cluster(&api, &token, "rescue", 3, json!({"synchronous": true})).await;
-    let c = env.wait_status(&api, &token, &id, "active", ACTIVE_WITHIN).await;
+    let id = env.create_cluster_json(&api, &token, "rescue", 3, json!({"synchronous": true})).await;
+    let c = env.wait_status_json(&api, &token, &id, "active", ACTIVE_WITHIN).await;
     // Active in synchronous mode means a synchronous standby is on record.
     let sync: Vec<&Value> = c["nodes"].as_array().unwrap().iter().filter(|n| n["sync_standby"] == true).collect();
     assert_eq!(sync.len(), 1, "one synchronous standby: {c}");
     assert_eq!(sync[0]["role"], "replica", "{c}");
     let (a, b) = (node(&c, "primary").clone(), sync[0].clone());
     let r = replicas(&c).into_iter().find(|n| n["id"] != b["id"]).unwrap();
-    let (uri, password) = env.credentials(&api, &token, &id).await;
+    let (uri, password) = env.credentials_json(&api, &token, &id).await;
     psql(&uri, &password, "create table kept (id int primary key); insert into kept select generate_series(1, 100)")
         .unwrap();
 
@@ -661,7 +662,7 @@ async fn leaderless_synchronous_cluster_is_rescued_by_a_forced_failover() {
         .find(|e| e["message"].as_str().unwrap_or("").contains("Forcing a failover to the most advanced replica"))
         .unwrap_or_else(|| panic!("no forced-failover event: {ev:?}"));
     assert_eq!(forced["level"], "warn");
-    let t = env.wait_task(&api, &token, forced["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let t = env.wait_task_json(&api, &token, forced["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!((t["kind"].as_str(), t["status"].as_str()), (Some("cluster_action"), Some("succeeded")), "{t}");
     let a_timeline = node(&c, "primary")["timeline"].as_i64().unwrap();
     let log = dev.log_text();

@@ -303,7 +303,7 @@ async fn backup(env: &Env, api: &str, token: &str, id: &str, kind: &str) -> Valu
     let (s, v) =
         env.call(Method::POST, &format!("{api}/v1/clusters/{id}/backups"), token, Some(json!({"type": kind}))).await;
     assert_eq!(s, 202, "{v}");
-    let t = env.wait_task(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let t = env.wait_task_json(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(t["status"], "succeeded", "{t}");
     let (s, b) =
         env.call(Method::GET, &format!("{api}/v1/backups/{}", v["backup"]["id"].as_str().unwrap()), token, None).await;
@@ -375,8 +375,8 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
     let (dev, api, token) = env.dev(&s3_env, "dev.log");
 
     // The build creates the stanza in the bucket (stanza-create + check over TLS).
-    let src = env.create_cluster(&api, &token, "src", 1, json!({})).await;
-    let shown = env.wait_status(&api, &token, &src, "active", ACTIVE_WITHIN).await;
+    let src = env.create_cluster_json(&api, &token, "src", 1, json!({})).await;
+    let shown = env.wait_status_json(&api, &token, &src, "active", ACTIVE_WITHIN).await;
     assert_eq!(shown["backup_repository"], "s3", "{shown}");
     let stanza = stanza_of(&src);
     for info in [format!("{PREFIX}/archive/{stanza}/archive.info"), format!("{PREFIX}/backup/{stanza}/backup.info")] {
@@ -407,7 +407,7 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
     assert!(!conf.contains("verify-tls"), "verification stays on: {conf}");
 
     // Rows, a full backup, rows, an incremental.
-    let (uri, password) = env.credentials(&api, &token, &src).await;
+    let (uri, password) = env.credentials_json(&api, &token, &src).await;
     psql(&uri, &password, "create table t (id int primary key); insert into t select generate_series(1, 100)").unwrap();
     let full = backup(&env, &api, &token, &src, "full").await;
     psql(&uri, &password, "insert into t select generate_series(101, 200)").unwrap();
@@ -453,9 +453,9 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
 
     // The latest state, restored into a new cluster: every row.
     let restored =
-        env.create_cluster(&api, &token, "restored", 1, json!({"restore": {"source_cluster_id": src}})).await;
-    env.wait_status(&api, &token, &restored, "active", ACTIVE_WITHIN).await;
-    let (ruri, rpassword) = env.credentials(&api, &token, &restored).await;
+        env.create_cluster_json(&api, &token, "restored", 1, json!({"restore": {"source_cluster_id": src}})).await;
+    env.wait_status_json(&api, &token, &restored, "active", ACTIVE_WITHIN).await;
+    let (ruri, rpassword) = env.credentials_json(&api, &token, &restored).await;
     let rows = psql(&ruri, &rpassword, "select count(*) || ':' || min(id) || ':' || max(id) from t").unwrap();
     assert_eq!(rows, "250:1:250", "every row of the source");
     // It archives into a stanza of its own in the same bucket.
@@ -466,7 +466,7 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
     let incr_id = incr["id"].as_str().unwrap();
     let (s, v) = env.call(Method::DELETE, &format!("{api}/v1/backups/{incr_id}"), &token, None).await;
     assert_eq!(s, 202, "{v}");
-    let tk = env.wait_task(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let tk = env.wait_task_json(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(tk["status"], "succeeded", "{tk}");
     let (_, b) = env.call(Method::GET, &format!("{api}/v1/backups/{incr_id}"), &token, None).await;
     assert_eq!(b["status"], "expired", "{b}");
@@ -485,7 +485,7 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
     assert_eq!(confs.len(), 2, "one pgbackrest.conf per node: {confs:?}");
 
     for id in [&src, &restored] {
-        env.delete_cluster(&api, &token, id, TASK_WITHIN).await;
+        env.delete_cluster_json(&api, &token, id, TASK_WITHIN).await;
     }
     assert!(env.servers().is_empty(), "{:?}", env.servers());
     drop(dev);

@@ -14,7 +14,7 @@ const ACTIVE_WITHIN: Duration = Duration::from_secs(300);
 const TASK_WITHIN: Duration = Duration::from_secs(300);
 
 async fn count(env: &Env, api: &str, token: &str, id: &str) -> String {
-    let (uri, password) = env.credentials(api, token, id).await;
+    let (uri, password) = env.credentials_json(api, token, id).await;
     psql(&uri, &password, "select count(*) || ':' || max(id) from t").unwrap()
 }
 
@@ -26,9 +26,9 @@ async fn get_snapshot(env: &Env, api: &str, token: &str, id: &str) -> (u16, Valu
 async fn snapshot_restore_and_delete() {
     let env = Env::new(12);
     let (_dev, api, token) = env.dev(&[], "dev.log");
-    let src = env.create_cluster(&api, &token, "snapsrc", 1, json!({})).await;
-    env.wait_status(&api, &token, &src, "active", ACTIVE_WITHIN).await;
-    let (uri, password) = env.credentials(&api, &token, &src).await;
+    let src = env.create_cluster_json(&api, &token, "snapsrc", 1, json!({})).await;
+    env.wait_status_json(&api, &token, &src, "active", ACTIVE_WITHIN).await;
+    let (uri, password) = env.credentials_json(&api, &token, &src).await;
     psql(&uri, &password, "create table t (id int primary key); insert into t select generate_series(1, 100)").unwrap();
 
     let (s, v) = env.call(Method::POST, &format!("{api}/v1/clusters/{src}/snapshots"), &token, Some(json!({}))).await;
@@ -38,7 +38,7 @@ async fn snapshot_restore_and_delete() {
     // One task at a time: a backup now waits its turn.
     let (s, b) = env.call(Method::POST, &format!("{api}/v1/clusters/{src}/backups"), &token, Some(json!({}))).await;
     assert_eq!((s, b["code"].as_str()), (409, Some("cluster_busy")), "{b}");
-    let t = env.wait_task(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let t = env.wait_task_json(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(t["status"], "succeeded", "{t}");
     let (s, sn) = get_snapshot(&env, &api, &token, &snap).await;
     assert_eq!((s, sn["status"].as_str()), (200, Some("available")), "{sn}");
@@ -49,10 +49,10 @@ async fn snapshot_restore_and_delete() {
     psql(&uri, &password, "insert into t select generate_series(101, 150)").unwrap();
 
     // A new cluster with a replica from it: the data as of the snapshot, on both nodes.
-    let copy = env.create_cluster(&api, &token, "snapcopy", 2, json!({"restore": {"snapshot_id": snap}})).await;
-    let c = env.wait_status(&api, &token, &copy, "active", ACTIVE_WITHIN).await;
+    let copy = env.create_cluster_json(&api, &token, "snapcopy", 2, json!({"restore": {"snapshot_id": snap}})).await;
+    let c = env.wait_status_json(&api, &token, &copy, "active", ACTIVE_WITHIN).await;
     assert_eq!(count(&env, &api, &token, &copy).await, "100:100", "exactly the rows before the snapshot");
-    let (_, password_copy) = env.credentials(&api, &token, &copy).await;
+    let (_, password_copy) = env.credentials_json(&api, &token, &copy).await;
     for n in c["nodes"].as_array().unwrap() {
         let conn = format!("host={} port=5432 dbname=postgres user=admin", n["address"].as_str().unwrap());
         common::poll(Duration::from_secs(30), || match psql(&conn, &password_copy, "select count(*) from t") {
@@ -61,26 +61,26 @@ async fn snapshot_restore_and_delete() {
         });
     }
     // It is a cluster of its own: it writes, and backs up into its own stanza.
-    let (uri_copy, _) = env.credentials(&api, &token, &copy).await;
+    let (uri_copy, _) = env.credentials_json(&api, &token, &copy).await;
     psql(&uri_copy, &password_copy, "insert into t values (1000)").unwrap();
     let (s, v) = env.call(Method::POST, &format!("{api}/v1/clusters/{copy}/backups"), &token, Some(json!({}))).await;
     assert_eq!(s, 202, "{v}");
-    let t = env.wait_task(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let t = env.wait_task_json(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(t["status"], "succeeded", "{t}");
     assert_eq!(count(&env, &api, &token, &src).await, "150:150", "the source is untouched");
 
     // The source goes; its snapshot stays, and restores under the source's own name.
-    env.delete_cluster(&api, &token, &src, TASK_WITHIN).await;
+    env.delete_cluster_json(&api, &token, &src, TASK_WITHIN).await;
     let (s, sn) = get_snapshot(&env, &api, &token, &snap).await;
     assert_eq!((s, sn["status"].as_str()), (200, Some("available")), "{sn}");
-    let again = env.create_cluster(&api, &token, "snapsrc", 1, json!({"restore": {"snapshot_id": snap}})).await;
-    env.wait_status(&api, &token, &again, "active", ACTIVE_WITHIN).await;
+    let again = env.create_cluster_json(&api, &token, "snapsrc", 1, json!({"restore": {"snapshot_id": snap}})).await;
+    env.wait_status_json(&api, &token, &again, "active", ACTIVE_WITHIN).await;
     assert_eq!(count(&env, &api, &token, &again).await, "100:100");
 
     // Deleted at the provider; the id is gone.
     let (s, d) = env.call(Method::DELETE, &format!("{api}/v1/snapshots/{snap}"), &token, None).await;
     assert_eq!(s, 202, "{d}");
-    let t = env.wait_task(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
+    let t = env.wait_task_json(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
     assert_eq!(t["status"], "succeeded", "{t}");
     let (s, _) = get_snapshot(&env, &api, &token, &snap).await;
     assert_eq!(s, 404);
@@ -92,7 +92,7 @@ async fn snapshot_restore_and_delete() {
     assert_eq!((s, v["errors"][0]["field"].as_str()), (422, Some("restore.snapshot_id")), "{v}");
 
     for id in [&copy, &again] {
-        env.delete_cluster(&api, &token, id, TASK_WITHIN).await;
+        env.delete_cluster_json(&api, &token, id, TASK_WITHIN).await;
     }
     assert!(env.servers().is_empty() && env.volumes().is_empty(), "{:?} {:?}", env.servers(), env.volumes());
 }
