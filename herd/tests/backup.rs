@@ -4,40 +4,44 @@
 
 mod common;
 
-use common::{Env, psql};
-use reqwest::Method;
-use serde_json::{Value, json};
+use common::{Env, cluster, psql, refused};
+use herd_client::types::{
+    BackupDto, BackupRequest, BackupStatus, BackupType, ClusterStatus, CreateCluster, RestoreRequest,
+};
 use std::time::Duration;
+use uuid::Uuid;
 
 const ACTIVE_WITHIN: Duration = Duration::from_secs(300);
 const TASK_WITHIN: Duration = Duration::from_secs(300);
 
-async fn backup(env: &Env, api: &str, token: &str, id: &str, kind: &str) -> Value {
-    let (s, v) =
-        env.call(Method::POST, &format!("{api}/v1/clusters/{id}/backups"), token, Some(json!({"type": kind}))).await;
-    assert_eq!(s, 202, "{v}");
-    assert_eq!(v["backup"]["status"], "new");
-    let t = env.wait_task_json(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(t["status"], "succeeded", "{t}");
-    let (s, b) =
-        env.call(Method::GET, &format!("{api}/v1/backups/{}", v["backup"]["id"].as_str().unwrap()), token, None).await;
-    assert_eq!(s, 200, "{b}");
-    assert_eq!(b["status"], "completed", "{b}");
-    assert_eq!(b["type"], kind);
-    assert_eq!(b["repository"], "posix", "{b}");
-    for f in ["label", "wal_start", "wal_stop", "started_at", "finished_at"] {
-        assert!(b[f].is_string(), "{f}: {b}");
+async fn backup(env: &Env, api: &str, token: &str, id: Uuid, kind: BackupType) -> BackupDto {
+    let herd = env.client(api, token);
+    let v = herd.create_backup(id, &BackupRequest { backup_type: Some(kind) }).await.unwrap();
+    assert_eq!(v.backup.status, BackupStatus::New, "{v:?}");
+    env.wait_succeeded(api, token, v.task_id, TASK_WITHIN).await;
+    let b = herd.backup(v.backup.id).await.unwrap();
+    assert_eq!(b.status, BackupStatus::Completed, "{b:?}");
+    assert_eq!(b.backup_type, kind);
+    assert_eq!(b.repository, "posix", "{b:?}");
+    for (f, set) in [
+        ("label", b.label.is_some()),
+        ("wal_start", b.wal_start.is_some()),
+        ("wal_stop", b.wal_stop.is_some()),
+        ("started_at", b.started_at.is_some()),
+        ("finished_at", b.finished_at.is_some()),
+    ] {
+        assert!(set, "{f}: {b:?}");
     }
-    assert!(b["size_bytes"].as_i64().unwrap_or(0) > 0 && b["repo_size_bytes"].as_i64().unwrap_or(0) > 0, "{b}");
+    assert!(b.size_bytes.unwrap_or(0) > 0 && b.repo_size_bytes.unwrap_or(0) > 0, "{b:?}");
     b
 }
 
-async fn restore(env: &Env, api: &str, token: &str, name: &str, restore: Value) -> String {
-    env.create_cluster_json(api, token, name, 1, json!({"restore": restore})).await
+async fn restore(env: &Env, api: &str, token: &str, name: &str, restore: RestoreRequest) -> Uuid {
+    env.create_cluster(api, token, CreateCluster { restore: Some(restore), ..cluster(name, 1) }).await
 }
 
-async fn count(env: &Env, api: &str, token: &str, id: &str) -> String {
-    let (uri, password) = env.credentials_json(api, token, id).await;
+async fn count(env: &Env, api: &str, token: &str, id: Uuid) -> String {
+    let (uri, password) = env.credentials(api, token, id).await;
     psql(&uri, &password, "select count(*) || ':' || max(id) from t").unwrap()
 }
 
@@ -45,14 +49,15 @@ async fn count(env: &Env, api: &str, token: &str, id: &str) -> String {
 async fn backups_point_in_time_restore_and_expiry() {
     let env = Env::new(9);
     let (dev, api, token) = env.dev(&[], "dev.log");
-    let src = env.create_cluster_json(&api, &token, "src", 1, json!({})).await;
-    env.wait_status_json(&api, &token, &src, "active", ACTIVE_WITHIN).await;
-    let (uri, password) = env.credentials_json(&api, &token, &src).await;
-    let (s, w) = env.call(Method::GET, &format!("{api}/v1/clusters/{src}/recovery-window"), &token, None).await;
-    assert_eq!((s, w), (200, json!({"earliest": null, "latest": null})));
+    let herd = env.client(&api, &token);
+    let src = env.create_cluster(&api, &token, cluster("src", 1)).await;
+    env.wait_status(&api, &token, src, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    let (uri, password) = env.credentials(&api, &token, src).await;
+    let w = herd.recovery_window(src).await.unwrap();
+    assert_eq!((w.earliest, w.latest), (None, None), "{w:?}");
 
     psql(&uri, &password, "create table t (id int primary key); insert into t select generate_series(1, 100)").unwrap();
-    let full = backup(&env, &api, &token, &src, "full").await;
+    let full = backup(&env, &api, &token, src, BackupType::Full).await;
     psql(&uri, &password, "insert into t select generate_series(101, 200)").unwrap();
     // T: after row 200 committed, before row 201 is.
     let t =
@@ -60,50 +65,50 @@ async fn backups_point_in_time_restore_and_expiry() {
     psql(&uri, &password, "select pg_sleep(0.2); insert into t select generate_series(201, 300)").unwrap();
     // The incremental backup ends with a WAL switch and waits for that WAL to be
     // archived: rows 201–300 are restorable from then on.
-    let incr = backup(&env, &api, &token, &src, "incr").await;
-    assert!(
-        incr["repo_size_bytes"].as_i64() < full["repo_size_bytes"].as_i64(),
-        "an incremental adds less than a full: {incr} vs {full}"
-    );
-    let (_, w) = env.call(Method::GET, &format!("{api}/v1/clusters/{src}/recovery-window"), &token, None).await;
-    let (earliest, latest) = (w["earliest"].as_str().unwrap().to_owned(), w["latest"].as_str().unwrap().to_owned());
-    let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap();
-    assert!(parse(&earliest) <= parse(&t) && parse(&t) <= parse(&latest), "{w} vs T={t}");
+    let incr = backup(&env, &api, &token, src, BackupType::Incr).await;
+    assert!(incr.repo_size_bytes < full.repo_size_bytes, "an incremental adds less than a full: {incr:?} vs {full:?}");
+    let w = herd.recovery_window(src).await.unwrap();
+    let (earliest, latest) = (w.earliest.unwrap(), w.latest.unwrap());
+    let t_at = chrono::DateTime::parse_from_rfc3339(&t).unwrap().with_timezone(&chrono::Utc);
+    assert!(earliest <= t_at && t_at <= latest, "{w:?} vs T={t}");
 
     // Refused: a target before the window; an unknown source.
-    let before = (parse(full["finished_at"].as_str().unwrap()) - chrono::Duration::hours(1)).to_rfc3339();
-    let body = json!({"name": "early", "datastore": "postgresql", "version": "15", "flavor": "local.small",
-        "restore": {"source_cluster_id": src, "target_time": before}});
-    let (s, v) = env.call(Method::POST, &format!("{api}/v1/clusters"), &token, Some(body)).await;
-    assert_eq!((s, v["errors"][0]["field"].as_str()), (422, Some("restore.target_time")), "{v}");
-    let body = json!({"name": "nowhere", "datastore": "postgresql", "version": "15", "flavor": "local.small",
-        "restore": {"source_cluster_id": uuid::Uuid::new_v4()}});
-    let (s, v) = env.call(Method::POST, &format!("{api}/v1/clusters"), &token, Some(body)).await;
-    assert_eq!((s, v["errors"][0]["field"].as_str()), (422, Some("restore.source_cluster_id")), "{v}");
+    let before = full.finished_at.unwrap() - chrono::Duration::hours(1);
+    let early = RestoreRequest { source_cluster_id: Some(src), target_time: Some(before), ..Default::default() };
+    let p = refused(herd.create_cluster(&CreateCluster { restore: Some(early), ..cluster("early", 1) }).await);
+    assert_eq!((p.status, p.errors.first().map(|e| e.field.as_str())), (422, Some("restore.target_time")), "{p:?}");
+    let nowhere = RestoreRequest { source_cluster_id: Some(Uuid::new_v4()), ..Default::default() };
+    let p = refused(herd.create_cluster(&CreateCluster { restore: Some(nowhere), ..cluster("nowhere", 1) }).await);
+    assert_eq!(
+        (p.status, p.errors.first().map(|e| e.field.as_str())),
+        (422, Some("restore.source_cluster_id")),
+        "{p:?}"
+    );
 
     // Point in time and latest, built side by side.
-    let pitr = restore(&env, &api, &token, "pitr", json!({"source_cluster_id": src, "target_time": t})).await;
-    let latest_id = restore(&env, &api, &token, "latest", json!({"source_cluster_id": src})).await;
+    let at_t = RestoreRequest { source_cluster_id: Some(src), target_time: Some(t_at), ..Default::default() };
+    let pitr = restore(&env, &api, &token, "pitr", at_t).await;
+    let latest_id =
+        restore(&env, &api, &token, "latest", RestoreRequest { source_cluster_id: Some(src), ..Default::default() })
+            .await;
     // A backup of a cluster that is not active yet is refused.
-    let (s, v) = env.call(Method::POST, &format!("{api}/v1/clusters/{pitr}/backups"), &token, Some(json!({}))).await;
-    assert_eq!((s, v["code"].as_str()), (409, Some("cluster_not_ready")), "{v}");
-    env.wait_status_json(&api, &token, &pitr, "active", ACTIVE_WITHIN).await;
-    env.wait_status_json(&api, &token, &latest_id, "active", ACTIVE_WITHIN).await;
-    assert_eq!(count(&env, &api, &token, &pitr).await, "200:200", "exactly the rows committed before T");
-    assert_eq!(count(&env, &api, &token, &latest_id).await, "300:300", "every archived row");
+    let p = refused(herd.create_backup(pitr, &BackupRequest::default()).await);
+    assert_eq!((p.status, p.code.as_str()), (409, "cluster_not_ready"), "{p:?}");
+    env.wait_status(&api, &token, pitr, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    env.wait_status(&api, &token, latest_id, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    assert_eq!(count(&env, &api, &token, pitr).await, "200:200", "exactly the rows committed before T");
+    assert_eq!(count(&env, &api, &token, latest_id).await, "300:300", "every archived row");
     // A restored cluster takes backups of its own.
-    backup(&env, &api, &token, &pitr, "full").await;
+    backup(&env, &api, &token, pitr, BackupType::Full).await;
 
     // The source goes; its backups stay, restorable, until expired.
-    let (s, d) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{src}"), &token, None).await;
-    assert_eq!(s, 202, "{d}");
-    let tk = env.wait_task_json(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(tk["status"], "succeeded", "{tk}");
-    let (_, list) = env.call(Method::GET, &format!("{api}/v1/backups?cluster_id={src}"), &token, None).await;
-    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
-    let after = restore(&env, &api, &token, "after", json!({"source_cluster_id": src, "backup_id": full["id"]})).await;
-    env.wait_status_json(&api, &token, &after, "active", ACTIVE_WITHIN).await;
-    let n = count(&env, &api, &token, &after).await;
+    env.delete_cluster(&api, &token, src, TASK_WITHIN).await;
+    let list = herd.backups(Some(src)).await.unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let from_full = RestoreRequest { source_cluster_id: Some(src), backup_id: Some(full.id), ..Default::default() };
+    let after = restore(&env, &api, &token, "after", from_full).await;
+    env.wait_status(&api, &token, after, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    let n = count(&env, &api, &token, after).await;
     assert_eq!(n, "300:300", "restoring the full backup replays every archived WAL");
 
     let repo = env.state().join("backups");
@@ -124,44 +129,33 @@ async fn backups_point_in_time_restore_and_expiry() {
         ("HERD_BACKUPS__S3__SECRET_ACCESS_KEY", "unused-secret"),
     ];
     let (_dev, api, token) = env.dev(&s3_elsewhere, "dev-s3-settings.log");
-    let shown = env.wait_status_json(&api, &token, &pitr, "active", ACTIVE_WITHIN).await;
-    assert_eq!(shown["backup_repository"], "posix", "{shown}");
-    let kept = backup(&env, &api, &token, &pitr, "incr").await;
-    let kept_label = kept["label"].as_str().unwrap();
+    let herd = env.client(&api, &token);
+    let shown = env.wait_status(&api, &token, pitr, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    assert_eq!(shown.backup_repository.as_deref(), Some("posix"), "{shown:?}");
+    let kept = backup(&env, &api, &token, pitr, BackupType::Incr).await;
+    let kept_label = kept.label.as_deref().unwrap();
     assert!(in_repo(kept_label), "backup {kept_label} is in {}", repo.display());
     // What reads the repository from Herd's side finds it there too.
-    let (s, w) = env.call(Method::GET, &format!("{api}/v1/clusters/{pitr}/recovery-window"), &token, None).await;
-    assert_eq!(s, 200, "{w}");
-    assert!(w["latest"].as_str() >= kept["finished_at"].as_str(), "{w} vs {kept}");
-    let (s, v) =
-        env.call(Method::DELETE, &format!("{api}/v1/backups/{}", kept["id"].as_str().unwrap()), &token, None).await;
-    assert_eq!(s, 202, "{v}");
-    let tk = env.wait_task_json(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(tk["status"], "succeeded", "{tk}");
+    let w = herd.recovery_window(pitr).await.unwrap();
+    assert!(w.latest.is_some() && w.latest >= kept.finished_at, "{w:?} vs {kept:?}");
+    let v = herd.expire_backup(kept.id).await.unwrap();
+    env.wait_succeeded(&api, &token, v.task_id, TASK_WITHIN).await;
     assert!(!in_repo(kept_label), "expired backup {kept_label} is still in the repository");
 
     // Expire the incremental: gone from the repository, shown as expired.
-    let label = incr["label"].as_str().unwrap();
+    let label = incr.label.as_deref().unwrap();
     assert!(in_repo(label), "backup {label} is in {}", repo.display());
-    let (s, v) =
-        env.call(Method::DELETE, &format!("{api}/v1/backups/{}", incr["id"].as_str().unwrap()), &token, None).await;
-    assert_eq!(s, 202, "{v}");
-    let tk = env.wait_task_json(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(tk["status"], "succeeded", "{tk}");
-    let (_, b) =
-        env.call(Method::GET, &format!("{api}/v1/backups/{}", incr["id"].as_str().unwrap()), &token, None).await;
-    assert_eq!(b["status"], "expired", "{b}");
+    let v = herd.expire_backup(incr.id).await.unwrap();
+    env.wait_succeeded(&api, &token, v.task_id, TASK_WITHIN).await;
+    let b = herd.backup(incr.id).await.unwrap();
+    assert_eq!(b.status, BackupStatus::Expired, "{b:?}");
     assert!(!in_repo(label), "expired backup {label} is still in the repository");
     // Expiring it again answers with the task that expired it.
-    let (s, again) =
-        env.call(Method::DELETE, &format!("{api}/v1/backups/{}", incr["id"].as_str().unwrap()), &token, None).await;
-    assert_eq!((s, &again["task_id"]), (202, &v["task_id"]), "{again}");
+    let again = herd.expire_backup(incr.id).await.unwrap();
+    assert_eq!(again.task_id, v.task_id, "{again:?}");
 
-    for id in [&pitr, &latest_id, &after] {
-        let (s, d) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{id}"), &token, None).await;
-        assert_eq!(s, 202, "{d}");
-        let tk = env.wait_task_json(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-        assert_eq!(tk["status"], "succeeded", "{tk}");
+    for id in [pitr, latest_id, after] {
+        env.delete_cluster(&api, &token, id, TASK_WITHIN).await;
     }
     assert!(env.servers().is_empty());
 }

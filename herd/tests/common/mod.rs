@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use herd_client::types::{ClusterDto, ClusterStatus, CreateCluster, TaskDto, TaskStatus};
-use herd_client::{Client, Progress, WaitOptions};
+use herd_client::{ApiProblem, Client, Progress, WaitOptions};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -45,6 +45,14 @@ pub fn cluster(name: &str, nodes: i64) -> CreateCluster {
         flavor: "local.small".into(),
         nodes: Some(nodes),
         ..Default::default()
+    }
+}
+
+/// The problem of a call the API must refuse; panics if it did not.
+pub fn refused<T: std::fmt::Debug>(r: herd_client::Result<T>) -> ApiProblem {
+    match r {
+        Err(herd_client::Error::Api(p)) => p,
+        other => panic!("expected the API to refuse: {other:?}"),
     }
 }
 
