@@ -51,6 +51,6 @@ async fn demo(api: &str, token: &str) -> Result<(), String> {
     let uri = cred.uri.ok_or("the cluster has no endpoint yet (is it active?)")?;
     println!("demo: cluster 'demo' is active after {:.1}s", started.elapsed().as_secs_f64());
     println!("demo: connect with:  psql '{uri}'");
-    println!("demo: or with the CLI: herd cluster connect demo   (after the `herd login` line above)");
+    println!("demo: or with the CLI: {} cluster connect demo   (after the login line above)", crate::program());
     Ok(())
 }

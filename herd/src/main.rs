@@ -131,7 +131,7 @@ async fn server(cli: Cli) -> anyhow::Result<()> {
             println!("  Docs:        {url}/docs/");
             println!("  Admin token: {token_line}");
             println!("  State dir:   {}", settings.state_dir.display());
-            println!("  CLI:         herd login --url {url} --token-file {}", token_path.display());
+            println!("  CLI:         {} login --url {url} --token-file {}", program(), token_path.display());
             let worker = tokio::spawn(herd_worker::run(ctx));
             if demo {
                 let token = std::fs::read_to_string(&token_path)?;
@@ -144,16 +144,31 @@ async fn server(cli: Cli) -> anyhow::Result<()> {
             let running = running_servers(&settings);
             if running > 0 {
                 let dir = settings.state_dir.display();
+                let herd = program();
                 eprintln!(
                     "herd dev stopped. Its {running} server(s) keep running (sshd, etcd, Patroni, PostgreSQL) \
                      and the next `herd dev` manages them again.\n  \
-                     Stop them:         herd dev --down --state-dir {dir}\n  \
-                     Remove everything: herd dev --purge --state-dir {dir}"
+                     Stop them:         {herd} dev --down --state-dir {dir}\n  \
+                     Remove everything: {herd} dev --purge --state-dir {dir}"
                 );
             }
             Ok(())
         }
         Command::Client(_) => unreachable!("client commands return before settings load"),
+    }
+}
+
+/// How to run this binary again from a shell: `herd` when that is what PATH finds,
+/// else its path (a fresh clone runs target/debug/herd through scripts/dev.sh).
+fn program() -> String {
+    let me = std::env::current_exe().and_then(|p| p.canonicalize()).ok();
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path).map(|d| d.join("herd")).find(|p| p.is_file()).and_then(|p| p.canonicalize().ok())
+    });
+    match (me, on_path) {
+        (Some(me), Some(found)) if me == found => "herd".into(),
+        (Some(me), _) => me.display().to_string(),
+        (None, _) => "herd".into(),
     }
 }
 
