@@ -8,9 +8,10 @@
 
 mod common;
 
-use common::{Env, free_port, psql, start_redis};
-use reqwest::Method;
-use serde_json::{Value, json};
+use common::{Env, cluster, free_port, psql, start_redis};
+use herd_client::types::{
+    BackupDto, BackupPolicyRequest, BackupStatus, BackupType, ClusterStatus, CreateCluster, RestoreRequest, TaskStatus,
+};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -47,16 +48,9 @@ impl Drop for PgDb {
     }
 }
 
-async fn backups(env: &Env, api: &str, token: &str, id: &str) -> Vec<Value> {
-    let (s, v) = env.call(Method::GET, &format!("{api}/v1/backups?cluster_id={id}&limit=100"), token, None).await;
-    assert_eq!(s, 200, "{v}");
-    v["items"].as_array().unwrap().clone()
-}
-
-async fn messages(env: &Env, api: &str, token: &str, id: &str) -> Vec<String> {
-    let (s, v) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}/events?limit=100"), token, None).await;
-    assert_eq!(s, 200, "{v}");
-    v["items"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap_or("").to_owned()).collect()
+/// The newest 100 history messages of the cluster.
+async fn messages(herd: &herd_client::Client, id: uuid::Uuid) -> Vec<String> {
+    herd.events(id, Some(100), None).await.unwrap().items.into_iter().map(|e| e.message).collect()
 }
 
 fn in_repo(env: &Env, label: &str) -> bool {
@@ -86,44 +80,44 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
     ];
     let _serve = env.spawn(&["serve"], &shared, "serve.log");
     let api = format!("http://127.0.0.1:{api_port}");
+    let herd = env.client(&api, &token);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while env.http.get(format!("{api}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+    while herd.ready().await.is_err() {
         assert!(Instant::now() < deadline, "herd serve did not come up:\n{}", _serve.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _w1 = env.spawn(&["worker"], &shared, "worker-1.log");
     let _w2 = env.spawn(&["worker"], &shared, "worker-2.log");
 
-    let id = env.create_cluster_json(&api, &token, "scheduled", 1, json!({})).await;
-    env.wait_status_json(&api, &token, &id, "active", ACTIVE_WITHIN).await;
-    let (s, c) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}/credentials"), &token, None).await;
-    assert_eq!(s, 200, "{c}");
-    let (uri, password) = (c["uri"].as_str().unwrap().to_owned(), c["password"].as_str().unwrap().to_owned());
+    let id = env.create_cluster(&api, &token, cluster("scheduled", 1)).await;
+    env.wait_status(&api, &token, id, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    let (uri, password) = env.credentials(&api, &token, id).await;
     psql(&uri, &password, "create table t (id int primary key); insert into t select generate_series(1, 1000)")
         .unwrap();
 
     // Full backups at :00, :15, :30, :45; incrementals 5 s after each; keep 2 fulls.
-    let policy = json!({"full_schedule": "*/15 * * * * *", "incremental_schedule": "5-59/15 * * * * *",
-        "retention_full": 2});
-    let (s, p) = env.call(Method::PUT, &format!("{api}/v1/clusters/{id}/backup-policy"), &token, Some(policy)).await;
-    assert_eq!(s, 200, "{p}");
-    assert!(p["next_full_at"].is_string() && p["next_incremental_at"].is_string(), "{p}");
+    let policy = BackupPolicyRequest {
+        full_schedule: "*/15 * * * * *".into(),
+        diff_schedule: None,
+        incremental_schedule: Some("5-59/15 * * * * *".into()),
+        retention_full: 2,
+    };
+    let p = herd.set_backup_policy(id, &policy).await.unwrap();
+    assert!(p.next_full_at.is_some() && p.next_incremental_at.is_some(), "{p:?}");
 
     // Until three scheduled full backups completed and retention expired the first.
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
-        let all = backups(&env, &api, &token, &id).await;
-        let fulls: Vec<&Value> = all.iter().filter(|b| b["type"] == "full").collect();
-        assert!(all.iter().all(|b| b["status"] != "failed"), "a backup failed: {all:#?}");
+        let all = herd.backups(Some(id)).await.unwrap();
+        let fulls: Vec<&BackupDto> = all.iter().filter(|b| b.backup_type == BackupType::Full).collect();
+        assert!(all.iter().all(|b| b.status != BackupStatus::Failed), "a backup failed: {all:#?}");
         // Three requested as full (a first incremental with nothing to build on is
         // taken as a full backup too, and counts for retention).
-        let requested_full = messages(&env, &api, &token, &id)
-            .await
-            .iter()
-            .filter(|m| m.starts_with("scheduled full backup requested"))
-            .count();
-        let completed_full = fulls.iter().filter(|b| b["status"] != "new" && b["status"] != "running").count();
-        if requested_full >= 3 && completed_full >= 3 && fulls[0]["status"] == "expired" {
+        let requested_full =
+            messages(&herd, id).await.iter().filter(|m| m.starts_with("scheduled full backup requested")).count();
+        let completed_full =
+            fulls.iter().filter(|b| !matches!(b.status, BackupStatus::New | BackupStatus::Running)).count();
+        if requested_full >= 3 && completed_full >= 3 && fulls[0].status == BackupStatus::Expired {
             break;
         }
         assert!(Instant::now() < deadline, "no 3 full backups and expiry in time: {all:#?}");
@@ -133,16 +127,21 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
     // (backups, expiries). Deleting the policy here instead would race a scheduled
     // full backup still running: it finishes after the policy (and its retention) is
     // gone, and three full backups stay, rightly.
-    let quiet = json!({"full_schedule": "0 0 1 1 *", "retention_full": 2});
-    let (s, p) = env.call(Method::PUT, &format!("{api}/v1/clusters/{id}/backup-policy"), &token, Some(quiet)).await;
-    assert_eq!(s, 200, "{p}");
+    let quiet = BackupPolicyRequest {
+        full_schedule: "0 0 1 1 *".into(),
+        diff_schedule: None,
+        incremental_schedule: None,
+        retention_full: 2,
+    };
+    herd.set_backup_policy(id, &quiet).await.unwrap();
     let deadline = Instant::now() + TASK_WITHIN;
     let all = loop {
-        let all = backups(&env, &api, &token, &id).await;
-        let fulls = all.iter().filter(|b| b["type"] == "full" && b["status"] == "completed").count();
-        let settled = all.iter().all(|b| b["status"] == "completed" || b["status"] == "expired");
-        let (_, c) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}"), &token, None).await;
-        let idle = !["queued", "running"].contains(&c["task"]["status"].as_str().unwrap_or(""));
+        let all = herd.backups(Some(id)).await.unwrap();
+        let fulls =
+            all.iter().filter(|b| b.backup_type == BackupType::Full && b.status == BackupStatus::Completed).count();
+        let settled = all.iter().all(|b| matches!(b.status, BackupStatus::Completed | BackupStatus::Expired));
+        let c = herd.cluster(id).await.unwrap();
+        let idle = !matches!(c.task.map(|t| t.status), Some(TaskStatus::Queued | TaskStatus::Running));
         if settled && idle && fulls <= 2 {
             break all;
         }
@@ -150,14 +149,16 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
 
+    herd.delete_backup_policy(id).await.unwrap();
+    let gone = herd.backup_policy(id).await.unwrap();
+    assert!(gone.is_none(), "{gone:?}");
+    // The client reads that 404 as "no policy" and hides its code: the raw answer.
     let policy_url = format!("{api}/v1/clusters/{id}/backup-policy");
-    let (s, _) = env.call(Method::DELETE, &policy_url, &token, None).await;
-    assert_eq!(s, 204);
-    let (s, v) = env.call(Method::GET, &policy_url, &token, None).await;
+    let (s, v) = env.call(reqwest::Method::GET, &policy_url, &token, None).await;
     assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
 
     // Exactly once: every backup is one scheduled run with a due time of its own.
-    let msgs = messages(&env, &api, &token, &id).await;
+    let msgs = messages(&herd, id).await;
     let scheduled: Vec<&String> = msgs.iter().filter(|m| m.starts_with("scheduled ")).collect();
     let requested: Vec<&String> =
         scheduled.iter().copied().filter(|m| m.contains("backup requested (due at ")).collect();
@@ -171,33 +172,34 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
 
     // Retention: the newest two full backups stay; older ones and the incrementals
     // based on them are expired and gone from the repository.
-    let fulls: Vec<&Value> = all.iter().filter(|b| b["type"] == "full").collect();
+    let fulls: Vec<&BackupDto> = all.iter().filter(|b| b.backup_type == BackupType::Full).collect();
     assert!(fulls.len() >= 3, "{all:#?}");
     let (old, kept) = fulls.split_at(fulls.len() - 2);
-    let kept_labels: Vec<&str> = kept.iter().map(|b| b["label"].as_str().unwrap()).collect();
+    let label = |b: &BackupDto| b.label.clone().unwrap_or_else(|| panic!("no label: {b:?}"));
+    let kept_labels: Vec<String> = kept.iter().map(|b| label(b)).collect();
     for b in kept {
-        assert_eq!(b["status"], "completed", "{b}");
-        assert!(in_repo(&env, b["label"].as_str().unwrap()), "{b}");
+        assert_eq!(b.status, BackupStatus::Completed, "{b:?}");
+        assert!(in_repo(&env, &label(b)), "{b:?}");
     }
     for b in old {
-        assert_eq!(b["status"], "expired", "{b}");
-        assert!(!in_repo(&env, b["label"].as_str().unwrap()), "expired {b} is still in the repository");
+        assert_eq!(b.status, BackupStatus::Expired, "{b:?}");
+        assert!(!in_repo(&env, &label(b)), "expired {b:?} is still in the repository");
     }
-    let incrs: Vec<&Value> = all.iter().filter(|b| b["type"] == "incr").collect();
+    let incrs: Vec<&BackupDto> = all.iter().filter(|b| b.backup_type == BackupType::Incr).collect();
     assert!(!incrs.is_empty(), "incrementals ran too: {all:#?}");
     for b in &incrs {
-        let label = b["label"].as_str().unwrap();
+        let label = label(b);
         let based_on_kept = kept_labels.iter().any(|k| label.starts_with(&format!("{k}_")));
-        assert_eq!(b["status"], if based_on_kept { "completed" } else { "expired" }, "{b}");
-        assert_eq!(in_repo(&env, label), based_on_kept, "{b}");
+        assert_eq!(b.status, if based_on_kept { BackupStatus::Completed } else { BackupStatus::Expired }, "{b:?}");
+        assert_eq!(in_repo(&env, &label), based_on_kept, "{b:?}");
     }
     assert!(msgs.iter().any(|m| m.starts_with("retention keeps the newest 2 full backups: expiring ")), "{msgs:#?}");
     for b in old {
-        let label = b["label"].as_str().unwrap();
+        let label = label(b);
         assert!(msgs.iter().any(|m| m == &format!("backup {label} expired")), "{label}: {msgs:#?}");
     }
     // The archived WAL that only expired backups needed went with them.
-    let oldest_wal = kept[0]["wal_start"].as_str().unwrap().to_owned();
+    let oldest_wal = kept[0].wal_start.clone().unwrap_or_else(|| panic!("no wal_start: {:?}", kept[0]));
     let out = std::process::Command::new("find")
         .arg(env.state().join("backups/archive"))
         .args(["-type", "f"])
@@ -212,29 +214,20 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
     assert!(segments.iter().any(|s| *s >= oldest_wal), "{segments:?}");
     let older: Vec<&String> = segments.iter().filter(|s| **s < oldest_wal).collect();
     assert!(older.is_empty(), "WAL before the oldest kept backup ({oldest_wal}) is still archived: {older:?}");
-    let (s, w) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}/recovery-window"), &token, None).await;
-    assert_eq!((s, &w["earliest"]), (200, &kept[0]["finished_at"]), "{w}");
+    let w = herd.recovery_window(id).await.unwrap();
+    assert!(w.earliest.is_some() && w.earliest == kept[0].finished_at, "{w:?} vs {:?}", kept[0]);
 
     // The newest full backup restores (after the older sets left the repository).
-    let restored = env
-        .create_cluster_json(
-            &api,
-            &token,
-            "from-newest",
-            1,
-            json!({"restore": {"source_cluster_id": id, "backup_id": kept[1]["id"]}}),
-        )
-        .await;
-    env.wait_status_json(&api, &token, &restored, "active", ACTIVE_WITHIN).await;
-    let (_, rc) = env.call(Method::GET, &format!("{api}/v1/clusters/{restored}/credentials"), &token, None).await;
-    let n = psql(rc["uri"].as_str().unwrap(), rc["password"].as_str().unwrap(), "select count(*) from t").unwrap();
+    let restore = RestoreRequest { source_cluster_id: Some(id), backup_id: Some(kept[1].id), ..Default::default() };
+    let restored =
+        env.create_cluster(&api, &token, CreateCluster { restore: Some(restore), ..cluster("from-newest", 1) }).await;
+    env.wait_status(&api, &token, restored, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    let (ruri, rpassword) = env.credentials(&api, &token, restored).await;
+    let n = psql(&ruri, &rpassword, "select count(*) from t").unwrap();
     assert_eq!(n, "1000");
 
-    for c in [&restored, &id] {
-        let (s, d) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{c}"), &token, None).await;
-        assert_eq!(s, 202, "{d}");
-        let t = env.wait_task_json(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-        assert_eq!(t["status"], "succeeded", "{t}");
+    for c in [restored, id] {
+        env.delete_cluster(&api, &token, c, TASK_WITHIN).await;
     }
     assert!(env.servers().is_empty(), "{:?}", env.servers());
 }
