@@ -13,9 +13,10 @@
 
 mod common;
 
-use common::{Env, free_port, poll, psql};
-use reqwest::Method;
-use serde_json::{Value, json};
+use common::{Env, cluster, free_port, poll, psql};
+use herd_client::types::{
+    BackupDto, BackupRequest, BackupStatus, BackupType, ClusterStatus, CreateCluster, RestoreRequest,
+};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -24,6 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 const ACTIVE_WITHIN: Duration = Duration::from_secs(300);
 const TASK_WITHIN: Duration = Duration::from_secs(300);
@@ -295,28 +297,25 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     found
 }
 
-fn stanza_of(cluster_id: &str) -> String {
-    format!("herd-{}", cluster_id.replace('-', ""))
+fn stanza_of(cluster_id: Uuid) -> String {
+    format!("herd-{}", cluster_id.simple())
 }
 
-async fn backup(env: &Env, api: &str, token: &str, id: &str, kind: &str) -> Value {
-    let (s, v) =
-        env.call(Method::POST, &format!("{api}/v1/clusters/{id}/backups"), token, Some(json!({"type": kind}))).await;
-    assert_eq!(s, 202, "{v}");
-    let t = env.wait_task_json(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(t["status"], "succeeded", "{t}");
-    let (s, b) =
-        env.call(Method::GET, &format!("{api}/v1/backups/{}", v["backup"]["id"].as_str().unwrap()), token, None).await;
-    assert_eq!(s, 200, "{b}");
-    assert_eq!((b["status"].as_str(), b["type"].as_str()), (Some("completed"), Some(kind)), "{b}");
-    assert!(b["label"].is_string() && b["finished_at"].is_string(), "{b}");
-    assert!(b["repo_size_bytes"].as_i64().unwrap_or(0) > 0, "{b}");
-    assert_eq!(b["repository"], "s3", "{b}");
+async fn backup(env: &Env, api: &str, token: &str, id: Uuid, kind: BackupType) -> BackupDto {
+    let herd = env.client(api, token);
+    let v = herd.create_backup(id, &BackupRequest { backup_type: Some(kind) }).await.unwrap();
+    env.wait_succeeded(api, token, v.task_id, TASK_WITHIN).await;
+    let b = herd.backup(v.backup.id).await.unwrap();
+    assert_eq!((b.status, b.backup_type), (BackupStatus::Completed, kind), "{b:?}");
+    assert!(b.label.is_some() && b.finished_at.is_some(), "{b:?}");
+    assert!(b.repo_size_bytes.unwrap_or(0) > 0, "{b:?}");
+    assert_eq!(b.repository, "s3", "{b:?}");
     b
 }
 
-fn time(s: &str) -> chrono::DateTime<chrono::FixedOffset> {
-    chrono::DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))
+/// A time psql printed (RFC 3339).
+fn time(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{s:?}: {e}")).with_timezone(&chrono::Utc)
 }
 
 /// Switches WAL on the only server's PostgreSQL and waits until the switched segment
@@ -375,10 +374,11 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
     let (dev, api, token) = env.dev(&s3_env, "dev.log");
 
     // The build creates the stanza in the bucket (stanza-create + check over TLS).
-    let src = env.create_cluster_json(&api, &token, "src", 1, json!({})).await;
-    let shown = env.wait_status_json(&api, &token, &src, "active", ACTIVE_WITHIN).await;
-    assert_eq!(shown["backup_repository"], "s3", "{shown}");
-    let stanza = stanza_of(&src);
+    let herd = env.client(&api, &token);
+    let src = env.create_cluster(&api, &token, cluster("src", 1)).await;
+    let shown = env.wait_status(&api, &token, src, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    assert_eq!(shown.backup_repository.as_deref(), Some("s3"), "{shown:?}");
+    let stanza = stanza_of(src);
     for info in [format!("{PREFIX}/archive/{stanza}/archive.info"), format!("{PREFIX}/backup/{stanza}/backup.info")] {
         assert!(s3.keys(&info).await.contains(&info), "{info} is not in the bucket");
     }
@@ -407,12 +407,12 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
     assert!(!conf.contains("verify-tls"), "verification stays on: {conf}");
 
     // Rows, a full backup, rows, an incremental.
-    let (uri, password) = env.credentials_json(&api, &token, &src).await;
+    let (uri, password) = env.credentials(&api, &token, src).await;
     psql(&uri, &password, "create table t (id int primary key); insert into t select generate_series(1, 100)").unwrap();
-    let full = backup(&env, &api, &token, &src, "full").await;
+    let full = backup(&env, &api, &token, src, BackupType::Full).await;
     psql(&uri, &password, "insert into t select generate_series(101, 200)").unwrap();
-    let incr = backup(&env, &api, &token, &src, "incr").await;
-    let (full_label, incr_label) = (full["label"].as_str().unwrap(), incr["label"].as_str().unwrap());
+    let incr = backup(&env, &api, &token, src, BackupType::Incr).await;
+    let (full_label, incr_label) = (full.label.as_deref().unwrap(), incr.label.as_deref().unwrap());
     assert!(incr_label.starts_with(&format!("{full_label}_")) && incr_label.ends_with('I'), "{incr_label}");
     let full_keys = s3.keys(&format!("{PREFIX}/backup/{stanza}/{full_label}/")).await;
     let incr_keys = s3.keys(&format!("{PREFIX}/backup/{stanza}/{incr_label}/")).await;
@@ -433,43 +433,43 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
     .unwrap();
     archive_now(&env);
 
-    let (s, list) = env.call(Method::GET, &format!("{api}/v1/backups?cluster_id={src}"), &token, None).await;
-    assert_eq!(s, 200, "{list}");
-    let items = list["items"].as_array().unwrap();
-    let listed: Vec<(&str, &str, &str)> = items
-        .iter()
-        .map(|b| (b["type"].as_str().unwrap(), b["status"].as_str().unwrap(), b["label"].as_str().unwrap_or("")))
-        .collect();
-    assert_eq!(listed, [("full", "completed", full_label), ("incr", "completed", incr_label)], "{list}");
+    let list = herd.backups(Some(src)).await.unwrap();
+    let listed: Vec<(BackupType, BackupStatus, &str)> =
+        list.iter().map(|b| (b.backup_type, b.status, b.label.as_deref().unwrap_or(""))).collect();
+    assert_eq!(
+        listed,
+        [
+            (BackupType::Full, BackupStatus::Completed, full_label),
+            (BackupType::Incr, BackupStatus::Completed, incr_label)
+        ],
+        "{list:?}"
+    );
 
     // The window: from the full's end to the last archived commit, read from the WAL
     // in the bucket (the newest backup ended before T).
-    let (s, w) = env.call(Method::GET, &format!("{api}/v1/clusters/{src}/recovery-window"), &token, None).await;
-    assert_eq!(s, 200, "{w}");
-    let (earliest, latest) = (time(w["earliest"].as_str().unwrap()), time(w["latest"].as_str().unwrap()));
-    assert_eq!(earliest, time(full["finished_at"].as_str().unwrap()), "{w}");
-    assert!(time(incr["finished_at"].as_str().unwrap()) < time(&t), "incr ended before T={t}: {incr}");
-    assert!(latest >= time(&t), "latest {latest} is not past the commit after T={t}: {w}");
+    let w = herd.recovery_window(src).await.unwrap();
+    let (earliest, latest) = (w.earliest.unwrap(), w.latest.unwrap());
+    assert_eq!(earliest, full.finished_at.unwrap(), "{w:?}");
+    assert!(incr.finished_at.unwrap() < time(&t), "incr ended before T={t}: {incr:?}");
+    assert!(latest >= time(&t), "latest {latest} is not past the commit after T={t}: {w:?}");
 
     // The latest state, restored into a new cluster: every row.
+    let latest_state = RestoreRequest { source_cluster_id: Some(src), ..Default::default() };
     let restored =
-        env.create_cluster_json(&api, &token, "restored", 1, json!({"restore": {"source_cluster_id": src}})).await;
-    env.wait_status_json(&api, &token, &restored, "active", ACTIVE_WITHIN).await;
-    let (ruri, rpassword) = env.credentials_json(&api, &token, &restored).await;
+        env.create_cluster(&api, &token, CreateCluster { restore: Some(latest_state), ..cluster("restored", 1) }).await;
+    env.wait_status(&api, &token, restored, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    let (ruri, rpassword) = env.credentials(&api, &token, restored).await;
     let rows = psql(&ruri, &rpassword, "select count(*) || ':' || min(id) || ':' || max(id) from t").unwrap();
     assert_eq!(rows, "250:1:250", "every row of the source");
     // It archives into a stanza of its own in the same bucket.
-    let own = format!("{PREFIX}/archive/{}/archive.info", stanza_of(&restored));
+    let own = format!("{PREFIX}/archive/{}/archive.info", stanza_of(restored));
     assert!(s3.keys(&own).await.contains(&own), "{own} is not in the bucket");
 
     // Expire the incremental: its objects leave the bucket, the full's stay.
-    let incr_id = incr["id"].as_str().unwrap();
-    let (s, v) = env.call(Method::DELETE, &format!("{api}/v1/backups/{incr_id}"), &token, None).await;
-    assert_eq!(s, 202, "{v}");
-    let tk = env.wait_task_json(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(tk["status"], "succeeded", "{tk}");
-    let (_, b) = env.call(Method::GET, &format!("{api}/v1/backups/{incr_id}"), &token, None).await;
-    assert_eq!(b["status"], "expired", "{b}");
+    let v = herd.expire_backup(incr.id).await.unwrap();
+    env.wait_succeeded(&api, &token, v.task_id, TASK_WITHIN).await;
+    let b = herd.backup(incr.id).await.unwrap();
+    assert_eq!(b.status, BackupStatus::Expired, "{b:?}");
     let left = s3.keys(&format!("{PREFIX}/backup/{stanza}/{incr_label}/")).await;
     assert!(left.is_empty(), "expired backup {incr_label} still has {} objects, e.g. {:?}", left.len(), left.first());
     let full_now = s3.keys(&format!("{PREFIX}/backup/{stanza}/{full_label}/")).await;
@@ -484,8 +484,8 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
     assert!(leaked.is_empty(), "the S3 secret is in {leaked:?}");
     assert_eq!(confs.len(), 2, "one pgbackrest.conf per node: {confs:?}");
 
-    for id in [&src, &restored] {
-        env.delete_cluster_json(&api, &token, id, TASK_WITHIN).await;
+    for id in [src, restored] {
+        env.delete_cluster(&api, &token, id, TASK_WITHIN).await;
     }
     assert!(env.servers().is_empty(), "{:?}", env.servers());
     drop(dev);
