@@ -8,14 +8,19 @@
 
 mod common;
 
-use common::{Env, poll, psql};
-use reqwest::Method;
+use common::{Env, cluster, poll, psql, refused};
+use herd_client::types::{
+    ActionKind, ActionRequest, ClusterDto, ClusterStatus, CreateCluster, EventDto, HookRequest, HooksRequest, NodeDto,
+    NodeRole, NodeStatus, PowerRequest, PowerState, TaskDto, TaskKind, TaskStatus, UpdateCluster,
+};
+use herd_client::{Client, ClusterFilter};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 const ACTIVE_WITHIN: Duration = Duration::from_secs(240);
 const TASK_WITHIN: Duration = Duration::from_secs(180);
@@ -66,11 +71,9 @@ impl Receiver {
         Self { url, calls }
     }
 
-    fn hooks(&self) -> Value {
-        json!({
-            "pre_failover": {"url": format!("{}/pre", self.url), "secret": HOOK_SECRET},
-            "post_failover": {"url": format!("{}/post", self.url), "secret": HOOK_SECRET},
-        })
+    fn hooks(&self) -> HooksRequest {
+        let hook = |path: &str| HookRequest { url: format!("{}/{path}", self.url), secret: HOOK_SECRET.into() };
+        HooksRequest { pre_failover: Some(hook("pre")), post_failover: Some(hook("post")) }
     }
 
     fn calls(&self) -> Vec<(String, Value, bool)> {
@@ -78,59 +81,81 @@ impl Receiver {
     }
 }
 
-async fn get(env: &Env, api: &str, token: &str, id: &str) -> Value {
-    let (s, c) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}"), token, None).await;
-    assert_eq!(s, 200, "{c}");
-    c
+async fn get(herd: &Client, id: Uuid) -> ClusterDto {
+    herd.cluster(id).await.unwrap_or_else(|e| panic!("cluster {id}: {e}"))
 }
 
-fn node<'a>(c: &'a Value, role: &str) -> &'a Value {
-    c["nodes"].as_array().unwrap().iter().find(|n| n["role"] == role).unwrap_or_else(|| panic!("no {role}: {c}"))
+fn node(c: &ClusterDto, role: NodeRole) -> &NodeDto {
+    c.nodes.iter().find(|n| n.role == role).unwrap_or_else(|| panic!("no {role}: {c:?}"))
 }
 
-fn replicas(c: &Value) -> Vec<Value> {
-    c["nodes"].as_array().unwrap().iter().filter(|n| n["role"] == "replica").cloned().collect()
+fn node_by_id(c: &ClusterDto, id: Uuid) -> &NodeDto {
+    c.nodes.iter().find(|n| n.id == id).unwrap_or_else(|| panic!("no node {id}: {c:?}"))
+}
+
+fn replicas(c: &ClusterDto) -> Vec<NodeDto> {
+    c.nodes.iter().filter(|n| n.role == NodeRole::Replica).cloned().collect()
+}
+
+fn address(n: &NodeDto) -> &str {
+    n.address.as_deref().unwrap_or_else(|| panic!("node without an address: {n:?}"))
+}
+
+/// `address:5432` of the node, as the endpoints show the primary's.
+fn pg_address(n: &NodeDto) -> String {
+    format!("{}:5432", address(n))
 }
 
 /// Every node healthy: one primary running, the rest streaming.
-fn all_healthy(c: &Value, n: usize) -> bool {
-    let nodes = c["nodes"].as_array().unwrap();
-    nodes.len() == n
-        && nodes.iter().filter(|x| x["role"] == "primary" && x["state"] == "running").count() == 1
-        && nodes.iter().filter(|x| x["role"] == "replica" && x["state"] == "streaming").count() == n - 1
+fn all_healthy(c: &ClusterDto, n: usize) -> bool {
+    let is = |x: &NodeDto, role, state| x.role == role && x.state.as_deref() == Some(state);
+    c.nodes.len() == n
+        && c.nodes.iter().filter(|x| is(x, NodeRole::Primary, "running")).count() == 1
+        && c.nodes.iter().filter(|x| is(x, NodeRole::Replica, "streaming")).count() == n - 1
+}
+
+/// Server parameters for a request, from a JSON object.
+fn parameters(v: Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("parameters are an object: {other}"),
+    }
 }
 
 async fn wait_for(
-    env: &Env,
-    api: &str,
-    token: &str,
-    id: &str,
+    herd: &Client,
+    id: Uuid,
     what: &str,
     timeout: Duration,
-    f: impl Fn(&Value) -> bool,
-) -> Value {
+    f: impl Fn(&ClusterDto) -> bool,
+) -> ClusterDto {
     let deadline = Instant::now() + timeout;
     loop {
-        let c = get(env, api, token, id).await;
+        let c = get(herd, id).await;
         if f(&c) {
             return c;
         }
-        assert!(Instant::now() < deadline, "{what} not seen within {timeout:?}: {c}");
+        assert!(Instant::now() < deadline, "{what} not seen within {timeout:?}: {c:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-async fn act(env: &Env, api: &str, token: &str, id: &str, body: Value) -> Value {
-    let (s, v) = env.call(Method::POST, &format!("{api}/v1/clusters/{id}/actions"), token, Some(body.clone())).await;
-    assert_eq!(s, 202, "{body} -> {v}");
-    let t = env.wait_task_json(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(t["status"], "succeeded", "{body} -> {t}");
+/// An action on every node (struct update syntax names a node or candidate).
+fn action(action: ActionKind) -> ActionRequest {
+    ActionRequest { action, node_id: None, candidate_id: None }
+}
+
+/// Runs an action and waits for its task to succeed.
+async fn act(env: &Env, api: &str, token: &str, id: Uuid, req: ActionRequest) -> TaskDto {
+    let v = env.client(api, token).action(id, &req).await.unwrap_or_else(|e| panic!("{req:?}: {e}"));
+    let t = env.wait_task(api, token, v.task_id, TASK_WITHIN).await;
+    assert_eq!(t.status, TaskStatus::Succeeded, "{req:?} -> {t:?}");
     t
 }
 
-async fn events(env: &Env, api: &str, token: &str, id: &str) -> Vec<Value> {
-    let (_, ev) = env.call(Method::GET, &format!("{api}/v1/clusters/{id}/events?limit=100"), token, None).await;
-    ev["items"].as_array().unwrap().clone()
+/// The newest 100 history events.
+async fn events(herd: &Client, id: Uuid) -> Vec<EventDto> {
+    herd.events(id, Some(100), None).await.unwrap().items
 }
 
 /// A client inserting numbered rows through the multi-host URI, one connection per
@@ -189,14 +214,14 @@ struct Drill {
 
 /// Forced power-off of the primary under a writer; the cluster must elect a new
 /// primary, show `degraded`, and return to `active` once the old node is powered on.
-async fn drill(env: &Env, api: &str, token: &str, id: &str) -> Drill {
-    let c = get(env, api, token, id).await;
-    let old = node(&c, "primary").clone();
+async fn drill(env: &Env, api: &str, token: &str, id: Uuid) -> Drill {
+    let herd = env.client(api, token);
+    let c = get(&herd, id).await;
+    let old = node(&c, NodeRole::Primary).clone();
     // Herd keeps etcd's leader off the primary's node, so the crash below costs no
     // etcd election (which would renew the primary's leader key for another ttl).
-    let addrs: Vec<String> =
-        c["nodes"].as_array().unwrap().iter().map(|n| n["address"].as_str().unwrap().to_owned()).collect();
-    let primary_addr = old["address"].as_str().unwrap().to_owned();
+    let addrs: Vec<String> = c.nodes.iter().map(|n| address(n).to_owned()).collect();
+    let primary_addr = address(&old).to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let leader = etcd_leader(&addrs).await;
@@ -206,7 +231,7 @@ async fn drill(env: &Env, api: &str, token: &str, id: &str) -> Drill {
         assert!(Instant::now() < deadline, "etcd leader {leader:?} still on the primary {primary_addr}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let (uri, password) = env.credentials_json(api, token, id).await;
+    let (uri, password) = env.credentials(api, token, id).await;
     psql(&uri, &password, "create table if not exists w (id bigint primary key)").unwrap();
     let writer = Writer::start(uri.clone(), password.clone());
     poll(
@@ -216,15 +241,7 @@ async fn drill(env: &Env, api: &str, token: &str, id: &str) -> Drill {
 
     let power_off_at = Instant::now();
     let before = writer.acked().len();
-    let (s, v) = env
-        .call(
-            Method::POST,
-            &format!("{api}/v1/clusters/{id}/nodes/{}/power", old["id"].as_str().unwrap()),
-            token,
-            Some(json!({"state": "off", "force": true})),
-        )
-        .await;
-    assert_eq!(s, 202, "{v}");
+    let v = herd.power(id, old.id, &power_off()).await.unwrap();
     // The first write acknowledged after the power-off went to the new primary.
     let deadline = Instant::now() + Duration::from_secs(60);
     let write_outage = loop {
@@ -237,22 +254,21 @@ async fn drill(env: &Env, api: &str, token: &str, id: &str) -> Drill {
         assert!(Instant::now() < deadline, "no write accepted within 60 s of the power-off");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let t = env.wait_task_json(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(t["status"], "succeeded", "{t}");
+    env.wait_succeeded(api, token, v.task_id, TASK_WITHIN).await;
 
     // The old primary's member key outlives it by up to one ttl; then it shows stopped.
-    let c = wait_for(env, api, token, id, "degraded with a new primary", Duration::from_secs(60), |c| {
-        c["status"] == "degraded"
-            && c["nodes"].as_array().unwrap().iter().any(|n| n["role"] == "primary" && n["id"] != old["id"])
-            && c["nodes"].as_array().unwrap().iter().any(|n| n["id"] == old["id"] && n["status"] == "stopped")
+    let c = wait_for(&herd, id, "degraded with a new primary", Duration::from_secs(60), |c| {
+        c.status == ClusterStatus::Degraded
+            && c.nodes.iter().any(|n| n.role == NodeRole::Primary && n.id != old.id)
+            && c.nodes.iter().any(|n| n.id == old.id && n.status == NodeStatus::Stopped)
     })
     .await;
-    let new = node(&c, "primary").clone();
-    assert_ne!(new["id"], old["id"]);
-    let (_, list) = env.call(Method::GET, &format!("{api}/v1/clusters?status=degraded"), token, None).await;
-    assert!(list["items"].as_array().unwrap().iter().any(|x| x["id"] == id), "{list}");
-    let new_addr = new["address"].as_str().unwrap();
-    assert_eq!(c["endpoints"]["primary_address"], format!("{new_addr}:5432"), "{c}");
+    let new = node(&c, NodeRole::Primary).clone();
+    assert_ne!(new.id, old.id);
+    let degraded = ClusterFilter { status: Some(ClusterStatus::Degraded), ..Default::default() };
+    let list = herd.clusters(&degraded).await.unwrap();
+    assert!(list.iter().any(|x| x.id == id), "{list:?}");
+    assert_eq!(c.endpoints.primary_address, Some(pg_address(&new)), "{c:?}");
     // Writes go on a little on the new primary, then stop.
     let n = writer.acked().len();
     poll(Duration::from_secs(20), || if writer.acked().len() >= n + 10 { Ok(()) } else { Err("no writes".into()) });
@@ -263,29 +279,17 @@ async fn drill(env: &Env, api: &str, token: &str, id: &str) -> Drill {
     let lost: Vec<i64> = acked.iter().map(|(i, _)| *i).filter(|i| !present.contains(i)).collect();
 
     // The old node comes back as a replica and the cluster heals.
-    let (s, v) = env
-        .call(
-            Method::POST,
-            &format!("{api}/v1/clusters/{id}/nodes/{}/power", old["id"].as_str().unwrap()),
-            token,
-            Some(json!({"state": "on"})),
-        )
-        .await;
-    assert_eq!(s, 202, "{v}");
-    let t = env.wait_task_json(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(t["status"], "succeeded", "{t}");
-    let c = wait_for(env, api, token, id, "active again", Duration::from_secs(120), |c| {
-        c["status"] == "active" && all_healthy(c, 3)
+    let v = herd.power(id, old.id, &power_on()).await.unwrap();
+    env.wait_succeeded(api, token, v.task_id, TASK_WITHIN).await;
+    let c = wait_for(&herd, id, "active again", Duration::from_secs(120), |c| {
+        c.status == ClusterStatus::Active && all_healthy(c, 3)
     })
     .await;
-    let back = c["nodes"].as_array().unwrap().iter().find(|n| n["id"] == old["id"]).unwrap();
-    assert_eq!(back["role"], "replica", "{c}");
-    assert!(node(&c, "primary")["timeline"].as_i64() > old["timeline"].as_i64(), "a promotion starts a timeline: {c}");
-    let ev = events(env, api, token, id).await;
-    assert!(
-        ev.iter().any(|e| e["message"].as_str().unwrap_or("").starts_with("automatic failover: primary moved from")),
-        "{ev:?}"
-    );
+    let back = node_by_id(&c, old.id);
+    assert_eq!(back.role, NodeRole::Replica, "{c:?}");
+    assert!(node(&c, NodeRole::Primary).timeline > old.timeline, "a promotion starts a timeline: {c:?}");
+    let ev = events(&herd, id).await;
+    assert!(ev.iter().any(|e| e.message.starts_with("automatic failover: primary moved from")), "{ev:?}");
     Drill { write_outage, acked, lost, power_off_at }
 }
 
@@ -294,14 +298,19 @@ async fn synchronous_failover_loses_no_acknowledged_write() {
     let env = Env::new(6);
     let hooks = Receiver::start();
     let (_dev, api, token) = env.dev(&[], "dev.log");
-    let id =
-        env.create_cluster_json(&api, &token, "sync", 3, json!({"synchronous": true, "hooks": hooks.hooks()})).await;
-    let c = env.wait_status_json(&api, &token, &id, "active", ACTIVE_WITHIN).await;
-    assert_eq!(c["ha"]["ttl"], 5, "loopback clusters get the fast profile: {c}");
-    assert_eq!(c["hooks"]["post_failover"]["url"], format!("{}/post", hooks.url));
-    assert!(c["hooks"]["post_failover"].get("secret").is_none());
+    let req = CreateCluster { synchronous: Some(true), hooks: Some(hooks.hooks()), ..cluster("sync", 3) };
+    let id = env.create_cluster(&api, &token, req).await;
+    let c = env.wait_status(&api, &token, id, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    assert_eq!(c.ha.ttl, 5, "loopback clusters get the fast profile: {c:?}");
+    let post = c.hooks.post_failover.as_ref().map(|h| h.url.clone());
+    assert_eq!(post, Some(format!("{}/post", hooks.url)), "{c:?}");
+    // The typed HookDto has no field for a secret: only the raw body can show that
+    // none is sent.
+    let (s, raw) = env.call(reqwest::Method::GET, &format!("{api}/v1/clusters/{id}"), &token, None).await;
+    assert_eq!(s, 200, "{raw}");
+    assert!(raw["hooks"]["post_failover"].get("secret").is_none(), "{raw}");
 
-    let d = drill(&env, &api, &token, &id).await;
+    let d = drill(&env, &api, &token, id).await;
     println!(
         "synchronous drill: {} writes acknowledged, {} lost, write outage {:.2} s",
         d.acked.len(),
@@ -318,7 +327,7 @@ async fn synchronous_failover_loses_no_acknowledged_write() {
         if c.is_empty() { Err("no post hook yet".into()) } else { Ok(c) }
     });
     assert!(calls[0].2, "signature must verify: {calls:?}");
-    assert_eq!(calls[0].1["cluster_id"], id);
+    assert_eq!(calls[0].1["cluster_id"].as_str(), Some(id.to_string().as_str()), "{calls:?}");
     assert!(hooks.calls().iter().all(|(p, _, _)| p != "/pre"), "Patroni's own failover has no pre hook");
 }
 
@@ -326,10 +335,10 @@ async fn synchronous_failover_loses_no_acknowledged_write() {
 async fn asynchronous_failover_reports_its_loss_bound() {
     let env = Env::new(7);
     let (_dev, api, token) = env.dev(&[], "dev.log");
-    let id = env.create_cluster_json(&api, &token, "async", 3, json!({"synchronous": false})).await;
-    let c = env.wait_status_json(&api, &token, &id, "active", ACTIVE_WITHIN).await;
-    assert_eq!(c["ha"]["maximum_lag_on_failover"], 1_048_576);
-    let d = drill(&env, &api, &token, &id).await;
+    let id = env.create_cluster(&api, &token, CreateCluster { synchronous: Some(false), ..cluster("async", 3) }).await;
+    let c = env.wait_status(&api, &token, id, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    assert_eq!(c.ha.maximum_lag_on_failover, 1_048_576, "{c:?}");
+    let d = drill(&env, &api, &token, id).await;
     let last_acked_before = d.acked.iter().filter(|(_, at)| *at < d.power_off_at).map(|(i, _)| *i).max().unwrap();
     println!(
         "asynchronous drill: {} writes acknowledged, {} lost {:?} (ids acknowledged up to {last_acked_before} before the \
@@ -352,218 +361,169 @@ async fn actions_hooks_parameters_and_replicas() {
     let env = Env::new(8);
     let hooks = Receiver::start();
     let (_dev, api, token) = env.dev(&[("HERD_WORKER__RECONCILE_INTERVAL_SECS", "2")], "dev.log");
-    let id = env
-        .create_cluster_json(
-            &api,
-            &token,
-            "ops",
-            3,
-            // Asynchronous: in synchronous mode Patroni promotes only the synchronous
-            // standby, and this test picks its candidates freely.
-            json!({"synchronous": false, "hooks": hooks.hooks(), "parameters": {"work_mem": "8MB"}}),
-        )
-        .await;
-    let c = env.wait_status_json(&api, &token, &id, "active", ACTIVE_WITHIN).await;
-    let (uri, password) = env.credentials_json(&api, &token, &id).await;
+    let herd = env.client(&api, &token);
+    let req = CreateCluster {
+        // Asynchronous: in synchronous mode Patroni promotes only the synchronous
+        // standby, and this test picks its candidates freely.
+        synchronous: Some(false),
+        hooks: Some(hooks.hooks()),
+        parameters: Some(parameters(json!({"work_mem": "8MB"}))),
+        ..cluster("ops", 3)
+    };
+    let id = env.create_cluster(&api, &token, req).await;
+    let c = env.wait_status(&api, &token, id, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    let (uri, password) = env.credentials(&api, &token, id).await;
     psql(&uri, &password, "create table t (id int primary key); insert into t select generate_series(1, 1000)")
         .unwrap();
 
     // Switchover to a named candidate, with the pre and post hooks in order.
     let target = replicas(&c)[0].clone();
-    act(&env, &api, &token, &id, json!({"action": "switchover", "candidate_id": target["id"]})).await;
-    let c = get(&env, &api, &token, &id).await;
-    assert_eq!(node(&c, "primary")["id"], target["id"], "{c}");
+    act(&env, &api, &token, id, ActionRequest { candidate_id: Some(target.id), ..action(ActionKind::Switchover) })
+        .await;
+    let c = get(&herd, id).await;
+    assert_eq!(node(&c, NodeRole::Primary).id, target.id, "{c:?}");
     let calls = hooks.calls();
     let sw: Vec<_> = calls.iter().filter(|(_, v, _)| v["event"] == "switchover").collect();
     assert_eq!(sw.len(), 2, "{calls:?}");
     assert_eq!((sw[0].0.as_str(), sw[1].0.as_str()), ("/pre", "/post"), "{calls:?}");
     assert!(sw.iter().all(|(_, _, signed)| *signed));
-    assert_eq!(sw[1].1["to"], target["name"]);
-    let ev = events(&env, &api, &token, &id).await;
-    assert!(
-        ev.iter().any(|e| e["step"] == "pre_failover" && e["message"].as_str().unwrap().contains("delivered")),
-        "{ev:?}"
-    );
+    assert_eq!(sw[1].1["to"].as_str(), Some(target.name.as_str()), "{calls:?}");
+    let ev = events(&herd, id).await;
+    assert!(ev.iter().any(|e| e.step.as_deref() == Some("pre_failover") && e.message.contains("delivered")), "{ev:?}");
 
     // Failover to a chosen replica.
     let chosen = replicas(&c)[1].clone();
-    act(&env, &api, &token, &id, json!({"action": "failover", "candidate_id": chosen["id"]})).await;
-    let c = wait_for(&env, &api, &token, &id, "failover done", Duration::from_secs(60), |c| all_healthy(c, 3)).await;
-    assert_eq!(node(&c, "primary")["id"], chosen["id"], "{c}");
+    act(&env, &api, &token, id, ActionRequest { candidate_id: Some(chosen.id), ..action(ActionKind::Failover) }).await;
+    let c = wait_for(&herd, id, "failover done", Duration::from_secs(60), |c| all_healthy(c, 3)).await;
+    assert_eq!(node(&c, NodeRole::Primary).id, chosen.id, "{c:?}");
     assert_eq!(psql(&uri, &password, "select count(*) from t").unwrap(), "1000");
     // Failover without a candidate: the most advanced replica is promoted.
-    act(&env, &api, &token, &id, json!({"action": "failover"})).await;
-    let c = wait_for(&env, &api, &token, &id, "failover done", Duration::from_secs(60), |c| all_healthy(c, 3)).await;
-    assert_ne!(node(&c, "primary")["id"], chosen["id"], "{c}");
+    act(&env, &api, &token, id, action(ActionKind::Failover)).await;
+    let c = wait_for(&herd, id, "failover done", Duration::from_secs(60), |c| all_healthy(c, 3)).await;
+    assert_ne!(node(&c, NodeRole::Primary).id, chosen.id, "{c:?}");
     assert_eq!(psql(&uri, &password, "select count(*) from t").unwrap(), "1000");
 
     // Reinitialize a replica: rebuilt from the primary, streaming, with the data.
     let r = replicas(&c)[0].clone();
-    act(&env, &api, &token, &id, json!({"action": "reinitialize", "node_id": r["id"]})).await;
-    let c = wait_for(&env, &api, &token, &id, "reinitialized replica streams", Duration::from_secs(60), |c| {
-        all_healthy(c, 3)
-    })
-    .await;
-    let conn = format!("host={} port=5432 dbname=postgres user=admin", r["address"].as_str().unwrap());
+    act(&env, &api, &token, id, ActionRequest { node_id: Some(r.id), ..action(ActionKind::Reinitialize) }).await;
+    let c = wait_for(&herd, id, "reinitialized replica streams", Duration::from_secs(60), |c| all_healthy(c, 3)).await;
+    let conn = format!("host={} port=5432 dbname=postgres user=admin", address(&r));
     poll(Duration::from_secs(20), || match psql(&conn, &password, "select count(*) from t") {
         Ok(v) if v == "1000" => Ok(()),
         other => Err(format!("{other:?}")),
     });
     // Refused: reinitializing the primary; an unknown candidate.
-    let p = node(&c, "primary").clone();
-    let (s, v) = env
-        .call(
-            Method::POST,
-            &format!("{api}/v1/clusters/{id}/actions"),
-            &token,
-            Some(json!({"action": "reinitialize", "node_id": p["id"]})),
-        )
-        .await;
-    assert_eq!((s, v["code"].as_str()), (409, Some("node_is_primary")), "{v}");
-    let (s, v) = env
-        .call(
-            Method::POST,
-            &format!("{api}/v1/clusters/{id}/actions"),
-            &token,
-            Some(json!({"action": "failover", "candidate_id": "00000000-0000-0000-0000-000000000000"})),
-        )
-        .await;
-    assert_eq!((s, v["code"].as_str()), (422, Some("validation_failed")), "{v}");
+    let p = node(&c, NodeRole::Primary).clone();
+    let no = refused(herd.action(id, &ActionRequest { node_id: Some(p.id), ..action(ActionKind::Reinitialize) }).await);
+    assert_eq!((no.status, no.code.as_str()), (409, "node_is_primary"), "{no:?}");
+    let nobody = ActionRequest { candidate_id: Some(Uuid::nil()), ..action(ActionKind::Failover) };
+    let no = refused(herd.action(id, &nobody).await);
+    assert_eq!((no.status, no.code.as_str()), (422, "validation_failed"), "{no:?}");
 
     // Restart one node, reload all, stop and start a replica.
-    act(&env, &api, &token, &id, json!({"action": "restart", "node_id": r["id"]})).await;
-    act(&env, &api, &token, &id, json!({"action": "reload"})).await;
-    act(&env, &api, &token, &id, json!({"action": "stop", "node_id": r["id"]})).await;
-    let c = wait_for(&env, &api, &token, &id, "stopped replica", Duration::from_secs(30), |c| {
-        c["status"] == "degraded"
-            && c["nodes"].as_array().unwrap().iter().any(|n| n["id"] == r["id"] && n["status"] == "stopped")
+    act(&env, &api, &token, id, ActionRequest { node_id: Some(r.id), ..action(ActionKind::Restart) }).await;
+    act(&env, &api, &token, id, action(ActionKind::Reload)).await;
+    act(&env, &api, &token, id, ActionRequest { node_id: Some(r.id), ..action(ActionKind::Stop) }).await;
+    let c = wait_for(&herd, id, "stopped replica", Duration::from_secs(30), |c| {
+        c.status == ClusterStatus::Degraded && c.nodes.iter().any(|n| n.id == r.id && n.status == NodeStatus::Stopped)
     })
     .await;
-    assert_eq!(c["nodes"].as_array().unwrap().iter().find(|n| n["id"] == r["id"]).unwrap()["desired_running"], false);
-    act(&env, &api, &token, &id, json!({"action": "start", "node_id": r["id"]})).await;
-    wait_for(&env, &api, &token, &id, "active after start", Duration::from_secs(60), |c| {
-        c["status"] == "active" && all_healthy(c, 3)
+    assert!(!node_by_id(&c, r.id).desired_running, "{c:?}");
+    act(&env, &api, &token, id, ActionRequest { node_id: Some(r.id), ..action(ActionKind::Start) }).await;
+    wait_for(&herd, id, "active after start", Duration::from_secs(60), |c| {
+        c.status == ClusterStatus::Active && all_healthy(c, 3)
     })
     .await;
 
     // Reconcile: Patroni killed on a running server is started again by Herd.
-    let addr = r["address"].as_str().unwrap();
+    let addr = address(&r);
     let pid = listener_pid(addr, 8008).expect("Patroni listens on :8008");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let want = format!("patroni on {}", r["name"].as_str().unwrap());
-    let ev = poll_events(&env, &api, &token, &id, "reconcile restart", |e| {
-        e["step"] == "reconcile" && e["message"].as_str().unwrap().contains(&want)
+    let want = format!("patroni on {}", r.name);
+    let ev = poll_events(&herd, id, "reconcile restart", |e| {
+        e.step.as_deref() == Some("reconcile") && e.message.contains(&want)
     })
     .await;
-    assert_eq!(ev["level"], "warn");
-    wait_for(&env, &api, &token, &id, "healthy after reconcile", Duration::from_secs(60), |c| {
-        c["status"] == "active" && all_healthy(c, 3)
+    assert_eq!(ev.level, "warn", "{ev:?}");
+    wait_for(&herd, id, "healthy after reconcile", Duration::from_secs(60), |c| {
+        c.status == ClusterStatus::Active && all_healthy(c, 3)
     })
     .await;
     assert_ne!(listener_pid(addr, 8008), Some(pid), "a new Patroni process");
 
     // Invalid parameters: every problem reported, nothing changed, no task.
-    let before = get(&env, &api, &token, &id).await;
-    let (s, v) = env
-        .call(
-            Method::PATCH,
-            &format!("{api}/v1/clusters/{id}"),
-            &token,
-            Some(json!({"parameters": {"no_such_thing": 1, "max_connections": 5_000_000, "work_mem": true}})),
-        )
-        .await;
-    assert_eq!(s, 422, "{v}");
-    let fields: Vec<&str> = v["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let before = get(&herd, id).await;
+    let invalid = parameters(json!({"no_such_thing": 1, "max_connections": 5_000_000, "work_mem": true}));
+    let p = refused(herd.update_cluster(id, &UpdateCluster { parameters: Some(invalid), ..Default::default() }).await);
+    assert_eq!((p.status, p.code.as_str()), (422, "validation_failed"), "{p:?}");
+    let fields: Vec<&str> = p.errors.iter().map(|e| e.field.as_str()).collect();
     for f in ["parameters.no_such_thing", "parameters.max_connections", "parameters.work_mem"] {
-        assert!(fields.contains(&f), "{f} not in {v}");
+        assert!(fields.contains(&f), "{f} not in {p:?}");
     }
-    let after = get(&env, &api, &token, &id).await;
-    assert_eq!(after["parameters"], before["parameters"]);
-    assert_eq!(after["task"]["id"], before["task"]["id"], "no task for a refused change");
+    let after = get(&herd, id).await;
+    assert_eq!(after.parameters, before.parameters);
+    let task_id = |c: &ClusterDto| c.task.as_ref().map(|t| t.id);
+    assert_eq!(task_id(&after), task_id(&before), "no task for a refused change");
 
     // A restart-requiring change rolls through with exactly one switchover.
-    let primary_before = node(&after, "primary")["id"].clone();
-    let (s, v) = env
-        .call(
-            Method::PATCH,
-            &format!("{api}/v1/clusters/{id}"),
-            &token,
-            Some(json!({"parameters": {"work_mem": "16MB", "max_connections": 150}})),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let task = v["task_id"].as_str().unwrap().to_owned();
-    let t = env.wait_task_json(&api, &token, &task, TASK_WITHIN).await;
-    assert_eq!(t["status"], "succeeded", "{t}");
-    let c = wait_for(&env, &api, &token, &id, "healthy after the roll", Duration::from_secs(60), |c| all_healthy(c, 3))
-        .await;
-    assert_ne!(node(&c, "primary")["id"], primary_before, "the primary's restart goes through a switchover");
-    let ev = events(&env, &api, &token, &id).await;
+    let primary_before = node(&after, NodeRole::Primary).id;
+    let roll = parameters(json!({"work_mem": "16MB", "max_connections": 150}));
+    let v = herd.update_cluster(id, &UpdateCluster { parameters: Some(roll), ..Default::default() }).await.unwrap();
+    let task = v.task_id.unwrap_or_else(|| panic!("no task for a parameter change: {v:?}"));
+    env.wait_succeeded(&api, &token, task, TASK_WITHIN).await;
+    let c = wait_for(&herd, id, "healthy after the roll", Duration::from_secs(60), |c| all_healthy(c, 3)).await;
+    assert_ne!(node(&c, NodeRole::Primary).id, primary_before, "the primary's restart goes through a switchover");
+    let ev = events(&herd, id).await;
     let switchovers = ev
         .iter()
-        .filter(|e| {
-            e["task_id"] == task.as_str()
-                && e["step"] == "switchover"
-                && e["message"].as_str().unwrap().contains("moved")
-        })
+        .filter(|e| e.task_id == Some(task) && e.step.as_deref() == Some("switchover") && e.message.contains("moved"))
         .count();
     assert_eq!(switchovers, 1, "{ev:?}");
-    for n in c["nodes"].as_array().unwrap() {
-        let conn = format!("host={} port=5432 dbname=postgres user=admin", n["address"].as_str().unwrap());
-        assert_eq!(psql(&conn, &password, "show max_connections").unwrap(), "150", "{n}");
-        assert_eq!(psql(&conn, &password, "show work_mem").unwrap(), "16MB", "{n}");
-        assert_eq!(n["pending_restart"], false, "{n}");
+    for n in &c.nodes {
+        let conn = format!("host={} port=5432 dbname=postgres user=admin", address(n));
+        assert_eq!(psql(&conn, &password, "show max_connections").unwrap(), "150", "{n:?}");
+        assert_eq!(psql(&conn, &password, "show work_mem").unwrap(), "16MB", "{n:?}");
+        assert!(!n.pending_restart, "{n:?}");
     }
 
     // Add a replica, then remove it; removing the primary is refused.
-    let (s, v) =
-        env.call(Method::POST, &format!("{api}/v1/clusters/{id}/nodes"), &token, Some(json!({"count": 1}))).await;
-    assert_eq!(s, 202, "{v}");
-    let added = v["nodes"][0]["id"].as_str().unwrap().to_owned();
-    let t = env.wait_task_json(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(t["status"], "succeeded", "{t}");
-    let c = wait_for(&env, &api, &token, &id, "4 healthy nodes", Duration::from_secs(60), |c| all_healthy(c, 4)).await;
-    let a = c["nodes"].as_array().unwrap().iter().find(|n| n["id"] == added).unwrap().clone();
-    let conn = format!("host={} port=5432 dbname=postgres user=admin", a["address"].as_str().unwrap());
+    let v = herd.add_nodes(id, 1).await.unwrap();
+    assert_eq!(v.nodes.len(), 1, "{v:?}");
+    let added = v.nodes[0].id;
+    env.wait_succeeded(&api, &token, v.task_id, TASK_WITHIN).await;
+    let c = wait_for(&herd, id, "4 healthy nodes", Duration::from_secs(60), |c| all_healthy(c, 4)).await;
+    let a = node_by_id(&c, added);
+    let conn = format!("host={} port=5432 dbname=postgres user=admin", address(a));
     assert_eq!(psql(&conn, &password, "select count(*) from t").unwrap(), "1000");
     assert_eq!(env.servers().len(), 4);
-    let p = node(&c, "primary")["id"].as_str().unwrap().to_owned();
-    let (s, v) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{id}/nodes/{p}"), &token, None).await;
-    assert_eq!((s, v["code"].as_str()), (409, Some("node_is_primary")), "{v}");
-    let (s, v) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{id}/nodes/{added}"), &token, None).await;
-    assert_eq!(s, 202, "{v}");
-    let t = env.wait_task_json(&api, &token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(t["status"], "succeeded", "{t}");
-    let c = wait_for(&env, &api, &token, &id, "3 healthy nodes", Duration::from_secs(60), |c| {
-        c["status"] == "active" && all_healthy(c, 3)
+    let p = node(&c, NodeRole::Primary).id;
+    let no = refused(herd.remove_node(id, p).await);
+    assert_eq!((no.status, no.code.as_str()), (409, "node_is_primary"), "{no:?}");
+    let v = herd.remove_node(id, added).await.unwrap();
+    env.wait_succeeded(&api, &token, v.task_id, TASK_WITHIN).await;
+    let c = wait_for(&herd, id, "3 healthy nodes", Duration::from_secs(60), |c| {
+        c.status == ClusterStatus::Active && all_healthy(c, 3)
     })
     .await;
-    assert!(c["nodes"].as_array().unwrap().iter().all(|n| n["id"] != added));
+    assert!(c.nodes.iter().all(|n| n.id != added), "{c:?}");
     assert_eq!(env.servers().len(), 3, "the removed node's server is deleted");
 
     // Auto-heal: a replica's server vanishes; Herd reports it and builds a new node.
-    let (s, v) =
-        env.call(Method::PATCH, &format!("{api}/v1/clusters/{id}"), &token, Some(json!({"auto_heal": true}))).await;
-    assert_eq!((s, v["task_id"].clone()), (200, Value::Null), "{v}");
+    let v = herd.update_cluster(id, &UpdateCluster { auto_heal: Some(true), ..Default::default() }).await.unwrap();
+    assert!(v.task_id.is_none() && v.cluster.auto_heal, "{v:?}");
     let victim = replicas(&c)[0].clone();
-    env.delete_server_at(victim["address"].as_str().unwrap()).await;
-    let gone = format!("server of node {} is gone", victim["name"].as_str().unwrap());
-    poll_events(&env, &api, &token, &id, "server gone", |e| e["step"] == "reconcile" && e["message"] == gone.as_str())
-        .await;
-    let c = wait_for(&env, &api, &token, &id, "healed", Duration::from_secs(180), |c| {
-        c["status"] == "active"
-            && all_healthy(c, 3)
-            && c["nodes"].as_array().unwrap().iter().all(|n| n["id"] != victim["id"])
+    env.delete_server_at(address(&victim)).await;
+    let gone = format!("server of node {} is gone", victim.name);
+    poll_events(&herd, id, "server gone", |e| e.step.as_deref() == Some("reconcile") && e.message == gone).await;
+    let c = wait_for(&herd, id, "healed", Duration::from_secs(180), |c| {
+        c.status == ClusterStatus::Active && all_healthy(c, 3) && c.nodes.iter().all(|n| n.id != victim.id)
     })
     .await;
-    assert_eq!(c["task"]["kind"], "replace_node", "{c}");
-    assert_eq!(c["task"]["status"], "succeeded", "{c}");
+    let task = c.task.as_ref().unwrap_or_else(|| panic!("no task: {c:?}"));
+    assert_eq!((task.kind, task.status), (TaskKind::ReplaceNode, TaskStatus::Succeeded), "{c:?}");
     assert_eq!(env.servers().len(), 3);
 
-    let (s, d) = env.call(Method::DELETE, &format!("{api}/v1/clusters/{id}"), &token, None).await;
-    assert_eq!(s, 202, "{d}");
-    let t = env.wait_task_json(&api, &token, d["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(t["status"], "succeeded", "{t}");
+    env.delete_cluster(&api, &token, id, TASK_WITHIN).await;
     assert!(env.servers().is_empty());
 }
 
@@ -592,24 +552,30 @@ fn listener_pid(addr: &str, port: u16) -> Option<i32> {
 }
 
 /// Polls the history until an event matches; returns it.
-async fn poll_events(env: &Env, api: &str, token: &str, id: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+async fn poll_events(herd: &Client, id: Uuid, what: &str, f: impl Fn(&EventDto) -> bool) -> EventDto {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        if let Some(e) = events(env, api, token, id).await.into_iter().find(|e| f(e)) {
+        if let Some(e) = events(herd, id).await.into_iter().find(|e| f(e)) {
             return e;
         }
-        assert!(Instant::now() < deadline, "no {what} event: {:?}", events(env, api, token, id).await);
+        assert!(Instant::now() < deadline, "no {what} event: {:?}", events(herd, id).await);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
 /// Powers a node on or off through the API and waits for the task.
-async fn power(env: &Env, api: &str, token: &str, id: &str, node: &Value, body: Value) {
-    let url = format!("{api}/v1/clusters/{id}/nodes/{}/power", node["id"].as_str().unwrap());
-    let (s, v) = env.call(Method::POST, &url, token, Some(body.clone())).await;
-    assert_eq!(s, 202, "{body} -> {v}");
-    let t = env.wait_task_json(api, token, v["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!(t["status"], "succeeded", "{body} -> {t}");
+async fn power(env: &Env, api: &str, token: &str, id: Uuid, node: &NodeDto, req: PowerRequest) {
+    let v = env.client(api, token).power(id, node.id, &req).await.unwrap_or_else(|e| panic!("{req:?}: {e}"));
+    let t = env.wait_task(api, token, v.task_id, TASK_WITHIN).await;
+    assert_eq!(t.status, TaskStatus::Succeeded, "{req:?} -> {t:?}");
+}
+
+fn power_off() -> PowerRequest {
+    PowerRequest { state: PowerState::Off, force: Some(true) }
+}
+
+fn power_on() -> PowerRequest {
+    PowerRequest { state: PowerState::On, force: None }
 }
 
 /// The failure Patroni 3.0 cannot get out of alone: in synchronous mode a new primary
@@ -623,48 +589,49 @@ async fn power(env: &Env, api: &str, token: &str, id: &str, node: &Value, body: 
 async fn leaderless_synchronous_cluster_is_rescued_by_a_forced_failover() {
     let env = Env::new(11);
     let (dev, api, token) = env.dev(&[], "dev.log");
-    let id = env.create_cluster_json(&api, &token, "rescue", 3, json!({"synchronous": true})).await;
-    let c = env.wait_status_json(&api, &token, &id, "active", ACTIVE_WITHIN).await;
+    let herd = env.client(&api, &token);
+    let id = env.create_cluster(&api, &token, CreateCluster { synchronous: Some(true), ..cluster("rescue", 3) }).await;
+    let c = env.wait_status(&api, &token, id, ClusterStatus::Active, ACTIVE_WITHIN).await;
     // Active in synchronous mode means a synchronous standby is on record.
-    let sync: Vec<&Value> = c["nodes"].as_array().unwrap().iter().filter(|n| n["sync_standby"] == true).collect();
-    assert_eq!(sync.len(), 1, "one synchronous standby: {c}");
-    assert_eq!(sync[0]["role"], "replica", "{c}");
-    let (a, b) = (node(&c, "primary").clone(), sync[0].clone());
-    let r = replicas(&c).into_iter().find(|n| n["id"] != b["id"]).unwrap();
-    let (uri, password) = env.credentials_json(&api, &token, &id).await;
+    let sync: Vec<&NodeDto> = c.nodes.iter().filter(|n| n.sync_standby).collect();
+    assert_eq!(sync.len(), 1, "one synchronous standby: {c:?}");
+    assert_eq!(sync[0].role, NodeRole::Replica, "{c:?}");
+    let (a, b) = (node(&c, NodeRole::Primary).clone(), sync[0].clone());
+    let r = replicas(&c).into_iter().find(|n| n.id != b.id).unwrap();
+    let (uri, password) = env.credentials(&api, &token, id).await;
     psql(&uri, &password, "create table kept (id int primary key); insert into kept select generate_series(1, 100)")
         .unwrap();
 
-    act(&env, &api, &token, &id, json!({"action": "stop", "node_id": r["id"]})).await;
-    power(&env, &api, &token, &id, &a, json!({"state": "off", "force": true})).await;
-    let c = wait_for(&env, &api, &token, &id, "the synchronous standby promoted", Duration::from_secs(60), |c| {
-        c["endpoints"]["primary_address"] == format!("{}:5432", b["address"].as_str().unwrap())
-            && node(c, "primary")["timeline"].as_i64() > a["timeline"].as_i64()
+    act(&env, &api, &token, id, ActionRequest { node_id: Some(r.id), ..action(ActionKind::Stop) }).await;
+    power(&env, &api, &token, id, &a, power_off()).await;
+    let c = wait_for(&herd, id, "the synchronous standby promoted", Duration::from_secs(60), |c| {
+        c.endpoints.primary_address == Some(pg_address(&b)) && node(c, NodeRole::Primary).timeline > a.timeline
     })
     .await;
-    let b_timeline = node(&c, "primary")["timeline"].as_i64().unwrap();
+    let b_timeline = node(&c, NodeRole::Primary).timeline.unwrap();
     // Nobody streams from it: the new primary has no synchronous standby, and says so.
-    assert_eq!(c["status"], "degraded", "{c}");
-    assert!(c["nodes"].as_array().unwrap().iter().all(|n| n["sync_standby"] == false), "{c}");
-    power(&env, &api, &token, &id, &b, json!({"state": "off", "force": true})).await;
-    power(&env, &api, &token, &id, &a, json!({"state": "on"})).await;
+    assert_eq!(c.status, ClusterStatus::Degraded, "{c:?}");
+    assert!(c.nodes.iter().all(|n| !n.sync_standby), "{c:?}");
+    power(&env, &api, &token, id, &b, power_off()).await;
+    power(&env, &api, &token, id, &a, power_on()).await;
 
     // Patroni alone would leave the old primary waiting for ever; Herd steps in after 3 ttl.
-    let c = wait_for(&env, &api, &token, &id, "a forced failover", Duration::from_secs(120), |c| {
-        c["endpoints"]["primary_address"] == format!("{}:5432", a["address"].as_str().unwrap())
-            && node(c, "primary")["state"] == "running"
-            && node(c, "primary")["timeline"] != a["timeline"]
+    let c = wait_for(&herd, id, "a forced failover", Duration::from_secs(120), |c| {
+        c.endpoints.primary_address == Some(pg_address(&a))
+            && node(c, NodeRole::Primary).state.as_deref() == Some("running")
+            && node(c, NodeRole::Primary).timeline != a.timeline
     })
     .await;
-    let ev = events(&env, &api, &token, &id).await;
+    let ev = events(&herd, id).await;
     let forced = ev
         .iter()
-        .find(|e| e["message"].as_str().unwrap_or("").contains("Forcing a failover to the most advanced replica"))
+        .find(|e| e.message.contains("Forcing a failover to the most advanced replica"))
         .unwrap_or_else(|| panic!("no forced-failover event: {ev:?}"));
-    assert_eq!(forced["level"], "warn");
-    let t = env.wait_task_json(&api, &token, forced["task_id"].as_str().unwrap(), TASK_WITHIN).await;
-    assert_eq!((t["kind"].as_str(), t["status"].as_str()), (Some("cluster_action"), Some("succeeded")), "{t}");
-    let a_timeline = node(&c, "primary")["timeline"].as_i64().unwrap();
+    assert_eq!(forced.level, "warn", "{forced:?}");
+    let forced_task = forced.task_id.unwrap_or_else(|| panic!("the forced failover has no task: {forced:?}"));
+    let t = env.wait_task(&api, &token, forced_task, TASK_WITHIN).await;
+    assert_eq!((t.kind, t.status), (TaskKind::ClusterAction, TaskStatus::Succeeded), "{t:?}");
+    let a_timeline = node(&c, NodeRole::Primary).timeline.unwrap();
     let log = dev.log_text();
     let failover_log: Vec<&str> = log.lines().filter(|l| l.contains("failover") || l.contains("timeline")).collect();
     assert!(a_timeline > b_timeline, "a timeline is never reused: {a_timeline} after {b_timeline}: {failover_log:#?}");
@@ -672,18 +639,18 @@ async fn leaderless_synchronous_cluster_is_rescued_by_a_forced_failover() {
     psql(&uri, &password, "insert into kept values (101)").unwrap();
 
     // Everything back: the stopped replica started, the diverged one rewound.
-    act(&env, &api, &token, &id, json!({"action": "start", "node_id": r["id"]})).await;
-    power(&env, &api, &token, &id, &b, json!({"state": "on"})).await;
-    let c = wait_for(&env, &api, &token, &id, "active again", Duration::from_secs(180), |c| {
-        c["status"] == "active" && all_healthy(c, 3)
+    act(&env, &api, &token, id, ActionRequest { node_id: Some(r.id), ..action(ActionKind::Start) }).await;
+    power(&env, &api, &token, id, &b, power_on()).await;
+    let c = wait_for(&herd, id, "active again", Duration::from_secs(180), |c| {
+        c.status == ClusterStatus::Active && all_healthy(c, 3)
     })
     .await;
-    assert_eq!(node(&c, "primary")["id"], a["id"], "{c}");
+    assert_eq!(node(&c, NodeRole::Primary).id, a.id, "{c:?}");
     for n in replicas(&c) {
-        let conn = format!("host={} port=5432 dbname=postgres user=admin", n["address"].as_str().unwrap());
+        let conn = format!("host={} port=5432 dbname=postgres user=admin", address(&n));
         poll(Duration::from_secs(30), || match psql(&conn, &password, "select count(*) from kept") {
             Ok(v) if v == "101" => Ok(()),
-            other => Err(format!("{}: {other:?}", n["name"])),
+            other => Err(format!("{}: {other:?}", n.name)),
         });
     }
 }
