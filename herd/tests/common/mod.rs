@@ -6,7 +6,7 @@
 
 use herd_client::types::{ClusterDto, ClusterStatus, CreateCluster, TaskDto, TaskStatus};
 use herd_client::{ApiProblem, Client, Progress, WaitOptions};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -373,65 +373,6 @@ impl Env {
             }
         }
         out
-    }
-}
-
-/// The JSON helpers of the tests not yet on the typed client (removed once every
-/// test is ported).
-impl Env {
-    pub async fn create_cluster_json(&self, api: &str, token: &str, name: &str, nodes: u8, extra: Value) -> String {
-        let mut body =
-            json!({"name": name, "datastore": "postgresql", "version": "15", "flavor": "local.small", "nodes": nodes});
-        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-            b.extend(e.clone());
-        }
-        let (s, v) = self.call(reqwest::Method::POST, &format!("{api}/v1/clusters"), token, Some(body)).await;
-        assert_eq!(s, 202, "{v}");
-        v["cluster"]["id"].as_str().unwrap().to_owned()
-    }
-
-    /// Polls until the cluster has `status` (failing fast on `failed` unless expected).
-    pub async fn wait_status_json(&self, api: &str, token: &str, id: &str, want: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let (s, c) = self.call(reqwest::Method::GET, &format!("{api}/v1/clusters/{id}"), token, None).await;
-            assert_eq!(s, 200, "{c}");
-            if c["status"] == want {
-                return c;
-            }
-            if c["status"] == "failed" {
-                panic!("cluster failed: {}", c["fault"]);
-            }
-            assert!(Instant::now() < deadline, "cluster not {want} in {timeout:?}: {c}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    /// The cluster's admin connection URI and password.
-    pub async fn credentials_json(&self, api: &str, token: &str, id: &str) -> (String, String) {
-        let (s, c) = self.call(reqwest::Method::GET, &format!("{api}/v1/clusters/{id}/credentials"), token, None).await;
-        assert_eq!(s, 200, "{c}");
-        (c["uri"].as_str().unwrap().to_owned(), c["password"].as_str().unwrap().to_owned())
-    }
-
-    /// Deletes a cluster and waits for the task to succeed.
-    pub async fn delete_cluster_json(&self, api: &str, token: &str, id: &str, timeout: Duration) {
-        let (s, d) = self.call(reqwest::Method::DELETE, &format!("{api}/v1/clusters/{id}"), token, None).await;
-        assert_eq!(s, 202, "{d}");
-        let t = self.wait_task_json(api, token, d["task_id"].as_str().unwrap(), timeout).await;
-        assert_eq!(t["status"], "succeeded", "{t}");
-    }
-
-    pub async fn wait_task_json(&self, api: &str, token: &str, task: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let (_, t) = self.call(reqwest::Method::GET, &format!("{api}/v1/tasks/{task}"), token, None).await;
-            if ["succeeded", "failed", "cancelled"].contains(&t["status"].as_str().unwrap_or("")) {
-                return t;
-            }
-            assert!(Instant::now() < deadline, "task not finished in {timeout:?}: {t}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
     }
 }
 
