@@ -158,6 +158,10 @@ async fn an_operators_day_through_the_cli() {
     let cred = cli.run(&["cluster", "credentials", "day", "-o", "json"]).ok().json();
     let (uri, password) = (cred["uri"].as_str().unwrap().to_owned(), cred["password"].as_str().unwrap().to_owned());
     psql(&uri, &password, "CREATE TABLE day(v int); INSERT INTO day SELECT generate_series(1, 100)").unwrap();
+    // `cluster connect` is psql on the primary, the password in its environment.
+    let mut connect = cli.cmd(&["cluster", "connect", "day", "--", "-tAc", "SELECT count(*) FROM day"]);
+    let r = Run::from(connect.env_remove("PGPASSWORD").output().unwrap()).ok();
+    assert_eq!(r.stdout.trim(), "100", "{}", r.stderr);
 
     // A switchover to a chosen replica.
     let r = cli.run(&["cluster", "switchover", "day", "--to", &replica, "--wait"]).ok();
