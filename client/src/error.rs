@@ -10,7 +10,7 @@ pub enum Error {
     #[error("{0}")]
     Api(ApiProblem),
     /// No answer: connection refused, DNS, TLS, a timeout on the wire.
-    #[error("cannot reach Herd at {url}: {source}")]
+    #[error("cannot reach Herd at {url}: {}", root_cause(source))]
     Network {
         url: String,
         #[source]
@@ -22,6 +22,16 @@ pub enum Error {
     /// A wait's deadline passed; the work goes on at the server.
     #[error("gave up waiting after {0:?}")]
     Timeout(Duration),
+}
+
+/// reqwest repeats itself down its chain ("error sending request for url (...)"); the
+/// innermost cause says what happened (connection refused, reset, timed out).
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 impl Error {

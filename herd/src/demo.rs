@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 pub async fn run(api: String, token: String) {
     if let Err(e) = demo(&api, &token).await {
-        println!("demo: failed: {e}");
+        crate::say!("demo: failed: {e}");
     }
 }
 
@@ -22,7 +22,7 @@ async fn demo(api: &str, token: &str) -> Result<(), String> {
     let opts = WaitOptions { timeout: Some(Duration::from_secs(600)), ..Default::default() };
     let id = match existing.into_iter().next() {
         Some(c) => {
-            println!("demo: cluster 'demo' exists ({}, {})", c.id, c.status);
+            crate::say!("demo: cluster 'demo' exists ({}, {})", c.id, c.status);
             // Still being built (a previous run stopped halfway): follow that build.
             if let Some(t) = c.task.filter(|t| !t.status.is_terminal()) {
                 herd.wait_for_task(t.id, opts.clone(), |_| {}).await.map_err(|e| e.to_string())?;
@@ -38,7 +38,7 @@ async fn demo(api: &str, token: &str) -> Result<(), String> {
                 ..Default::default()
             };
             let created = herd.create_cluster(&req).await.map_err(|e| e.to_string())?;
-            println!("demo: building cluster 'demo' ({})", created.cluster.id);
+            crate::say!("demo: building cluster 'demo' ({})", created.cluster.id);
             let t = herd.wait_for_task(created.task_id, opts, |_| {}).await.map_err(|e| e.to_string())?;
             if t.status != TaskStatus::Succeeded {
                 let why = t.error.map_or_else(|| t.status.to_string(), |e| format!("{}: {}", e.code, e.message));
@@ -49,8 +49,8 @@ async fn demo(api: &str, token: &str) -> Result<(), String> {
     };
     let cred = herd.credentials(id).await.map_err(|e| e.to_string())?;
     let uri = cred.uri.ok_or("the cluster has no endpoint yet (is it active?)")?;
-    println!("demo: cluster 'demo' is active after {:.1}s", started.elapsed().as_secs_f64());
-    println!("demo: connect with:  psql '{uri}'");
-    println!("demo: or with the CLI: {} cluster connect demo   (after the login line above)", crate::program());
+    crate::say!("demo: cluster 'demo' is active after {:.1}s", started.elapsed().as_secs_f64());
+    crate::say!("demo: connect with:  psql '{uri}'");
+    crate::say!("demo: or with the CLI: {} cluster connect demo   (after the login line above)", crate::program());
     Ok(())
 }

@@ -1,8 +1,19 @@
 //! `herd`: one binary for the API server, the workers, migrations, the OpenAPI spec
 //! and the all-in-one dev mode.
 
-// Standard output is this binary's interface (spec, banner); logs go to stderr.
-#![allow(clippy::print_stdout)]
+// Standard output is this binary's interface (spec, banner, the client commands'
+// results); logs go to stderr.
+
+/// One line of the banner on stdout. A closed stdout (`herd dev | head -3`, a parent
+/// that stopped reading) must not take the server down, as `println!` would by
+/// panicking: the line is dropped instead.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 mod demo;
 
@@ -47,8 +58,11 @@ async fn server(cli: Cli) -> anyhow::Result<()> {
 
     match cli.command {
         Command::Openapi => {
-            print!("{}", herd_api::openapi_json());
-            Ok(())
+            use std::io::Write;
+            match std::io::stdout().lock().write_all(herd_api::openapi_json().as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
         }
         Command::Migrate => {
             let db = herd_store::connect(&settings.database_url()).await?;
@@ -126,12 +140,12 @@ async fn server(cli: Cli) -> anyhow::Result<()> {
                 Some(t) => format!("{}  (saved to {}; shown only this once)", t.expose_secret(), token_path.display()),
                 None => format!("in {}", token_path.display()),
             };
-            println!("Herd dev is running");
-            println!("  API:         {url}");
-            println!("  Docs:        {url}/docs/");
-            println!("  Admin token: {token_line}");
-            println!("  State dir:   {}", settings.state_dir.display());
-            println!("  CLI:         {} login --url {url} --token-file {}", program(), token_path.display());
+            say!("Herd dev is running");
+            say!("  API:         {url}");
+            say!("  Docs:        {url}/docs/");
+            say!("  Admin token: {token_line}");
+            say!("  State dir:   {}", settings.state_dir.display());
+            say!("  CLI:         {} login --url {url} --token-file {}", program(), token_path.display());
             let worker = tokio::spawn(herd_worker::run(ctx));
             if demo {
                 let token = std::fs::read_to_string(&token_path)?;

@@ -220,3 +220,40 @@ async fn dev_mode_serves_the_tour_and_keeps_secrets_out_of_logs() {
     let r = http.get(format!("{}/v1/clusters", dev2.url)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// `herd dev | head -3`, or a parent that stopped reading: the banner cannot be written,
+/// and the server must run on (println! would panic on the closed pipe and exit).
+#[test]
+fn dev_runs_on_when_nobody_reads_its_banner() {
+    let env = common::Env::new(15);
+    let port = common::free_port();
+    let mut child = herd()
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
+        .arg(env.state())
+        .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(env.dir.path().join("dev.log")).unwrap())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the read end closes before a line is written
+    let mut dev = Proc(child);
+    let healthy = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        use std::io::{Read, Write};
+        s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut r = String::new();
+        s.read_to_string(&mut r).map_err(|e| e.to_string())?;
+        r.starts_with("HTTP/1.0 200").then_some(()).ok_or(r)
+    };
+    common::poll(Duration::from_secs(60), healthy);
+    // Well past the banner: still serving.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            dev.0.try_wait().unwrap().is_none(),
+            "herd dev exited: {}",
+            std::fs::read_to_string(env.dir.path().join("dev.log")).unwrap()
+        );
+        healthy().unwrap();
+    }
+}

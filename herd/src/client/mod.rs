@@ -83,14 +83,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn error_text(e: &anyhow::Error) -> String {
     match e.downcast_ref::<herd_client::Error>() {
         Some(herd_client::Error::Api(p)) => p.to_string(),
-        // reqwest repeats itself down the chain; the innermost cause says what happened.
-        Some(herd_client::Error::Network { url, source }) => {
-            let mut cause: &dyn std::error::Error = source;
-            while let Some(next) = cause.source() {
-                cause = next;
-            }
-            format!("cannot reach Herd at {url}: {cause}")
-        }
+        // Its Display already names the innermost cause; the chain would repeat it.
+        Some(e @ herd_client::Error::Network { .. }) => e.to_string(),
         _ => format!("{e:#}"),
     }
 }
