@@ -189,6 +189,20 @@ async fn datastore_catalogue_and_admin_rules(b: Backend) {
         .post("/v1/datastores/postgresql/versions", &admin, json!({"version": "17", "packages": ["bad pkg; rm -rf /"]}))
         .await;
     assert_eq!((s, e["errors"][0]["field"].as_str()), (422, Some("packages[0]")));
+    // Every form apt takes (and the manager installs): an architecture, a pin, both.
+    let pinned =
+        json!({"version": "17", "packages": ["postgresql-15=15.4-1", "libpq5:amd64", "libpq5:amd64=1:15.4-1~bpo12+1"]});
+    let (s, v) = app.post("/v1/datastores/postgresql/versions", &admin, pinned).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, e) = app
+        .post(
+            "/v1/datastores/postgresql/versions",
+            &admin,
+            json!({"version": "18", "packages": ["libpq5:", "pg=", "pg=x1"]}),
+        )
+        .await;
+    let fields: Vec<&str> = e["errors"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    assert_eq!((s, fields), (422, vec!["packages[0]", "packages[1]", "packages[2]"]), "{e}");
     let (s, _) = app.post("/v1/datastores/nosuch/versions", &admin, json!({"version": "1", "packages": ["abc"]})).await;
     assert_eq!(s, 404);
 

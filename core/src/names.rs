@@ -72,29 +72,75 @@ pub fn validate_identifier(s: &str) -> Result<(), &'static str> {
     if ok { Ok(()) } else { Err("must match [a-z0-9][a-z0-9._-]{0,31}") }
 }
 
-/// Debian package names (policy §5.6.1), optionally pinned `name=version`.
-pub fn validate_package(s: &str) -> Result<(), &'static str> {
-    let (name, version) = match s.split_once('=') {
-        Some((n, v)) => (n, Some(v)),
-        None => (s, None),
-    };
-    let name_ok = name.len() >= 2
-        && name.len() <= 100
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
-    let version_ok = version.is_none_or(|v| {
-        !v.is_empty() && v.len() <= 100 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.~:".contains(&b))
-    });
-    if name_ok && version_ok { Ok(()) } else { Err("is not a valid Debian package name") }
+/// A Debian package as apt takes it: `name`, `name:arch`, `name=version` or
+/// `name:arch=version`. The one rule for package names: the API checks datastore
+/// versions with it, the datastore manager checks again before it installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackageSpec<'a> {
+    /// Policy §5.6.1: `[a-z0-9][a-z0-9+.-]+`.
+    pub name: &'a str,
+    /// `amd64`, `arm64`, `all`, ...
+    pub arch: Option<&'a str>,
+    /// Policy §5.6.12: `[epoch:]upstream[-revision]`.
+    pub version: Option<&'a str>,
 }
 
-/// Server configuration parameter names (`shared_buffers`, `auto_explain.log_min_duration`).
-pub fn validate_parameter_name(s: &str) -> Result<(), &'static str> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.as_bytes()[0].is_ascii_lowercase()
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
-    if ok { Ok(()) } else { Err("is not a valid parameter name") }
+impl<'a> PackageSpec<'a> {
+    pub fn parse(s: &'a str) -> Result<Self, &'static str> {
+        // The version may hold a colon (an epoch), the name never an '='.
+        let (head, version) = match s.split_once('=') {
+            Some((h, v)) => (h, Some(v)),
+            None => (s, None),
+        };
+        let (name, arch) = match head.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (head, None),
+        };
+        let name_ok = (2..=100).contains(&name.len())
+            && name.as_bytes()[0].is_ascii_alphanumeric()
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
+        if !name_ok {
+            return Err("is not a Debian package name ([a-z0-9][a-z0-9+.-]+, optionally :arch and =version)");
+        }
+        if let Some(a) = arch
+            && !(!a.is_empty()
+                && a.len() <= 32
+                && a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        {
+            return Err("has an invalid architecture (after ':', e.g. amd64)");
+        }
+        if let Some(v) = version
+            && !valid_debian_version(v)
+        {
+            return Err("has an invalid version (after '=', e.g. 15.4-1 or 1:2.3)");
+        }
+        Ok(Self { name, arch, version })
+    }
+
+    /// How dpkg-query is asked about it: the name, with its architecture if given.
+    pub fn query_name(&self) -> String {
+        match self.arch {
+            Some(a) => format!("{}:{a}", self.name),
+            None => self.name.to_owned(),
+        }
+    }
+}
+
+fn valid_debian_version(v: &str) -> bool {
+    let (epoch, rest) = match v.split_once(':') {
+        Some((e, r)) => (Some(e), r),
+        None => (None, v),
+    };
+    epoch.is_none_or(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()))
+        && !rest.is_empty()
+        && rest.len() <= 100
+        && rest.as_bytes()[0].is_ascii_digit()
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.~".contains(&b))
+}
+
+/// Checks a package as [`PackageSpec::parse`] reads it.
+pub fn validate_package(s: &str) -> Result<(), &'static str> {
+    PackageSpec::parse(s).map(drop)
 }
 
 #[cfg(test)]
@@ -113,14 +159,38 @@ mod tests {
 
     #[test]
     fn packages_and_identifiers() {
-        assert!(validate_package("postgresql-15").is_ok());
-        assert!(validate_package("libpq5=15.4-1").is_ok());
-        assert!(validate_package("x").is_err());
-        assert!(validate_package("foo; rm -rf /").is_err());
+        // Every form apt takes, as the manager will install it.
+        let spec = |s| PackageSpec::parse(s).unwrap();
+        assert_eq!(spec("postgresql-15"), PackageSpec { name: "postgresql-15", arch: None, version: None });
+        assert_eq!(spec("libpq5:amd64"), PackageSpec { name: "libpq5", arch: Some("amd64"), version: None });
+        assert_eq!(
+            spec("postgresql-15=15.4-1"),
+            PackageSpec { name: "postgresql-15", arch: None, version: Some("15.4-1") }
+        );
+        assert_eq!(
+            spec("libpq5:amd64=1:15.4-1~bpo12+1"),
+            PackageSpec { name: "libpq5", arch: Some("amd64"), version: Some("1:15.4-1~bpo12+1") }
+        );
+        assert!(validate_package("g++").is_ok());
+        for bad in [
+            "",
+            "x",
+            "-o",
+            "Foo",
+            "a b",
+            "foo; rm -rf /",
+            "pkg:",
+            "pkg=",
+            "pkg=a1",
+            "pkg=1 2",
+            "$(id)",
+            "pkg:x=y=z",
+            "pkg=:1",
+        ] {
+            assert!(validate_package(bad).is_err(), "{bad:?}");
+        }
         assert!(validate_identifier("15.4").is_ok());
         assert!(validate_identifier("Postgres").is_err());
-        assert!(validate_parameter_name("auto_explain.log_min_duration").is_ok());
-        assert!(validate_parameter_name("x'; drop").is_err());
         assert!(validate_display_name(" a").is_err());
         assert!(validate_display_name("laptop key").is_ok());
         assert!(validate_display_name("a\nb").is_err());

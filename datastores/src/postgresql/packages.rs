@@ -3,50 +3,58 @@
 
 use crate::ManagerError;
 use crate::shell::quote;
-use std::collections::BTreeSet;
+use herd_core::names::PackageSpec;
+use std::collections::BTreeMap;
 
-/// Debian package names (policy §5.6.1), optionally with an architecture.
+/// Every package must be what the API accepted (`herd_core::names::PackageSpec`:
+/// `name`, `name:arch`, `name=version`, `name:arch=version`); checked again here
+/// because the manager builds shell commands from them.
 pub fn validate(names: &[String]) -> Result<(), ManagerError> {
     for name in names {
-        let (pkg, arch) = match name.split_once(':') {
-            Some((p, a)) => (p, Some(a)),
-            None => (name.as_str(), None),
-        };
-        let pkg_ok = pkg.len() >= 2
-            && pkg.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            && pkg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.'));
-        let arch_ok = arch.is_none_or(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
-        if !pkg_ok || !arch_ok {
-            return Err(ManagerError::permanent(
-                "package_install_failed",
-                format!("{name:?} is not a valid Debian package name"),
-            ));
-        }
+        PackageSpec::parse(name)
+            .map_err(|e| ManagerError::permanent("package_install_failed", format!("package {name:?} {e}")))?;
     }
     Ok(())
 }
 
-/// Prints `<package>\t<status>` for every package dpkg knows of; unknown ones are
-/// simply absent (dpkg-query then exits 1, which is fine).
+/// Prints `<package>\t<version>\t<status>` for every package dpkg knows of; unknown
+/// ones are simply absent (dpkg-query then exits 1, which is fine). Pins are not part
+/// of the query: dpkg is asked about the name.
 pub fn query_command(names: &[String]) -> String {
-    let mut cmd = String::from("dpkg-query -W -f='${Package}\\t${Status}\\n'");
+    let mut cmd = String::from("dpkg-query -W -f='${Package}\\t${Version}\\t${Status}\\n'");
     for n in names {
+        let q = PackageSpec::parse(n).map_or_else(|_| n.clone(), |p| p.query_name());
         cmd.push(' ');
-        cmd.push_str(&quote(n));
+        cmd.push_str(&quote(&q));
     }
     cmd.push_str(" 2>/dev/null; true");
     cmd
 }
 
-/// The requested packages dpkg does not report as installed.
+/// The requested packages dpkg does not report as installed, or (when pinned) not
+/// installed at the pinned version.
 pub fn missing(names: &[String], dpkg_output: &str) -> Vec<String> {
-    let installed: BTreeSet<&str> = dpkg_output
+    let installed: BTreeMap<&str, &str> = dpkg_output
         .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .filter(|(_, status)| status.trim() == "install ok installed")
-        .map(|(pkg, _)| pkg.trim())
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some((f.next()?.trim(), f.next()?.trim(), f.next()?.trim()))
+        })
+        .filter(|(_, _, status)| *status == "install ok installed")
+        .map(|(pkg, version, _)| (pkg, version))
         .collect();
-    names.iter().filter(|n| !installed.contains(n.split_once(':').map_or(n.as_str(), |(p, _)| p))).cloned().collect()
+    names
+        .iter()
+        .filter(|n| match PackageSpec::parse(n) {
+            Ok(p) => match (installed.get(p.name), p.version) {
+                (None, _) => true,
+                (Some(have), Some(want)) => *have != want,
+                (Some(_), None) => false,
+            },
+            Err(_) => true,
+        })
+        .cloned()
+        .collect()
 }
 
 /// Whether apt has package lists at all (a fresh cloud image may not): only then is
@@ -97,19 +105,32 @@ mod tests {
     }
 
     #[test]
-    fn names_are_validated() {
-        assert!(validate(&names(&["postgresql-15", "libpq5:amd64", "g++", "etcd-server"])).is_ok());
-        for bad in ["", "x", "-o", "Foo", "a b", "a;b", "pkg:", "$(id)"] {
+    fn names_are_validated_as_the_api_validates_them() {
+        let ok = ["postgresql-15", "libpq5:amd64", "g++", "etcd-server", "postgresql-15=15.4-1", "libpq5:amd64=15.4-1"];
+        assert!(validate(&names(&ok)).is_ok());
+        for p in ok {
+            assert!(herd_core::names::validate_package(p).is_ok(), "the API accepts {p}");
+        }
+        for bad in ["", "x", "-o", "Foo", "a b", "a;b", "pkg:", "$(id)", "pkg=", "pkg='1'"] {
             assert_eq!(validate(&names(&[bad])).unwrap_err().code(), "package_install_failed", "{bad:?}");
+            assert!(herd_core::names::validate_package(bad).is_err(), "the API refuses {bad:?}");
         }
     }
 
     #[test]
     fn missing_packages_from_dpkg_output() {
-        let out = "patroni\tinstall ok installed\npostgresql-15\tdeinstall ok config-files\n";
-        let want = names(&["patroni", "postgresql-15", "etcd-server", "patroni:amd64"]);
+        let out = "patroni\t3.0.2-1\tinstall ok installed\npostgresql-15\t15.19-0\tdeinstall ok config-files\n\
+                   libpq5\t15.19-0+deb12u1\tinstall ok installed\n";
+        let want = names(&["patroni", "postgresql-15", "etcd-server", "patroni:amd64", "libpq5=15.19-0+deb12u1"]);
         assert_eq!(missing(&want, out), names(&["postgresql-15", "etcd-server"]));
-        assert!(query_command(&names(&["a-b", "c"])).starts_with("dpkg-query -W"));
+        // Pinned to another version than the installed one: apt must install the pin.
+        assert_eq!(missing(&names(&["libpq5=15.4-1", "patroni=3.0.2-1"]), out), names(&["libpq5=15.4-1"]));
+        // dpkg is asked about names (with the architecture), never about pins.
+        let q = query_command(&names(&["a-b", "libpq5:amd64=15.4-1"]));
+        assert!(q.starts_with("dpkg-query -W") && q.contains(" a-b ") && q.contains(" libpq5:amd64 "), "{q}");
+        assert!(!q.contains("15.4-1"), "{q}");
+        // apt gets the pin.
+        assert!(install_command(&names(&["libpq5:amd64=15.4-1"])).ends_with(" libpq5:amd64=15.4-1"));
     }
 
     #[test]
