@@ -22,7 +22,7 @@ pub async fn run_task(ctx: &Arc<Ctx>, task_id: Uuid) {
     };
     if task.attempts > ctx.settings.max_attempts {
         let msg = format!("gave up after {} attempts", task.attempts - 1);
-        let _ = ctx.store.finish_task(task.id, &ctx.name, TaskStatus::Failed, Some(("too_many_attempts", &msg))).await;
+        record_finish(ctx, task.id, TaskStatus::Failed, Some(("too_many_attempts", &msg))).await;
         fail_cluster(ctx, &task, "too_many_attempts", &msg).await;
         return;
     }
@@ -46,24 +46,13 @@ pub async fn run_task(ctx: &Arc<Ctx>, task_id: Uuid) {
     };
 
     let kind = task.kind;
-    let job = Job::new(ctx.clone(), task.clone(), cancelled, total_steps(ctx, &task).await);
-    let result = match kind {
-        TaskKind::CreateCluster => crate::create::run(&job).await,
-        TaskKind::DeleteCluster => crate::delete::run(&job).await,
-        TaskKind::ClusterAction => crate::day2::run_action(&job).await,
-        TaskKind::PowerNode => crate::day2::run_power(&job).await,
-        TaskKind::UpdateCluster => crate::day2::run_update(&job).await,
-        TaskKind::AddNodes => crate::day2::run_add_nodes(&job).await,
-        TaskKind::RemoveNode => crate::day2::run_remove_node(&job).await,
-        TaskKind::ReplaceNode => crate::day2::run_replace_node(&job).await,
-        TaskKind::Backup => crate::day2::run_backup(&job).await,
-        TaskKind::ExpireBackup => crate::day2::run_expire(&job).await,
-        TaskKind::Snapshot => crate::snapshot::run_snapshot(&job).await,
-        TaskKind::DeleteSnapshot => crate::snapshot::run_delete(&job).await,
+    let result = match Job::new(ctx.clone(), task.clone(), cancelled, total_steps(ctx, &task).await) {
+        Ok(job) => run_kind(kind, &job).await,
+        // Resuming from a checkpoint nobody can read could redo or skip work.
+        Err(e) => Err(e),
     };
     drop(_beat);
 
-    let store = &ctx.store;
     if kind.is_day2()
         && let Some(cid) = task.cluster_id
     {
@@ -74,25 +63,51 @@ pub async fn run_task(ctx: &Arc<Ctx>, task_id: Uuid) {
         Ok(()) => {
             // A no-op where the task already completed itself (a build, atomically
             // with its cluster turning active).
-            let _ = store.finish_task(task.id, &ctx.name, TaskStatus::Succeeded, None).await;
+            record_finish(ctx, task.id, TaskStatus::Succeeded, None).await;
             tracing::info!(task = %task.id, kind = %kind, "task succeeded");
         }
         Err(StepError::Cancelled) => {
             // Release it so a waiting delete can proceed; the status stays as set.
-            let _ = store.finish_task(task.id, &ctx.name, TaskStatus::Cancelled, None).await;
+            record_finish(ctx, task.id, TaskStatus::Cancelled, None).await;
             tracing::info!(task = %task.id, "task stopped: cancelled or taken over");
         }
         Err(StepError::Failed { code, message }) => {
             tracing::warn!(task = %task.id, code = %code, error = %message, "task failed");
-            let _ = store.finish_task(task.id, &ctx.name, TaskStatus::Failed, Some((&code, &message))).await;
+            record_finish(ctx, task.id, TaskStatus::Failed, Some((&code, &message))).await;
             fail_cluster(ctx, &task, &code, &message).await;
         }
         Err(StepError::Transient(message)) => {
             // Step retries are exhausted inside steps; reaching here means the runner
             // itself hit a passing problem: fail loudly rather than loop.
-            let _ = store.finish_task(task.id, &ctx.name, TaskStatus::Failed, Some(("transient", &message))).await;
+            record_finish(ctx, task.id, TaskStatus::Failed, Some(("transient", &message))).await;
             fail_cluster(ctx, &task, "transient", &message).await;
         }
+    }
+}
+
+/// Ends the task row. If that write fails the task stays `running` under this
+/// worker, its heartbeat stops, and the sweeper hands it to a worker after
+/// `stale_after_secs`: its steps are idempotent, so that is safe, but it must be seen.
+async fn record_finish(ctx: &Ctx, task: Uuid, status: TaskStatus, error: Option<(&str, &str)>) {
+    if let Err(e) = ctx.store.finish_task(task, &ctx.name, status, error).await {
+        tracing::error!(%task, ?status, error = %e, "could not record the task's end; the sweeper will take it over");
+    }
+}
+
+async fn run_kind(kind: TaskKind, job: &Job) -> Result<(), StepError> {
+    match kind {
+        TaskKind::CreateCluster => crate::create::run(job).await,
+        TaskKind::DeleteCluster => crate::delete::run(job).await,
+        TaskKind::ClusterAction => crate::day2::run_action(job).await,
+        TaskKind::PowerNode => crate::day2::run_power(job).await,
+        TaskKind::UpdateCluster => crate::day2::run_update(job).await,
+        TaskKind::AddNodes => crate::day2::run_add_nodes(job).await,
+        TaskKind::RemoveNode => crate::day2::run_remove_node(job).await,
+        TaskKind::ReplaceNode => crate::day2::run_replace_node(job).await,
+        TaskKind::Backup => crate::day2::run_backup(job).await,
+        TaskKind::ExpireBackup => crate::day2::run_expire(job).await,
+        TaskKind::Snapshot => crate::snapshot::run_snapshot(job).await,
+        TaskKind::DeleteSnapshot => crate::snapshot::run_delete(job).await,
     }
 }
 
@@ -139,11 +154,7 @@ async fn finish_day2(
     }
     if let Some((code, message)) = error {
         tracing::warn!(task = %task.id, kind = %task.kind, code, error = message, "task failed");
-        if let Ok(c) = store.cluster_by_id(cluster_id).await {
-            let _ = store
-                .log_event(&c, Some(task.id), "error", task.step.as_deref(), &format!("{}: {message}", task.kind))
-                .await;
-        }
+        history_error(ctx, task, cluster_id, message).await;
     } else {
         tracing::info!(task = %task.id, kind = %task.kind, ?status, "task finished");
     }
@@ -151,13 +162,33 @@ async fn finish_day2(
 
 async fn fail_cluster(ctx: &Ctx, task: &herd_store::entity::task::Model, code: &str, message: &str) {
     let Some(cid) = task.cluster_id else { return };
-    let store = &ctx.store;
-    if let Ok(c) = store.cluster_by_id(cid).await {
-        let _ = store
-            .log_event(&c, Some(task.id), "error", task.step.as_deref(), &format!("{}: {message}", task.kind))
-            .await;
-        if c.status != ClusterStatus::Deleting || task.kind == TaskKind::DeleteCluster {
-            let _ = store.set_cluster_state(cid, ClusterStatus::Failed, Some((code, message))).await;
-        }
+    let Some(c) = history_error(ctx, task, cid, message).await else { return };
+    if (c.status != ClusterStatus::Deleting || task.kind == TaskKind::DeleteCluster)
+        && let Err(e) = ctx.store.set_cluster_state(cid, ClusterStatus::Failed, Some((code, message))).await
+    {
+        tracing::error!(cluster = %cid, task = %task.id, error = %e, "could not mark the cluster failed");
     }
+}
+
+/// Writes a failed task's error into its cluster's history; the cluster as read (None
+/// when it is gone). Failures to record are logged, never dropped.
+async fn history_error(
+    ctx: &Ctx,
+    task: &herd_store::entity::task::Model,
+    cluster_id: Uuid,
+    message: &str,
+) -> Option<herd_store::entity::cluster::Model> {
+    let c = match ctx.store.cluster_by_id(cluster_id).await {
+        Ok(c) => c,
+        Err(herd_store::StoreError::NotFound) => return None,
+        Err(e) => {
+            tracing::error!(cluster = %cluster_id, task = %task.id, error = %e, "could not read the cluster to record a failure");
+            return None;
+        }
+    };
+    let line = format!("{}: {message}", task.kind);
+    if let Err(e) = ctx.store.log_event(&c, Some(task.id), "error", task.step.as_deref(), &line).await {
+        tracing::error!(cluster = %cluster_id, task = %task.id, error = %e, "could not record the failure in the history");
+    }
+    Some(c)
 }

@@ -78,9 +78,23 @@ pub struct Job {
 }
 
 impl Job {
-    pub fn new(ctx: Arc<Ctx>, task: task::Model, cancelled: Arc<AtomicBool>, total_steps: usize) -> Self {
-        let checkpoints = serde_json::from_value(task.payload.clone()).unwrap_or_default();
-        Self { ctx, task, checkpoints: Mutex::new(checkpoints), cancelled, total_steps }
+    /// Fails (`corrupt_checkpoint`) when the stored checkpoints cannot be read: starting
+    /// over could redo work the provider tokens no longer match, skipping could leave
+    /// it undone, so neither happens silently.
+    pub fn new(
+        ctx: Arc<Ctx>,
+        task: task::Model,
+        cancelled: Arc<AtomicBool>,
+        total_steps: usize,
+    ) -> Result<Self, StepError> {
+        let checkpoints = match &task.payload {
+            serde_json::Value::Null => Checkpoints::default(),
+            p => serde_json::from_value(p.clone()).map_err(|e| StepError::Failed {
+                code: "corrupt_checkpoint".into(),
+                message: format!("the task's checkpoints cannot be read ({e}); it was not resumed"),
+            })?,
+        };
+        Ok(Self { ctx, task, checkpoints: Mutex::new(checkpoints), cancelled, total_steps })
     }
 
     pub fn check_cancelled(&self) -> Result<(), StepError> {

@@ -51,7 +51,12 @@ fn percent_encode(s: &str) -> String {
 
 /// The DTO with the hook URLs filled in (they are stored encrypted with their secrets).
 pub(crate) fn cluster_dto(v: ClusterView, state: &AppState) -> ClusterDto {
-    let hooks = state.store.cluster_hooks(&v.cluster).unwrap_or_default();
+    // Hooks that cannot be decrypted (a changed master key) must not hide the cluster:
+    // it is shown without them, and the cause is logged.
+    let hooks = state.store.cluster_hooks(&v.cluster).unwrap_or_else(|e| {
+        tracing::error!(cluster = %v.cluster.id, error = %e, "cannot read the cluster's hooks");
+        Default::default()
+    });
     let mut dto = v.into_dto();
     dto.hooks = (&hooks).into_dto();
     dto
