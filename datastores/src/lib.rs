@@ -282,18 +282,15 @@ pub trait HeldBackup: Send {
     async fn finish(self: Box<Self>) -> Result<SnapshotLabel, ManagerError>;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackupKind {
-    Full,
-    Diff,
-    Incr,
-}
+/// The backup types are the domain's (`full`, `diff`, `incr`), one enum from the
+/// API's request to pgBackRest's `--type`.
+pub use herd_core::status::BackupType;
 
 /// One backup as the repository describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupInfo {
     pub label: String,
-    pub kind: BackupKind,
+    pub kind: BackupType,
     /// Size of the database the backup covers, bytes.
     pub size_bytes: i64,
     /// What the backup added to the repository (compressed, deduplicated), bytes.
@@ -461,7 +458,7 @@ pub trait Manager: Send + Sync {
     /// archiving works.
     async fn init_backups(&self, cluster: &ClusterSpec) -> Result<(), ManagerError>;
     /// Takes a backup from the primary; returns it once complete.
-    async fn backup(&self, cluster: &ClusterSpec, kind: BackupKind) -> Result<BackupInfo, ManagerError>;
+    async fn backup(&self, cluster: &ClusterSpec, kind: BackupType) -> Result<BackupInfo, ManagerError>;
     // The next three run the backup tool on the control-plane host itself (it reaches
     // the repository: the same directory for loopback hosts, S3 otherwise), so they
     // work after the cluster is gone.

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use herd_datastores::postgresql::PostgresManager;
-use herd_datastores::{BackupConfig, BackupKind, ClusterSpec, Manager, RestoreSource};
+use herd_datastores::{BackupConfig, BackupType, ClusterSpec, Manager, RestoreSource};
 use secrecy::SecretString;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -91,8 +91,8 @@ fn backup_restore_point_in_time_incremental_expire() {
 
     admin_sql(&addr, "CREATE TABLE t (b int, i int)");
     insert(&addr, 1, 1000);
-    let full = fx.rt.block_on(m.backup(&src, BackupKind::Full)).expect("full backup");
-    assert_eq!(full.kind, BackupKind::Full);
+    let full = fx.rt.block_on(m.backup(&src, BackupType::Full)).expect("full backup");
+    assert_eq!(full.kind, BackupType::Full);
     assert!(full.label.ends_with('F'), "{full:?}");
     assert!(full.size_bytes > 1_000_000 && full.repo_size_bytes > 0, "{full:?}");
     assert!(full.started_at <= full.finished_at && !full.wal_start.is_empty(), "{full:?}");
@@ -107,8 +107,8 @@ fn backup_restore_point_in_time_incremental_expire() {
     insert(&addr, 3, 10);
     archive_now(&addr);
 
-    let incr = fx.rt.block_on(m.backup(&src, BackupKind::Incr)).expect("incremental backup");
-    assert_eq!(incr.kind, BackupKind::Incr);
+    let incr = fx.rt.block_on(m.backup(&src, BackupType::Incr)).expect("incremental backup");
+    assert_eq!(incr.kind, BackupType::Incr);
     assert!(incr.label.starts_with(&full.label) && incr.label.ends_with('I'), "{incr:?}");
     assert!(incr.repo_size_bytes < full.repo_size_bytes, "incremental {incr:?} vs full {full:?}");
     let before_4 = now(&addr);
@@ -141,7 +141,7 @@ fn backup_restore_point_in_time_incremental_expire() {
     let pcfg = pitr.backup.clone().unwrap();
     // No init_backups: a backup into a stanza that does not exist yet creates it
     // (stanza-create + check) and then backs up.
-    let own_full = fx.rt.block_on(m.backup(&pitr, BackupKind::Full)).expect("first backup creates the stanza");
+    let own_full = fx.rt.block_on(m.backup(&pitr, BackupType::Full)).expect("first backup creates the stanza");
     assert_eq!(fx.rt.block_on(m.list_backups(&pcfg)).unwrap(), vec![own_full]);
     let own = repo.path().join("archive").join(&pcfg.stanza);
     let history =

@@ -9,7 +9,7 @@ use common::*;
 use herd_core::status::NodeRole;
 use herd_datastores::postgresql::PostgresManager;
 use herd_datastores::{
-    BackupConfig, BackupKind, ClusterSpec, Manager, NodeSpec, RestoreSource, SnapshotLabel, SnapshotSource,
+    BackupConfig, BackupType, ClusterSpec, Manager, NodeSpec, RestoreSource, SnapshotLabel, SnapshotSource,
 };
 use herd_providers::{Provider, ServerInfo, SnapshotSpec};
 use secrecy::SecretString;
@@ -210,7 +210,7 @@ fn snapshots_restore_into_new_clusters() {
     // It archives into its own stanza (a backup of it works), never the source's.
     admin_sql(&caddr, "INSERT INTO t VALUES (9, 1)");
     fx.rt.block_on(m.init_backups(&copy)).expect("init backups of the copy");
-    let full = fx.rt.block_on(m.backup(&copy, BackupKind::Full)).expect("a backup of the copy");
+    let full = fx.rt.block_on(m.backup(&copy, BackupType::Full)).expect("a backup of the copy");
     let own = copy.backup.clone().unwrap();
     assert_eq!(fx.rt.block_on(m.list_backups(&own)).unwrap(), vec![full]);
     assert!(history_files(&repo.path().join("archive").join(&own.stanza)) > 0, "timeline 2 in its own stanza");

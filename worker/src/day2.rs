@@ -4,7 +4,7 @@
 //! status are current when the task is reported done.
 
 use herd_core::status::{ActionKind, BackupStatus, BackupType, NodeRole, NodeStatus, PowerState, VolumeStatus};
-use herd_datastores::{BackupKind, ClusterSpec, NodeSpec, manager_for};
+use herd_datastores::{ClusterSpec, NodeSpec, manager_for};
 use herd_providers::{ProviderError, ServerStatus};
 use herd_store::BackupResult;
 use herd_store::entity::node;
@@ -492,11 +492,7 @@ async fn take_backup(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
     };
     herd_datastores::repo::ensure_posix_dir(config)
         .map_err(|e| StepError::failed("backup_repo_unavailable", format!("backup repository: {e}")))?;
-    let kind = match row.backup_type {
-        BackupType::Full => BackupKind::Full,
-        BackupType::Diff => BackupKind::Diff,
-        BackupType::Incr => BackupKind::Incr,
-    };
+    let kind = row.backup_type;
     store.set_backup_status(backup_id, BackupStatus::Running, None, None).await?;
     let mgr = b.manager.as_ref();
     let info = job
@@ -511,11 +507,7 @@ async fn take_backup(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
         let label = i.label.clone();
         // pgBackRest takes a full backup when a diff or incr has none to build on:
         // the row records what was taken.
-        let taken = match i.kind {
-            BackupKind::Full => BackupType::Full,
-            BackupKind::Diff => BackupType::Diff,
-            BackupKind::Incr => BackupType::Incr,
-        };
+        let taken = i.kind;
         store
             .set_backup_status(
                 backup_id,

@@ -103,15 +103,12 @@ pub async fn check_restore(
     if let Some(t) = r.target_time {
         // Consistency is reached at the end of a backup, and recovery to a time stops
         // only at a later archived commit: outside the window the restore cannot work.
-        let config =
-            repo::for_backup(&state.backups, &state.state_dir, &b.repo, b.stanza.as_deref().unwrap_or_default());
-        let mgr = herd_datastores::manager_for("postgresql");
-        let window = match (config, mgr) {
-            (Some(c), Some(m)) => m.recovery_window(&c).await.map_err(|e| {
-                tracing::warn!(error = %e, "reading the recovery window failed");
-                ApiError::new(ErrorCode::Unavailable, "the backup repository could not be read")
-            })?,
-            _ => return Err(ApiError::new(ErrorCode::BackupsNotConfigured, "the backup repository is not configured")),
+        // The restored cluster must run the source's datastore: its manager reads it.
+        let window = match state.store.get_datastore(target.datastore).await {
+            Ok(ds) => window_of(state, &ds.manager, b).await?,
+            // Reported by the caller's datastore check.
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
         let earliest = window.as_ref().map(|w| w.earliest).into_iter().chain(chosen.and_then(|c| c.finished_at)).max();
         match (earliest, window.map(|w| w.latest)) {
@@ -260,16 +257,26 @@ pub async fn recovery_window(
         return Ok(HttpResponse::Ok().json(RecoveryWindowDto { earliest: None, latest: None }));
     };
     let ds = state.store.get_datastore(&v.cluster.datastore).await?;
+    let w = window_of(&state, &ds.manager, b).await?;
+    Ok(HttpResponse::Ok()
+        .json(RecoveryWindowDto { earliest: w.as_ref().map(|w| w.earliest), latest: w.map(|w| w.latest) }))
+}
+
+/// The restorable window of the stanza a backup is in, read by the datastore's
+/// manager from the repository the backup names.
+async fn window_of(
+    state: &AppState,
+    manager: &str,
+    b: &backup::Model,
+) -> Result<Option<herd_datastores::RecoveryWindow>, ApiError> {
     let (Some(config), Some(mgr)) = (
         repo::for_backup(&state.backups, &state.state_dir, &b.repo, b.stanza.as_deref().unwrap_or_default()),
-        herd_datastores::manager_for(&ds.manager),
+        herd_datastores::manager_for(manager),
     ) else {
         return Err(ApiError::new(ErrorCode::BackupsNotConfigured, "the backup repository is not configured"));
     };
-    let w = mgr.recovery_window(&config).await.map_err(|e| {
-        tracing::warn!(cluster = %v.cluster.id, error = %e, "reading the recovery window failed");
+    mgr.recovery_window(&config).await.map_err(|e| {
+        tracing::warn!(cluster = %b.cluster_id, error = %e, "reading the recovery window failed");
         ApiError::new(ErrorCode::Unavailable, "the backup repository could not be read")
-    })?;
-    Ok(HttpResponse::Ok()
-        .json(RecoveryWindowDto { earliest: w.as_ref().map(|w| w.earliest), latest: w.map(|w| w.latest) }))
+    })
 }

@@ -16,7 +16,7 @@ use super::{PostgresManager, as_user, patroni};
 use crate::shell::{join, quote};
 use crate::ssh::with_session;
 use crate::{
-    BackupConfig, BackupInfo, BackupKind, BackupRepo, ClusterSpec, ManagerError, NodeSpec, RecoveryWindow,
+    BackupConfig, BackupInfo, BackupRepo, BackupType, ClusterSpec, ManagerError, NodeSpec, RecoveryWindow,
     RestoreSource,
 };
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
@@ -387,9 +387,9 @@ pub fn parse_info(json: &str, stanza: &str) -> Result<StanzaInfo, ManagerError> 
     let mut backups = Vec::new();
     for b in s.backup {
         let kind = match b.kind.as_str() {
-            "full" => BackupKind::Full,
-            "diff" => BackupKind::Diff,
-            "incr" => BackupKind::Incr,
+            "full" => BackupType::Full,
+            "diff" => BackupType::Diff,
+            "incr" => BackupType::Incr,
             other => return Err(ManagerError::Transient(format!("backup {}: unknown type {other:?}", b.label))),
         };
         let (wal_start, wal_stop) =
@@ -648,15 +648,15 @@ impl PostgresManager {
     pub(super) async fn backup_impl(
         &self,
         cluster: &ClusterSpec,
-        kind: BackupKind,
+        kind: BackupType,
     ) -> Result<BackupInfo, ManagerError> {
         let config = own_config(cluster)?.clone();
         let node = self.leader_node(cluster).await?;
         let l = Layout::new(cluster, &node)?;
         let kind_arg = match kind {
-            BackupKind::Full => "--type=full",
-            BackupKind::Diff => "--type=diff",
-            BackupKind::Incr => "--type=incr",
+            BackupType::Full => "--type=full",
+            BackupType::Diff => "--type=diff",
+            BackupType::Incr => "--type=incr",
         };
         // info before and after, in the same session: the new backup is the one
         // only the second lists (no clock comparison between hosts).
@@ -723,7 +723,7 @@ impl PostgresManager {
     /// remaining backup stays restorable to any later point), and never expires a
     /// backup (`repo1-retention-full` stays at its maximum).
     async fn expire_archive(&self, config: &BackupConfig, scratch: &Scratch) -> Result<(), ManagerError> {
-        let fulls = local_info(config, scratch).await?.backups.iter().filter(|b| b.kind == BackupKind::Full).count();
+        let fulls = local_info(config, scratch).await?.backups.iter().filter(|b| b.kind == BackupType::Full).count();
         if fulls == 0 {
             return Ok(());
         }
@@ -798,7 +798,7 @@ pub(crate) mod tests {
         let info = parse_info(INFO, "cap").unwrap();
         let [full, incr] = &info.backups[..] else { panic!("{info:?}") };
         assert_eq!(full.label, "20261122-120713F");
-        assert_eq!(full.kind, BackupKind::Full);
+        assert_eq!(full.kind, BackupType::Full);
         assert_eq!((full.size_bytes, full.repo_size_bytes), (23213588, 3062515));
         assert_eq!(full.started_at.timestamp(), 1795349233);
         assert_eq!(full.finished_at.timestamp(), 1795349236);
@@ -807,7 +807,7 @@ pub(crate) mod tests {
             ("000000010000000000000002", "000000010000000000000002")
         );
         assert_eq!(incr.label, "20261122-120713F_20261122-120717I");
-        assert_eq!(incr.kind, BackupKind::Incr);
+        assert_eq!(incr.kind, BackupType::Incr);
         assert_eq!(incr.repo_size_bytes, 208328, "what the backup added, not the total");
         assert!(incr.repo_size_bytes < full.repo_size_bytes);
         assert_eq!(info.newest_wal, Some(("15-1".into(), "000000010000000000000004".into())));

@@ -25,7 +25,7 @@ pub use render::scope;
 use crate::shell::{join, quote};
 use crate::ssh::{Session, Upload, with_session};
 use crate::{
-    BackupConfig, BackupInfo, BackupKind, ClusterHealth, ClusterSpec, Manager, ManagerError, NodeSpec, ParameterInfo,
+    BackupConfig, BackupInfo, BackupType, ClusterHealth, ClusterSpec, Manager, ManagerError, NodeSpec, ParameterInfo,
     RecoveryWindow,
 };
 use async_trait::async_trait;
@@ -669,7 +669,7 @@ impl Manager for PostgresManager {
         self.init_backups_impl(cluster).await
     }
 
-    async fn backup(&self, cluster: &ClusterSpec, kind: BackupKind) -> Result<BackupInfo, ManagerError> {
+    async fn backup(&self, cluster: &ClusterSpec, kind: BackupType) -> Result<BackupInfo, ManagerError> {
         self.backup_impl(cluster, kind).await
     }
 
