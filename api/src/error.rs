@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use herd_store::StoreError;
+use herd_store::{Conflict, StoreError};
 
 pub use herd_types::{ErrorCode, FieldError, Problem};
 
@@ -87,12 +87,29 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ApiError::not_found("resource"),
-            StoreError::Conflict { code, message } => {
-                ApiError::new(ErrorCode::parse(code).unwrap_or(ErrorCode::Conflict), message)
-            }
+            StoreError::Conflict { kind, message } => ApiError::new(conflict_code(kind), message),
             StoreError::Invalid { field, message } => ApiError::field(field, message),
             other => ApiError::internal(&other),
         }
+    }
+}
+
+/// Each store conflict's code; exhaustive, so a new kind is a compile error here.
+fn conflict_code(kind: Conflict) -> ErrorCode {
+    match kind {
+        Conflict::ProjectExists => ErrorCode::ProjectExists,
+        Conflict::TokenExists => ErrorCode::TokenExists,
+        Conflict::KeyExists => ErrorCode::KeyExists,
+        Conflict::KeyInUse => ErrorCode::KeyInUse,
+        Conflict::ClusterExists => ErrorCode::ClusterExists,
+        Conflict::DatastoreExists => ErrorCode::DatastoreExists,
+        Conflict::VersionExists => ErrorCode::VersionExists,
+        Conflict::InvalidState => ErrorCode::InvalidState,
+        Conflict::ClusterBusy => ErrorCode::ClusterBusy,
+        Conflict::ClusterNotReady => ErrorCode::ClusterNotReady,
+        Conflict::NodeIsPrimary => ErrorCode::NodeIsPrimary,
+        Conflict::LastNode => ErrorCode::LastNode,
+        Conflict::TooManyNodes => ErrorCode::TooManyNodes,
     }
 }
 

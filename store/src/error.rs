@@ -1,12 +1,34 @@
 use sea_orm::{DbErr, SqlErr};
 
+/// Why a write does not fit what is stored. The API gives each its own error code
+/// (an exhaustive match: a new kind cannot fall back to a generic conflict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    ProjectExists,
+    TokenExists,
+    KeyExists,
+    KeyInUse,
+    ClusterExists,
+    DatastoreExists,
+    VersionExists,
+    /// The resource is in a state that does not allow the change (being deleted, say).
+    InvalidState,
+    /// Another task is changing the cluster.
+    ClusterBusy,
+    /// The cluster is not active or degraded.
+    ClusterNotReady,
+    NodeIsPrimary,
+    LastNode,
+    TooManyNodes,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,
-    /// A uniqueness or state conflict; `code` is the stable API error code.
+    /// A uniqueness or state conflict.
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { kind: Conflict, message: String },
     /// The request names something that does not exist or is not usable.
     #[error("{field}: {message}")]
     Invalid { field: &'static str, message: String },
@@ -17,14 +39,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Conflict { code, message: message.into() }
+    pub fn conflict(kind: Conflict, message: impl Into<String>) -> Self {
+        Self::Conflict { kind, message: message.into() }
     }
 
     /// Maps a unique-constraint violation to a conflict, anything else to `Db`.
-    pub(crate) fn unique(e: DbErr, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn unique(e: DbErr, kind: Conflict, message: impl Into<String>) -> Self {
         match e.sql_err() {
-            Some(SqlErr::UniqueConstraintViolation(_)) => Self::conflict(code, message),
+            Some(SqlErr::UniqueConstraintViolation(_)) => Self::conflict(kind, message),
             _ => Self::Db(e),
         }
     }

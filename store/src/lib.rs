@@ -6,7 +6,7 @@ pub mod entity;
 mod error;
 pub mod repo;
 
-pub use error::StoreError;
+pub use error::{Conflict, StoreError};
 pub use repo::*;
 
 use herd_core::crypto::MasterKey;

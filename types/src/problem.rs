@@ -39,6 +39,7 @@ codes! {
     UnsupportedMediaType = ("unsupported_media_type", 415, "The request body must be application/json"),
     ValidationFailed = ("validation_failed", 422, "The request is invalid"),
     ProjectExists = ("project_exists", 409, "A project with this name exists"),
+    TokenExists = ("token_exists", 409, "This token is already registered"),
     KeyExists = ("key_exists", 409, "A key with this name exists"),
     KeyInUse = ("key_in_use", 409, "The key is used by a cluster"),
     ClusterExists = ("cluster_exists", 409, "A cluster with this name exists"),

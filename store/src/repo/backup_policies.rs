@@ -18,6 +18,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::now;
+use crate::Conflict;
 use crate::entity::{backup, backup_policy, cluster, task};
 use crate::{Store, StoreError};
 
@@ -63,7 +64,7 @@ pub enum ScheduledRun {
     Started(Box<(backup::Model, task::Model)>),
     /// The cluster cannot take it now (`cluster_busy`, `cluster_not_ready`): nothing
     /// changed, it stays due.
-    Waiting { code: &'static str, reason: String },
+    Waiting { why: crate::Conflict, reason: String },
     /// Another worker claimed it first, or the policy changed or went meanwhile.
     Lost,
 }
@@ -80,7 +81,7 @@ impl Store {
         let tx = self.write_tx().await?;
         let c = self.project_cluster(&tx, project_id, cluster_id).await?;
         if c.status == ClusterStatus::Deleting {
-            return Err(StoreError::conflict("invalid_state", format!("cluster '{}' is being deleted", c.name)));
+            return Err(StoreError::conflict(Conflict::InvalidState, format!("cluster '{}' is being deleted", c.name)));
         }
         let ts = now();
         let existing = backup_policy::Entity::find_by_id(cluster_id).one(&tx).await?;
@@ -205,9 +206,9 @@ impl Store {
         }
         match self.check_ready(&tx, &c).await {
             Ok(()) => {}
-            Err(StoreError::Conflict { code, message }) => {
+            Err(StoreError::Conflict { kind, message }) => {
                 tx.rollback().await?;
-                return Ok(ScheduledRun::Waiting { code, reason: message });
+                return Ok(ScheduledRun::Waiting { why: kind, reason: message });
             }
             Err(e) => return Err(e),
         }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::clusters::insert_task;
 use super::{Page, new_id, now};
+use crate::Conflict;
 use crate::entity::{backup, cluster, task};
 use crate::{Store, StoreError};
 
@@ -144,7 +145,7 @@ impl Store {
         }
         if b.status != BackupStatus::Completed {
             return Err(StoreError::conflict(
-                "invalid_state",
+                Conflict::InvalidState,
                 format!("backup {} is {}; only a completed backup can be expired", b.id, b.status),
             ));
         }
@@ -240,7 +241,7 @@ impl Store {
         }
         if !b.status.can_become(to) {
             return Err(StoreError::conflict(
-                "invalid_state",
+                Conflict::InvalidState,
                 format!("backup {id} is {} and cannot become {to}", b.status),
             ));
         }

@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::{Page, new_id, now};
+use crate::Conflict;
 use crate::entity::{backup_policy, cluster, node, ssh_key, task};
 use crate::{Store, StoreError};
 
@@ -135,7 +136,7 @@ impl Store {
         .map_err(|e| {
             StoreError::unique(
                 e,
-                "cluster_exists",
+                Conflict::ClusterExists,
                 format!("a cluster named '{}' already exists in this project", new.name),
             )
         })?;
@@ -276,7 +277,7 @@ pub async fn set_cluster_status<C: ConnectionTrait>(
 ) -> Result<cluster::Model, StoreError> {
     if !c.status.can_become(to) {
         return Err(StoreError::conflict(
-            "invalid_state",
+            Conflict::InvalidState,
             format!("cluster '{}' is {} and cannot become {to}", c.name, c.status),
         ));
     }

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set};
 
 use super::{new_id, now};
+use crate::Conflict;
 use crate::entity::{datastore, datastore_version};
 use crate::{Store, StoreError};
 
@@ -91,7 +92,7 @@ impl Store {
         }
         .insert(&self.db)
         .await
-        .map_err(|e| StoreError::unique(e, "datastore_exists", format!("datastore '{name}' already exists")))
+        .map_err(|e| StoreError::unique(e, Conflict::DatastoreExists, format!("datastore '{name}' already exists")))
     }
 
     pub async fn add_version(&self, datastore: &str, spec: &VersionSpec) -> Result<VersionSpec, StoreError> {
@@ -109,7 +110,11 @@ impl Store {
         .insert(&self.db)
         .await
         .map_err(|e| {
-            StoreError::unique(e, "version_exists", format!("{datastore} version '{}' already exists", spec.version))
+            StoreError::unique(
+                e,
+                Conflict::VersionExists,
+                format!("{datastore} version '{}' already exists", spec.version),
+            )
         })?;
         Ok(VersionSpec::from_model(&m))
     }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::clusters::{ClusterView, insert_task, set_cluster_status};
 use super::{new_id, now};
+use crate::Conflict;
 use crate::entity::{cluster, node, task, volume};
 use crate::{Store, StoreError};
 
@@ -69,7 +70,7 @@ pub struct HealthChange {
 
 fn cluster_busy(t: &task::Model) -> StoreError {
     StoreError::conflict(
-        "cluster_busy",
+        Conflict::ClusterBusy,
         format!("task {} ({}) is {} on this cluster; wait for it to finish", t.id, t.kind, t.status),
     )
 }
@@ -84,7 +85,7 @@ impl Store {
         let c = &cluster::Entity::find_by_id(c.id).lock_exclusive().one(conn).await?.ok_or(StoreError::NotFound)?;
         if !matches!(c.status, ClusterStatus::Active | ClusterStatus::Degraded) {
             return Err(StoreError::conflict(
-                "cluster_not_ready",
+                Conflict::ClusterNotReady,
                 format!("cluster '{}' is {}; day-2 operations need it active or degraded", c.name, c.status),
             ));
         }
@@ -240,7 +241,7 @@ impl Store {
         let existing = node::Entity::find().filter(node::Column::ClusterId.eq(id)).all(&tx).await?;
         if existing.len() + usize::from(count) > usize::from(max_nodes) {
             return Err(StoreError::conflict(
-                "too_many_nodes",
+                Conflict::TooManyNodes,
                 format!("the cluster has {} node(s); at most {max_nodes} are allowed", existing.len()),
             ));
         }
@@ -284,12 +285,15 @@ impl Store {
         self.check_ready(&tx, &c).await?;
         if n.role == NodeRole::Primary || c.primary_node_id == Some(n.id) {
             return Err(StoreError::conflict(
-                "node_is_primary",
+                Conflict::NodeIsPrimary,
                 format!("{} is the primary; switch over to another node first (POST .../actions)", n.name),
             ));
         }
         if nodes.len() <= 1 {
-            return Err(StoreError::conflict("last_node", "a cluster keeps at least one node; delete the cluster"));
+            return Err(StoreError::conflict(
+                Conflict::LastNode,
+                "a cluster keeps at least one node; delete the cluster",
+            ));
         }
         let name = n.name.clone();
         let mut am = n.into_active_model();

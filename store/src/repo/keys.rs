@@ -6,6 +6,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::{new_id, now};
+use crate::Conflict;
 use crate::entity::{cluster, ssh_key};
 use crate::{Store, StoreError};
 
@@ -47,7 +48,7 @@ impl Store {
         .insert(conn)
         .await
         .map_err(|e| {
-            StoreError::unique(e, "key_exists", format!("a key named '{name}' already exists in this project"))
+            StoreError::unique(e, Conflict::KeyExists, format!("a key named '{name}' already exists in this project"))
         })
     }
 
@@ -82,7 +83,7 @@ impl Store {
         let users = cluster::Entity::find().filter(cluster::Column::KeyId.eq(key.id)).count(&tx).await?;
         if users > 0 {
             return Err(StoreError::conflict(
-                "key_in_use",
+                Conflict::KeyInUse,
                 format!("key '{}' is used by {users} cluster(s); delete them first", key.name),
             ));
         }

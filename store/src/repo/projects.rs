@@ -2,6 +2,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use uuid::Uuid;
 
 use super::{new_id, now};
+use crate::Conflict;
 use crate::entity::project;
 use crate::{Store, StoreError};
 
@@ -13,7 +14,9 @@ impl Store {
         project::ActiveModel { id: Set(new_id()), name: Set(name.to_owned()), created_at: Set(now()) }
             .insert(&self.db)
             .await
-            .map_err(|e| StoreError::unique(e, "project_exists", format!("a project named '{name}' already exists")))
+            .map_err(|e| {
+                StoreError::unique(e, Conflict::ProjectExists, format!("a project named '{name}' already exists"))
+            })
     }
 
     pub async fn list_projects(&self) -> Result<Vec<project::Model>, StoreError> {

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::clusters::insert_task;
 use super::{Page, new_id, now};
+use crate::Conflict;
 use crate::entity::{snapshot, task};
 use crate::{Store, StoreError};
 
@@ -121,7 +122,7 @@ impl Store {
         }
         if s.status != to && !s.status.can_become(to) {
             return Err(StoreError::conflict(
-                "invalid_state",
+                Conflict::InvalidState,
                 format!("snapshot {id} is {} and cannot become {to}", s.status),
             ));
         }
@@ -162,7 +163,7 @@ impl Store {
         }
         if !s.status.can_become(SnapshotStatus::Deleting) {
             return Err(StoreError::conflict(
-                "invalid_state",
+                Conflict::InvalidState,
                 format!("snapshot {} is {}; it can be deleted once it is available or failed", s.id, s.status),
             ));
         }

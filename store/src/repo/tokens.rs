@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::projects::ADMIN_PROJECT;
 use super::{new_id, now};
+use crate::Conflict;
 use crate::entity::{api_token, project};
 use crate::{Store, StoreError};
 
@@ -77,7 +78,7 @@ impl Store {
             am.update(&self.db).await?;
         }
         match self.insert_token(project.id, BOOTSTRAP_TOKEN_NAME, TokenRole::Admin, token).await {
-            Err(StoreError::Db(e)) => Err(StoreError::unique(e, "token_exists", "token already registered")),
+            Err(StoreError::Db(e)) => Err(StoreError::unique(e, Conflict::TokenExists, "token already registered")),
             other => other,
         }
     }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::clusters::{admin_password_aad, secrets_aad, set_cluster_status};
 use super::{new_id, now};
+use crate::Conflict;
 use crate::entity::{backup_policy, cluster, node, ssh_key, task, task_event, volume};
 use crate::{Store, StoreError};
 
@@ -318,7 +319,7 @@ impl Store {
         // The node state machine lives in one place: a move it forbids is refused.
         if !n.status.can_become(o.status) {
             return Err(StoreError::conflict(
-                "invalid_state",
+                Conflict::InvalidState,
                 format!("node {} is {} and cannot become {}", n.name, n.status, o.status),
             ));
         }
