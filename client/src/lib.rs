@@ -304,8 +304,9 @@ impl Client {
     pub async fn backup_policy(&self, id: Uuid) -> Result<Option<BackupPolicyDto>> {
         match self.get(&format!("/v1/clusters/{id}/backup-policy")).await {
             Ok(p) => Ok(Some(p)),
-            // The cluster exists (checked by the caller or not): 404 means no policy
-            // only when the cluster is there.
+            // The API answers 404 both for a missing cluster and for a cluster without
+            // a policy; only the second is `None`, so a 404 is told apart by asking for
+            // the cluster (one more request, on this path only).
             Err(Error::Api(p)) if p.status == 404 => {
                 self.cluster(id).await?;
                 Ok(None)

@@ -22,7 +22,7 @@ pub struct Cli {
 }
 
 /// Which API the client commands talk to, and how they print.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Clone, Default)]
 pub struct ConnArgs {
     /// API URL (else the context's).
     #[arg(long, global = true, env = "HERD_URL", help_heading = "Client options")]
@@ -39,6 +39,19 @@ pub struct ConnArgs {
     /// No colours (also: NO_COLOR set, or stdout not a terminal).
     #[arg(long, global = true, help_heading = "Client options")]
     pub no_color: bool,
+}
+
+/// Never the token: `Cli` is `Debug` (clap needs it), and a debug print must not leak it.
+impl std::fmt::Debug for ConnArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnArgs")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("context", &self.context)
+            .field("output", &self.output)
+            .field("no_color", &self.no_color)
+            .finish()
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Default)]
@@ -548,6 +561,13 @@ mod tests {
     fn the_command_tree_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug() {
+        let cli = Cli::parse_from(["herd", "--token", "herd_secret_value", "cluster", "list"]);
+        assert_eq!(cli.conn.token.as_deref(), Some("herd_secret_value"));
+        assert!(!format!("{cli:?}").contains("herd_secret_value"));
     }
 
     #[test]

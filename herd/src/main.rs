@@ -30,14 +30,16 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let mut cli = Cli::parse();
-    if matches!(cli.command, Command::Client(_)) {
+    let cli = Cli::parse();
+    let command = match cli.command {
         // Client commands read no server settings: a herd.toml here is not theirs.
-        init_client_tracing();
-        let Command::Client(cmd) = std::mem::replace(&mut cli.command, Command::Openapi) else { unreachable!() };
-        return herd::client::run(cli.conn, *cmd).await;
-    }
-    match server(cli).await {
+        Command::Client(cmd) => {
+            init_client_tracing();
+            return herd::client::run(cli.conn, *cmd).await;
+        }
+        other => other,
+    };
+    match server(cli.config.as_deref(), cli.log_format, command).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -46,9 +48,13 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn server(cli: Cli) -> anyhow::Result<()> {
-    let mut settings = Settings::load(cli.config.as_deref())?;
-    if let Some(f) = cli.log_format {
+async fn server(
+    config: Option<&std::path::Path>,
+    log_format: Option<LogFormatArg>,
+    command: Command,
+) -> anyhow::Result<()> {
+    let mut settings = Settings::load(config)?;
+    if let Some(f) = log_format {
         settings.log_format = match f {
             LogFormatArg::Text => LogFormat::Text,
             LogFormatArg::Json => LogFormat::Json,
@@ -56,7 +62,7 @@ async fn server(cli: Cli) -> anyhow::Result<()> {
     }
     init_tracing(&settings);
 
-    match cli.command {
+    match command {
         Command::Openapi => {
             use std::io::Write;
             match std::io::stdout().lock().write_all(herd_api::openapi_json().as_bytes()) {
@@ -114,6 +120,7 @@ async fn server(cli: Cli) -> anyhow::Result<()> {
             let _lock = lock_state_dir(&settings.state_dir)?;
             let prepared = prepare(&settings, Mode::Dev).await?;
             let providers = providers(&settings)?;
+            let dev_providers = providers.clone();
             recover(&providers).await;
             let queue = Queue::sqlite(&settings.state_dir.join("queue.db")).await.context("opening the queue")?;
             // One process owns this state dir: whatever it was running when it last
@@ -155,7 +162,7 @@ async fn server(cli: Cli) -> anyhow::Result<()> {
             worker.abort();
             // Like cloud VMs, the servers outlive the control plane; say so, and how to
             // stop them, so a laptop is not left with daemons nobody knows about.
-            let running = running_servers(&settings);
+            let running = running_servers(&dev_providers).await;
             if running > 0 {
                 let dir = settings.state_dir.display();
                 let herd = program();
@@ -186,12 +193,17 @@ fn program() -> String {
     }
 }
 
-/// How many local servers of this state dir should be running.
-fn running_servers(settings: &Settings) -> usize {
-    let dir = settings.providers.local.root.clone().unwrap_or_else(|| settings.state_dir.join("local"));
-    std::fs::read_dir(dir.join("state/servers"))
-        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
-        .unwrap_or(0)
+/// How many loopback servers run now (they outlive `herd dev`), as their provider
+/// records them.
+async fn running_servers(providers: &herd_providers::Providers) -> usize {
+    let mut n = 0;
+    for p in providers.iter().filter(|p| p.kind() == herd_providers::ProviderKind::Local) {
+        match p.list_servers(&Default::default()).await {
+            Ok(servers) => n += servers.iter().filter(|s| s.status == herd_providers::ServerStatus::Running).count(),
+            Err(e) => tracing::warn!(provider = %p.name(), error = %e, "cannot list servers"),
+        }
+    }
+    n
 }
 
 /// `herd dev --down` / `--purge`: with `herd dev` stopped, stop (or delete) what it made.
@@ -207,7 +219,7 @@ async fn dev_down(settings: &Settings, purge: bool) -> anyhow::Result<()> {
         anyhow::anyhow!("`herd dev` is running on {}: stop it first (Ctrl-C), then run this again", dir.display())
     })?;
     let local = &settings.providers.local;
-    let root = local.root.clone().unwrap_or_else(|| dir.join("local"));
+    let root = herd_providers::local_root(local, dir);
     if root.exists() {
         let provider =
             herd_providers::local::LocalProvider::new("local", local, &root).context("opening the local provider")?;

@@ -180,7 +180,8 @@ async fn dev_mode_serves_the_tour_and_keeps_secrets_out_of_logs() {
     // Let the worker build it, so the log scan below covers SSH, Patroni and the
     // admin password being set, all at trace level.
     let id = list["items"][0]["id"].as_str().unwrap().to_owned();
-    env.wait_status(url, &token, &id, "active", Duration::from_secs(240)).await;
+    let id: uuid::Uuid = id.parse().unwrap();
+    env.wait_status(url, &token, id, herd_core::status::ClusterStatus::Active, Duration::from_secs(240)).await;
 
     // Graceful stop on SIGTERM.
     let pid = nix::unistd::Pid::from_raw(dev.proc.0.id() as i32);

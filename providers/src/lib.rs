@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 pub use herd_core::config::{Ec2ProviderSettings, FlavorSettings, LocalProviderSettings, ProvidersSettings};
 pub use hostkey::{HostKeyError, verify_host_key};
-pub use registry::{Providers, build_providers};
+pub use registry::{Providers, build_providers, local_root};
 
 /// Tag keys Herd puts on the resources it creates.
 pub const TAG_CLUSTER: &str = "herd:cluster";

@@ -79,13 +79,19 @@ impl Providers {
     }
 }
 
+/// Where the local provider keeps its servers, volumes and records: `root`, by
+/// default `<state_dir>/local`.
+pub fn local_root(settings: &crate::LocalProviderSettings, state_dir: &Path) -> std::path::PathBuf {
+    settings.root.clone().unwrap_or_else(|| state_dir.join("local"))
+}
+
 /// Builds the providers the settings enable: `local` unless `enabled = false` (its
 /// root defaults to `<state_dir>/local`), `ec2` when `[providers.ec2]` exists. Does no
 /// network I/O: EC2 credentials are resolved at the first call.
 pub fn build_providers(settings: &ProvidersSettings, state_dir: &Path) -> Result<Providers, ProviderError> {
     let mut providers = Providers::new();
     if settings.local.enabled {
-        let root = settings.local.root.clone().unwrap_or_else(|| state_dir.join("local"));
+        let root = local_root(&settings.local, state_dir);
         providers.insert(Arc::new(LocalProvider::new("local", &settings.local, &root)?))?;
     }
     if let Some(ec2) = &settings.ec2 {

@@ -29,6 +29,8 @@ use crate::state::AppState;
 const KEEPALIVE: Duration = Duration::from_secs(15);
 /// History events read per catch-up query.
 const BACKLOG: u64 = 500;
+/// Sent event ids a stream keeps for de-duplication before it forgets the old ones.
+const REMEMBERED: usize = 4096;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/tasks/{id}/stream").route(web::get().to(task_stream)))
@@ -173,6 +175,12 @@ impl Sent {
             return true;
         }
         self.last_event = self.last_event.max(Some(e.id));
+        if self.events.len() > REMEMBERED {
+            // A stream open for days must not remember every id: repeats can only come
+            // from the feed's look-back, so ids well older than the newest sent go.
+            let floor = herd_store::v7_floor(chrono::Utc::now() - chrono::Duration::seconds(60));
+            self.events.retain(|id| *id >= floor);
+        }
         out.send(frame(&StreamMessage::Event(e.into_dto()))).await.is_ok()
     }
 }

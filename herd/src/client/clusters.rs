@@ -451,9 +451,13 @@ async fn status(api: &Client, cluster: &str, out: &Out) -> anyhow::Result<()> {
         Some(_) => api.backups(Some(c.id)).await?,
         None => Vec::new(),
     };
-    let window = match &c.backup_repository {
-        Some(_) => api.recovery_window(c.id).await.ok(),
-        None => None,
+    // The status screen still shows when the repository cannot be read, and says so.
+    let (window, window_error) = match &c.backup_repository {
+        Some(_) => match api.recovery_window(c.id).await {
+            Ok(w) => (Some(w), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+        None => (None, None),
     };
     let events = api.events(c.id, Some(8), None).await?.items;
     let last_backup = backups.iter().filter(|b| b.status == BackupStatus::Completed).max_by_key(|b| b.finished_at);
@@ -523,10 +527,14 @@ async fn status(api: &Client, cluster: &str, out: &Out) -> anyhow::Result<()> {
             ),
             (
                 "recovery window",
-                window.as_ref().map_or("-".into(), |w| match (w.earliest, w.latest) {
-                    (Some(e), Some(l)) => format!("{} → {}", e.to_rfc3339(), l.to_rfc3339()),
-                    _ => "no backup yet".into(),
-                }),
+                match (&window, &window_error) {
+                    (Some(w), _) => match (w.earliest, w.latest) {
+                        (Some(e), Some(l)) => format!("{} → {}", e.to_rfc3339(), l.to_rfc3339()),
+                        _ => "no backup yet".into(),
+                    },
+                    (None, Some(e)) => format!("unavailable ({e})"),
+                    (None, None) => "-".into(),
+                },
             ),
             ("fault", c.fault.as_ref().map_or("-".into(), |f| format!("{}: {}", f.code, f.message))),
         ]);

@@ -56,41 +56,6 @@ pub fn refused<T: std::fmt::Debug>(r: herd_client::Result<T>) -> ApiProblem {
     }
 }
 
-/// A cluster id as [`Env::wait_status`] takes it: a `Uuid`, or the text of one
-/// (cli.rs reads ids from the CLI's JSON output).
-pub trait ClusterId {
-    fn cluster_id(&self) -> Uuid;
-}
-
-impl ClusterId for Uuid {
-    fn cluster_id(&self) -> Uuid {
-        *self
-    }
-}
-
-impl ClusterId for &String {
-    fn cluster_id(&self) -> Uuid {
-        Uuid::parse_str(self).unwrap_or_else(|e| panic!("cluster id {self:?}: {e}"))
-    }
-}
-
-/// The status [`Env::wait_status`] waits for: a `ClusterStatus`, or its name (cli.rs).
-pub trait WantStatus {
-    fn status(&self) -> ClusterStatus;
-}
-
-impl WantStatus for ClusterStatus {
-    fn status(&self) -> ClusterStatus {
-        *self
-    }
-}
-
-impl WantStatus for &str {
-    fn status(&self) -> ClusterStatus {
-        self.parse().unwrap_or_else(|e| panic!("cluster status {self:?}: {e}"))
-    }
-}
-
 /// A child process killed when dropped.
 pub struct Proc {
     pub child: Child,
@@ -242,11 +207,10 @@ impl Env {
         &self,
         api: &str,
         token: &str,
-        id: impl ClusterId,
-        want: impl WantStatus,
+        id: Uuid,
+        want: ClusterStatus,
         timeout: Duration,
     ) -> ClusterDto {
-        let (id, want) = (id.cluster_id(), want.status());
         let herd = self.client(api, token);
         let deadline = Instant::now() + timeout;
         loop {
