@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use herd_store::Store;
-use herd_store::entity::{task, task_event};
+use herd_store::{Task, TaskEvent};
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -28,8 +28,8 @@ const CAPACITY: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub enum Change {
-    Event(Arc<task_event::Model>),
-    Task(Arc<task::Model>),
+    Event(Arc<TaskEvent>),
+    Task(Arc<Task>),
 }
 
 pub struct Feed {

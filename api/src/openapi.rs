@@ -34,7 +34,7 @@ use crate::routes::*;
         tasks::get_task,
         streams::task_stream, streams::cluster_stream,
     ),
-    components(schemas(Problem, FieldError, ErrorCode)),
+    components(schemas(Problem, FieldError, ErrorCode, herd_core::faults::FaultCode)),
     // Relative: clients name the API's address; the spec works behind any host.
     servers((url = "/")),
     modifiers(&Conventions),

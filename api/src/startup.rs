@@ -31,9 +31,8 @@ pub async fn prepare(settings: &Settings, mode: Mode) -> anyhow::Result<Prepared
         (None, Mode::Dev) => MasterKey::load_or_create(&settings.state_dir.join("master.key"))?,
         (None, Mode::Production) => bail!("HERD_MASTER_KEY is required (base64 of 32 random bytes)"),
     };
-    let db = herd_store::connect(&settings.database_url()).await.context("connecting to the database")?;
-    herd_store::migrate(&db).await.context("running migrations")?;
-    let store = Store::new(db, Arc::new(key));
+    let store = Store::open(&settings.database_url(), Arc::new(key)).await.context("connecting to the database")?;
+    store.migrate().await.context("running migrations")?;
     store.seed_datastores().await?;
 
     let mut new_admin_token = None;

@@ -898,10 +898,9 @@ async fn backup_policies_are_validated_and_go_with_their_cluster(b: Backend) {
 /// at once: one backup task. While that task is open the next run waits (recorded
 /// once), then starts late when the cluster is free.
 async fn scheduled_runs_start_exactly_once_and_wait_for_a_busy_cluster(b: Backend) {
-    use herd_store::entity::{backup, task, task_event};
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let app = TestApp::spawn(b).await;
-    let (_, tok) = app.member("scheduler").await;
+    let (pid, tok) = app.member("scheduler").await;
+    let pid: uuid::Uuid = pid.parse().unwrap();
     let (s, v) = app.post("/v1/clusters", &tok, cluster_body("nightly")).await;
     assert_eq!(s, 202, "{v}");
     let id: uuid::Uuid = v["cluster"]["id"].as_str().unwrap().parse().unwrap();
@@ -909,8 +908,7 @@ async fn scheduled_runs_start_exactly_once_and_wait_for_a_busy_cluster(b: Backen
     let key = std::sync::Arc::new(
         herd_core::crypto::MasterKey::from_base64(app.settings.master_key.as_ref().unwrap()).unwrap(),
     );
-    let store = |db| herd_store::Store::new(db, key.clone());
-    let main = store(herd_store::connect(&app.database_url()).await.unwrap());
+    let main = herd_store::Store::open(&app.database_url(), key.clone()).await.unwrap();
 
     // The build "finishes": its task succeeds and the cluster is active.
     assert!(main.claim_task(build_task, "test", chrono::Duration::seconds(30)).await.unwrap().is_some());
@@ -921,8 +919,8 @@ async fn scheduled_runs_start_exactly_once_and_wait_for_a_busy_cluster(b: Backen
     let mut workers = Vec::new();
     for i in 0..4 {
         let queue = herd_worker::Queue::sqlite(&app.state_dir.path().join(format!("queue-{i}.db"))).await.unwrap();
-        let db = herd_store::connect(&app.database_url()).await.unwrap();
-        let ctx = herd_worker::Ctx::new(store(db), providers.clone(), app.settings.worker.clone(), queue)
+        let store = herd_store::Store::open(&app.database_url(), key.clone()).await.unwrap();
+        let ctx = herd_worker::Ctx::new(store, providers.clone(), app.settings.worker.clone(), queue)
             .with_backups(app.settings.backups.clone(), app.settings.state_dir.clone());
         workers.push(std::sync::Arc::new(ctx));
     }
@@ -961,19 +959,14 @@ async fn scheduled_runs_start_exactly_once_and_wait_for_a_busy_cluster(b: Backen
         }
     };
     scan_all(chrono::Utc::now()).await;
-    let backups =
-        || async { backup::Entity::find().filter(backup::Column::ClusterId.eq(id)).all(&main.db).await.unwrap() };
+    let backups = || async { main.list_backups(pid, Some(id), 100, None).await.unwrap().items };
     let tasks = || async {
-        task::Entity::find()
-            .filter(task::Column::ClusterId.eq(id))
-            .filter(task::Column::Kind.eq(herd_core::status::TaskKind::Backup))
-            .all(&main.db)
-            .await
-            .unwrap()
+        let all = main.tasks_of(id).await.unwrap();
+        all.into_iter().filter(|t| t.kind == herd_core::status::TaskKind::Backup).collect::<Vec<_>>()
     };
     let events = || async {
-        let rows = task_event::Entity::find().filter(task_event::Column::ClusterId.eq(id)).all(&main.db).await.unwrap();
-        rows.into_iter().map(|e| e.message).collect::<Vec<_>>()
+        let page = main.list_events(pid, id, 100, None).await.unwrap();
+        page.items.into_iter().map(|e| e.message).collect::<Vec<_>>()
     };
     let first = backups().await;
     assert_eq!(first.len(), 1, "four schedulers, one run: {first:?}");

@@ -3,12 +3,14 @@
 
 pub mod config;
 pub mod crypto;
+pub mod faults;
 pub mod hooks;
 pub mod names;
 pub mod queue;
 pub mod schedule;
 pub mod sshkey;
 pub mod status;
+pub mod task;
 
 /// Datastore managers this build ships (one folder each in the datastores crate).
 pub const MANAGERS: &[&str] = &["postgresql"];

@@ -2,7 +2,11 @@
 //! keeps its legal transitions in a single `can_become` function: the store refuses an
 //! update that this function does not allow.
 
+// The database mapping is compiled only for the store (feature `db`): the SDK types
+// and the CLI use these enums without carrying the ORM.
+#[cfg(feature = "db")]
 use sea_orm::entity::prelude::StringLen;
+#[cfg(feature = "db")]
 use sea_orm::{DeriveActiveEnum, EnumIter};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,12 +14,12 @@ use utoipa::ToSchema;
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema,
-            EnumIter, DeriveActiveEnum)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[cfg_attr(feature = "db", derive(EnumIter, DeriveActiveEnum))]
         #[serde(rename_all = "snake_case")]
-        #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(32))")]
+        #[cfg_attr(feature = "db", sea_orm(rs_type = "String", db_type = "String(StringLen::N(32))"))]
         pub enum $name {
-            $($(#[$vm])* #[sea_orm(string_value = $s)] $variant,)+
+            $($(#[$vm])* #[cfg_attr(feature = "db", sea_orm(string_value = $s))] $variant,)+
         }
 
         impl $name {
@@ -219,6 +223,20 @@ string_enum!(
         Error = "error",
     }
 );
+
+impl VolumeStatus {
+    pub fn can_become(self, to: VolumeStatus) -> bool {
+        use VolumeStatus::*;
+        self == to
+            || matches!(
+                (self, to),
+                (Creating, Available | Error)
+                    | (Available, Attached | Deleting | Error)
+                    | (Attached, Available | Deleting)
+                    | (Error, Deleting)
+            )
+    }
+}
 
 string_enum!(
     SnapshotStatus {

@@ -10,6 +10,7 @@ pub mod shell;
 pub mod ssh;
 
 use async_trait::async_trait;
+use herd_core::faults::FaultCode;
 use herd_core::status::NodeRole;
 use herd_providers::AttachmentKind;
 use secrecy::SecretString;
@@ -362,18 +363,18 @@ pub enum ManagerError {
     Transient(String),
     /// Will not succeed on retry; `code` is stable (`package_install_failed`, ...).
     #[error("{message}")]
-    Permanent { code: &'static str, message: String },
+    Permanent { code: FaultCode, message: String },
 }
 
 impl ManagerError {
-    pub fn permanent(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn permanent(code: FaultCode, message: impl Into<String>) -> Self {
         Self::Permanent { code, message: message.into() }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> FaultCode {
         match self {
-            Self::Transient(_) => "datastore_transient",
-            Self::Permanent { code, .. } => code,
+            Self::Transient(_) => FaultCode::DatastoreTransient,
+            Self::Permanent { code, .. } => *code,
         }
     }
 }

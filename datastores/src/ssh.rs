@@ -10,6 +10,7 @@
 
 use crate::shell::quote;
 use crate::{ManagerError, SshTarget};
+use herd_core::faults::FaultCode;
 use herd_providers::HostKeyError;
 use secrecy::ExposeSecret;
 use std::io::{Read, Write};
@@ -114,12 +115,12 @@ impl Session {
         let key = target.private_key.expose_secret();
         if let Err(e) = inner.userauth_pubkey_memory(&target.user, None, key, None) {
             return Err(ManagerError::permanent(
-                "ssh_auth_failed",
+                FaultCode::SshAuthFailed,
                 format!("ssh {host}: public key login as {} refused: {}", target.user, e.message()),
             ));
         }
         if !inner.authenticated() {
-            return Err(ManagerError::permanent("ssh_auth_failed", format!("ssh {host}: not authenticated")));
+            return Err(ManagerError::permanent(FaultCode::SshAuthFailed, format!("ssh {host}: not authenticated")));
         }
         inner.set_timeout(millis(DEFAULT_TIMEOUT));
         Ok(Self { inner, host, host_key, root: target.user == "root", sftp: std::cell::OnceCell::new() })
@@ -210,7 +211,7 @@ impl Session {
         for f in files {
             let target = std::path::Path::new(f.path);
             let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
-                return Err(ManagerError::permanent("invalid_path", format!("cannot upload to {:?}", f.path)));
+                return Err(ManagerError::permanent(FaultCode::InvalidPath, format!("cannot upload to {:?}", f.path)));
             };
             let tmp = dir.join(format!(".{}.herd-{}.tmp", name.to_string_lossy(), uuid::Uuid::new_v4().simple()));
             staged.push(tmp.to_string_lossy().into_owned());
@@ -391,9 +392,11 @@ fn millis(d: Duration) -> u32 {
 fn host_key_error(host: SocketAddr, e: HostKeyError) -> ManagerError {
     match e {
         HostKeyError::NoHandshake => ManagerError::Transient(format!("ssh {host}: {e}")),
-        HostKeyError::Mismatch { .. } => ManagerError::permanent("host_key_mismatch", format!("ssh {host}: {e}")),
+        HostKeyError::Mismatch { .. } => {
+            ManagerError::permanent(FaultCode::HostKeyMismatch, format!("ssh {host}: {e}"))
+        }
         HostKeyError::InvalidExpected(_) | HostKeyError::InvalidPresented(_) => {
-            ManagerError::permanent("host_key_invalid", format!("ssh {host}: {e}"))
+            ManagerError::permanent(FaultCode::HostKeyInvalid, format!("ssh {host}: {e}"))
         }
     }
 }
@@ -431,7 +434,7 @@ pub async fn wait_reachable(target: &SshTarget, timeout: Duration) -> Result<Str
         .map_err(|e| ManagerError::Transient(format!("ssh task failed: {e}")))?;
         let err = match result {
             Ok(key) => return Ok(key),
-            Err(e @ ManagerError::Permanent { code, .. }) if code != "ssh_auth_failed" => return Err(e),
+            Err(e @ ManagerError::Permanent { code, .. }) if code != FaultCode::SshAuthFailed => return Err(e),
             Err(e) => e,
         };
         if Instant::now() + pause >= deadline {

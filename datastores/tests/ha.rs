@@ -169,7 +169,7 @@ fn converge(fx: &Fixture, m: &PostgresManager, c: &ClusterSpec, what: &str) -> h
 
 fn code(r: Result<impl std::fmt::Debug, ManagerError>) -> &'static str {
     match r {
-        Err(e) => e.code(),
+        Err(e) => e.code().as_str(),
         Ok(v) => panic!("expected an error, got {v:?}"),
     }
 }

@@ -71,8 +71,7 @@ async fn server(
             }
         }
         Command::Migrate => {
-            let db = herd_store::connect(&settings.database_url()).await?;
-            herd_store::migrate(&db).await?;
+            herd_store::migrate_database(&settings.database_url()).await?;
             tracing::info!("migrations applied");
             Ok(())
         }

@@ -16,6 +16,7 @@ mod registry;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use herd_core::faults::FaultCode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -63,14 +64,14 @@ impl ProviderError {
     }
 
     /// A stable machine-readable code for task error records and API problems.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> FaultCode {
         match self {
-            Self::NotFound(_) => "provider_not_found",
-            Self::Capacity(_) => "provider_capacity",
-            Self::Transient(_) => "provider_transient",
-            Self::Conflict(_) => "provider_conflict",
-            Self::Unsupported(_) => "provider_unsupported",
-            Self::Permanent(_) => "provider_error",
+            Self::NotFound(_) => FaultCode::ProviderNotFound,
+            Self::Capacity(_) => FaultCode::ProviderCapacity,
+            Self::Transient(_) => FaultCode::ProviderTransient,
+            Self::Conflict(_) => FaultCode::ProviderConflict,
+            Self::Unsupported(_) => FaultCode::ProviderUnsupported,
+            Self::Permanent(_) => FaultCode::ProviderError,
         }
     }
 }

@@ -34,8 +34,31 @@ pub enum StoreError {
     Invalid { field: &'static str, message: String },
     #[error("stored secret could not be decrypted")]
     Crypto(#[from] herd_core::crypto::CryptoError),
+    /// The database failed or was unreachable (workers retry these).
     #[error("database error: {0}")]
-    Db(#[from] DbErr),
+    Db(DbError),
+}
+
+/// A database failure, opaque outside the store (sea-orm's error type stays inside).
+#[derive(Debug)]
+pub struct DbError(pub(crate) DbErr);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl From<DbErr> for StoreError {
+    fn from(e: DbErr) -> Self {
+        Self::Db(DbError(e))
+    }
 }
 
 impl StoreError {
@@ -47,7 +70,7 @@ impl StoreError {
     pub(crate) fn unique(e: DbErr, kind: Conflict, message: impl Into<String>) -> Self {
         match e.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(_)) => Self::conflict(kind, message),
-            _ => Self::Db(e),
+            _ => e.into(),
         }
     }
 }

@@ -2,11 +2,21 @@
 //! Runs on SQLite (embedded default) and PostgreSQL. Every function that takes a
 //! `project_id` only sees that project's rows: tenancy is enforced here, not by callers.
 
-pub mod entity;
+mod entity;
 mod error;
 pub mod repo;
 
-pub use error::{Conflict, StoreError};
+pub use error::{Conflict, DbError, StoreError};
+
+/// The rows the store hands out. They are read-only records: the entities' active
+/// models stay inside this crate, so every change goes through an intent-named method
+/// that checks it.
+pub use entity::{
+    api_token::Model as ApiToken, backup::Model as Backup, backup_policy::Model as BackupPolicy,
+    cluster::Model as Cluster, datastore::Model as Datastore, datastore_version::Model as DatastoreVersion,
+    node::Model as Node, project::Model as Project, snapshot::Model as Snapshot, ssh_key::Model as SshKey,
+    task::Model as Task, task_event::Model as TaskEvent, volume::Model as Volume,
+};
 pub use repo::*;
 
 use herd_core::crypto::MasterKey;
@@ -18,21 +28,36 @@ use std::time::Duration;
 /// The database handle plus the key that encrypts secrets at rest.
 #[derive(Clone)]
 pub struct Store {
-    pub db: DatabaseConnection,
+    db: DatabaseConnection,
     key: Arc<MasterKey>,
 }
 
 impl Store {
-    pub fn new(db: DatabaseConnection, key: Arc<MasterKey>) -> Self {
+    fn new(db: DatabaseConnection, key: Arc<MasterKey>) -> Self {
         Self { db, key }
+    }
+
+    /// Opens the database at `url` with the key that encrypts its secrets.
+    pub async fn open(url: &str, key: Arc<MasterKey>) -> Result<Self, StoreError> {
+        Ok(Self::new(connect(url).await?, key))
     }
 
     pub fn key(&self) -> &MasterKey {
         &self.key
     }
+
+    /// Whether the database answers (the readiness probe).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(self.db.ping().await?)
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migrate(&self.db).await
+    }
 }
 
-pub async fn connect(url: &str) -> Result<DatabaseConnection, StoreError> {
+pub(crate) async fn connect(url: &str) -> Result<DatabaseConnection, StoreError> {
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.max_connections(16)
         .min_connections(1)
@@ -55,7 +80,13 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, StoreError> {
     Ok(Database::connect(opts).await?)
 }
 
-pub async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
+/// Applies every pending migration to the database at `url` (`herd migrate`: no key
+/// needed, nothing decrypted).
+pub async fn migrate_database(url: &str) -> Result<(), StoreError> {
+    migrate(&connect(url).await?).await
+}
+
+async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
     herd_migrations::Migrator::up(db, None).await?;
     Ok(())
 }

@@ -48,9 +48,9 @@ async fn postgres_store() -> (Store, TempDb) {
     db.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
     let guard = TempDb { admin: admin.clone(), name: name.clone() };
     let (base, _) = admin.rsplit_once('/').expect("postgres url has a database");
-    let conn = herd_store::connect(&format!("{base}/{name}")).await.expect("connect");
-    herd_store::migrate(&conn).await.expect("migrate");
-    (Store::new(conn, Arc::new(MasterKey::generate())), guard)
+    let store = Store::open(&format!("{base}/{name}"), Arc::new(MasterKey::generate())).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    (store, guard)
 }
 
 fn seen_as(node_id: Uuid, role: NodeRole) -> NodeObservation {

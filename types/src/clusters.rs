@@ -95,8 +95,18 @@ pub struct Endpoints {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Fault {
+    /// One of the fault codes (`herd_core::faults::FaultCode`). Kept as text so a client
+    /// older than a newly added code still reads the rest.
+    #[schema(value_type = herd_core::faults::FaultCode)]
     pub code: String,
     pub message: String,
+}
+
+impl Fault {
+    /// The code as the enum, when this build knows it.
+    pub fn fault_code(&self) -> Option<herd_core::faults::FaultCode> {
+        self.code.parse().ok()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

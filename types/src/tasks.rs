@@ -7,8 +7,18 @@ use crate::{TaskKind, TaskStatus};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct TaskError {
+    /// One of the fault codes (`herd_core::faults::FaultCode`). Kept as text so a client
+    /// older than a newly added code still reads the rest.
+    #[schema(value_type = herd_core::faults::FaultCode)]
     pub code: String,
     pub message: String,
+}
+
+impl TaskError {
+    /// The code as the enum, when this build knows it.
+    pub fn fault_code(&self) -> Option<herd_core::faults::FaultCode> {
+        self.code.parse().ok()
+    }
 }
 
 /// A unit of background work on a cluster.

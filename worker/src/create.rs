@@ -4,12 +4,13 @@
 //! later step needs every node (configuration lists all members' addresses).
 
 use futures_util::future::try_join_all;
-use herd_core::status::{ClusterStatus, NodeRole, NodeStatus, VolumeStatus};
+use herd_core::faults::FaultCode;
+use herd_core::status::{ClusterStatus, NodeRole, NodeStatus};
+use herd_core::task::{CreateInput, RestoreInput, TaskInput};
 use herd_datastores::{ClusterSpec, Manager, NodeSpec, RestoreSource, SnapshotLabel, SnapshotSource, manager_for};
 use herd_providers::{Provider, ServerSpec, TAG_CLUSTER, TAG_NODE, VolumeSpec};
-use herd_store::entity::{cluster, node, ssh_key, volume};
+use herd_store::{Cluster, Node, SshKey, Volume};
 use herd_store::{NodeObservation, VersionSpec};
-use sea_orm::{IntoActiveModel, Set};
 use secrecy::SecretString;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,11 +36,11 @@ const CLUSTER: &str = "cluster";
 /// build and by day-2 tasks that build or rebuild nodes.
 pub(crate) struct Build<'a> {
     pub job: &'a Job,
-    pub cluster: cluster::Model,
+    pub cluster: Cluster,
     pub provider: Arc<dyn Provider>,
     pub manager: Box<dyn Manager>,
     pub version: VersionSpec,
-    pub key: ssh_key::Model,
+    pub key: SshKey,
     pub private_key: SecretString,
 }
 
@@ -47,7 +48,7 @@ impl<'a> Build<'a> {
     pub async fn load(job: &'a Job) -> Result<Build<'a>, StepError> {
         let store = &job.ctx.store;
         let cluster_id =
-            job.task.cluster_id.ok_or_else(|| StepError::failed("internal_error", "task has no cluster"))?;
+            job.task.cluster_id.ok_or_else(|| StepError::failed(FaultCode::InternalError, "task has no cluster"))?;
         let cluster = match store.cluster_by_id(cluster_id).await {
             Ok(c) => c,
             Err(herd_store::StoreError::NotFound) => return Err(StepError::Cancelled),
@@ -57,11 +58,15 @@ impl<'a> Build<'a> {
             return Err(StepError::Cancelled);
         }
         let provider = job.ctx.providers.get(&cluster.provider).ok_or_else(|| {
-            StepError::failed("provider_unavailable", format!("provider '{}' is not configured", cluster.provider))
+            StepError::failed(
+                FaultCode::ProviderUnavailable,
+                format!("provider '{}' is not configured", cluster.provider),
+            )
         })?;
         let datastore = store.get_datastore(&cluster.datastore).await?;
-        let manager = manager_for(&datastore.manager)
-            .ok_or_else(|| StepError::failed("unknown_manager", format!("no manager '{}'", datastore.manager)))?;
+        let manager = manager_for(&datastore.manager).ok_or_else(|| {
+            StepError::failed(FaultCode::UnknownManager, format!("no manager '{}'", datastore.manager))
+        })?;
         let version = store.get_version(&cluster.datastore, &cluster.version).await?;
         let (key, private_key) = store.cluster_private_key(&cluster).await?;
         Ok(Build { job, cluster, provider, manager, version, key, private_key })
@@ -92,10 +97,9 @@ pub async fn run(job: &Job) -> Result<(), StepError> {
         // Only the member whose volume holds the snapshot can bootstrap: it starts
         // first and leads before the others start and clone from it.
         Some(snap) => {
-            let first =
-                spec.members.iter().find(|m| m.node_id == snap.node_id).ok_or_else(|| {
-                    StepError::failed("internal_error", "the snapshot's member is not in the cluster")
-                })?;
+            let first = spec.members.iter().find(|m| m.node_id == snap.node_id).ok_or_else(|| {
+                StepError::failed(FaultCode::InternalError, "the snapshot's member is not in the cluster")
+            })?;
             b.start_ha(&spec, first).await?;
             let alone = ClusterSpec { members: vec![first.clone()], ..spec.clone() };
             let timeout = Duration::from_secs(job.ctx.settings.converge_timeout_secs);
@@ -115,11 +119,11 @@ pub async fn run(job: &Job) -> Result<(), StepError> {
 }
 
 impl Build<'_> {
-    fn label(n: &node::Model) -> String {
+    fn label(n: &Node) -> String {
         format!("node {}", n.name)
     }
 
-    pub async fn provision_server(&self, n: &node::Model) -> Result<(), StepError> {
+    pub async fn provision_server(&self, n: &Node) -> Result<(), StepError> {
         let (job, c, store) = (self.job, &self.cluster, &self.job.ctx.store);
         let scope = n.id.to_string();
         let label = Self::label(n);
@@ -138,10 +142,7 @@ impl Build<'_> {
                 Some(snap) => self.provider.create_volume_from_snapshot(snap, &spec, &token).await?,
                 None => self.provider.create_volume(&spec, &token).await?,
             };
-            let mut am = store.node_volume(c, n).await?.into_active_model();
-            am.provider_ref = Set(Some(v.id));
-            am.status = Set(VolumeStatus::Available);
-            store.save_volume(am).await?;
+            store.volume_created(vol.id, &v.id).await?;
             Ok(())
         })
         .await?;
@@ -155,12 +156,9 @@ impl Build<'_> {
                 tags: tags.clone(),
             };
             let s = self.provider.create_server(&spec, &job.token(&scope, "server")).await?;
-            let mut am = current(store, n).await?.into_active_model();
-            am.server_ref = Set(Some(s.id.clone()));
-            am.address = Set(s.address.map(|a| a.to_string()));
-            am.host_key = Set(s.host_key.clone());
-            am.volume_id = Set(Some(vol.id));
-            store.save_node(am).await?;
+            // A node removed meanwhile (the build was cancelled) is not recreated.
+            current(store, n).await?;
+            store.server_created(n.id, &s.id, s.address.map(|a| a.to_string()), s.host_key.clone(), vol.id).await?;
             Ok(())
         })
         .await?;
@@ -169,13 +167,10 @@ impl Build<'_> {
             let n = current(store, n).await?;
             let v = store.node_volume(c, &n).await?;
             let (Some(vref), Some(sref)) = (v.provider_ref.clone(), n.server_ref.clone()) else {
-                return Err(StepError::failed("internal_error", "volume or server missing before attach"));
+                return Err(StepError::failed(FaultCode::InternalError, "volume or server missing before attach"));
             };
             let a = self.provider.attach_volume(&vref, &sref).await?;
-            let mut am = v.into_active_model();
-            am.attachment = Set(Some(encode_attachment(a.kind, &a.path)));
-            am.status = Set(VolumeStatus::Attached);
-            store.save_volume(am).await?;
+            store.volume_attached(v.id, &encode_attachment(a.kind, &a.path)).await?;
             Ok(())
         })
         .await?;
@@ -187,9 +182,7 @@ impl Build<'_> {
             let seen = herd_datastores::ssh::wait_reachable(&target, Duration::from_secs(120)).await?;
             if n.host_key.is_none() {
                 // First contact with a cloud VM: trust and record, verify from now on.
-                let mut am = n.into_active_model();
-                am.host_key = Set(Some(seen));
-                store.save_node(am).await?;
+                store.trust_host_key(n.id, &seen).await?;
             }
             Ok(())
         })
@@ -204,7 +197,7 @@ impl Build<'_> {
         let vols = store.volumes_of(self.cluster.id).await?;
         let mut members = Vec::new();
         for n in &nodes {
-            let v: Option<&volume::Model> = vols.iter().find(|v| v.node_id == Some(n.id));
+            let v: Option<&Volume> = vols.iter().find(|v| v.node_id == Some(n.id));
             members.push(node_spec(self.provider.as_ref(), n, v, &self.private_key).await?);
         }
         let pw = store.cluster_passwords(&self.cluster).await?;
@@ -217,67 +210,54 @@ impl Build<'_> {
     }
 
     /// The restore part of a build task's input, if any.
-    async fn restore_input(&self) -> Option<serde_json::Value> {
-        if self.job.task.kind != herd_core::status::TaskKind::CreateCluster {
-            return None;
+    fn restore_input(&self) -> Option<&RestoreInput> {
+        match &self.job.input {
+            TaskInput::CreateCluster(CreateInput { restore }) => restore.as_deref(),
+            _ => None,
         }
-        let input = self.job.checkpoints.lock().await.input.clone();
-        input.get("restore").filter(|r| !r.is_null()).cloned()
     }
 
     /// The provider snapshot node `n`'s volume is made from: the cluster's first node
     /// when it is restored from a snapshot.
-    async fn restore_snapshot_ref(&self, n: &node::Model) -> Result<Option<String>, StepError> {
-        let Some(r) = self.restore_input().await else { return Ok(None) };
-        if r.get("snapshot_id").is_none_or(|s| s.is_null()) {
-            return Ok(None);
-        }
+    async fn restore_snapshot_ref(&self, n: &Node) -> Result<Option<String>, StepError> {
+        let Some(snap) = self.restore_input().and_then(|r| r.snapshot.as_ref()) else { return Ok(None) };
         let first = self.job.ctx.store.nodes_of(self.cluster.id).await?.into_iter().next();
         if first.is_none_or(|f| f.id != n.id) {
             return Ok(None);
         }
-        match r["provider_ref"].as_str() {
-            Some(p) => Ok(Some(p.to_owned())),
-            None => Err(StepError::failed("invalid_task_input", "the snapshot has no provider reference")),
-        }
+        Ok(Some(snap.provider_ref.clone()))
     }
 
     /// The backup or snapshot a new cluster starts from (the build task's input), if any.
     async fn restore_source(&self) -> Result<Option<RestoreSource>, StepError> {
-        let Some(r) = self.restore_input().await else { return Ok(None) };
-        let (repo, stanza) = (r["repo"].as_str().unwrap_or_default(), r["stanza"].as_str().unwrap_or_default());
+        let Some(r) = self.restore_input() else { return Ok(None) };
         let ctx = &self.job.ctx;
-        let from = herd_datastores::repo::for_backup(&ctx.backups, &ctx.state_dir, repo, stanza).ok_or_else(|| {
-            StepError::failed("backups_not_configured", format!("the '{repo}' backup repository is not configured"))
-        })?;
-        let target_time = match r.get("target_time").and_then(|t| t.as_str()) {
-            Some(t) => Some(
-                chrono::DateTime::parse_from_rfc3339(t)
-                    .map_err(|e| StepError::failed("invalid_task_input", e.to_string()))?
-                    .with_timezone(&chrono::Utc),
-            ),
+        let from =
+            herd_datastores::repo::for_backup(&ctx.backups, &ctx.state_dir, &r.repo, &r.stanza).ok_or_else(|| {
+                StepError::failed(
+                    FaultCode::BackupsNotConfigured,
+                    format!("the '{}' backup repository is not configured", r.repo),
+                )
+            })?;
+        let snapshot = match &r.snapshot {
             None => None,
-        };
-        let set = r.get("set").and_then(|s| s.as_str()).map(str::to_owned);
-        let snapshot = match r.get("snapshot_id").filter(|s| !s.is_null()) {
-            None => None,
-            Some(_) => {
-                let text = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+            Some(s) => {
                 let first = self.job.ctx.store.nodes_of(self.cluster.id).await?.into_iter().next();
-                let first = first.ok_or_else(|| StepError::failed("internal_error", "the cluster has no node"))?;
+                let first =
+                    first.ok_or_else(|| StepError::failed(FaultCode::InternalError, "the cluster has no node"))?;
                 Some(SnapshotSource {
                     node_id: first.id,
-                    source_name: text("source_name"),
+                    source_name: s.source_name.clone(),
                     label: SnapshotLabel {
-                        start_lsn: text("start_lsn"),
-                        stop_lsn: text("stop_lsn"),
-                        backup_label: text("backup_label"),
-                        tablespace_map: text("tablespace_map"),
+                        start_lsn: s.start_lsn.clone(),
+                        stop_lsn: s.stop_lsn.clone(),
+                        backup_label: s.backup_label.clone(),
+                        tablespace_map: s.tablespace_map.clone(),
                     },
                 })
             }
         };
-        Ok(Some(RestoreSource { from, set, target_time, snapshot }))
+        Ok(Some(RestoreSource { from, set: r.set.clone(), target_time: r.target_time, snapshot }))
     }
 
     async fn install(&self, spec: &ClusterSpec, m: &NodeSpec) -> Result<(), StepError> {
@@ -312,8 +292,9 @@ impl Build<'_> {
         // Archiving runs from the first start; the stanza is created once a primary runs.
         job.step(c, CLUSTER, "cluster", "init_backups", || async {
             if let Some(b) = &spec.backup {
-                herd_datastores::repo::ensure_posix_dir(b)
-                    .map_err(|e| StepError::failed("backup_repo_unavailable", format!("backup repository: {e}")))?;
+                herd_datastores::repo::ensure_posix_dir(b).map_err(|e| {
+                    StepError::failed(FaultCode::BackupRepoUnavailable, format!("backup repository: {e}"))
+                })?;
                 mgr.init_backups(spec).await?;
             }
             Ok(())
@@ -325,7 +306,7 @@ impl Build<'_> {
                 let h = health.nodes.iter().find(|h| h.name == m.name);
                 let role = h.map_or(NodeRole::Unknown, |h| h.role);
                 store
-                    .set_node_health(&NodeObservation {
+                    .record_node_ready(&NodeObservation {
                         node_id: m.node_id,
                         role,
                         status: NodeStatus::Running,
@@ -353,6 +334,6 @@ impl Build<'_> {
 }
 
 /// Re-reads a node: earlier steps of this run may have changed it.
-async fn current(store: &herd_store::Store, n: &node::Model) -> Result<node::Model, StepError> {
+async fn current(store: &herd_store::Store, n: &Node) -> Result<Node, StepError> {
     store.nodes_of(n.cluster_id).await?.into_iter().find(|x| x.id == n.id).ok_or(StepError::Cancelled)
 }

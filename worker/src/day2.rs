@@ -3,13 +3,13 @@
 //! on where it stopped. Every task ends by observing the cluster once, so roles and
 //! status are current when the task is reported done.
 
-use herd_core::status::{ActionKind, BackupStatus, BackupType, NodeRole, NodeStatus, PowerState, VolumeStatus};
+use herd_core::faults::FaultCode;
+use herd_core::status::{ActionKind, BackupStatus, BackupType, NodeStatus, PowerState, VolumeStatus};
+use herd_core::task::{ActionInput, PowerInput};
 use herd_datastores::{ClusterSpec, NodeSpec, manager_for};
 use herd_providers::{ProviderError, ServerStatus};
 use herd_store::BackupResult;
-use herd_store::entity::node;
-use sea_orm::{IntoActiveModel, Set};
-use serde::Deserialize;
+use herd_store::Node;
 use std::collections::HashSet;
 use std::time::Duration;
 use uuid::Uuid;
@@ -21,38 +21,10 @@ use crate::steps::{Job, StepError};
 
 const CLUSTER: &str = "cluster";
 
-#[derive(Debug, Deserialize)]
-struct ActionInput {
-    action: ActionKind,
-    node_id: Option<Uuid>,
-    candidate_id: Option<Uuid>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PowerInput {
-    node_id: Uuid,
-    state: PowerState,
-    #[serde(default)]
-    force: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct NodesInput {
-    #[serde(default)]
-    node_ids: Vec<Uuid>,
-    #[serde(default)]
-    node_id: Option<Uuid>,
-}
-
-pub(crate) async fn input<T: for<'de> Deserialize<'de>>(job: &Job) -> Result<T, StepError> {
-    let v = job.checkpoints.lock().await.input.clone();
-    serde_json::from_value(v).map_err(|e| StepError::failed("invalid_task_input", e.to_string()))
-}
-
 /// The running members (not being built or removed).
-pub(crate) async fn running_spec(b: &Build<'_>) -> Result<(ClusterSpec, Vec<node::Model>), StepError> {
+pub(crate) async fn running_spec(b: &Build<'_>) -> Result<(ClusterSpec, Vec<Node>), StepError> {
     let nodes = b.job.ctx.store.nodes_of(b.cluster.id).await?;
-    let members: Vec<&node::Model> = nodes
+    let members: Vec<&Node> = nodes
         .iter()
         .filter(|n| n.server_ref.is_some() && !matches!(n.status, NodeStatus::Building | NodeStatus::Deleting))
         .collect();
@@ -64,7 +36,7 @@ fn member(spec: &ClusterSpec, id: Uuid) -> Result<&NodeSpec, StepError> {
     spec.members
         .iter()
         .find(|m| m.node_id == id)
-        .ok_or_else(|| StepError::failed("node_unavailable", format!("node {id} is not a running member")))
+        .ok_or_else(|| StepError::failed(FaultCode::NodeUnavailable, format!("node {id} is not a running member")))
 }
 
 /// Refreshes roles and status from the HA agent once, at the end of a task.
@@ -74,9 +46,8 @@ async fn observe(b: &Build<'_>) -> Result<(), StepError> {
     Ok(())
 }
 
-pub async fn run_action(job: &Job) -> Result<(), StepError> {
+pub async fn run_action(job: &Job, inp: &ActionInput) -> Result<(), StepError> {
     let b = Build::load(job).await?;
-    let inp: ActionInput = input(job).await?;
     let (spec, _) = running_spec(&b).await?;
     let mgr = b.manager.as_ref();
     let c = &b.cluster;
@@ -132,7 +103,8 @@ pub async fn run_action(job: &Job) -> Result<(), StepError> {
             promote(&b, &spec, inp.action, candidate.as_deref()).await?;
         }
         ActionKind::Reinitialize => {
-            let m = member(&spec, inp.node_id.ok_or_else(|| StepError::failed("invalid_task_input", "no node"))?)?;
+            let m =
+                member(&spec, inp.node_id.ok_or_else(|| StepError::failed(FaultCode::InvalidTaskInput, "no node"))?)?;
             job.step(c, &m.node_id.to_string(), &label(m), "reinitialize", || async {
                 Ok(mgr.reinitialize(&spec, m).await?)
             })
@@ -248,17 +220,17 @@ pub async fn run_update(job: &Job) -> Result<(), StepError> {
     observe(&b).await
 }
 
-pub async fn run_power(job: &Job) -> Result<(), StepError> {
+pub async fn run_power(job: &Job, inp: &PowerInput) -> Result<(), StepError> {
     let b = Build::load(job).await?;
-    let inp: PowerInput = input(job).await?;
     let store = &job.ctx.store;
     let n = store
         .nodes_of(b.cluster.id)
         .await?
         .into_iter()
         .find(|n| n.id == inp.node_id)
-        .ok_or_else(|| StepError::failed("node_unavailable", "node is gone"))?;
-    let sref = n.server_ref.clone().ok_or_else(|| StepError::failed("node_unavailable", "node has no server"))?;
+        .ok_or_else(|| StepError::failed(FaultCode::NodeUnavailable, "node is gone"))?;
+    let sref =
+        n.server_ref.clone().ok_or_else(|| StepError::failed(FaultCode::NodeUnavailable, "node has no server"))?;
     let step = match inp.state {
         PowerState::On => "power_on",
         PowerState::Off => "power_off",
@@ -268,15 +240,7 @@ pub async fn run_power(job: &Job) -> Result<(), StepError> {
             PowerState::On => b.provider.start_server(&sref).await?,
             PowerState::Off => b.provider.stop_server(&sref, inp.force).await?,
         };
-        let status = if s.status == ServerStatus::Running { NodeStatus::Running } else { NodeStatus::Stopped };
-        let mut am = n.clone().into_active_model();
-        if n.status.can_become(status) {
-            am.status = Set(status);
-        }
-        if status == NodeStatus::Stopped {
-            am.role = Set(NodeRole::Unknown);
-        }
-        store.save_node(am).await?;
+        store.node_powered(n.id, s.status == ServerStatus::Running).await?;
         Ok(())
     })
     .await?;
@@ -291,10 +255,10 @@ async fn grow(b: &Build<'_>, new_ids: &[Uuid]) -> Result<(), StepError> {
     let (job, c, mgr) = (b.job, &b.cluster, b.manager.as_ref());
     let store = &job.ctx.store;
     let nodes = store.nodes_of(c.id).await?;
-    let new: Vec<&node::Model> = nodes.iter().filter(|n| new_ids.contains(&n.id)).collect();
+    let new: Vec<&Node> = nodes.iter().filter(|n| new_ids.contains(&n.id)).collect();
     futures_util::future::try_join_all(new.iter().map(|n| b.provision_server(n))).await?;
     let nodes = store.nodes_of(c.id).await?;
-    let running: Vec<&node::Model> = nodes
+    let running: Vec<&Node> = nodes
         .iter()
         .filter(|n| n.server_ref.is_some() && !matches!(n.status, NodeStatus::Building | NodeStatus::Deleting))
         .collect();
@@ -327,9 +291,7 @@ async fn grow(b: &Build<'_>, new_ids: &[Uuid]) -> Result<(), StepError> {
         if let Some(n) = store.nodes_of(c.id).await?.into_iter().find(|n| n.id == *id)
             && n.status == NodeStatus::Building
         {
-            let mut am = n.into_active_model();
-            am.status = Set(NodeStatus::Running);
-            store.save_node(am).await?;
+            store.node_joined(n.id).await?;
         }
     }
     Ok(())
@@ -342,7 +304,7 @@ async fn shrink(b: &Build<'_>, node_id: Uuid) -> Result<(), StepError> {
     let store = &job.ctx.store;
     let nodes = store.nodes_of(c.id).await?;
     let Some(n) = nodes.iter().find(|n| n.id == node_id).cloned() else { return Ok(()) };
-    let others: Vec<&node::Model> = nodes
+    let others: Vec<&Node> = nodes
         .iter()
         .filter(|o| {
             o.id != node_id
@@ -407,33 +369,29 @@ fn gone_ok(r: Result<(), ProviderError>) -> Result<(), StepError> {
     }
 }
 
-pub async fn run_add_nodes(job: &Job) -> Result<(), StepError> {
+pub async fn run_add_nodes(job: &Job, node_ids: &[Uuid]) -> Result<(), StepError> {
     let b = Build::load(job).await?;
-    let inp: NodesInput = input(job).await?;
-    grow(&b, &inp.node_ids).await?;
+    grow(&b, node_ids).await?;
     observe(&b).await
 }
 
-pub async fn run_remove_node(job: &Job) -> Result<(), StepError> {
+pub async fn run_remove_node(job: &Job, id: Uuid) -> Result<(), StepError> {
     let b = Build::load(job).await?;
-    let inp: NodesInput = input(job).await?;
-    let id = inp.node_id.ok_or_else(|| StepError::failed("invalid_task_input", "no node"))?;
     shrink(&b, id).await?;
     observe(&b).await
 }
 
 /// Auto-heal: a node whose server is gone is removed and a new one built in its place.
-pub async fn run_replace_node(job: &Job) -> Result<(), StepError> {
+pub async fn run_replace_node(job: &Job, id: Uuid) -> Result<(), StepError> {
     let b = Build::load(job).await?;
-    let inp: NodesInput = input(job).await?;
-    let id = inp.node_id.ok_or_else(|| StepError::failed("invalid_task_input", "no node"))?;
     let store = &job.ctx.store;
     // The replacement row is made once; a resumed task finds it by checkpoint.
     let replacement = {
-        let done =
-            job.checkpoints.lock().await.done.get(CLUSTER).and_then(|s| {
-                s.iter().find_map(|x| x.strip_prefix("replacement=").and_then(|u| u.parse::<Uuid>().ok()))
-            });
+        let done = job
+            .done_in(CLUSTER)
+            .await
+            .iter()
+            .find_map(|x| x.strip_prefix("replacement=").and_then(|u| u.parse::<Uuid>().ok()));
         match done {
             Some(r) => r,
             None => {
@@ -442,7 +400,7 @@ pub async fn run_replace_node(job: &Job) -> Result<(), StepError> {
                     .await?
                     .into_iter()
                     .find(|n| n.id == id)
-                    .ok_or_else(|| StepError::failed("node_unavailable", "node is gone"))?;
+                    .ok_or_else(|| StepError::failed(FaultCode::NodeUnavailable, "node is gone"))?;
                 let new = store.add_replacement_node(&b.cluster, &old).await?;
                 let step = format!("replacement={}", new.id);
                 job.step(&b.cluster, CLUSTER, "cluster", &step, || async { Ok(()) }).await?;
@@ -453,31 +411,23 @@ pub async fn run_replace_node(job: &Job) -> Result<(), StepError> {
     if let Some(n) = store.nodes_of(b.cluster.id).await?.into_iter().find(|n| n.id == id)
         && n.status != NodeStatus::Deleting
     {
-        let mut am = n.into_active_model();
-        am.status = Set(NodeStatus::Deleting);
-        store.save_node(am).await?;
+        store.node_leaving(n.id).await?;
     }
     shrink(&b, id).await?;
     grow(&b, &[replacement]).await?;
     observe(&b).await
 }
 
-#[derive(Debug, Deserialize)]
-struct BackupInput {
-    backup_id: Uuid,
-}
-
 /// Takes a backup from the primary; the backup row follows the task's outcome.
-pub async fn run_backup(job: &Job) -> Result<(), StepError> {
-    let inp: BackupInput = input(job).await?;
+pub async fn run_backup(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
     let store = &job.ctx.store;
-    let result = take_backup(job, inp.backup_id).await;
+    let result = take_backup(job, backup_id).await;
     if let Err(e) = &result {
         let msg = match e {
             StepError::Failed { message, .. } | StepError::Transient(message) => message.clone(),
             StepError::Cancelled => "cancelled".to_owned(),
         };
-        let _ = store.set_backup_status(inp.backup_id, BackupStatus::Failed, None, Some(&msg)).await;
+        let _ = store.set_backup_status(backup_id, BackupStatus::Failed, None, Some(&msg)).await;
     }
     result
 }
@@ -488,10 +438,10 @@ async fn take_backup(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
     let row = store.backup_by_id(backup_id).await?;
     let (spec, _) = running_spec(&b).await?;
     let Some(config) = &spec.backup else {
-        return Err(StepError::failed("backups_not_configured", "no backup repository is configured"));
+        return Err(StepError::failed(FaultCode::BackupsNotConfigured, "no backup repository is configured"));
     };
     herd_datastores::repo::ensure_posix_dir(config)
-        .map_err(|e| StepError::failed("backup_repo_unavailable", format!("backup repository: {e}")))?;
+        .map_err(|e| StepError::failed(FaultCode::BackupRepoUnavailable, format!("backup repository: {e}")))?;
     let kind = row.backup_type;
     store.set_backup_status(backup_id, BackupStatus::Running, None, None).await?;
     let mgr = b.manager.as_ref();
@@ -564,11 +514,7 @@ async fn take_backup(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
 /// After a full backup: with a backup policy, the full backups beyond its
 /// `retention_full` (oldest first) are expired by `expire_backup` tasks, the same path
 /// as `DELETE /v1/backups/{id}`; each takes the backups based on its full with it.
-async fn apply_retention(
-    job: &Job,
-    cluster: &herd_store::entity::cluster::Model,
-    backup_id: Uuid,
-) -> Result<(), StepError> {
+async fn apply_retention(job: &Job, cluster: &herd_store::Cluster, backup_id: Uuid) -> Result<(), StepError> {
     let store = &job.ctx.store;
     let Some(policy) = store.backup_policy_of(cluster.id).await? else { return Ok(()) };
     let row = store.backup_by_id(backup_id).await?;
@@ -604,10 +550,9 @@ async fn apply_retention(
 }
 
 /// Removes a backup from its repository; works after its cluster is gone.
-pub async fn run_expire(job: &Job) -> Result<(), StepError> {
-    let inp: BackupInput = input(job).await?;
+pub async fn run_expire(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
     let ctx = &job.ctx;
-    let row = ctx.store.backup_by_id(inp.backup_id).await?;
+    let row = ctx.store.backup_by_id(backup_id).await?;
     if row.status == BackupStatus::Expired {
         return Ok(());
     }
@@ -618,12 +563,13 @@ pub async fn run_expire(job: &Job) -> Result<(), StepError> {
         row.stanza.as_deref().unwrap_or_default(),
     )
     .ok_or_else(|| {
-        StepError::failed("backups_not_configured", format!("the '{}' repository is not configured", row.repo))
+        StepError::failed(FaultCode::BackupsNotConfigured, format!("the '{}' repository is not configured", row.repo))
     })?;
     // Backups are pgBackRest's, which only the PostgreSQL manager speaks; the cluster
     // (and so its datastore row) may be gone.
-    let mgr = manager_for("postgresql").ok_or_else(|| StepError::failed("unknown_manager", "no postgresql manager"))?;
-    let label = row.label.clone().ok_or_else(|| StepError::failed("invalid_state", "backup has no label"))?;
+    let mgr = manager_for("postgresql")
+        .ok_or_else(|| StepError::failed(FaultCode::UnknownManager, "no postgresql manager"))?;
+    let label = row.label.clone().ok_or_else(|| StepError::failed(FaultCode::InvalidState, "backup has no label"))?;
     let mut backoff = Duration::from_millis(500);
     let deadline = std::time::Instant::now() + Duration::from_secs(ctx.settings.step_retry_secs);
     loop {

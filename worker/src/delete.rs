@@ -2,6 +2,7 @@
 //! delete servers and volumes, then its rows. Every step tolerates "already gone", so
 //! a retried or repeated delete converges.
 
+use herd_core::faults::FaultCode;
 use herd_core::status::ClusterStatus;
 use herd_datastores::manager_for;
 use herd_providers::{ProviderError, TAG_CLUSTER};
@@ -40,7 +41,7 @@ pub async fn run(job: &Job) -> Result<(), StepError> {
     }
 
     let provider = ctx.providers.get(&cluster.provider).ok_or_else(|| {
-        StepError::failed("provider_unavailable", format!("provider '{}' is not configured", cluster.provider))
+        StepError::failed(FaultCode::ProviderUnavailable, format!("provider '{}' is not configured", cluster.provider))
     })?;
     let nodes = store.nodes_of(cluster.id).await?;
     let vols = store.volumes_of(cluster.id).await?;

@@ -4,7 +4,7 @@
 
 use herd_core::crypto::hmac_sha256;
 use herd_core::hooks::Hook;
-use herd_store::entity::cluster;
+use herd_store::Cluster;
 use secrecy::ExposeSecret;
 use std::time::Duration;
 use uuid::Uuid;
@@ -29,7 +29,7 @@ impl Phase {
 
 /// What the receiver gets: which cluster, which change, and who caused it.
 pub struct HookEvent<'a> {
-    pub cluster: &'a cluster::Model,
+    pub cluster: &'a Cluster,
     /// `switchover`, `failover` (Herd's actions) or `automatic_failover` (Patroni's).
     pub kind: &'a str,
     pub from: Option<&'a str>,

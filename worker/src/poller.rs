@@ -9,10 +9,11 @@
 //! node whose server is gone is reported and, with `auto_heal`, replaced by a task.
 
 use futures_util::StreamExt;
-use herd_core::status::{ClusterStatus, NodeRole, NodeStatus, TaskKind};
+use herd_core::status::{ActionKind, ClusterStatus, NodeRole, NodeStatus};
+use herd_core::task::{ActionInput, TaskInput};
 use herd_datastores::{ClusterHealth, ClusterSpec, Manager, NodeSpec, manager_for};
 use herd_providers::{ProviderError, ServerStatus};
-use herd_store::entity::{cluster, node};
+use herd_store::{Cluster, Node};
 use herd_store::{HealthChange, NodeObservation, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -75,7 +76,7 @@ pub async fn run(ctx: Arc<Ctx>) {
     }
 }
 
-fn fingerprint(c: &cluster::Model, members: &[&node::Model]) -> String {
+fn fingerprint(c: &Cluster, members: &[&Node]) -> String {
     let mut f = format!("{}:{}:{}:{}", c.ha_ttl, c.ha_loop_wait, c.ha_retry_timeout, c.synchronous);
     for n in members {
         f.push_str(&format!(
@@ -90,11 +91,11 @@ fn fingerprint(c: &cluster::Model, members: &[&node::Model]) -> String {
 }
 
 /// Nodes that are part of the running cluster (not being built or removed).
-fn is_member(n: &node::Model) -> bool {
+fn is_member(n: &Node) -> bool {
     n.server_ref.is_some() && !matches!(n.status, NodeStatus::Building | NodeStatus::Deleting)
 }
 
-async fn manager(state: &Mutex<State>, ctx: &Ctx, c: &cluster::Model) -> Result<Arc<dyn Manager>, String> {
+async fn manager(state: &Mutex<State>, ctx: &Ctx, c: &Cluster) -> Result<Arc<dyn Manager>, String> {
     if let Some(m) = state.lock().await.managers.get(&c.datastore) {
         return Ok(m.clone());
     }
@@ -108,8 +109,8 @@ async fn manager(state: &Mutex<State>, ctx: &Ctx, c: &cluster::Model) -> Result<
 /// longer knows is left out and returned as gone.
 pub(crate) async fn member_spec(
     ctx: &Ctx,
-    c: &cluster::Model,
-    members: &[&node::Model],
+    c: &Cluster,
+    members: &[&Node],
 ) -> Result<(ClusterSpec, HashSet<Uuid>), String> {
     let provider =
         ctx.providers.get(&c.provider).ok_or_else(|| format!("provider {} is not configured", c.provider))?;
@@ -158,7 +159,7 @@ fn is_healthy(role: NodeRole, state: &str) -> bool {
 /// Turns the agent's view into rows' observations; returns them with the leader's
 /// node id and whether every node is healthy.
 pub(crate) fn observations(
-    nodes: &[node::Model],
+    nodes: &[Node],
     health: &ClusterHealth,
     gone: &HashSet<Uuid>,
     powered_off: &HashSet<Uuid>,
@@ -209,7 +210,7 @@ pub(crate) fn observations(
 pub(crate) async fn observe_and_record(
     ctx: &Ctx,
     mgr: &dyn Manager,
-    c: &cluster::Model,
+    c: &Cluster,
     spec: &ClusterSpec,
     gone: &HashSet<Uuid>,
 ) -> Result<(HealthChange, bool, ClusterHealth), StoreError> {
@@ -234,15 +235,15 @@ pub(crate) async fn observe_and_record(
     Ok((change, healthy, health))
 }
 
-fn name_of(nodes: &[node::Model], id: Uuid) -> String {
+fn name_of(nodes: &[Node], id: Uuid) -> String {
     nodes.iter().find(|n| n.id == id).map(|n| n.name.clone()).unwrap_or_else(|| id.to_string())
 }
 
-async fn check(ctx: &Arc<Ctx>, state: &Arc<Mutex<State>>, c: cluster::Model) -> Result<(), String> {
+async fn check(ctx: &Arc<Ctx>, state: &Arc<Mutex<State>>, c: Cluster) -> Result<(), String> {
     let store = &ctx.store;
     let mgr = manager(state, ctx, &c).await?;
     let nodes = store.nodes_of(c.id).await.map_err(|e| e.to_string())?;
-    let members: Vec<&node::Model> = nodes.iter().filter(|n| is_member(n)).collect();
+    let members: Vec<&Node> = nodes.iter().filter(|n| is_member(n)).collect();
     let fp = fingerprint(&c, &members);
     let cached =
         state.lock().await.watches.get(&c.id).filter(|w| w.fingerprint == fp).map(|w| (w.spec.clone(), w.gone.clone()));
@@ -352,13 +353,7 @@ async fn check(ctx: &Arc<Ctx>, state: &Arc<Mutex<State>>, c: cluster::Model) -> 
 /// holds every commit any survivor has) and says what may be lost. Strict, or an
 /// asynchronous cluster whose replicas all lag beyond `maximum_lag_on_failover`: the
 /// policy forbids it, so Herd reports it once and leaves the choice to an operator.
-async fn leaderless(
-    ctx: &Ctx,
-    state: &Mutex<State>,
-    c: &cluster::Model,
-    nodes: &[node::Model],
-    health: &ClusterHealth,
-) {
+async fn leaderless(ctx: &Ctx, state: &Mutex<State>, c: &Cluster, nodes: &[Node], health: &ClusterHealth) {
     let since = {
         let mut st = state.lock().await;
         let Some(w) = st.watches.get_mut(&c.id) else { return };
@@ -384,9 +379,10 @@ async fn leaderless(
     }
     let secs = waited.as_secs();
     if c.synchronous && !c.synchronous_strict {
-        let input = serde_json::json!({ "action": "failover", "node_id": null, "candidate_id": null });
+        let input =
+            TaskInput::ClusterAction(ActionInput { action: ActionKind::Failover, node_id: None, candidate_id: None });
         let summary = format!("forced failover: no primary for {secs} s while replicas run");
-        match ctx.store.request_task(c.project_id, c.id, TaskKind::ClusterAction, &[], input, &summary).await {
+        match ctx.store.request_task(c.project_id, c.id, &[], input, &summary).await {
             Ok(t) => {
                 let msg = format!(
                     "no primary for {secs} s although {candidates} replica(s) run: Patroni promotes only a recorded \
@@ -434,8 +430,8 @@ async fn reconcile(
     ctx: &Arc<Ctx>,
     state: &Arc<Mutex<State>>,
     mgr: &dyn Manager,
-    c: &cluster::Model,
-    nodes: &[node::Model],
+    c: &Cluster,
+    nodes: &[Node],
     spec: &ClusterSpec,
 ) {
     let store = &ctx.store;
@@ -475,10 +471,10 @@ async fn reconcile(
 
 /// Queues the replacement of a node whose server is gone (one task; a busy cluster is
 /// retried at the next reconcile).
-async fn heal(ctx: &Ctx, c: &cluster::Model, n: &node::Model) {
-    let input = serde_json::json!({ "node_id": n.id });
+async fn heal(ctx: &Ctx, c: &Cluster, n: &Node) {
+    let input = TaskInput::ReplaceNode { node_id: n.id };
     let summary = format!("auto-heal: replacing {} (server gone)", n.name);
-    match ctx.store.request_task(c.project_id, c.id, TaskKind::ReplaceNode, &[n.id], input, &summary).await {
+    match ctx.store.request_task(c.project_id, c.id, &[n.id], input, &summary).await {
         Ok(t) => {
             if let Err(e) = ctx.queue.push(t.id).await {
                 tracing::warn!(task = %t.id, error = %e, "enqueue failed; the sweeper will deliver it");

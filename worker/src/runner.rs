@@ -1,6 +1,8 @@
 //! One task from claim to finish.
 
+use herd_core::faults::FaultCode;
 use herd_core::status::{ClusterStatus, TaskKind, TaskStatus};
+use herd_core::task::TaskInput;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -22,8 +24,8 @@ pub async fn run_task(ctx: &Arc<Ctx>, task_id: Uuid) {
     };
     if task.attempts > ctx.settings.max_attempts {
         let msg = format!("gave up after {} attempts", task.attempts - 1);
-        record_finish(ctx, task.id, TaskStatus::Failed, Some(("too_many_attempts", &msg))).await;
-        fail_cluster(ctx, &task, "too_many_attempts", &msg).await;
+        record_finish(ctx, task.id, TaskStatus::Failed, Some((FaultCode::TooManyAttempts, &msg))).await;
+        fail_cluster(ctx, &task, FaultCode::TooManyAttempts, &msg).await;
         return;
     }
     tracing::info!(task = %task.id, kind = %task.kind, attempt = task.attempts, "task claimed");
@@ -47,7 +49,7 @@ pub async fn run_task(ctx: &Arc<Ctx>, task_id: Uuid) {
 
     let kind = task.kind;
     let result = match Job::new(ctx.clone(), task.clone(), cancelled, total_steps(ctx, &task).await) {
-        Ok(job) => run_kind(kind, &job).await,
+        Ok(job) => run_input(&job).await,
         // Resuming from a checkpoint nobody can read could redo or skip work.
         Err(e) => Err(e),
     };
@@ -73,14 +75,14 @@ pub async fn run_task(ctx: &Arc<Ctx>, task_id: Uuid) {
         }
         Err(StepError::Failed { code, message }) => {
             tracing::warn!(task = %task.id, code = %code, error = %message, "task failed");
-            record_finish(ctx, task.id, TaskStatus::Failed, Some((&code, &message))).await;
-            fail_cluster(ctx, &task, &code, &message).await;
+            record_finish(ctx, task.id, TaskStatus::Failed, Some((code, &message))).await;
+            fail_cluster(ctx, &task, code, &message).await;
         }
         Err(StepError::Transient(message)) => {
             // Step retries are exhausted inside steps; reaching here means the runner
             // itself hit a passing problem: fail loudly rather than loop.
-            record_finish(ctx, task.id, TaskStatus::Failed, Some(("transient", &message))).await;
-            fail_cluster(ctx, &task, "transient", &message).await;
+            record_finish(ctx, task.id, TaskStatus::Failed, Some((FaultCode::Transient, &message))).await;
+            fail_cluster(ctx, &task, FaultCode::Transient, &message).await;
         }
     }
 }
@@ -88,26 +90,28 @@ pub async fn run_task(ctx: &Arc<Ctx>, task_id: Uuid) {
 /// Ends the task row. If that write fails the task stays `running` under this
 /// worker, its heartbeat stops, and the sweeper hands it to a worker after
 /// `stale_after_secs`: its steps are idempotent, so that is safe, but it must be seen.
-async fn record_finish(ctx: &Ctx, task: Uuid, status: TaskStatus, error: Option<(&str, &str)>) {
+async fn record_finish(ctx: &Ctx, task: Uuid, status: TaskStatus, error: Option<(FaultCode, &str)>) {
     if let Err(e) = ctx.store.finish_task(task, &ctx.name, status, error).await {
         tracing::error!(%task, ?status, error = %e, "could not record the task's end; the sweeper will take it over");
     }
 }
 
-async fn run_kind(kind: TaskKind, job: &Job) -> Result<(), StepError> {
-    match kind {
-        TaskKind::CreateCluster => crate::create::run(job).await,
-        TaskKind::DeleteCluster => crate::delete::run(job).await,
-        TaskKind::ClusterAction => crate::day2::run_action(job).await,
-        TaskKind::PowerNode => crate::day2::run_power(job).await,
-        TaskKind::UpdateCluster => crate::day2::run_update(job).await,
-        TaskKind::AddNodes => crate::day2::run_add_nodes(job).await,
-        TaskKind::RemoveNode => crate::day2::run_remove_node(job).await,
-        TaskKind::ReplaceNode => crate::day2::run_replace_node(job).await,
-        TaskKind::Backup => crate::day2::run_backup(job).await,
-        TaskKind::ExpireBackup => crate::day2::run_expire(job).await,
-        TaskKind::Snapshot => crate::snapshot::run_snapshot(job).await,
-        TaskKind::DeleteSnapshot => crate::snapshot::run_delete(job).await,
+/// Dispatches on the typed input, so a task's runner always gets the input it needs.
+async fn run_input(job: &Job) -> Result<(), StepError> {
+    use crate::{create, day2, delete, snapshot};
+    match &job.input {
+        TaskInput::CreateCluster(_) => create::run(job).await,
+        TaskInput::DeleteCluster {} => delete::run(job).await,
+        TaskInput::ClusterAction(a) => day2::run_action(job, a).await,
+        TaskInput::PowerNode(p) => day2::run_power(job, p).await,
+        TaskInput::UpdateCluster {} => day2::run_update(job).await,
+        TaskInput::AddNodes { node_ids } => day2::run_add_nodes(job, node_ids).await,
+        TaskInput::RemoveNode { node_id } => day2::run_remove_node(job, *node_id).await,
+        TaskInput::ReplaceNode { node_id } => day2::run_replace_node(job, *node_id).await,
+        TaskInput::Backup { backup_id } => day2::run_backup(job, *backup_id).await,
+        TaskInput::ExpireBackup { backup_id } => day2::run_expire(job, *backup_id).await,
+        TaskInput::Snapshot { snapshot_id } => snapshot::run_snapshot(job, *snapshot_id).await,
+        TaskInput::DeleteSnapshot { snapshot_id } => snapshot::run_delete(job, *snapshot_id).await,
     }
 }
 
@@ -121,7 +125,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn total_steps(ctx: &Ctx, task: &herd_store::entity::task::Model) -> usize {
+async fn total_steps(ctx: &Ctx, task: &herd_store::Task) -> usize {
     let nodes = match task.cluster_id {
         Some(id) => ctx.store.nodes_of(id).await.map(|n| n.len()).unwrap_or(1),
         None => 1,
@@ -136,31 +140,26 @@ async fn total_steps(ctx: &Ctx, task: &herd_store::entity::task::Model) -> usize
 
 /// A day-2 task's outcome never fails the cluster: the database keeps running; the
 /// task reports the error and the cluster returns to active/degraded.
-async fn finish_day2(
-    ctx: &Ctx,
-    task: &herd_store::entity::task::Model,
-    cluster_id: uuid::Uuid,
-    result: Result<(), StepError>,
-) {
+async fn finish_day2(ctx: &Ctx, task: &herd_store::Task, cluster_id: uuid::Uuid, result: Result<(), StepError>) {
     let store = &ctx.store;
     let (status, error) = match &result {
         Ok(()) => (TaskStatus::Succeeded, None),
         Err(StepError::Cancelled) => (TaskStatus::Cancelled, None),
-        Err(StepError::Failed { code, message }) => (TaskStatus::Failed, Some((code.as_str(), message.as_str()))),
-        Err(StepError::Transient(m)) => (TaskStatus::Failed, Some(("transient", m.as_str()))),
+        Err(StepError::Failed { code, message }) => (TaskStatus::Failed, Some((*code, message.as_str()))),
+        Err(StepError::Transient(m)) => (TaskStatus::Failed, Some((FaultCode::Transient, m.as_str()))),
     };
     if let Err(e) = store.finish_day2(task.id, &ctx.name, cluster_id, status, error).await {
         tracing::warn!(task = %task.id, error = %e, "could not record the task's outcome");
     }
     if let Some((code, message)) = error {
-        tracing::warn!(task = %task.id, kind = %task.kind, code, error = message, "task failed");
+        tracing::warn!(task = %task.id, kind = %task.kind, %code, error = message, "task failed");
         history_error(ctx, task, cluster_id, message).await;
     } else {
         tracing::info!(task = %task.id, kind = %task.kind, ?status, "task finished");
     }
 }
 
-async fn fail_cluster(ctx: &Ctx, task: &herd_store::entity::task::Model, code: &str, message: &str) {
+async fn fail_cluster(ctx: &Ctx, task: &herd_store::Task, code: FaultCode, message: &str) {
     let Some(cid) = task.cluster_id else { return };
     let Some(c) = history_error(ctx, task, cid, message).await else { return };
     if (c.status != ClusterStatus::Deleting || task.kind == TaskKind::DeleteCluster)
@@ -174,10 +173,10 @@ async fn fail_cluster(ctx: &Ctx, task: &herd_store::entity::task::Model, code: &
 /// when it is gone). Failures to record are logged, never dropped.
 async fn history_error(
     ctx: &Ctx,
-    task: &herd_store::entity::task::Model,
+    task: &herd_store::Task,
     cluster_id: Uuid,
     message: &str,
-) -> Option<herd_store::entity::cluster::Model> {
+) -> Option<herd_store::Cluster> {
     let c = match ctx.store.cluster_by_id(cluster_id).await {
         Ok(c) => c,
         Err(herd_store::StoreError::NotFound) => return None,

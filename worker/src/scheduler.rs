@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use herd_core::schedule::CronSchedule;
 use herd_core::status::BackupType;
+use herd_store::BackupPolicy;
 use herd_store::backup_policies::next_at;
-use herd_store::entity::backup_policy;
 use herd_store::{Advance, ScheduledRun, StoreError};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -73,7 +73,7 @@ pub async fn scan(ctx: &Ctx, now: DateTime<Utc>) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn schedule_of(p: &backup_policy::Model, kind: BackupType) -> Option<CronSchedule> {
+fn schedule_of(p: &BackupPolicy, kind: BackupType) -> Option<CronSchedule> {
     let expr = match kind {
         BackupType::Full => Some(&p.full_schedule),
         BackupType::Diff => p.diff_schedule.as_ref(),
@@ -100,7 +100,7 @@ fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-async fn run_due(ctx: &Ctx, p: &backup_policy::Model, now: DateTime<Utc>) -> Result<(), StoreError> {
+async fn run_due(ctx: &Ctx, p: &BackupPolicy, now: DateTime<Utc>) -> Result<(), StoreError> {
     // Most complete first: a full backup also stands for a differential or incremental
     // one due at the same time.
     let advance: Vec<Advance> = [BackupType::Full, BackupType::Diff, BackupType::Incr]

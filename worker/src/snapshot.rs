@@ -6,31 +6,25 @@
 //! fresh token, records the provider's snapshot as soon as it exists, and a retry (or
 //! a worker taking the task over) deletes what the previous attempt left first.
 
+use herd_core::faults::FaultCode;
 use herd_core::status::{NodeRole, SnapshotStatus};
 use herd_providers::{ProviderError, SnapshotSpec, TAG_CLUSTER};
 use herd_store::SnapshotResult;
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use crate::create::Build;
-use crate::day2::{input, running_spec};
+use crate::day2::running_spec;
 use crate::steps::{Job, StepError};
 
-#[derive(Debug, Deserialize)]
-struct SnapshotInput {
-    snapshot_id: Uuid,
-}
-
-pub async fn run_snapshot(job: &Job) -> Result<(), StepError> {
-    let inp: SnapshotInput = input(job).await?;
-    let result = take(job, inp.snapshot_id).await;
+pub async fn run_snapshot(job: &Job, snapshot_id: Uuid) -> Result<(), StepError> {
+    let result = take(job, snapshot_id).await;
     if let Err(e) = &result {
         let msg = match e {
             StepError::Failed { message, .. } | StepError::Transient(message) => message.clone(),
             StepError::Cancelled => "cancelled".to_owned(),
         };
-        let _ = job.ctx.store.set_snapshot_status(inp.snapshot_id, SnapshotStatus::Error, None, Some(&msg)).await;
+        let _ = job.ctx.store.set_snapshot_status(snapshot_id, SnapshotStatus::Error, None, Some(&msg)).await;
     }
     result
 }
@@ -40,7 +34,7 @@ async fn take(job: &Job, snapshot_id: Uuid) -> Result<(), StepError> {
     let b = Build::load(job).await?;
     let (spec, nodes) = running_spec(&b).await?;
     if spec.backup.is_none() {
-        return Err(StepError::failed("backups_not_configured", "a snapshot needs the cluster's WAL archive"));
+        return Err(StepError::failed(FaultCode::BackupsNotConfigured, "a snapshot needs the cluster's WAL archive"));
     }
     let mgr = b.manager.as_ref();
     let provider = b.provider.as_ref();
@@ -65,14 +59,12 @@ async fn take(job: &Job, snapshot_id: Uuid) -> Result<(), StepError> {
                 .iter()
                 .find(|m| m.node_id == primary.id)
                 .ok_or_else(|| StepError::Transient(format!("{} is not a running member", primary.name)))?;
-            let volume = store
-                .volumes_of(c.id)
-                .await?
-                .into_iter()
-                .find(|v| v.node_id == Some(primary.id))
-                .ok_or_else(|| StepError::failed("no_volume", format!("{} has no data volume", primary.name)))?;
+            let volume =
+                store.volumes_of(c.id).await?.into_iter().find(|v| v.node_id == Some(primary.id)).ok_or_else(|| {
+                    StepError::failed(FaultCode::NoVolume, format!("{} has no data volume", primary.name))
+                })?;
             let vref = volume.provider_ref.clone().ok_or_else(|| {
-                StepError::failed("no_volume", format!("{}'s volume was never created", primary.name))
+                StepError::failed(FaultCode::NoVolume, format!("{}'s volume was never created", primary.name))
             })?;
 
             let held = mgr.begin_snapshot(&spec, member, &label).await?;
@@ -125,17 +117,16 @@ async fn take(job: &Job, snapshot_id: Uuid) -> Result<(), StepError> {
     Ok(())
 }
 
-pub async fn run_delete(job: &Job) -> Result<(), StepError> {
-    let inp: SnapshotInput = input(job).await?;
+pub async fn run_delete(job: &Job, snapshot_id: Uuid) -> Result<(), StepError> {
     let ctx = &job.ctx;
-    let s = match ctx.store.snapshot_by_id(inp.snapshot_id).await {
+    let s = match ctx.store.snapshot_by_id(snapshot_id).await {
         Ok(s) => s,
         // Deleted by an earlier run of this task.
         Err(herd_store::StoreError::NotFound) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
     let provider = ctx.providers.get(&s.provider).ok_or_else(|| {
-        StepError::failed("provider_unavailable", format!("provider '{}' is not configured", s.provider))
+        StepError::failed(FaultCode::ProviderUnavailable, format!("provider '{}' is not configured", s.provider))
     })?;
     if let Some(r) = &s.provider_ref {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(ctx.settings.step_retry_secs);

@@ -1,10 +1,11 @@
 //! Builds what the datastore manager needs from rows, provider answers and secrets.
 
+use herd_core::faults::FaultCode;
 use herd_datastores::{
     BackupConfig, Callback, ClusterSecrets, ClusterSpec, HaTiming, NodeSpec, NodeTags, SshTarget, VolumeMount,
 };
 use herd_providers::{AttachmentKind, Provider, ServerInfo};
-use herd_store::entity::{cluster, node, volume};
+use herd_store::{Cluster, Node, Volume};
 use herd_store::{ClusterPasswords, VersionSpec};
 use secrecy::SecretString;
 
@@ -42,14 +43,14 @@ pub fn ssh_target(server: &ServerInfo, key: &SecretString, host_key: Option<Stri
 
 pub async fn node_spec(
     provider: &dyn Provider,
-    n: &node::Model,
-    vol: Option<&volume::Model>,
+    n: &Node,
+    vol: Option<&Volume>,
     key: &SecretString,
 ) -> Result<NodeSpec, StepError> {
     let server_ref = n
         .server_ref
         .as_deref()
-        .ok_or_else(|| StepError::failed("internal_error", format!("node {} has no server", n.name)))?;
+        .ok_or_else(|| StepError::failed(FaultCode::InternalError, format!("node {} has no server", n.name)))?;
     let server = provider.get_server(server_ref).await?;
     node_spec_of(&server, n, vol, key)
 }
@@ -57,8 +58,8 @@ pub async fn node_spec(
 /// The spec of a node whose server the caller has already looked up.
 pub fn node_spec_of(
     server: &ServerInfo,
-    n: &node::Model,
-    vol: Option<&volume::Model>,
+    n: &Node,
+    vol: Option<&Volume>,
     key: &SecretString,
 ) -> Result<NodeSpec, StepError> {
     let ssh = ssh_target(server, key, n.host_key.clone())?;
@@ -75,7 +76,7 @@ pub fn node_spec_of(
 }
 
 pub fn cluster_spec(
-    c: &cluster::Model,
+    c: &Cluster,
     version: &VersionSpec,
     members: Vec<NodeSpec>,
     pw: ClusterPasswords,

@@ -1,11 +1,12 @@
 //! What every task shares: the error model, retries of transient failures, and step
 //! checkpoints with progress and history.
 
+use herd_core::faults::FaultCode;
+use herd_core::task::{Payload, TaskInput};
 use herd_datastores::ManagerError;
 use herd_providers::ProviderError;
 use herd_store::StoreError;
-use herd_store::entity::{cluster, task};
-use serde::{Deserialize, Serialize};
+use herd_store::{Cluster, Task};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -20,14 +21,14 @@ pub enum StepError {
     /// Retry later (with backoff) within the step's retry budget.
     Transient(String),
     /// Fail the task: stable code, readable message.
-    Failed { code: String, message: String },
+    Failed { code: FaultCode, message: String },
     /// The task was cancelled or taken over: stop without touching anything else.
     Cancelled,
 }
 
 impl StepError {
-    pub fn failed(code: &str, message: impl Into<String>) -> Self {
-        Self::Failed { code: code.to_owned(), message: message.into() }
+    pub fn failed(code: FaultCode, message: impl Into<String>) -> Self {
+        Self::Failed { code, message: message.into() }
     }
 }
 
@@ -51,50 +52,38 @@ impl From<StoreError> for StepError {
         match e {
             // The database being busy or briefly unreachable passes.
             StoreError::Db(e) => Self::Transient(format!("database: {e}")),
-            other => Self::failed("internal_error", other.to_string()),
+            other => Self::failed(FaultCode::InternalError, other.to_string()),
         }
     }
 }
 
-/// Which steps are done, per node id (and `cluster`); stored in `tasks.payload`.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub struct Checkpoints {
-    #[serde(default)]
-    pub done: BTreeMap<String, BTreeSet<String>>,
-    /// The task's input from the API (day-2 tasks), kept across checkpoints.
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub input: serde_json::Value,
-}
-
-/// A running task: its row, the checkpoints, and the cancellation flag that the
-/// heartbeat sets.
+/// A running task: its row, its typed input, the steps done so far (per node id, and
+/// `cluster`), and the cancellation flag that the heartbeat sets.
 pub struct Job {
     pub ctx: Arc<Ctx>,
-    pub task: task::Model,
-    pub checkpoints: Mutex<Checkpoints>,
+    pub task: Task,
+    pub input: TaskInput,
+    done: Mutex<BTreeMap<String, BTreeSet<String>>>,
     pub cancelled: Arc<AtomicBool>,
     /// Number of steps the whole task has, for progress.
     pub total_steps: usize,
 }
 
 impl Job {
-    /// Fails (`corrupt_checkpoint`) when the stored checkpoints cannot be read: starting
-    /// over could redo work the provider tokens no longer match, skipping could leave
-    /// it undone, so neither happens silently.
-    pub fn new(
-        ctx: Arc<Ctx>,
-        task: task::Model,
-        cancelled: Arc<AtomicBool>,
-        total_steps: usize,
-    ) -> Result<Self, StepError> {
-        let checkpoints = match &task.payload {
-            serde_json::Value::Null => Checkpoints::default(),
-            p => serde_json::from_value(p.clone()).map_err(|e| StepError::Failed {
-                code: "corrupt_checkpoint".into(),
-                message: format!("the task's checkpoints cannot be read ({e}); it was not resumed"),
-            })?,
-        };
-        Ok(Self { ctx, task, checkpoints: Mutex::new(checkpoints), cancelled, total_steps })
+    /// Fails (`corrupt_checkpoint`) when the stored payload cannot be read or does not
+    /// fit the task's kind: starting over could redo work the provider tokens no longer
+    /// match, skipping could leave it undone, so neither happens silently.
+    pub fn new(ctx: Arc<Ctx>, task: Task, cancelled: Arc<AtomicBool>, total_steps: usize) -> Result<Self, StepError> {
+        let payload = Payload::decode(task.kind, &task.payload).map_err(|e| StepError::Failed {
+            code: FaultCode::CorruptCheckpoint,
+            message: format!("the task's payload cannot be read ({e}); it was not resumed"),
+        })?;
+        Ok(Self { ctx, task, input: payload.input, done: Mutex::new(payload.done), cancelled, total_steps })
+    }
+
+    /// The steps done in `scope`.
+    pub async fn done_in(&self, scope: &str) -> BTreeSet<String> {
+        self.done.lock().await.get(scope).cloned().unwrap_or_default()
     }
 
     pub fn check_cancelled(&self) -> Result<(), StepError> {
@@ -102,7 +91,7 @@ impl Job {
     }
 
     pub async fn is_done(&self, scope: &str, step: &str) -> bool {
-        self.checkpoints.lock().await.done.get(scope).is_some_and(|s| s.contains(step))
+        self.done.lock().await.get(scope).is_some_and(|s| s.contains(step))
     }
 
     /// The idempotency token of a provider call: the same on every retry and resume.
@@ -115,7 +104,7 @@ impl Job {
     /// with progress and a history event.
     pub async fn step<T, F, Fut>(
         &self,
-        cluster: &cluster::Model,
+        cluster: &Cluster,
         scope: &str,
         label: &str,
         step: &str,
@@ -143,7 +132,7 @@ impl Job {
                 }
                 Err(StepError::Transient(msg)) => {
                     return Err(StepError::failed(
-                        "step_timeout",
+                        FaultCode::StepTimeout,
                         format!("{step} on {label} kept failing for {}s: {msg}", budget.as_secs()),
                     ));
                 }
@@ -151,14 +140,14 @@ impl Job {
             }
         };
         let (payload, progress) = {
-            let mut cp = self.checkpoints.lock().await;
-            cp.done.entry(scope.to_owned()).or_default().insert(step.to_owned());
-            let done: usize = cp.done.values().map(BTreeSet::len).sum();
-            let progress = (done * 100 / self.total_steps.max(1)).min(99) as i32;
-            (serde_json::to_value(&*cp).unwrap_or_default(), progress)
+            let mut done = self.done.lock().await;
+            done.entry(scope.to_owned()).or_default().insert(step.to_owned());
+            let count: usize = done.values().map(BTreeSet::len).sum();
+            let progress = (count * 100 / self.total_steps.max(1)).min(99) as i32;
+            (Payload { input: self.input.clone(), done: done.clone() }, progress)
         };
         let store = &self.ctx.store;
-        store.checkpoint(self.task.id, &self.ctx.name, step, progress, payload).await?;
+        store.checkpoint(self.task.id, &self.ctx.name, step, progress, &payload).await?;
         store
             .log_event(
                 cluster,

@@ -6,8 +6,8 @@
 use actix_web::{HttpResponse, web};
 use herd_core::schedule::CronSchedule;
 use herd_datastores::repo;
+use herd_store::BackupPolicy;
 use herd_store::PolicySpec;
-use herd_store::entity::backup_policy;
 use herd_types::{BackupPolicyDto, BackupPolicyRequest};
 use uuid::Uuid;
 
@@ -21,7 +21,7 @@ use crate::state::AppState;
 /// Most full backups a policy may keep.
 pub const MAX_RETENTION_FULL: i64 = 1000;
 
-impl IntoDto for backup_policy::Model {
+impl IntoDto for BackupPolicy {
     type Dto = BackupPolicyDto;
     fn into_dto(self) -> BackupPolicyDto {
         let p = self;

@@ -3,9 +3,10 @@
 
 use actix_web::{HttpResponse, web};
 use herd_core::status::BackupType;
+use herd_core::task::RestoreInput;
 use herd_datastores::repo;
+use herd_store::Backup;
 use herd_store::StoreError;
-use herd_store::entity::backup;
 use herd_types::{BackupDto, BackupRequest, CreatedBackup, RecoveryWindowDto, RestoreRequest, TaskRef};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -18,7 +19,7 @@ use crate::error::{ApiError, ErrorCode, Errors, Problem};
 use crate::json::JsonBody;
 use crate::state::AppState;
 
-impl IntoDto for backup::Model {
+impl IntoDto for Backup {
     type Dto = BackupDto;
     fn into_dto(self) -> BackupDto {
         let b = self;
@@ -62,7 +63,7 @@ pub async fn check_restore(
     r: &RestoreRequest,
     target: &super::snapshots::RestoreTarget<'_>,
     errs: &mut Errors,
-) -> Result<Option<(serde_json::Value, Option<u32>)>, ApiError> {
+) -> Result<Option<(RestoreInput, Option<u32>)>, ApiError> {
     let source = match (r.source_cluster_id, r.snapshot_id) {
         (Some(_), Some(_)) => {
             errs.add("restore", "name either source_cluster_id or snapshot_id, not both");
@@ -127,13 +128,18 @@ pub async fn check_restore(
             _ => {}
         }
     }
-    let input = serde_json::json!({
-        "repo": b.repo,
-        "stanza": b.stanza,
-        "set": chosen.and_then(|b| b.label.clone()),
-        "target_time": r.target_time,
-        "source_cluster_id": source,
-    });
+    let Some(stanza) = b.stanza.clone() else {
+        errs.add("restore.source_cluster_id", "its backups record no stanza");
+        return Ok(None);
+    };
+    let input = RestoreInput {
+        repo: b.repo.clone(),
+        stanza,
+        set: chosen.and_then(|b| b.label.clone()),
+        target_time: r.target_time,
+        source_cluster_id: Some(source),
+        snapshot: None,
+    };
     Ok(Some((input, None)))
 }
 
@@ -267,7 +273,7 @@ pub async fn recovery_window(
 async fn window_of(
     state: &AppState,
     manager: &str,
-    b: &backup::Model,
+    b: &Backup,
 ) -> Result<Option<herd_datastores::RecoveryWindow>, ApiError> {
     let (Some(config), Some(mgr)) = (
         repo::for_backup(&state.backups, &state.state_dir, &b.repo, b.stanza.as_deref().unwrap_or_default()),

@@ -3,8 +3,8 @@ use herd_core::crypto::generate_password;
 use herd_core::names::DnsLabel;
 use herd_core::sshkey;
 use herd_core::status::{ClusterStatus, NodeRole};
-use herd_store::entity::{node, task_event};
 use herd_store::{ClusterFilter, ClusterView, KeyChoice, NewCluster, StoreError};
+use herd_store::{Node, TaskEvent};
 use herd_types::{
     ClusterDto, CreateCluster, CreatedCluster, Credentials, Endpoints, EventDto, Fault, HooksDto, NodeDto, TaskRef,
 };
@@ -101,7 +101,7 @@ impl IntoDto for ClusterView {
     }
 }
 
-impl IntoDto for node::Model {
+impl IntoDto for Node {
     type Dto = NodeDto;
     fn into_dto(self) -> NodeDto {
         let n = self;
@@ -124,7 +124,7 @@ impl IntoDto for node::Model {
     }
 }
 
-impl IntoDto for task_event::Model {
+impl IntoDto for TaskEvent {
     type Dto = EventDto;
     fn into_dto(self) -> EventDto {
         let e = self;

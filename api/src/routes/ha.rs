@@ -7,10 +7,11 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use herd_core::hooks::{CALLBACK_PURPOSE, Hook, Hooks};
-use herd_core::status::{ActionKind, NodeRole, PowerState, TaskKind};
+use herd_core::status::{ActionKind, NodeRole, PowerState};
+use herd_core::task::{ActionInput, PowerInput, TaskInput};
 use herd_datastores::HaTiming;
 use herd_providers::ProviderKind;
-use herd_store::entity::cluster;
+use herd_store::Cluster;
 use herd_store::{ClusterPatch, HaPolicy, StoreError, policy_of};
 use herd_types::{
     ActionRequest, AddNodesRequest, AddedNodes, HaDto, HaRequest, HookDto, HookRequest, HooksDto, HooksRequest,
@@ -33,7 +34,7 @@ const MAX_URL: usize = 2048;
 const MIN_HOOK_SECRET: usize = 16;
 const MAX_HOOK_SECRET: usize = 256;
 
-impl IntoDto for &cluster::Model {
+impl IntoDto for &Cluster {
     type Dto = HaDto;
     fn into_dto(self) -> HaDto {
         let c = self;
@@ -308,12 +309,12 @@ pub async fn cluster_action(
         }
     }
     let ids: Vec<Uuid> = req.node_id.into_iter().chain(req.candidate_id).collect();
-    let input = serde_json::json!({"action": req.action, "node_id": req.node_id, "candidate_id": req.candidate_id});
-    let t = state
-        .store
-        .request_task(auth.project_id, *id, TaskKind::ClusterAction, &ids, input, &summary)
-        .await
-        .map_err(not_found)?;
+    let input = TaskInput::ClusterAction(ActionInput {
+        action: req.action,
+        node_id: req.node_id,
+        candidate_id: req.candidate_id,
+    });
+    let t = state.store.request_task(auth.project_id, *id, &ids, input, &summary).await.map_err(not_found)?;
     state.enqueue(t.id).await;
     Ok(HttpResponse::Accepted().json(TaskRef { task_id: t.id }))
 }
@@ -341,12 +342,8 @@ pub async fn power_node(
         return Err(ApiError::field("force", "applies to power off only"));
     }
     let summary = format!("power {}{} of {} requested", req.state, if force { " (forced)" } else { "" }, n.name);
-    let input = serde_json::json!({"node_id": node_id, "state": req.state, "force": force});
-    let t = state
-        .store
-        .request_task(auth.project_id, id, TaskKind::PowerNode, &[node_id], input, &summary)
-        .await
-        .map_err(not_found)?;
+    let input = TaskInput::PowerNode(PowerInput { node_id, state: req.state, force });
+    let t = state.store.request_task(auth.project_id, id, &[node_id], input, &summary).await.map_err(not_found)?;
     state.enqueue(t.id).await;
     Ok(HttpResponse::Accepted().json(TaskRef { task_id: t.id }))
 }

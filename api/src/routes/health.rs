@@ -22,7 +22,7 @@ pub async fn healthz() -> HttpResponse {
     (status = 503, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.store.db.ping().await.map_err(|e| {
+    state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::new(ErrorCode::Unavailable, "the database is not reachable")
     })?;

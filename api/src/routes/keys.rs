@@ -1,7 +1,7 @@
 use actix_web::{HttpResponse, web};
 use herd_core::names::validate_display_name;
 use herd_core::sshkey;
-use herd_store::entity::ssh_key;
+use herd_store::SshKey;
 use herd_types::{CreateKey, KeyDto};
 use uuid::Uuid;
 
@@ -12,7 +12,7 @@ use crate::error::{ApiError, Errors, Problem};
 use crate::json::JsonBody;
 use crate::state::AppState;
 
-impl IntoDto for ssh_key::Model {
+impl IntoDto for SshKey {
     type Dto = KeyDto;
     fn into_dto(self) -> KeyDto {
         let k = self;

@@ -2,7 +2,7 @@ use actix_web::{HttpResponse, web};
 use herd_core::names::validate_display_name;
 use herd_core::status::TokenRole;
 use herd_store::StoreError;
-use herd_store::entity::{api_token, project};
+use herd_store::{ApiToken, Project};
 use herd_types::{CreateProject, CreateToken, CreatedToken, ProjectDto, TokenDto};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
@@ -14,7 +14,7 @@ use crate::error::{ApiError, Errors, Problem};
 use crate::json::JsonBody;
 use crate::state::AppState;
 
-impl IntoDto for project::Model {
+impl IntoDto for Project {
     type Dto = ProjectDto;
     fn into_dto(self) -> ProjectDto {
         let p = self;
@@ -22,7 +22,7 @@ impl IntoDto for project::Model {
     }
 }
 
-impl IntoDto for api_token::Model {
+impl IntoDto for ApiToken {
     type Dto = TokenDto;
     fn into_dto(self) -> TokenDto {
         let t = self;

@@ -4,9 +4,10 @@
 
 use actix_web::{HttpResponse, web};
 use herd_core::status::SnapshotStatus;
+use herd_core::task::{RestoreInput, SnapshotRestore};
 use herd_datastores::repo;
+use herd_store::Snapshot;
 use herd_store::StoreError;
-use herd_store::entity::snapshot;
 use herd_types::{CreatedSnapshot, SnapshotDto, SnapshotRequest, TaskRef};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -19,7 +20,7 @@ use crate::error::{ApiError, ErrorCode, Errors, Problem};
 use crate::json::JsonBody;
 use crate::state::AppState;
 
-impl IntoDto for snapshot::Model {
+impl IntoDto for Snapshot {
     type Dto = SnapshotDto;
     fn into_dto(self) -> SnapshotDto {
         let s = self;
@@ -175,7 +176,7 @@ pub async fn check_snapshot_restore(
     id: Uuid,
     target: &RestoreTarget<'_>,
     errs: &mut Errors,
-) -> Result<Option<(serde_json::Value, u32)>, ApiError> {
+) -> Result<Option<(RestoreInput, u32)>, ApiError> {
     let s = match state.store.get_snapshot(project_id, id).await {
         Ok(s) => s,
         Err(StoreError::NotFound) => {
@@ -206,18 +207,27 @@ pub async fn check_snapshot_restore(
             format!("the snapshot lives at provider '{}': create the cluster there", s.provider),
         );
     }
+    let (Some(repo), Some(stanza), Some(provider_ref)) = (s.repo.clone(), s.stanza.clone(), s.provider_ref.clone())
+    else {
+        errs.add("restore.snapshot_id", "the snapshot records no backup repository or provider reference");
+        return Ok(None);
+    };
     // Everything the build needs, so it does not depend on the row staying.
-    let input = serde_json::json!({
-        "snapshot_id": s.id,
-        "provider_ref": s.provider_ref,
-        "repo": s.repo,
-        "stanza": s.stanza,
-        "source_cluster_id": s.cluster_id,
-        "source_name": s.source_name,
-        "start_lsn": s.start_lsn,
-        "stop_lsn": s.stop_lsn,
-        "backup_label": s.backup_label,
-        "tablespace_map": s.tablespace_map,
-    });
+    let input = RestoreInput {
+        repo,
+        stanza,
+        set: None,
+        target_time: None,
+        source_cluster_id: s.cluster_id,
+        snapshot: Some(SnapshotRestore {
+            snapshot_id: s.id,
+            provider_ref,
+            source_name: s.source_name.clone().unwrap_or_default(),
+            start_lsn: s.start_lsn.clone().unwrap_or_default(),
+            stop_lsn: s.stop_lsn.clone().unwrap_or_default(),
+            backup_label: s.backup_label.clone().unwrap_or_default(),
+            tablespace_map: s.tablespace_map.clone().unwrap_or_default(),
+        }),
+    };
     Ok(Some((input, s.size_gb.max(1) as u32)))
 }

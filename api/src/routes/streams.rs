@@ -7,8 +7,8 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use herd_core::status::TaskKind;
-use herd_store::entity::{task, task_event};
 use herd_store::{Store, StoreError};
+use herd_store::{Task, TaskEvent};
 use herd_types::{StreamMessage, TaskDto};
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -170,7 +170,7 @@ impl Sent {
     }
 
     /// Sends `e` unless it went out already; false once the client has gone.
-    async fn event(&mut self, e: task_event::Model, out: &Out) -> bool {
+    async fn event(&mut self, e: TaskEvent, out: &Out) -> bool {
         if self.after.is_some_and(|a| e.id <= a) || !self.events.insert(e.id) {
             return true;
         }
@@ -193,7 +193,7 @@ struct Follow {
 }
 
 impl Follow {
-    async fn run(self, first: task::Model, mut rx: broadcast::Receiver<Change>, out: Out) {
+    async fn run(self, first: Task, mut rx: broadcast::Receiver<Change>, out: Out) {
         // A task's whole history is small and bounded: all of it, unless resuming.
         let mut sent = Sent::new(self.after);
         let mut last: Option<TaskDto> = None;
@@ -256,7 +256,7 @@ impl Follow {
 }
 
 /// Sends the task's state if it differs from the last one sent.
-async fn send_task(last: &mut Option<TaskDto>, t: task::Model, out: &Out) -> bool {
+async fn send_task(last: &mut Option<TaskDto>, t: Task, out: &Out) -> bool {
     let dto = t.into_dto();
     if last.as_ref() == Some(&dto) {
         return true;

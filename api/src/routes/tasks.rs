@@ -1,6 +1,6 @@
 use actix_web::{HttpResponse, web};
 use herd_store::StoreError;
-use herd_store::entity::task;
+use herd_store::Task;
 use herd_types::{TaskDto, TaskError};
 use uuid::Uuid;
 
@@ -10,7 +10,7 @@ use crate::auth::Auth;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 
-impl super::IntoDto for task::Model {
+impl super::IntoDto for Task {
     type Dto = TaskDto;
     fn into_dto(self) -> TaskDto {
         let t = self;

@@ -109,7 +109,7 @@ impl TestApp {
     /// A store on this app's database, to act as a worker would.
     pub async fn store(&self) -> herd_store::Store {
         let key = herd_core::crypto::MasterKey::from_base64(self.settings.master_key.as_ref().unwrap()).unwrap();
-        herd_store::Store::new(herd_store::connect(&self.database_url()).await.unwrap(), Arc::new(key))
+        herd_store::Store::open(&self.database_url(), Arc::new(key)).await.unwrap()
     }
 
     pub fn req(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {

@@ -20,6 +20,7 @@ use crate::{
     RestoreSource,
 };
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use herd_core::faults::FaultCode;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -48,7 +49,7 @@ fn check_stanza(stanza: &str) -> Result<(), ManagerError> {
         Ok(())
     } else {
         Err(ManagerError::permanent(
-            "invalid_backup_config",
+            FaultCode::InvalidBackupConfig,
             format!("stanza {stanza:?} is not [A-Za-z0-9][A-Za-z0-9._-]*"),
         ))
     }
@@ -59,7 +60,7 @@ fn check_stanza(stanza: &str) -> Result<(), ManagerError> {
 fn check_value(name: &str, value: &str) -> Result<(), ManagerError> {
     if value.is_empty() || value.trim() != value || value.contains(char::is_control) {
         return Err(ManagerError::permanent(
-            "invalid_backup_config",
+            FaultCode::InvalidBackupConfig,
             format!("{name} must be non-empty, one line, without leading or trailing blanks"),
         ));
     }
@@ -85,7 +86,7 @@ pub fn repo_options(repo: &BackupRepo) -> Result<Vec<(&'static str, String)>, Ma
         BackupRepo::Posix { path } => {
             if !path.starts_with('/') {
                 return Err(ManagerError::permanent(
-                    "invalid_backup_config",
+                    FaultCode::InvalidBackupConfig,
                     format!("repository path {path:?} is not absolute"),
                 ));
             }
@@ -121,7 +122,7 @@ pub fn repo_options(repo: &BackupRepo) -> Result<Vec<(&'static str, String)>, Ma
                 // Read by pgbackrest wherever it runs (nodes and this host): absolute.
                 if !ca.starts_with('/') {
                     return Err(ManagerError::permanent(
-                        "invalid_backup_config",
+                        FaultCode::InvalidBackupConfig,
                         format!("S3 CA file {ca:?} is not an absolute path"),
                     ));
                 }
@@ -197,7 +198,7 @@ pub fn config_file(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result
     if let Some(r) = &cluster.restore {
         if cluster.backup.as_ref().is_some_and(|b| b.stanza == r.from.stanza) {
             return Err(ManagerError::permanent(
-                "invalid_restore",
+                FaultCode::InvalidRestore,
                 "a restored cluster must archive into a stanza of its own, not the source's",
             ));
         }
@@ -264,7 +265,10 @@ pub fn bootstrap(l: &Layout, r: &RestoreSource) -> Result<Bootstrap, ManagerErro
     let mut args: Vec<String> = vec!["--delta".into()];
     if let Some(set) = &r.set {
         if !valid_label(set) {
-            return Err(ManagerError::permanent("invalid_backup_label", format!("{set:?} is not a backup label")));
+            return Err(ManagerError::permanent(
+                FaultCode::InvalidBackupLabel,
+                format!("{set:?} is not a backup label"),
+            ));
         }
         args.push(format!("--set={set}"));
     }
@@ -461,7 +465,7 @@ fn on_node(l: &Layout, stanza: &str, commands: &[&[&str]]) -> String {
 pub(super) fn own_config(cluster: &ClusterSpec) -> Result<&BackupConfig, ManagerError> {
     let config = cluster.backup.as_ref().ok_or_else(|| {
         ManagerError::permanent(
-            "backups_not_configured",
+            FaultCode::BackupsNotConfigured,
             format!("cluster {} has no backup configuration", cluster.name),
         )
     })?;
@@ -539,7 +543,7 @@ async fn run_local(
         .await
         .map_err(|_| ManagerError::Transient(format!("pgbackrest {args:?} timed out")))?
         .map_err(|e| {
-            ManagerError::permanent("backup_tool_missing", format!("cannot run pgbackrest on this host: {e}"))
+            ManagerError::permanent(FaultCode::BackupToolMissing, format!("cannot run pgbackrest on this host: {e}"))
         })?;
     Ok(out)
 }
@@ -701,7 +705,10 @@ impl PostgresManager {
     pub(super) async fn expire_backup_impl(&self, config: &BackupConfig, label: &str) -> Result<(), ManagerError> {
         check_config(config)?;
         if !valid_label(label) {
-            return Err(ManagerError::permanent("invalid_backup_label", format!("{label:?} is not a backup label")));
+            return Err(ManagerError::permanent(
+                FaultCode::InvalidBackupLabel,
+                format!("{label:?} is not a backup label"),
+            ));
         }
         let scratch = Scratch::new(local_user(&config.repo))?;
         // Already gone is done (a retried call converges).

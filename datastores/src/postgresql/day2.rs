@@ -12,6 +12,7 @@ use super::{Layout, PostgresManager, as_user, etcd, params, render, sql};
 use crate::shell::quote;
 use crate::ssh::{Upload, with_session};
 use crate::{ClusterSpec, ManagerError, NodeSpec, ParameterInfo};
+use herd_core::faults::FaultCode;
 use herd_core::status::NodeRole;
 use reqwest::Method;
 use secrecy::ExposeSecret;
@@ -39,7 +40,7 @@ fn api(node: &NodeSpec, path: &str) -> String {
 
 fn member<'a>(cluster: &'a ClusterSpec, name: &str) -> Result<&'a NodeSpec, ManagerError> {
     cluster.members.iter().find(|m| m.name == name).ok_or_else(|| {
-        ManagerError::permanent("unknown_member", format!("{name} is not a member of cluster {}", cluster.name))
+        ManagerError::permanent(FaultCode::UnknownMember, format!("{name} is not a member of cluster {}", cluster.name))
     })
 }
 
@@ -291,7 +292,7 @@ impl PostgresManager {
             .map_err(ManagerError::Transient)?;
         if status == 401 || status == 403 {
             return Err(ManagerError::permanent(
-                "patroni_auth_failed",
+                FaultCode::PatroniAuthFailed,
                 format!("Patroni on {} refused the cluster's superuser credentials for {path}", node.name),
             ));
         }
@@ -384,7 +385,7 @@ impl PostgresManager {
         let timing = render::checked_timing(cluster)?;
         let desired = render::cluster_parameter_values(cluster)?;
         let major: u32 = cluster.version.trim().parse().map_err(|_| {
-            ManagerError::permanent("invalid_version", format!("{:?} is not a major version", cluster.version))
+            ManagerError::permanent(FaultCode::InvalidVersion, format!("{:?} is not a major version", cluster.version))
         })?;
         let mut patched = None;
         let mut old_loop_wait = timing.loop_wait;
@@ -573,7 +574,7 @@ impl PostgresManager {
             cluster.members.iter().filter(|m| m.name != leader && !m.tags.no_failover).collect();
         if eligible.is_empty() {
             return Err(ManagerError::permanent(
-                "no_candidate",
+                FaultCode::NoCandidate,
                 format!("cluster {} has no replica that may be promoted", cluster.name),
             ));
         }
@@ -612,7 +613,7 @@ impl PostgresManager {
         }
         if node.tags.no_failover {
             return Err(ManagerError::permanent(
-                "candidate_not_eligible",
+                FaultCode::CandidateNotEligible,
                 format!("{candidate} is tagged no_failover and is never promoted"),
             ));
         }
@@ -625,7 +626,7 @@ impl PostgresManager {
                 )));
             }
             return Err(ManagerError::permanent(
-                "candidate_not_synchronous",
+                FaultCode::CandidateNotSynchronous,
                 format!(
                     "{candidate} is not a synchronous standby; in synchronous mode only {} may be promoted",
                     seen.sync_members.join(", ")
@@ -838,7 +839,7 @@ impl PostgresManager {
         let seen = self.http()?.observe(cluster).await;
         if seen.health.leader.as_deref() == Some(node.name.as_str()) {
             return Err(ManagerError::permanent(
-                "is_primary",
+                FaultCode::IsPrimary,
                 format!("{} is the primary; only a replica can be reinitialized", node.name),
             ));
         }
@@ -853,7 +854,7 @@ impl PostgresManager {
             200 => {}
             _ if text.contains("I am the leader") => {
                 return Err(ManagerError::permanent(
-                    "is_primary",
+                    FaultCode::IsPrimary,
                     format!("{} became the primary; only a replica can be reinitialized", node.name),
                 ));
             }
@@ -905,7 +906,7 @@ impl PostgresManager {
             0 => {}
             3 => {
                 return Err(ManagerError::permanent(
-                    "not_configured",
+                    FaultCode::NotConfigured,
                     format!("{}: control scripts are missing (run configure first)", node.name),
                 ));
             }

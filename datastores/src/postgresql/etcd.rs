@@ -5,6 +5,7 @@
 use super::layout::{ETCD_CLIENT_PORT, ETCD_PEER_PORT};
 use super::patroni::Http;
 use crate::{ClusterSpec, ManagerError, NodeSpec};
+use herd_core::faults::FaultCode;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 
@@ -101,7 +102,7 @@ pub async fn add(http: &Http, cluster: &ClusterSpec, node: &NodeSpec) -> Result<
     }
     if let Some(m) = members.iter().find(|m| m.name == node.name) {
         return Err(ManagerError::permanent(
-            "member_conflict",
+            FaultCode::MemberConflict,
             format!("etcd already has a member named {} with peer URLs {:?}, not {url}", node.name, m.peer_urls),
         ));
     }

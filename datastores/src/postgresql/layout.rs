@@ -3,6 +3,7 @@
 //! server root on a loopback host, which shares this machine's filesystem).
 
 use crate::{ClusterSpec, ManagerError, NodeSpec};
+use herd_core::faults::FaultCode;
 use herd_providers::AttachmentKind;
 use std::path::{Path, PathBuf};
 
@@ -80,9 +81,9 @@ pub(crate) fn is_dns_label(s: &str) -> bool {
 }
 
 fn path_str(p: PathBuf) -> Result<String, ManagerError> {
-    p.into_os_string()
-        .into_string()
-        .map_err(|p| ManagerError::permanent("invalid_path", format!("path is not UTF-8: {}", Path::new(&p).display())))
+    p.into_os_string().into_string().map_err(|p| {
+        ManagerError::permanent(FaultCode::InvalidPath, format!("path is not UTF-8: {}", Path::new(&p).display()))
+    })
 }
 
 impl Layout {
@@ -90,26 +91,26 @@ impl Layout {
         let version = cluster.version.trim();
         if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ManagerError::permanent(
-                "invalid_version",
+                FaultCode::InvalidVersion,
                 format!("PostgreSQL version {:?} is not a major version number", cluster.version),
             ));
         }
         if !is_dns_label(&cluster.name) {
             return Err(ManagerError::permanent(
-                "invalid_cluster_name",
+                FaultCode::InvalidClusterName,
                 format!("cluster name {:?} is not a DNS label", cluster.name),
             ));
         }
         if !is_dns_label(&node.name) {
             return Err(ManagerError::permanent(
-                "invalid_node_name",
+                FaultCode::InvalidNodeName,
                 format!("node name {:?} is not a DNS label", node.name),
             ));
         }
         let root = node.root_prefix.clone();
         if !root.is_absolute() {
             return Err(ManagerError::permanent(
-                "invalid_path",
+                FaultCode::InvalidPath,
                 format!("root prefix {} is not absolute", root.display()),
             ));
         }
@@ -123,7 +124,7 @@ impl Layout {
                     let dir = Path::new(&vol.path);
                     if !dir.is_absolute() {
                         return Err(ManagerError::permanent(
-                            "invalid_volume",
+                            FaultCode::InvalidVolume,
                             format!("volume directory {:?} is not absolute", vol.path),
                         ));
                     }
@@ -176,7 +177,7 @@ impl Layout {
         let socket = format!("{}/.s.PGSQL.{PG_PORT}", layout.socket_dir);
         if socket.len() > MAX_SOCKET_PATH {
             return Err(ManagerError::permanent(
-                "root_prefix_too_long",
+                FaultCode::RootPrefixTooLong,
                 format!(
                     "PostgreSQL's socket path {socket} is {} bytes, over the {MAX_SOCKET_PATH}-byte limit \
                      for unix sockets: use a shorter state directory",

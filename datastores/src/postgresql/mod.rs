@@ -29,6 +29,7 @@ use crate::{
     RecoveryWindow,
 };
 use async_trait::async_trait;
+use herd_core::faults::FaultCode;
 use layout::{ETCD_CLIENT_PORT, PATRONI_PORT};
 use patroni::Http;
 use secrecy::{ExposeSecret, SecretString};
@@ -154,7 +155,7 @@ fn start_result(out: crate::ssh::Output, what: &str, node: &str) -> Result<(), M
     match out.exit_status {
         0 => Ok(()),
         3 => Err(ManagerError::permanent(
-            "not_configured",
+            FaultCode::NotConfigured,
             format!("cannot start {what} on {node}: {} (run configure first)", out.error_tail()),
         )),
         _ => Err(ManagerError::Transient(format!("starting {what} on {node} failed: {}", out.error_tail()))),
@@ -221,7 +222,7 @@ fn prepare_on(
     let users = users(s)?;
     if !users.postgres {
         return Err(ManagerError::permanent(
-            "missing_service_user",
+            FaultCode::MissingServiceUser,
             format!("{host}: user postgres does not exist; the datastore's packages must include postgresql"),
         ));
     }
@@ -235,7 +236,7 @@ fn prepare_on(
             3 => return Err(ManagerError::Transient(format!("{host}: {}", out.error_tail()))),
             _ => {
                 return Err(ManagerError::permanent(
-                    "volume_mount_failed",
+                    FaultCode::VolumeMountFailed,
                     format!("{host}: mounting {dev} at {} failed: {}", l.pg_home, out.error_tail()),
                 ));
             }
@@ -295,7 +296,7 @@ fn prepare_on(
         }
         12 => {
             return Err(ManagerError::permanent(
-                "server_root_inaccessible",
+                FaultCode::ServerRootInaccessible,
                 format!(
                     "{host}: postgres or {etcd_user} cannot write {} or {}: a parent directory of {} is not \
                      searchable by other users (chmod o+x it)",
@@ -315,7 +316,9 @@ fn prepare_on(
         let out = s.exec(&cmd, None)?;
         match out.exit_status {
             0 => {}
-            13 => return Err(ManagerError::permanent("invalid_restore", format!("{host}: {}", out.error_tail()))),
+            13 => {
+                return Err(ManagerError::permanent(FaultCode::InvalidRestore, format!("{host}: {}", out.error_tail())));
+            }
             _ => {
                 return Err(ManagerError::Transient(format!(
                     "{host}: moving the snapshot's data directory aside failed: {}",
@@ -490,7 +493,7 @@ impl Manager for PostgresManager {
         let l = Layout::new(cluster, node)?;
         if !cluster.members.iter().any(|m| m.name == node.name) {
             return Err(ManagerError::permanent(
-                "invalid_node",
+                FaultCode::InvalidNode,
                 format!("node {} is not a member of cluster {}", node.name, cluster.name),
             ));
         }

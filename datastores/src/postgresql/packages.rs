@@ -3,6 +3,7 @@
 
 use crate::ManagerError;
 use crate::shell::quote;
+use herd_core::faults::FaultCode;
 use herd_core::names::PackageSpec;
 use std::collections::BTreeMap;
 
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 pub fn validate(names: &[String]) -> Result<(), ManagerError> {
     for name in names {
         PackageSpec::parse(name)
-            .map_err(|e| ManagerError::permanent("package_install_failed", format!("package {name:?} {e}")))?;
+            .map_err(|e| ManagerError::permanent(FaultCode::PackageInstallFailed, format!("package {name:?} {e}")))?;
     }
     Ok(())
 }
@@ -93,7 +94,7 @@ pub fn install_error(missing: &[String], stdout: &str, stderr: &str) -> ManagerE
         return ManagerError::Transient(format!("installing {} failed: {last}", missing.join(", ")));
     }
     let which = if unknown.is_empty() { missing.join(", ") } else { unknown.join(", ") };
-    ManagerError::permanent("package_install_failed", format!("cannot install package {which}: {last}"))
+    ManagerError::permanent(FaultCode::PackageInstallFailed, format!("cannot install package {which}: {last}"))
 }
 
 #[cfg(test)]

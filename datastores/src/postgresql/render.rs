@@ -6,6 +6,7 @@
 use super::layout::{ETCD_CLIENT_PORT, ETCD_PEER_PORT, Layout, PATRONI_PORT, PG_PORT};
 use crate::shell::quote;
 use crate::{ClusterSpec, ManagerError, NodeSpec};
+use herd_core::faults::FaultCode;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
@@ -74,12 +75,12 @@ fn templates() -> Result<&'static tera::Tera, ManagerError> {
         Ok(t)
     })
     .as_ref()
-    .map_err(|e| ManagerError::permanent("template_error", format!("templates do not parse: {e}")))
+    .map_err(|e| ManagerError::permanent(FaultCode::TemplateError, format!("templates do not parse: {e}")))
 }
 
 fn render(name: &str, ctx: &impl Serialize) -> Result<String, ManagerError> {
     let ctx = tera::Context::from_serialize(ctx)
-        .map_err(|e| ManagerError::permanent("template_error", format!("{name}: {e}")))?;
+        .map_err(|e| ManagerError::permanent(FaultCode::TemplateError, format!("{name}: {e}")))?;
     templates()?.render(name, &ctx).map_err(|e| {
         // tera's Display is only the outermost message; the cause says which variable.
         let mut msg = e.to_string();
@@ -89,7 +90,7 @@ fn render(name: &str, ctx: &impl Serialize) -> Result<String, ManagerError> {
             msg.push_str(&s.to_string());
             source = s.source();
         }
-        ManagerError::permanent("template_error", format!("{name}: {msg}"))
+        ManagerError::permanent(FaultCode::TemplateError, format!("{name}: {msg}"))
     })
 }
 
@@ -119,14 +120,17 @@ fn parameter_value(name: &str, value: &serde_json::Value) -> Result<serde_json::
     match value {
         serde_json::Value::String(s) => {
             if s.contains('\0') {
-                return Err(ManagerError::permanent("invalid_parameter", format!("{name}: value contains NUL")));
+                return Err(ManagerError::permanent(
+                    FaultCode::InvalidParameter,
+                    format!("{name}: value contains NUL"),
+                ));
             }
             Ok(value.clone())
         }
         serde_json::Value::Number(_) => Ok(value.clone()),
         serde_json::Value::Bool(b) => Ok(serde_json::Value::from(if *b { "on" } else { "off" })),
         other => Err(ManagerError::permanent(
-            "invalid_parameter",
+            FaultCode::InvalidParameter,
             format!("{name}: value must be a string, number or boolean, not {other}"),
         )),
     }
@@ -179,17 +183,20 @@ pub fn cluster_parameter_values(cluster: &ClusterSpec) -> Result<Vec<(String, se
     }
     for (name, value) in &cluster.parameters {
         if !valid_parameter_name(name) {
-            return Err(ManagerError::permanent("invalid_parameter", format!("{name:?} is not a parameter name")));
+            return Err(ManagerError::permanent(
+                FaultCode::InvalidParameter,
+                format!("{name:?} is not a parameter name"),
+            ));
         }
         if is_managed(name) {
             return Err(ManagerError::permanent(
-                "parameter_not_allowed",
+                FaultCode::ParameterNotAllowed,
                 format!("parameter {name} is managed by Herd and cannot be set"),
             ));
         }
         if name == "wal_level" && !matches!(value.as_str(), Some("replica" | "logical")) {
             return Err(ManagerError::permanent(
-                "parameter_not_allowed",
+                FaultCode::ParameterNotAllowed,
                 "wal_level must be replica or logical: replicas and failover need it",
             ));
         }
@@ -352,7 +359,7 @@ struct RestoreContext {
 /// twice and still renew its leader key before it expires).
 pub fn checked_timing(cluster: &ClusterSpec) -> Result<crate::HaTiming, ManagerError> {
     let t = cluster.timing;
-    t.validate().map_err(|e| ManagerError::permanent("invalid_ha_timing", format!("HA timing {t:?}: {e}")))?;
+    t.validate().map_err(|e| ManagerError::permanent(FaultCode::InvalidHaTiming, format!("HA timing {t:?}: {e}")))?;
     Ok(t)
 }
 
@@ -391,7 +398,10 @@ pub fn patroni_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Res
     let superuser = cluster.secrets.superuser.expose_secret();
     let replication = cluster.secrets.replication.expose_secret();
     if superuser.is_empty() || replication.is_empty() {
-        return Err(ManagerError::permanent("invalid_secrets", "superuser and replication passwords must be set"));
+        return Err(ManagerError::permanent(
+            FaultCode::InvalidSecrets,
+            "superuser and replication passwords must be set",
+        ));
     }
     render(
         "patroni.yml",
@@ -456,7 +466,7 @@ pub fn callback_script(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Re
     };
     if !(cb.url.starts_with("http://") || cb.url.starts_with("https://")) || cb.url.contains(char::is_control) {
         return Err(ManagerError::permanent(
-            "invalid_callback",
+            FaultCode::InvalidCallback,
             format!("callback URL {:?} is not an http(s) URL", cb.url),
         ));
     }

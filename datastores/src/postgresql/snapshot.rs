@@ -21,6 +21,7 @@ use crate::shell::{join, quote};
 use crate::ssh::{CONNECT_TIMEOUT, Interactive, KEEPALIVE_SECS, Session};
 use crate::{ClusterSpec, HeldBackup, ManagerError, NodeSpec, RestoreSource, SnapshotLabel, SnapshotSource};
 use async_trait::async_trait;
+use herd_core::faults::FaultCode;
 use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -51,7 +52,7 @@ pub fn check_label(label: &str) -> Result<(), ManagerError> {
         Ok(())
     } else {
         Err(ManagerError::permanent(
-            "invalid_snapshot_label",
+            FaultCode::InvalidSnapshotLabel,
             format!("snapshot label {label:?} is not 1 to {LABEL_MAX} characters of [a-z0-9-]"),
         ))
     }
@@ -63,7 +64,7 @@ pub fn check_version(version: &str) -> Result<(), ManagerError> {
     match version.trim().parse::<u32>() {
         Ok(v) if v >= 15 => Ok(()),
         _ => Err(ManagerError::permanent(
-            "snapshots_unsupported",
+            FaultCode::SnapshotsUnsupported,
             format!("snapshots need PostgreSQL 15 or later (pg_backup_start), not {version:?}"),
         )),
     }
@@ -285,7 +286,7 @@ impl PostgresManager {
         let start = start_sql(label)?;
         if !cluster.members.iter().any(|m| m.name == node.name) {
             return Err(ManagerError::permanent(
-                "invalid_node",
+                FaultCode::InvalidNode,
                 format!("node {} is not a member of cluster {}", node.name, cluster.name),
             ));
         }
@@ -315,7 +316,7 @@ pub fn source_for<'a>(cluster: &'a ClusterSpec, node: &NodeSpec) -> Option<&'a S
 }
 
 fn invalid(message: String) -> ManagerError {
-    ManagerError::permanent("invalid_restore", message)
+    ManagerError::permanent(FaultCode::InvalidRestore, message)
 }
 
 /// Checks a restore from a snapshot as a whole.

@@ -2,12 +2,13 @@
 //! text travels on psql's stdin, never on a command line.
 
 use crate::ManagerError;
+use herd_core::faults::FaultCode;
 
 /// A standard SQL string literal (`standard_conforming_strings` is on since
 /// PostgreSQL 9.1, so backslashes are plain characters and only `'` is doubled).
 pub fn literal(s: &str) -> Result<String, ManagerError> {
     if s.contains('\0') {
-        return Err(ManagerError::permanent("invalid_value", "text values cannot contain NUL"));
+        return Err(ManagerError::permanent(FaultCode::InvalidValue, "text values cannot contain NUL"));
     }
     Ok(format!("'{}'", s.replace('\'', "''")))
 }
@@ -15,7 +16,7 @@ pub fn literal(s: &str) -> Result<String, ManagerError> {
 /// A quoted SQL identifier.
 pub fn ident(s: &str) -> Result<String, ManagerError> {
     if s.contains('\0') {
-        return Err(ManagerError::permanent("invalid_value", "identifiers cannot contain NUL"));
+        return Err(ManagerError::permanent(FaultCode::InvalidValue, "identifiers cannot contain NUL"));
     }
     Ok(format!("\"{}\"", s.replace('"', "\"\"")))
 }
@@ -32,12 +33,12 @@ const RESERVED_ROLES: &[&str] = &["postgres", "replicator", "public", "none", "c
 pub fn admin_password_script(user: &str, password: &str) -> Result<String, ManagerError> {
     if user.is_empty() || user.len() > 63 || RESERVED_ROLES.contains(&user) || user.starts_with("pg_") {
         return Err(ManagerError::permanent(
-            "invalid_admin_user",
+            FaultCode::InvalidAdminUser,
             format!("{user:?} cannot be the admin role (empty, too long, reserved or pg_*)"),
         ));
     }
     if password.is_empty() {
-        return Err(ManagerError::permanent("invalid_secrets", "the admin password must not be empty"));
+        return Err(ManagerError::permanent(FaultCode::InvalidSecrets, "the admin password must not be empty"));
     }
     let (name_lit, name_id, pw) = (literal(user)?, ident(user)?, literal(password)?);
     Ok(format!(

@@ -79,7 +79,7 @@ mod tests {
     use super::*;
 
     fn kind(code: &str, status: Option<u16>) -> &'static str {
-        classify(code, status, String::new()).code()
+        classify(code, status, String::new()).code().as_str()
     }
 
     #[test]

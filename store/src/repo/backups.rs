@@ -3,14 +3,16 @@
 //! until its backups are expired.
 
 use herd_core::status::{BackupStatus, BackupType, TaskKind, TaskStatus};
+use herd_core::task::{Payload, TaskInput};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
 };
 use uuid::Uuid;
 
-use super::clusters::insert_task;
+use super::tasks::insert_task;
 use super::{Page, new_id, now};
+use super::{find_in_project, in_project};
 use crate::Conflict;
 use crate::entity::{backup, cluster, task};
 use crate::{Store, StoreError};
@@ -59,10 +61,11 @@ impl Store {
         stanza: &str,
         message: &str,
     ) -> Result<(backup::Model, task::Model), StoreError> {
-        let t = insert_task(conn, c.project_id, c.id, TaskKind::Backup).await?;
+        let backup_id = new_id();
+        let t = insert_task(conn, c.project_id, c.id, TaskInput::Backup { backup_id }).await?;
         let ts = now();
         let b = backup::ActiveModel {
-            id: Set(new_id()),
+            id: Set(backup_id),
             project_id: Set(c.project_id),
             cluster_id: Set(c.id),
             backup_type: Set(kind),
@@ -83,9 +86,6 @@ impl Store {
         }
         .insert(conn)
         .await?;
-        let mut am = t.into_active_model();
-        am.payload = Set(serde_json::json!({ "input": { "backup_id": b.id } }));
-        let t = am.update(conn).await?;
         self.add_event(conn, c.project_id, c.id, Some(t.id), "info", None, message).await?;
         Ok((b, t))
     }
@@ -97,7 +97,7 @@ impl Store {
         limit: u64,
         cursor: Option<Uuid>,
     ) -> Result<Page<backup::Model>, StoreError> {
-        let mut q = backup::Entity::find().filter(backup::Column::ProjectId.eq(project_id));
+        let mut q = in_project::<backup::Entity>(project_id);
         if let Some(c) = cluster_id {
             q = q.filter(backup::Column::ClusterId.eq(c));
         }
@@ -105,11 +105,7 @@ impl Store {
     }
 
     pub async fn get_backup(&self, project_id: Uuid, id: Uuid) -> Result<backup::Model, StoreError> {
-        backup::Entity::find_by_id(id)
-            .filter(backup::Column::ProjectId.eq(project_id))
-            .one(&self.db)
-            .await?
-            .ok_or(StoreError::NotFound)
+        find_in_project::<backup::Entity, _>(&self.db, project_id, id).await
     }
 
     /// Completed backups of a cluster (which may be deleted), oldest first.
@@ -118,8 +114,7 @@ impl Store {
         project_id: Uuid,
         cluster_id: Uuid,
     ) -> Result<Vec<backup::Model>, StoreError> {
-        Ok(backup::Entity::find()
-            .filter(backup::Column::ProjectId.eq(project_id))
+        Ok(in_project::<backup::Entity>(project_id)
             .filter(backup::Column::ClusterId.eq(cluster_id))
             .filter(backup::Column::Status.eq(BackupStatus::Completed))
             .order_by_asc(backup::Column::Id)
@@ -130,11 +125,7 @@ impl Store {
     /// Queues the removal of a completed backup from its repository.
     pub async fn request_expire(&self, project_id: Uuid, id: Uuid) -> Result<task::Model, StoreError> {
         let tx = self.write_tx().await?;
-        let b = backup::Entity::find_by_id(id)
-            .filter(backup::Column::ProjectId.eq(project_id))
-            .one(&tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let b = find_in_project::<backup::Entity, _>(&tx, project_id, id).await?;
         // Expired already: the task that expired it answers again.
         if b.status == BackupStatus::Expired
             && let Some(t) = b.task_id
@@ -155,15 +146,13 @@ impl Store {
             .filter(task::Column::ClusterId.eq(b.cluster_id))
             .one(&tx)
             .await?
-            && open.payload["input"]["backup_id"] == serde_json::json!(id)
+            && Payload::decode(open.kind, &open.payload)
+                .is_ok_and(|p| p.input == TaskInput::ExpireBackup { backup_id: id })
         {
             tx.commit().await?;
             return Ok(open);
         }
-        let mut t = insert_task(&tx, project_id, b.cluster_id, TaskKind::ExpireBackup).await?;
-        let mut am = t.clone().into_active_model();
-        am.payload = Set(serde_json::json!({ "input": { "backup_id": id } }));
-        t = am.update(&tx).await?;
+        let t = insert_task(&tx, project_id, b.cluster_id, TaskInput::ExpireBackup { backup_id: id }).await?;
         let mut bm = b.into_active_model();
         bm.task_id = Set(Some(t.id));
         bm.updated_at = Set(now());

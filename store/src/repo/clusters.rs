@@ -1,28 +1,28 @@
+//! Clusters: created with their nodes and build task, listed, read, changed, deleted.
+//! Every function that takes a `project_id` sees only that project's rows.
+
 use herd_core::crypto::generate_password;
+use herd_core::hooks::Hooks;
 use herd_core::names::DnsLabel;
 use herd_core::sshkey::KeyMaterial;
 use herd_core::status::{ClusterStatus, TaskKind, TaskStatus};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
-};
+use herd_core::task::{CreateInput, RestoreInput, TaskInput};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
+use super::in_project;
+use super::nodes::insert_node;
+use super::secrets::{admin_password_aad, hooks_aad, secrets_aad};
+use super::states::set_cluster_status;
+use super::tasks::insert_task;
 use super::{Page, new_id, now};
 use crate::Conflict;
-use crate::entity::{backup_policy, cluster, node, ssh_key, task};
+use crate::entity::{backup_policy, cluster, node, ssh_key, task, task_event, volume};
 use crate::{Store, StoreError};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set};
 
 /// The database role created for users on every cluster.
 pub const ADMIN_USER: &str = "admin";
-
-pub(crate) fn admin_password_aad(id: Uuid) -> String {
-    format!("clusters.admin_password:{id}")
-}
-
-pub(crate) fn secrets_aad(id: Uuid) -> String {
-    format!("clusters.secrets:{id}")
-}
 
 pub enum KeyChoice {
     Existing(Uuid),
@@ -40,13 +40,13 @@ pub struct NewCluster {
     pub node_count: u8,
     pub volume_gb: u32,
     pub key: KeyChoice,
-    pub policy: super::ha::HaPolicy,
+    pub policy: HaPolicy,
     pub auto_heal: bool,
     pub hooks: herd_core::hooks::Hooks,
     /// (no_failover, priority) by ordinal; missing entries take the defaults.
     pub node_prefs: Vec<(bool, u8)>,
     /// What to restore from (the build task's input), already validated.
-    pub restore: Option<serde_json::Value>,
+    pub restore: Option<RestoreInput>,
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub admin_password: SecretString,
     /// `posix`, `s3` or `none` (`herd_datastores::repo::record_for_new_cluster`).
@@ -68,7 +68,53 @@ pub struct ClusterFilter {
     pub name: Option<String>,
 }
 
+/// Failover policy: what Patroni's dynamic configuration carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HaPolicy {
+    pub synchronous: bool,
+    pub synchronous_strict: bool,
+    pub maximum_lag_on_failover: i64,
+    pub ttl: i32,
+    pub loop_wait: i32,
+    pub retry_timeout: i32,
+}
+
+/// A `PATCH /v1/clusters/{id}`, already validated. None: unchanged.
+#[derive(Debug, Default)]
+pub struct ClusterPatch {
+    pub policy: Option<HaPolicy>,
+    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    pub auto_heal: Option<bool>,
+    /// Some(empty) removes every hook.
+    pub hooks: Option<Hooks>,
+}
+
+pub fn policy_of(c: &cluster::Model) -> HaPolicy {
+    HaPolicy {
+        synchronous: c.synchronous,
+        synchronous_strict: c.synchronous_strict,
+        maximum_lag_on_failover: c.maximum_lag_on_failover,
+        ttl: c.ha_ttl,
+        loop_wait: c.ha_loop_wait,
+        retry_timeout: c.ha_retry_timeout,
+    }
+}
+
 impl Store {
+    async fn view(&self, c: cluster::Model) -> Result<ClusterView, StoreError> {
+        let nodes = node::Entity::find()
+            .filter(node::Column::ClusterId.eq(c.id))
+            .order_by_asc(node::Column::Ordinal)
+            .all(&self.db)
+            .await?;
+        let task = task::Entity::find()
+            .filter(task::Column::ClusterId.eq(c.id))
+            .order_by_desc(task::Column::Id)
+            .one(&self.db)
+            .await?;
+        Ok(ClusterView { cluster: c, nodes, task })
+    }
+
     /// Writes the cluster, its nodes, its create task and the first history event in
     /// one transaction (the outbox): either all exist or none do, so a queued task
     /// can never point at a missing cluster and a cluster never lacks its task.
@@ -77,8 +123,8 @@ impl Store {
         let id = new_id();
         let key_id = match &new.key {
             KeyChoice::Existing(kid) => {
-                ssh_key::Entity::find_by_id(*kid)
-                    .filter(ssh_key::Column::ProjectId.eq(new.project_id))
+                in_project::<ssh_key::Entity>(new.project_id)
+                    .filter(ssh_key::Column::Id.eq(*kid))
                     .one(&tx)
                     .await?
                     .ok_or(StoreError::Invalid { field: "key_id", message: "no such key in this project".into() })?
@@ -108,8 +154,9 @@ impl Store {
             ha_loop_wait: Set(new.policy.loop_wait),
             ha_retry_timeout: Set(new.policy.retry_timeout),
             auto_heal: Set(new.auto_heal),
-            hooks_enc: Set((!new.hooks.is_empty())
-                .then(|| self.key().encrypt_str(&new.hooks.to_plaintext(), &super::ha::hooks_aad(id)))),
+            hooks_enc: Set(
+                (!new.hooks.is_empty()).then(|| self.key().encrypt_str(&new.hooks.to_plaintext(), &hooks_aad(id)))
+            ),
             primary_node_id: Set(None),
             newest_timeline: Set(0),
             backup_repo: Set(Some(new.backup_repo)),
@@ -142,7 +189,7 @@ impl Store {
         })?;
         let mut nodes = Vec::new();
         for ordinal in 0..i32::from(new.node_count) {
-            let n = super::ha::insert_node(&tx, &c, ordinal, false, ts).await?;
+            let n = insert_node(&tx, &c, ordinal, false, ts).await?;
             let n = match new.node_prefs.get(ordinal as usize) {
                 Some(&(no_failover, priority)) => {
                     let mut am = n.into_active_model();
@@ -154,12 +201,8 @@ impl Store {
             };
             nodes.push(n);
         }
-        let mut t = insert_task(&tx, new.project_id, id, TaskKind::CreateCluster).await?;
-        if let Some(r) = &new.restore {
-            let mut am = t.into_active_model();
-            am.payload = Set(serde_json::json!({ "input": { "restore": r } }));
-            t = am.update(&tx).await?;
-        }
+        let input = TaskInput::CreateCluster(CreateInput { restore: new.restore.clone().map(Box::new) });
+        let t = insert_task(&tx, new.project_id, id, input).await?;
         self.add_event(
             &tx,
             new.project_id,
@@ -184,7 +227,7 @@ impl Store {
         limit: u64,
         cursor: Option<Uuid>,
     ) -> Result<Page<ClusterView>, StoreError> {
-        let mut q = cluster::Entity::find().filter(cluster::Column::ProjectId.eq(project_id));
+        let mut q = in_project::<cluster::Entity>(project_id);
         if let Some(s) = filter.status {
             q = q.filter(cluster::Column::Status.eq(s));
         }
@@ -201,20 +244,6 @@ impl Store {
         }
         let next_cursor = page.next_cursor;
         Ok(Page { items, next_cursor })
-    }
-
-    async fn view(&self, c: cluster::Model) -> Result<ClusterView, StoreError> {
-        let nodes = node::Entity::find()
-            .filter(node::Column::ClusterId.eq(c.id))
-            .order_by_asc(node::Column::Ordinal)
-            .all(&self.db)
-            .await?;
-        let task = task::Entity::find()
-            .filter(task::Column::ClusterId.eq(c.id))
-            .order_by_desc(task::Column::Id)
-            .one(&self.db)
-            .await?;
-        Ok(ClusterView { cluster: c, nodes, task })
     }
 
     pub async fn get_cluster(&self, project_id: Uuid, id: Uuid) -> Result<ClusterView, StoreError> {
@@ -262,57 +291,113 @@ impl Store {
         set_cluster_status(&tx, c, ClusterStatus::Deleting).await?;
         // No scheduled backup of a cluster being deleted.
         backup_policy::Entity::delete_by_id(id).exec(&tx).await?;
-        let t = insert_task(&tx, project_id, id, TaskKind::DeleteCluster).await?;
+        let t = insert_task(&tx, project_id, id, TaskInput::DeleteCluster {}).await?;
         self.add_event(&tx, project_id, id, Some(t.id), "info", None, "delete requested").await?;
         tx.commit().await?;
         Ok(t)
     }
-}
 
-/// The one place a cluster's status changes: refuses transitions the domain forbids.
-pub async fn set_cluster_status<C: ConnectionTrait>(
-    conn: &C,
-    c: cluster::Model,
-    to: ClusterStatus,
-) -> Result<cluster::Model, StoreError> {
-    if !c.status.can_become(to) {
-        return Err(StoreError::conflict(
-            Conflict::InvalidState,
-            format!("cluster '{}' is {} and cannot become {to}", c.name, c.status),
-        ));
+    /// Applies a settings change. Herd-only settings (hooks, auto_heal) take effect at
+    /// once; policy and parameters are recorded as desired and pushed into the cluster
+    /// by the returned task.
+    pub async fn update_cluster(
+        &self,
+        project_id: Uuid,
+        id: Uuid,
+        patch: ClusterPatch,
+    ) -> Result<(ClusterView, Option<task::Model>), StoreError> {
+        let tx = self.write_tx().await?;
+        let c = self.project_cluster(&tx, project_id, id).await?;
+        let needs_task = patch.policy.is_some_and(|p| p != policy_of(&c))
+            || patch.parameters.as_ref().is_some_and(|p| serde_json::Value::Object(p.clone()) != c.parameters);
+        if needs_task {
+            self.check_ready(&tx, &c).await?;
+        }
+        let mut am = c.clone().into_active_model();
+        let mut changed = Vec::new();
+        if let Some(p) = patch.policy {
+            am.synchronous = Set(p.synchronous);
+            am.synchronous_strict = Set(p.synchronous_strict);
+            am.maximum_lag_on_failover = Set(p.maximum_lag_on_failover);
+            am.ha_ttl = Set(p.ttl);
+            am.ha_loop_wait = Set(p.loop_wait);
+            am.ha_retry_timeout = Set(p.retry_timeout);
+            changed.push("failover policy");
+        }
+        if let Some(p) = patch.parameters {
+            am.parameters = Set(serde_json::Value::Object(p));
+            changed.push("parameters");
+        }
+        if let Some(a) = patch.auto_heal {
+            am.auto_heal = Set(a);
+            changed.push("auto_heal");
+        }
+        if let Some(h) = &patch.hooks {
+            am.hooks_enc = Set((!h.is_empty()).then(|| self.key().encrypt_str(&h.to_plaintext(), &hooks_aad(id))));
+            changed.push("hooks");
+        }
+        am.updated_at = Set(now());
+        let c = am.update(&tx).await?;
+        let t = if needs_task {
+            Some(
+                self.open_day2_task(
+                    &tx,
+                    c,
+                    TaskInput::UpdateCluster {},
+                    &format!("update requested: {}", changed.join(", ")),
+                    true,
+                )
+                .await?,
+            )
+        } else {
+            if !changed.is_empty() {
+                self.add_event(&tx, project_id, id, None, "info", None, &format!("updated: {}", changed.join(", ")))
+                    .await?;
+            }
+            None
+        };
+        tx.commit().await?;
+        Ok((self.get_cluster(project_id, id).await?, t))
     }
-    let mut am = c.into_active_model();
-    am.status = Set(to);
-    am.updated_at = Set(now());
-    Ok(am.update(conn).await?)
-}
 
-pub(crate) async fn insert_task<C: ConnectionTrait>(
-    conn: &C,
-    project_id: Uuid,
-    cluster_id: Uuid,
-    kind: TaskKind,
-) -> Result<task::Model, StoreError> {
-    let ts = now();
-    Ok(task::ActiveModel {
-        id: Set(new_id()),
-        project_id: Set(project_id),
-        cluster_id: Set(Some(cluster_id)),
-        kind: Set(kind),
-        status: Set(TaskStatus::Queued),
-        step: Set(None),
-        progress: Set(0),
-        error_code: Set(None),
-        error_message: Set(None),
-        attempts: Set(0),
-        worker: Set(None),
-        heartbeat_at: Set(None),
-        payload: Set(serde_json::json!({})),
-        created_at: Set(ts),
-        updated_at: Set(ts),
-        started_at: Set(None),
-        finished_at: Set(None),
+    pub async fn cluster_by_id(&self, id: Uuid) -> Result<cluster::Model, StoreError> {
+        cluster::Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound)
     }
-    .insert(conn)
-    .await?)
+
+    /// Moves the cluster to `to` (if the transition is legal) and sets or clears its fault.
+    pub async fn set_cluster_state(
+        &self,
+        id: Uuid,
+        to: ClusterStatus,
+        fault: Option<(herd_core::faults::FaultCode, &str)>,
+    ) -> Result<cluster::Model, StoreError> {
+        let c = self.cluster_by_id(id).await?;
+        let c = set_cluster_status(&self.db, c, to).await?;
+        let mut am = c.into_active_model();
+        am.fault_code = Set(fault.map(|f| f.0.as_str().to_owned()));
+        am.fault_message = Set(fault.map(|f| f.1.to_owned()));
+        Ok(am.update(&self.db).await?)
+    }
+
+    /// Removes every row of a deleted cluster except its tasks (the audit trail that
+    /// `GET /v1/tasks/{id}` still answers from).
+    pub async fn purge_cluster(&self, id: Uuid) -> Result<(), StoreError> {
+        let tx = self.write_tx().await?;
+        let c = cluster::Entity::find_by_id(id).one(&tx).await?;
+        volume::Entity::delete_many().filter(volume::Column::ClusterId.eq(id)).exec(&tx).await?;
+        node::Entity::delete_many().filter(node::Column::ClusterId.eq(id)).exec(&tx).await?;
+        task_event::Entity::delete_many().filter(task_event::Column::ClusterId.eq(id)).exec(&tx).await?;
+        backup_policy::Entity::delete_by_id(id).exec(&tx).await?;
+        cluster::Entity::delete_by_id(id).exec(&tx).await?;
+        if let Some(c) = c {
+            // A key generated for this cluster alone goes with it.
+            ssh_key::Entity::delete_many()
+                .filter(ssh_key::Column::Id.eq(c.key_id))
+                .filter(ssh_key::Column::GeneratedForCluster.eq(id))
+                .exec(&tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
+use super::in_project;
 use crate::entity::{task, task_event};
 use crate::{Store, StoreError};
 
@@ -51,9 +52,7 @@ impl Store {
         after: Option<Uuid>,
         limit: u64,
     ) -> Result<Vec<task_event::Model>, StoreError> {
-        let mut q = task_event::Entity::find()
-            .filter(task_event::Column::ProjectId.eq(project_id))
-            .filter(task_event::Column::TaskId.eq(task_id));
+        let mut q = in_project::<task_event::Entity>(project_id).filter(task_event::Column::TaskId.eq(task_id));
         if let Some(a) = after {
             q = q.filter(task_event::Column::Id.gt(a));
         }
@@ -68,8 +67,7 @@ impl Store {
         after: Uuid,
         limit: u64,
     ) -> Result<Vec<task_event::Model>, StoreError> {
-        Ok(task_event::Entity::find()
-            .filter(task_event::Column::ProjectId.eq(project_id))
+        Ok(in_project::<task_event::Entity>(project_id)
             .filter(task_event::Column::ClusterId.eq(cluster_id))
             .filter(task_event::Column::Id.gt(after))
             .order_by_asc(task_event::Column::Id)
@@ -86,15 +84,13 @@ impl Store {
         project_id: Uuid,
         cluster_id: Uuid,
     ) -> Result<(Option<Uuid>, Option<DateTime<Utc>>), StoreError> {
-        let event = task_event::Entity::find()
-            .filter(task_event::Column::ProjectId.eq(project_id))
+        let event = in_project::<task_event::Entity>(project_id)
             .filter(task_event::Column::ClusterId.eq(cluster_id))
             .order_by_desc(task_event::Column::Id)
             .one(&self.db)
             .await?
             .map(|e| e.id);
-        let task = task::Entity::find()
-            .filter(task::Column::ProjectId.eq(project_id))
+        let task = in_project::<task::Entity>(project_id)
             .filter(task::Column::ClusterId.eq(cluster_id))
             .order_by_desc(task::Column::UpdatedAt)
             .one(&self.db)

@@ -5,6 +5,7 @@ use sea_orm::{
 use secrecy::SecretString;
 use uuid::Uuid;
 
+use super::{find_in_project, in_project};
 use super::{new_id, now};
 use crate::Conflict;
 use crate::entity::{cluster, ssh_key};
@@ -53,19 +54,11 @@ impl Store {
     }
 
     pub async fn list_keys(&self, project_id: Uuid) -> Result<Vec<ssh_key::Model>, StoreError> {
-        Ok(ssh_key::Entity::find()
-            .filter(ssh_key::Column::ProjectId.eq(project_id))
-            .order_by_asc(ssh_key::Column::Id)
-            .all(&self.db)
-            .await?)
+        Ok(in_project::<ssh_key::Entity>(project_id).order_by_asc(ssh_key::Column::Id).all(&self.db).await?)
     }
 
     pub async fn get_key(&self, project_id: Uuid, id: Uuid) -> Result<ssh_key::Model, StoreError> {
-        ssh_key::Entity::find_by_id(id)
-            .filter(ssh_key::Column::ProjectId.eq(project_id))
-            .one(&self.db)
-            .await?
-            .ok_or(StoreError::NotFound)
+        find_in_project::<ssh_key::Entity, _>(&self.db, project_id, id).await
     }
 
     /// The decrypted private key, for the worker's SSH sessions only.
@@ -75,11 +68,7 @@ impl Store {
 
     pub async fn delete_key(&self, project_id: Uuid, id: Uuid) -> Result<(), StoreError> {
         let tx = self.write_tx().await?;
-        let key = ssh_key::Entity::find_by_id(id)
-            .filter(ssh_key::Column::ProjectId.eq(project_id))
-            .one(&tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let key = find_in_project::<ssh_key::Entity, _>(&tx, project_id, id).await?;
         let users = cluster::Entity::find().filter(cluster::Column::KeyId.eq(key.id)).count(&tx).await?;
         if users > 0 {
             return Err(StoreError::conflict(

@@ -1,20 +1,33 @@
 //! Repository functions, one module per resource.
 
+//! Split by aggregate. The layering (no module imports one that imports it back):
+//! `states`, `secrets`, `events` use nothing here but this file; `tasks` uses `states`;
+//! `nodes` and `health` use `states`; `clusters` uses `nodes`, `tasks`, `states` and
+//! `secrets`; `backups`, `snapshots` and `backup_policies` use `tasks`.
+
 pub mod backup_policies;
 pub mod backups;
 pub mod clusters;
 pub mod datastores;
 pub mod events;
 pub mod feed;
-pub mod ha;
+pub mod health;
 pub mod keys;
+pub mod nodes;
 pub mod projects;
+pub mod secrets;
 pub mod snapshots;
+mod states;
 pub mod tasks;
 pub mod tokens;
-pub mod work;
 
-use sea_orm::{DatabaseTransaction, TransactionOptions, TransactionTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PrimaryKeyTrait, QueryFilter, Select,
+    TransactionOptions, TransactionTrait,
+};
+use uuid::Uuid;
+
+use crate::entity::{api_token, backup, cluster, snapshot, ssh_key, task, task_event};
 
 use crate::{Store, StoreError};
 
@@ -35,19 +48,13 @@ impl Store {
     /// two writers queue on the busy timeout instead of one failing mid-transaction.
     /// A cluster of this project (NotFound for another project's: tenancy). Plain
     /// read; `check_ready` is what locks the row.
-    pub(crate) async fn project_cluster<C: sea_orm::ConnectionTrait>(
+    pub(crate) async fn project_cluster<C: ConnectionTrait>(
         &self,
         conn: &C,
-        project_id: uuid::Uuid,
-        id: uuid::Uuid,
+        project_id: Uuid,
+        id: Uuid,
     ) -> Result<crate::entity::cluster::Model, StoreError> {
-        use crate::entity::cluster;
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-        cluster::Entity::find_by_id(id)
-            .filter(cluster::Column::ProjectId.eq(project_id))
-            .one(conn)
-            .await?
-            .ok_or(StoreError::NotFound)
+        find_in_project::<crate::entity::cluster::Entity, _>(conn, project_id, id).await
     }
 
     pub async fn write_tx(&self) -> Result<DatabaseTransaction, StoreError> {
@@ -59,6 +66,39 @@ impl Store {
             })
             .await?)
     }
+}
+
+/// Rows that belong to one project. Repository code filters by tenant only through
+/// [`in_project`] and [`find_in_project`], so the rule is written once.
+pub(crate) trait Tenanted: EntityTrait {
+    fn project_column() -> Self::Column;
+}
+
+macro_rules! tenanted {
+    ($($m:ident),+) => {$(
+        impl Tenanted for $m::Entity {
+            fn project_column() -> Self::Column {
+                $m::Column::ProjectId
+            }
+        }
+    )+};
+}
+tenanted!(api_token, backup, cluster, snapshot, ssh_key, task, task_event);
+
+/// Every row of `E` in the project.
+pub(crate) fn in_project<E: Tenanted>(project_id: Uuid) -> Select<E> {
+    E::find().filter(E::project_column().eq(project_id))
+}
+
+/// Row `id` of `E` when it is the project's; NotFound for another project's, so a
+/// tenant cannot learn that someone else's id exists.
+pub(crate) async fn find_in_project<E, C>(conn: &C, project_id: Uuid, id: Uuid) -> Result<E::Model, StoreError>
+where
+    E: Tenanted,
+    E::PrimaryKey: PrimaryKeyTrait<ValueType = Uuid>,
+    C: ConnectionTrait,
+{
+    E::find_by_id(id).filter(E::project_column().eq(project_id)).one(conn).await?.ok_or(StoreError::NotFound)
 }
 
 /// A page of results and the cursor for the next one.
@@ -106,11 +146,11 @@ where
 
 pub use backup_policies::{Advance, PolicySpec, ScheduledRun};
 pub use backups::BackupResult;
-pub use clusters::{ADMIN_USER, ClusterFilter, ClusterView, KeyChoice, NewCluster, set_cluster_status};
+pub use clusters::{ADMIN_USER, ClusterFilter, ClusterPatch, ClusterView, HaPolicy, KeyChoice, NewCluster, policy_of};
 pub use datastores::{VersionPatch, VersionSpec, default_postgresql_15};
 pub use feed::v7_floor;
-pub use ha::{ClusterPatch, HaPolicy, HealthChange, NodeObservation, policy_of};
+pub use health::{HealthChange, NodeObservation};
 pub use projects::ADMIN_PROJECT;
+pub use secrets::ClusterPasswords;
 pub use snapshots::SnapshotResult;
 pub use tokens::BOOTSTRAP_TOKEN_NAME;
-pub use work::ClusterPasswords;

@@ -1,12 +1,14 @@
 //! Volume snapshots: requested by the API, taken and deleted by tasks. Like backups, a
 //! snapshot outlives its cluster: its row names everything a restore needs.
 
-use herd_core::status::{SnapshotStatus, TaskKind, TaskStatus};
+use herd_core::status::{SnapshotStatus, TaskStatus};
+use herd_core::task::TaskInput;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 use uuid::Uuid;
 
-use super::clusters::insert_task;
+use super::tasks::insert_task;
 use super::{Page, new_id, now};
+use super::{find_in_project, in_project};
 use crate::Conflict;
 use crate::entity::{snapshot, task};
 use crate::{Store, StoreError};
@@ -35,10 +37,11 @@ impl Store {
         let tx = self.write_tx().await?;
         let c = self.project_cluster(&tx, project_id, cluster_id).await?;
         self.check_ready(&tx, &c).await?;
-        let t = insert_task(&tx, project_id, cluster_id, TaskKind::Snapshot).await?;
+        let snapshot_id = new_id();
+        let t = insert_task(&tx, project_id, cluster_id, TaskInput::Snapshot { snapshot_id }).await?;
         let ts = now();
         let s = snapshot::ActiveModel {
-            id: Set(new_id()),
+            id: Set(snapshot_id),
             project_id: Set(project_id),
             cluster_id: Set(Some(cluster_id)),
             volume_id: Set(None),
@@ -62,9 +65,6 @@ impl Store {
         }
         .insert(&tx)
         .await?;
-        let mut am = t.into_active_model();
-        am.payload = Set(serde_json::json!({ "input": { "snapshot_id": s.id } }));
-        let t = am.update(&tx).await?;
         self.add_event(&tx, project_id, cluster_id, Some(t.id), "info", None, "snapshot requested").await?;
         tx.commit().await?;
         Ok((s, t))
@@ -77,7 +77,7 @@ impl Store {
         limit: u64,
         cursor: Option<Uuid>,
     ) -> Result<Page<snapshot::Model>, StoreError> {
-        let mut q = snapshot::Entity::find().filter(snapshot::Column::ProjectId.eq(project_id));
+        let mut q = in_project::<snapshot::Entity>(project_id);
         if let Some(c) = cluster_id {
             q = q.filter(snapshot::Column::ClusterId.eq(c));
         }
@@ -85,11 +85,7 @@ impl Store {
     }
 
     pub async fn get_snapshot(&self, project_id: Uuid, id: Uuid) -> Result<snapshot::Model, StoreError> {
-        snapshot::Entity::find_by_id(id)
-            .filter(snapshot::Column::ProjectId.eq(project_id))
-            .one(&self.db)
-            .await?
-            .ok_or(StoreError::NotFound)
+        find_in_project::<snapshot::Entity, _>(&self.db, project_id, id).await
     }
 
     pub async fn snapshot_by_id(&self, id: Uuid) -> Result<snapshot::Model, StoreError> {
@@ -148,11 +144,7 @@ impl Store {
     /// deleted answers with the same task; one still being taken is refused.
     pub async fn request_delete_snapshot(&self, project_id: Uuid, id: Uuid) -> Result<task::Model, StoreError> {
         let tx = self.write_tx().await?;
-        let s = snapshot::Entity::find_by_id(id)
-            .filter(snapshot::Column::ProjectId.eq(project_id))
-            .one(&tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let s = find_in_project::<snapshot::Entity, _>(&tx, project_id, id).await?;
         if s.status == SnapshotStatus::Deleting
             && let Some(t) = s.task_id
             && let Some(t) = task::Entity::find_by_id(t).one(&tx).await?
@@ -168,10 +160,7 @@ impl Store {
             ));
         }
         let cluster_id = s.cluster_id.ok_or(StoreError::NotFound)?;
-        let mut t = insert_task(&tx, project_id, cluster_id, TaskKind::DeleteSnapshot).await?;
-        let mut am = t.clone().into_active_model();
-        am.payload = Set(serde_json::json!({ "input": { "snapshot_id": id } }));
-        t = am.update(&tx).await?;
+        let t = insert_task(&tx, project_id, cluster_id, TaskInput::DeleteSnapshot { snapshot_id: id }).await?;
         let mut sm = s.into_active_model();
         sm.status = Set(SnapshotStatus::Deleting);
         sm.task_id = Set(Some(t.id));

@@ -5,6 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::projects::ADMIN_PROJECT;
+use super::{find_in_project, in_project};
 use super::{new_id, now};
 use crate::Conflict;
 use crate::entity::{api_token, project};
@@ -64,8 +65,7 @@ impl Store {
             },
         };
         let hash = hash_token(token.expose_secret());
-        let existing = api_token::Entity::find()
-            .filter(api_token::Column::ProjectId.eq(project.id))
+        let existing = in_project::<api_token::Entity>(project.id)
             .filter(api_token::Column::Name.eq(BOOTSTRAP_TOKEN_NAME))
             .all(&self.db)
             .await?;
@@ -78,7 +78,7 @@ impl Store {
             am.update(&self.db).await?;
         }
         match self.insert_token(project.id, BOOTSTRAP_TOKEN_NAME, TokenRole::Admin, token).await {
-            Err(StoreError::Db(e)) => Err(StoreError::unique(e, Conflict::TokenExists, "token already registered")),
+            Err(StoreError::Db(e)) => Err(StoreError::unique(e.0, Conflict::TokenExists, "token already registered")),
             other => other,
         }
     }
@@ -112,19 +112,11 @@ impl Store {
 
     pub async fn list_tokens(&self, project_id: Uuid) -> Result<Vec<api_token::Model>, StoreError> {
         self.get_project(project_id).await?;
-        Ok(api_token::Entity::find()
-            .filter(api_token::Column::ProjectId.eq(project_id))
-            .order_by_asc(api_token::Column::Id)
-            .all(&self.db)
-            .await?)
+        Ok(in_project::<api_token::Entity>(project_id).order_by_asc(api_token::Column::Id).all(&self.db).await?)
     }
 
     pub async fn revoke_token(&self, project_id: Uuid, token_id: Uuid) -> Result<(), StoreError> {
-        let t = api_token::Entity::find_by_id(token_id)
-            .filter(api_token::Column::ProjectId.eq(project_id))
-            .one(&self.db)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let t = find_in_project::<api_token::Entity, _>(&self.db, project_id, token_id).await?;
         if t.revoked_at.is_none() {
             let mut am = t.into_active_model();
             am.revoked_at = Set(Some(now()));
