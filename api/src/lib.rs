@@ -41,7 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::field("query", e.to_string()).into()))
         .configure(health::routes)
         // Outside /v1: nodes authenticate with a per-cluster token, not an API token.
-        .service(routes::resource("/callbacks/patroni/{id}").route(web::post().to(ha::role_callback)))
+        .service(routes::resource("/callbacks/patroni/{id}").route(web::post().to(callbacks::role_callback)))
         // `/docs` is what people type; Swagger UI lives under `/docs/`.
         .service(routes::resource("/docs").route(web::get().to(docs_redirect)))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi()))
@@ -53,7 +53,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .configure(datastores::routes)
                 .configure(flavors::routes)
                 .configure(clusters::routes)
-                .configure(ha::routes)
                 .configure(backups::routes)
                 .configure(snapshots::routes)
                 .configure(backup_policy::routes)

@@ -12,7 +12,7 @@ use herd_types::{BackupPolicyDto, BackupPolicyRequest};
 use uuid::Uuid;
 
 use super::IntoDto;
-use super::clusters::not_found;
+use super::common::not_found;
 use crate::auth::Auth;
 use crate::error::{ApiError, ErrorCode, Errors, Problem};
 use crate::json::JsonBody;

@@ -3,16 +3,15 @@
 
 use actix_web::{HttpResponse, web};
 use herd_core::status::BackupType;
-use herd_core::task::RestoreInput;
 use herd_datastores::repo;
 use herd_store::Backup;
 use herd_store::StoreError;
-use herd_types::{BackupDto, BackupRequest, CreatedBackup, RecoveryWindowDto, RestoreRequest, TaskRef};
+use herd_types::{BackupDto, BackupRequest, CreatedBackup, RecoveryWindowDto, TaskRef};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::clusters::not_found;
+use super::common::not_found;
 use super::{IntoDto, Page};
 use crate::auth::Auth;
 use crate::error::{ApiError, ErrorCode, Errors, Problem};
@@ -52,95 +51,6 @@ pub struct ListBackupsQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     pub cursor: Option<String>,
-}
-
-/// Checks a restore request against the source's backups or snapshot; returns the
-/// build task's input (repository, stanza, backup label, target time; or the
-/// snapshot) and, for a snapshot, the smallest volume it fits on.
-pub async fn check_restore(
-    state: &AppState,
-    project_id: Uuid,
-    r: &RestoreRequest,
-    target: &super::snapshots::RestoreTarget<'_>,
-    errs: &mut Errors,
-) -> Result<Option<(RestoreInput, Option<u32>)>, ApiError> {
-    let source = match (r.source_cluster_id, r.snapshot_id) {
-        (Some(_), Some(_)) => {
-            errs.add("restore", "name either source_cluster_id or snapshot_id, not both");
-            return Ok(None);
-        }
-        (None, None) => {
-            errs.add("restore", "needs source_cluster_id (backups) or snapshot_id");
-            return Ok(None);
-        }
-        (None, Some(id)) => {
-            if r.backup_id.is_some() {
-                errs.add("restore.backup_id", "is not used with snapshot_id");
-            }
-            if r.target_time.is_some() {
-                errs.add("restore.target_time", "is not used with snapshot_id: a snapshot restores as it was taken");
-            }
-            let checked = super::snapshots::check_snapshot_restore(state, project_id, id, target, errs).await?;
-            return Ok(checked.map(|(input, size)| (input, Some(size))));
-        }
-        (Some(c), None) => c,
-    };
-    let backups = state.store.completed_backups(project_id, source).await?;
-    let Some(first) = backups.first() else {
-        errs.add("restore.source_cluster_id", "has no completed backup in this project");
-        return Ok(None);
-    };
-    let chosen = match r.backup_id {
-        Some(id) => match backups.iter().find(|b| b.id == id) {
-            Some(b) => Some(b),
-            None => {
-                errs.add("restore.backup_id", "is not a completed backup of the source cluster");
-                return Ok(None);
-            }
-        },
-        None => None,
-    };
-    let b = chosen.unwrap_or(first);
-    if let Some(t) = r.target_time {
-        // Consistency is reached at the end of a backup, and recovery to a time stops
-        // only at a later archived commit: outside the window the restore cannot work.
-        // The restored cluster must run the source's datastore: its manager reads it.
-        let window = match state.store.get_datastore(target.datastore).await {
-            Ok(ds) => window_of(state, &ds.manager, b).await?,
-            // Reported by the caller's datastore check.
-            Err(StoreError::NotFound) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let earliest = window.as_ref().map(|w| w.earliest).into_iter().chain(chosen.and_then(|c| c.finished_at)).max();
-        match (earliest, window.map(|w| w.latest)) {
-            (Some(e), _) if t < e => errs.add(
-                "restore.target_time",
-                format!("is before the recovery window, which starts at {}", e.to_rfc3339()),
-            ),
-            (_, Some(l)) if t >= l => errs.add(
-                "restore.target_time",
-                format!(
-                    "is not before the last archived commit ({}); omit target_time to restore everything",
-                    l.to_rfc3339()
-                ),
-            ),
-            (None, _) | (_, None) => errs.add("restore.target_time", "the source has no restorable backup"),
-            _ => {}
-        }
-    }
-    let Some(stanza) = b.stanza.clone() else {
-        errs.add("restore.source_cluster_id", "its backups record no stanza");
-        return Ok(None);
-    };
-    let input = RestoreInput {
-        repo: b.repo.clone(),
-        stanza,
-        set: chosen.and_then(|b| b.label.clone()),
-        target_time: r.target_time,
-        source_cluster_id: Some(source),
-        snapshot: None,
-    };
-    Ok(Some((input, None)))
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -270,7 +180,7 @@ pub async fn recovery_window(
 
 /// The restorable window of the stanza a backup is in, read by the datastore's
 /// manager from the repository the backup names.
-async fn window_of(
+pub(crate) async fn window_of(
     state: &AppState,
     manager: &str,
     b: &Backup,

@@ -2,10 +2,11 @@
 
 pub mod backup_policy;
 pub mod backups;
+pub mod callbacks;
 pub mod clusters;
+pub mod common;
 pub mod datastores;
 pub mod flavors;
-pub mod ha;
 pub mod health;
 pub mod keys;
 pub mod projects;

@@ -3,8 +3,6 @@
 //! start from it. Like backups, snapshots outlive their cluster.
 
 use actix_web::{HttpResponse, web};
-use herd_core::status::SnapshotStatus;
-use herd_core::task::{RestoreInput, SnapshotRestore};
 use herd_datastores::repo;
 use herd_store::Snapshot;
 use herd_store::StoreError;
@@ -13,7 +11,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::clusters::not_found;
+use super::common::not_found;
 use super::{IntoDto, Page};
 use crate::auth::Auth;
 use crate::error::{ApiError, ErrorCode, Errors, Problem};
@@ -159,75 +157,4 @@ pub async fn delete_snapshot(
     let t = state.store.request_delete_snapshot(auth.project_id, *id).await.map_err(snapshot_not_found)?;
     state.enqueue(t.id).await;
     Ok(HttpResponse::Accepted().json(TaskRef { task_id: t.id }))
-}
-
-/// What the new cluster needs to match to start from snapshot `id`.
-pub struct RestoreTarget<'a> {
-    pub datastore: &'a str,
-    pub version: &'a str,
-    pub provider: Option<&'a str>,
-}
-
-/// Checks a restore from a snapshot; returns the build task's input and the
-/// snapshot's size (the new cluster's volumes must be at least as large).
-pub async fn check_snapshot_restore(
-    state: &AppState,
-    project_id: Uuid,
-    id: Uuid,
-    target: &RestoreTarget<'_>,
-    errs: &mut Errors,
-) -> Result<Option<(RestoreInput, u32)>, ApiError> {
-    let s = match state.store.get_snapshot(project_id, id).await {
-        Ok(s) => s,
-        Err(StoreError::NotFound) => {
-            errs.add("restore.snapshot_id", "no such snapshot in this project");
-            return Ok(None);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if s.status != SnapshotStatus::Available {
-        errs.add("restore.snapshot_id", format!("the snapshot is {}; only an available one can be restored", s.status));
-        return Ok(None);
-    }
-    if s.datastore.as_deref() != Some(target.datastore) || s.version.as_deref() != Some(target.version) {
-        errs.add(
-            "restore.snapshot_id",
-            format!(
-                "the snapshot holds {} {}, not {} {}",
-                s.datastore.as_deref().unwrap_or("?"),
-                s.version.as_deref().unwrap_or("?"),
-                target.datastore,
-                target.version
-            ),
-        );
-    }
-    if target.provider.is_some_and(|p| p != s.provider) {
-        errs.add(
-            "restore.snapshot_id",
-            format!("the snapshot lives at provider '{}': create the cluster there", s.provider),
-        );
-    }
-    let (Some(repo), Some(stanza), Some(provider_ref)) = (s.repo.clone(), s.stanza.clone(), s.provider_ref.clone())
-    else {
-        errs.add("restore.snapshot_id", "the snapshot records no backup repository or provider reference");
-        return Ok(None);
-    };
-    // Everything the build needs, so it does not depend on the row staying.
-    let input = RestoreInput {
-        repo,
-        stanza,
-        set: None,
-        target_time: None,
-        source_cluster_id: s.cluster_id,
-        snapshot: Some(SnapshotRestore {
-            snapshot_id: s.id,
-            provider_ref,
-            source_name: s.source_name.clone().unwrap_or_default(),
-            start_lsn: s.start_lsn.clone().unwrap_or_default(),
-            stop_lsn: s.stop_lsn.clone().unwrap_or_default(),
-            backup_label: s.backup_label.clone().unwrap_or_default(),
-            tablespace_map: s.tablespace_map.clone().unwrap_or_default(),
-        }),
-    };
-    Ok(Some((input, s.size_gb.max(1) as u32)))
 }

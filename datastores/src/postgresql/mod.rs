@@ -317,7 +317,10 @@ fn prepare_on(
         match out.exit_status {
             0 => {}
             13 => {
-                return Err(ManagerError::permanent(FaultCode::InvalidRestore, format!("{host}: {}", out.error_tail())));
+                return Err(ManagerError::permanent(
+                    FaultCode::InvalidRestore,
+                    format!("{host}: {}", out.error_tail()),
+                ));
             }
             _ => {
                 return Err(ManagerError::Transient(format!(

@@ -1,143 +1,27 @@
+//! A cluster's life: create (with a restore), list, show, credentials, history, delete.
+
 use actix_web::{HttpResponse, web};
 use herd_core::crypto::generate_password;
 use herd_core::names::DnsLabel;
 use herd_core::sshkey;
-use herd_core::status::{ClusterStatus, NodeRole};
-use herd_store::{ClusterFilter, ClusterView, KeyChoice, NewCluster, StoreError};
-use herd_store::{Node, TaskEvent};
-use herd_types::{
-    ClusterDto, CreateCluster, CreatedCluster, Credentials, Endpoints, EventDto, Fault, HooksDto, NodeDto, TaskRef,
-};
-use secrecy::{ExposeSecret, SecretString};
+use herd_core::status::ClusterStatus;
+use herd_store::{ClusterFilter, KeyChoice, NewCluster, StoreError};
+use herd_types::{ClusterDto, CreateCluster, CreatedCluster, Credentials, EventDto, TaskRef};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::ha::{check_hooks, check_node_options, check_parameters, default_policy, resolve_policy};
-use super::{IntoDto, Page};
+use super::dto::{cluster_dto, primary_uri};
+use super::limits::*;
+use super::nodes::check_node_options;
+use super::settings::{check_hooks, check_parameters, default_policy, resolve_policy};
 use crate::auth::Auth;
 use crate::error::{ApiError, Errors, Problem};
 use crate::json::JsonBody;
+use crate::routes::common::{PageQuery, not_found};
+use crate::routes::{IntoDto, Page};
 use crate::state::AppState;
-
-pub const MAX_NODES: i64 = 9;
-pub const MAX_VOLUME_GB: i64 = 16384;
-const MIN_PASSWORD: usize = 12;
-const MAX_PASSWORD: usize = 128;
-
-/// Builds the libpq multi-host URI once every node has an address.
-fn primary_uri(v: &ClusterView, password: Option<&SecretString>) -> Option<String> {
-    if !matches!(v.cluster.status, ClusterStatus::Active | ClusterStatus::Degraded | ClusterStatus::Updating) {
-        return None;
-    }
-    let hosts: Option<Vec<String>> = v.nodes.iter().map(|n| n.address.as_ref().map(|a| format!("{a}:5432"))).collect();
-    let hosts = hosts.filter(|h| !h.is_empty())?;
-    let userinfo = match password {
-        Some(p) => format!("{}:{}", v.cluster.admin_user, percent_encode(p.expose_secret())),
-        None => v.cluster.admin_user.clone(),
-    };
-    Some(format!("postgresql://{userinfo}@{}/postgres?target_session_attrs=read-write", hosts.join(",")))
-}
-
-/// RFC 3986 userinfo encoding: unreserved characters stay, everything else is %XX.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The DTO with the hook URLs filled in (they are stored encrypted with their secrets).
-pub(crate) fn cluster_dto(v: ClusterView, state: &AppState) -> ClusterDto {
-    // Hooks that cannot be decrypted (a changed master key) must not hide the cluster:
-    // it is shown without them, and the cause is logged.
-    let hooks = state.store.cluster_hooks(&v.cluster).unwrap_or_else(|e| {
-        tracing::error!(cluster = %v.cluster.id, error = %e, "cannot read the cluster's hooks");
-        Default::default()
-    });
-    let mut dto = v.into_dto();
-    dto.hooks = (&hooks).into_dto();
-    dto
-}
-
-impl IntoDto for ClusterView {
-    type Dto = ClusterDto;
-    fn into_dto(self) -> ClusterDto {
-        let v = self;
-        let primary_uri = primary_uri(&v, None);
-        let primary_address = v
-            .nodes
-            .iter()
-            .find(|n| n.role == NodeRole::Primary)
-            .and_then(|n| n.address.as_ref())
-            .map(|a| format!("{a}:5432"));
-        let ha = (&v.cluster).into_dto();
-        let c = v.cluster;
-        ClusterDto {
-            ha,
-            auto_heal: c.auto_heal,
-            hooks: HooksDto::default(),
-            id: c.id,
-            fault: c.fault_code.map(|code| Fault { code, message: c.fault_message.unwrap_or_default() }),
-            name: c.name,
-            status: c.status,
-            datastore: c.datastore,
-            version: c.version,
-            flavor: c.flavor,
-            provider: c.provider,
-            volume_gb: c.volume_gb,
-            key_id: c.key_id,
-            synchronous: c.synchronous,
-            parameters: c.parameters,
-            backup_repository: c.backup_repo.filter(|r| r != herd_datastores::repo::NO_REPOSITORY),
-            nodes: v.nodes.into_iter().map(IntoDto::into_dto).collect(),
-            endpoints: Endpoints { primary_uri, primary_address },
-            task: v.task.map(IntoDto::into_dto),
-            created_at: c.created_at,
-            updated_at: c.updated_at,
-        }
-    }
-}
-
-impl IntoDto for Node {
-    type Dto = NodeDto;
-    fn into_dto(self) -> NodeDto {
-        let n = self;
-        NodeDto {
-            id: n.id,
-            name: n.name,
-            role: n.role,
-            status: n.status,
-            state: n.state,
-            address: n.address,
-            timeline: n.timeline,
-            lag_bytes: n.lag_bytes,
-            last_seen: n.last_seen_at,
-            no_failover: n.no_failover,
-            priority: n.priority,
-            pending_restart: n.pending_restart,
-            sync_standby: n.sync_standby,
-            desired_running: n.desired_running,
-        }
-    }
-}
-
-impl IntoDto for TaskEvent {
-    type Dto = EventDto;
-    fn into_dto(self) -> EventDto {
-        let e = self;
-        EventDto {
-            id: e.id,
-            task_id: e.task_id,
-            level: e.level,
-            step: e.step,
-            message: e.message,
-            created_at: e.created_at,
-        }
-    }
-}
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -152,27 +36,6 @@ pub struct ListClustersQuery {
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// 1–100, default 50.
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
-    pub limit: Option<String>,
-    pub cursor: Option<String>,
-}
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/clusters").route(web::post().to(create_cluster)).route(web::get().to(list_clusters)))
-        .service(
-            super::resource("/clusters/{id}")
-                .route(web::get().to(get_cluster))
-                .route(web::patch().to(super::ha::update_cluster))
-                .route(web::delete().to(delete_cluster)),
-        )
-        .service(super::resource("/clusters/{id}/credentials").route(web::get().to(get_credentials)))
-        .service(super::resource("/clusters/{id}/events").route(web::get().to(list_events)));
 }
 
 /// Request a new cluster. Returns at once with the task that builds it.
@@ -223,12 +86,12 @@ pub async fn create_cluster(
     let hooks = req.hooks.map(|h| check_hooks(h, &mut errs)).unwrap_or_default();
     let restore = match &req.restore {
         Some(r) => {
-            let target = super::snapshots::RestoreTarget {
+            let target = super::restore::RestoreTarget {
                 datastore: &req.datastore,
                 version: &req.version,
                 provider: provider.as_deref(),
             };
-            super::backups::check_restore(&state, auth.project_id, r, &target, &mut errs).await?
+            super::restore::check_restore(&state, auth.project_id, r, &target, &mut errs).await?
         }
         None => None,
     };
@@ -301,7 +164,7 @@ pub async fn list_clusters(
 ) -> Result<HttpResponse, ApiError> {
     let mut errs = Errors::default();
     let status = q.status.as_deref().and_then(|s| errs.check("status", s.parse::<ClusterStatus>()));
-    let (limit, cursor) = super::page_params(q.limit.as_deref(), q.cursor.as_deref(), &mut errs);
+    let (limit, cursor) = crate::routes::page_params(q.limit.as_deref(), q.cursor.as_deref(), &mut errs);
     errs.into_result()?;
     let filter = ClusterFilter { status, datastore: q.datastore.clone(), name: q.name.clone() };
     let page = state.store.list_clusters(auth.project_id, &filter, limit, cursor).await?;
@@ -358,7 +221,7 @@ pub async fn list_events(
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let mut errs = Errors::default();
-    let (limit, cursor) = super::page_params(q.limit.as_deref(), q.cursor.as_deref(), &mut errs);
+    let (limit, cursor) = crate::routes::page_params(q.limit.as_deref(), q.cursor.as_deref(), &mut errs);
     errs.into_result()?;
     let page = state.store.list_events(auth.project_id, *id, limit, cursor).await.map_err(not_found)?;
     Ok(HttpResponse::Ok().json(Page {
@@ -380,20 +243,4 @@ pub async fn delete_cluster(
     let t = state.store.request_delete(auth.project_id, *id).await.map_err(not_found)?;
     state.enqueue(t.id).await;
     Ok(HttpResponse::Accepted().json(TaskRef { task_id: t.id }))
-}
-
-pub(crate) fn not_found(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::not_found("cluster"),
-        e => e.into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn percent_encoding_keeps_unreserved_only() {
-        assert_eq!(super::percent_encode("a-b_c.d~e"), "a-b_c.d~e");
-        assert_eq!(super::percent_encode("p@ss:w/rd"), "p%40ss%3Aw%2Frd");
-    }
 }
