@@ -1,5 +1,6 @@
 use herd_core::config::Settings;
 use herd_core::queue::TaskQueue;
+use herd_datastores::{Managers, Profile};
 use herd_providers::{Flavor, Providers};
 use herd_store::Store;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub state_dir: std::path::PathBuf,
     /// New history events and task changes, for the live streams.
     pub feed: Arc<crate::feed::Feed>,
+    /// The datastore managers this build runs, by name.
+    pub managers: Arc<Managers>,
 }
 
 impl AppState {
@@ -26,6 +29,7 @@ impl AppState {
         settings: &Settings,
         store: Store,
         providers: Arc<Providers>,
+        managers: Arc<Managers>,
         queue: Arc<dyn TaskQueue>,
     ) -> anyhow::Result<Self> {
         let mut flavors = Vec::new();
@@ -42,7 +46,13 @@ impl AppState {
             queue,
             backups: settings.backups.clone(),
             state_dir: settings.state_dir.clone(),
+            managers,
         })
+    }
+
+    /// The profile of the manager named `manager`, if this build has it.
+    pub fn profile_of(&self, manager: &str) -> Option<&dyn Profile> {
+        self.managers.get(manager).map(|m| m.profile.as_ref())
     }
 
     pub fn flavors_of(&self, provider: &str) -> Option<&[Flavor]> {

@@ -920,8 +920,14 @@ async fn scheduled_runs_start_exactly_once_and_wait_for_a_busy_cluster(b: Backen
     for i in 0..4 {
         let queue = herd_worker::Queue::sqlite(&app.state_dir.path().join(format!("queue-{i}.db"))).await.unwrap();
         let store = herd_store::Store::open(&app.database_url(), key.clone()).await.unwrap();
-        let ctx = herd_worker::Ctx::new(store, providers.clone(), app.settings.worker.clone(), queue)
-            .with_backups(app.settings.backups.clone(), app.settings.state_dir.clone());
+        let ctx = herd_worker::Ctx::new(
+            store,
+            providers.clone(),
+            std::sync::Arc::new(herd_datastores::Managers::builtin()),
+            app.settings.worker.clone(),
+            queue,
+        )
+        .with_backups(app.settings.backups.clone(), app.settings.state_dir.clone());
         workers.push(std::sync::Arc::new(ctx));
     }
     // Every second: due within a second.

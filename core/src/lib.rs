@@ -11,6 +11,3 @@ pub mod schedule;
 pub mod sshkey;
 pub mod status;
 pub mod task;
-
-/// Datastore managers this build ships (one folder each in the datastores crate).
-pub const MANAGERS: &[&str] = &["postgresql"];

@@ -4,10 +4,13 @@
 //! manager's steps in order; every step is idempotent, so a step re-run after a crash
 //! or a retry converges instead of failing or duplicating work.
 
+mod manager;
 pub mod postgresql;
 pub mod repo;
 pub mod shell;
 pub mod ssh;
+
+pub use manager::{Backups, Lifecycle, Manager, Managers, Membership, Operations, Profile, Snapshots};
 
 use async_trait::async_trait;
 use herd_core::faults::FaultCode;
@@ -16,7 +19,6 @@ use herd_providers::AttachmentKind;
 use secrecy::SecretString;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 use uuid::Uuid;
 
 /// How to reach a server over SSH. `host_key` (OpenSSH public line) is verified when
@@ -376,118 +378,5 @@ impl ManagerError {
             Self::Transient(_) => FaultCode::DatastoreTransient,
             Self::Permanent { code, .. } => *code,
         }
-    }
-}
-
-/// The steps of running a datastore on a set of servers. Each is idempotent.
-#[async_trait]
-pub trait Manager: Send + Sync {
-    fn name(&self) -> &'static str;
-
-    /// Install missing packages, mount or adopt the data volume, create directories
-    /// owned by the service user.
-    async fn prepare(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
-    /// Write every config file (DCS member, HA agent, database) and register the
-    /// node's daemons in its boot list.
-    async fn configure(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
-    /// Start the node's DCS member (etcd). Already running is success.
-    async fn start_dcs(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
-    /// Start the node's HA agent (Patroni), which starts the database.
-    async fn start_ha(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
-    /// Poll until a leader runs and every replica streams, or `timeout` passes
-    /// (then `Transient` with what was last seen).
-    async fn wait_converged(&self, cluster: &ClusterSpec, timeout: Duration) -> Result<ClusterHealth, ManagerError>;
-    /// Create or update the admin role with the cluster's admin password, on the primary.
-    async fn set_admin_password(&self, cluster: &ClusterSpec) -> Result<(), ManagerError>;
-    /// What the HA agent reports now for every member.
-    async fn health(&self, cluster: &ClusterSpec) -> Result<ClusterHealth, ManagerError>;
-    /// Stop the node's daemons and remove them from its boot list (before deleting it).
-    async fn stop_node(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
-
-    // ---- day 2 ----
-
-    /// Checks user parameters against this datastore version's rules (type, range,
-    /// allowed values; names Herd manages itself are refused). Every problem at once,
-    /// as (parameter name, message).
-    fn check_parameters(
-        &self,
-        version: &str,
-        parameters: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Vec<ParameterInfo>, Vec<(String, String)>>;
-    /// Pushes the cluster-wide settings (timing, synchronous mode, failover lag,
-    /// parameters; a parameter no longer in the spec returns to its default) into the
-    /// running cluster's dynamic configuration. Returns the members that now need a
-    /// restart for the change to take effect.
-    async fn apply_dynamic_config(&self, cluster: &ClusterSpec) -> Result<Vec<String>, ManagerError>;
-    /// Restarts the node's database through the HA agent; returns once it runs again
-    /// (a replica: streaming again).
-    async fn restart_node(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
-    /// Makes the node's database re-read its configuration.
-    async fn reload_node(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
-    /// Planned handover from the current primary to `candidate` (a member name), or
-    /// to the best eligible replica; returns the new primary once it accepts writes.
-    async fn switchover(&self, cluster: &ClusterSpec, candidate: Option<&str>) -> Result<String, ManagerError>;
-    /// Forced promotion of `candidate`, whatever the current primary's state, or with
-    /// None of the most advanced running replica (newest timeline, then furthest WAL
-    /// position: it holds every commit any other replica has); returns the new
-    /// primary once it accepts writes.
-    async fn failover(&self, cluster: &ClusterSpec, candidate: Option<&str>) -> Result<String, ManagerError>;
-    /// Throws away a replica's data and clones it again from the primary; returns once
-    /// it streams.
-    async fn reinitialize(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
-    /// Stops the node's HA agent and database, leaving its DCS member running (quorum).
-    /// The node stays stopped, across server restarts too, until [`Manager::start_ha`].
-    async fn stop_ha(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
-    /// Starts whichever of the node's daemons should run but does not (not those
-    /// stopped by [`Manager::stop_ha`]); returns the names of the ones it started.
-    async fn ensure_running(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<Vec<String>, ManagerError>;
-    /// Registers a new node (`joins_existing`) with the running DCS, before its
-    /// `start_dcs`. Idempotent.
-    async fn add_member(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
-    /// Removes a stopped node's DCS member and HA-agent state from the cluster.
-    /// `cluster.members` no longer lists it. Idempotent.
-    async fn remove_member(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError>;
-    /// Keeps the DCS's own leader off the member named `primary`, so that losing the
-    /// primary's node does not also cost a DCS election (which renews the leader
-    /// key's lease and delays failover). Returns the member now leading the DCS when
-    /// it moved leadership.
-    async fn place_dcs_leader(&self, cluster: &ClusterSpec, primary: &str) -> Result<Option<String>, ManagerError>;
-
-    // ---- backups (cluster.backup must be Some) ----
-
-    /// Creates the cluster's stanza in its repository (idempotent) and checks that WAL
-    /// archiving works.
-    async fn init_backups(&self, cluster: &ClusterSpec) -> Result<(), ManagerError>;
-    /// Takes a backup from the primary; returns it once complete.
-    async fn backup(&self, cluster: &ClusterSpec, kind: BackupType) -> Result<BackupInfo, ManagerError>;
-    // The next three run the backup tool on the control-plane host itself (it reaches
-    // the repository: the same directory for loopback hosts, S3 otherwise), so they
-    // work after the cluster is gone.
-
-    /// Every backup in a stanza.
-    async fn list_backups(&self, config: &BackupConfig) -> Result<Vec<BackupInfo>, ManagerError>;
-    /// Removes one backup (and the WAL only it needed) from the repository.
-    async fn expire_backup(&self, config: &BackupConfig, label: &str) -> Result<(), ManagerError>;
-    /// Earliest and latest restorable times of a stanza; None when it has no backup.
-    async fn recovery_window(&self, config: &BackupConfig) -> Result<Option<RecoveryWindow>, ManagerError>;
-
-    // ---- snapshots (cluster.backup must be Some: the WAL comes from its archive) ----
-
-    /// Starts an online backup on `node` (the primary) so that a copy of its data
-    /// volume taken before [`HeldBackup::finish`] can be restored with the archived
-    /// WAL; `label` names it in PostgreSQL.
-    async fn begin_snapshot(
-        &self,
-        cluster: &ClusterSpec,
-        node: &NodeSpec,
-        label: &str,
-    ) -> Result<Box<dyn HeldBackup>, ManagerError>;
-}
-
-/// The manager for a datastore's `manager` name.
-pub fn manager_for(name: &str) -> Option<Box<dyn Manager>> {
-    match name {
-        "postgresql" => Some(Box::new(postgresql::PostgresManager::default())),
-        _ => None,
     }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use herd_datastores::postgresql::PostgresManager;
-use herd_datastores::{BackupConfig, BackupType, ClusterSpec, Manager, RestoreSource};
+use herd_datastores::{BackupConfig, BackupType, Backups, ClusterSpec, Lifecycle, Profile, RestoreSource};
 use secrecy::SecretString;
 use std::path::PathBuf;
 use std::sync::Arc;

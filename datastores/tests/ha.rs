@@ -13,7 +13,7 @@ mod common;
 use common::*;
 use herd_core::status::NodeRole;
 use herd_datastores::postgresql::{PostgresManager, scope};
-use herd_datastores::{Callback, ClusterSpec, Manager, ManagerError, NodeSpec};
+use herd_datastores::{Callback, ClusterSpec, Lifecycle, ManagerError, Membership, NodeSpec, Operations};
 use herd_providers::Provider;
 use secrecy::SecretString;
 use std::io::{Read, Write};

@@ -12,7 +12,7 @@ use common::*;
 use herd_core::status::NodeRole;
 use herd_datastores::postgresql::PostgresManager;
 use herd_datastores::ssh::{Session, wait_reachable};
-use herd_datastores::{Manager, ManagerError, SshTarget};
+use herd_datastores::{Lifecycle, ManagerError, SshTarget};
 use herd_providers::Provider;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -9,7 +9,8 @@ use common::*;
 use herd_core::status::NodeRole;
 use herd_datastores::postgresql::PostgresManager;
 use herd_datastores::{
-    BackupConfig, BackupType, ClusterSpec, Manager, NodeSpec, RestoreSource, SnapshotLabel, SnapshotSource,
+    BackupConfig, BackupType, Backups, ClusterSpec, Lifecycle, NodeSpec, RestoreSource, SnapshotLabel, SnapshotSource,
+    Snapshots,
 };
 use herd_providers::{Provider, ServerInfo, SnapshotSpec};
 use secrecy::SecretString;

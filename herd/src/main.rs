@@ -79,7 +79,7 @@ async fn server(
             let prepared = prepare(&settings, Mode::Production).await?;
             let providers = providers(&settings)?;
             let queue = Queue::redis(&settings.redis_url).await.context("connecting to Redis")?;
-            let state = AppState::new(&settings, prepared.store, providers, Arc::new(queue)).await?;
+            let state = AppState::new(&settings, prepared.store, providers, managers(), Arc::new(queue)).await?;
             let app = Application::build(&settings, state).with_context(|| format!("binding {}", settings.listen))?;
             tracing::info!(addr = %app.addr(), "API listening");
             app.run_until_stopped().await?;
@@ -91,7 +91,7 @@ async fn server(
             recover(&providers).await;
             let queue = Queue::redis(&settings.redis_url).await.context("connecting to Redis")?;
             let ctx = Arc::new(
-                Ctx::new(prepared.store, providers, settings.worker.clone(), queue)
+                Ctx::new(prepared.store, providers, managers(), settings.worker.clone(), queue)
                     .with_backups(settings.backups.clone(), settings.state_dir.clone()),
             );
             tracing::info!(worker = %ctx.name, "worker running");
@@ -129,8 +129,15 @@ async fn server(
                 tracing::info!(tasks = orphans, "resuming tasks interrupted by the last stop");
             }
             let store = prepared.store.clone();
-            let state =
-                AppState::new(&settings, prepared.store.clone(), providers.clone(), Arc::new(queue.clone())).await?;
+            let managers = managers();
+            let state = AppState::new(
+                &settings,
+                prepared.store.clone(),
+                providers.clone(),
+                managers.clone(),
+                Arc::new(queue.clone()),
+            )
+            .await?;
             let app = Application::build(&settings, state).with_context(|| format!("binding {}", settings.listen))?;
             let url = format!("http://{}", app.addr());
             // The local provider's servers are on this machine: they reach the API at
@@ -138,7 +145,7 @@ async fn server(
             let mut worker_settings = settings.worker.clone();
             worker_settings.callback_url.get_or_insert_with(|| url.clone());
             let ctx = Arc::new(
-                Ctx::new(store, providers, worker_settings, queue)
+                Ctx::new(store, providers, managers, worker_settings, queue)
                     .with_backups(settings.backups.clone(), settings.state_dir.clone()),
             );
             let token_path = settings.state_dir.join("admin.token");
@@ -260,6 +267,11 @@ fn providers(settings: &Settings) -> anyhow::Result<Arc<herd_providers::Provider
     let p =
         herd_providers::build_providers(&settings.providers, &settings.state_dir).context("configuring providers")?;
     Ok(Arc::new(p))
+}
+
+/// The datastore managers this build ships, shared by the API and the worker.
+fn managers() -> Arc<herd_datastores::Managers> {
+    Arc::new(herd_datastores::Managers::builtin())
 }
 
 /// Servers that were running before Herd (or the machine) stopped run again.

@@ -7,7 +7,7 @@ use futures_util::future::try_join_all;
 use herd_core::faults::FaultCode;
 use herd_core::status::{ClusterStatus, NodeRole, NodeStatus};
 use herd_core::task::{CreateInput, RestoreInput, TaskInput};
-use herd_datastores::{ClusterSpec, Manager, NodeSpec, RestoreSource, SnapshotLabel, SnapshotSource, manager_for};
+use herd_datastores::{ClusterSpec, Manager, NodeSpec, RestoreSource, SnapshotLabel, SnapshotSource};
 use herd_providers::{Provider, ServerSpec, TAG_CLUSTER, TAG_NODE, VolumeSpec};
 use herd_store::{Cluster, Node, SshKey, Volume};
 use herd_store::{NodeObservation, VersionSpec};
@@ -38,7 +38,7 @@ pub(crate) struct Build<'a> {
     pub job: &'a Job,
     pub cluster: Cluster,
     pub provider: Arc<dyn Provider>,
-    pub manager: Box<dyn Manager>,
+    pub manager: Manager,
     pub version: VersionSpec,
     pub key: SshKey,
     pub private_key: SecretString,
@@ -64,9 +64,7 @@ impl<'a> Build<'a> {
             )
         })?;
         let datastore = store.get_datastore(&cluster.datastore).await?;
-        let manager = manager_for(&datastore.manager).ok_or_else(|| {
-            StepError::failed(FaultCode::UnknownManager, format!("no manager '{}'", datastore.manager))
-        })?;
+        let manager = job.ctx.managers.require(&datastore.manager)?.clone();
         let version = store.get_version(&cluster.datastore, &cluster.version).await?;
         let (key, private_key) = store.cluster_private_key(&cluster).await?;
         Ok(Build { job, cluster, provider, manager, version, key, private_key })
@@ -103,9 +101,9 @@ pub async fn run(job: &Job) -> Result<(), StepError> {
             b.start_ha(&spec, first).await?;
             let alone = ClusterSpec { members: vec![first.clone()], ..spec.clone() };
             let timeout = Duration::from_secs(job.ctx.settings.converge_timeout_secs);
-            let mgr = b.manager.as_ref();
+            let mgr = &b.manager;
             job.step(&b.cluster, CLUSTER, "cluster", "wait_bootstrap", || async {
-                Ok(mgr.wait_converged(&alone, timeout).await?)
+                Ok(mgr.lifecycle.wait_converged(&alone, timeout).await?)
             })
             .await?;
             try_join_all(spec.members.iter().filter(|m| m.node_id != snap.node_id).map(|m| b.start_ha(&spec, m)))
@@ -264,44 +262,50 @@ impl Build<'_> {
         let (job, c) = (self.job, &self.cluster);
         let scope = m.node_id.to_string();
         let label = format!("node {}", m.name);
-        let mgr = self.manager.as_ref();
-        job.step(c, &scope, &label, "prepare", || async { Ok(mgr.prepare(spec, m).await?) }).await?;
-        job.step(c, &scope, &label, "configure", || async { Ok(mgr.configure(spec, m).await?) }).await?;
-        job.step(c, &scope, &label, "start_etcd", || async { Ok(mgr.start_dcs(spec, m).await?) }).await?;
+        let mgr = &self.manager;
+        job.step(c, &scope, &label, "prepare", || async { Ok(mgr.lifecycle.prepare(spec, m).await?) }).await?;
+        job.step(c, &scope, &label, "configure", || async { Ok(mgr.lifecycle.configure(spec, m).await?) }).await?;
+        job.step(c, &scope, &label, "start_etcd", || async { Ok(mgr.lifecycle.start_dcs(spec, m).await?) }).await?;
         Ok(())
     }
 
     async fn start_ha(&self, spec: &ClusterSpec, m: &NodeSpec) -> Result<(), StepError> {
         let scope = m.node_id.to_string();
         let label = format!("node {}", m.name);
-        let mgr = self.manager.as_ref();
+        let mgr = &self.manager;
         self.job
-            .step(&self.cluster, &scope, &label, "start_patroni", || async { Ok(mgr.start_ha(spec, m).await?) })
+            .step(&self.cluster, &scope, &label, "start_patroni", || async {
+                Ok(mgr.lifecycle.start_ha(spec, m).await?)
+            })
             .await?;
         Ok(())
     }
 
     async fn finish(&self, spec: &ClusterSpec) -> Result<(), StepError> {
         let (job, c, store) = (self.job, &self.cluster, &self.job.ctx.store);
-        let mgr = self.manager.as_ref();
+        let mgr = &self.manager;
         let timeout = Duration::from_secs(job.ctx.settings.converge_timeout_secs);
-        job.step(c, CLUSTER, "cluster", "wait_converged", || async { Ok(mgr.wait_converged(spec, timeout).await?) })
-            .await?;
-        job.step(c, CLUSTER, "cluster", "set_admin_password", || async { Ok(mgr.set_admin_password(spec).await?) })
-            .await?;
+        job.step(c, CLUSTER, "cluster", "wait_converged", || async {
+            Ok(mgr.lifecycle.wait_converged(spec, timeout).await?)
+        })
+        .await?;
+        job.step(c, CLUSTER, "cluster", "set_admin_password", || async {
+            Ok(mgr.lifecycle.set_admin_password(spec).await?)
+        })
+        .await?;
         // Archiving runs from the first start; the stanza is created once a primary runs.
         job.step(c, CLUSTER, "cluster", "init_backups", || async {
             if let Some(b) = &spec.backup {
                 herd_datastores::repo::ensure_posix_dir(b).map_err(|e| {
                     StepError::failed(FaultCode::BackupRepoUnavailable, format!("backup repository: {e}"))
                 })?;
-                mgr.init_backups(spec).await?;
+                mgr.backups.init_backups(spec).await?;
             }
             Ok(())
         })
         .await?;
         job.step(c, CLUSTER, "cluster", "finalize", || async {
-            let health = mgr.health(spec).await?;
+            let health = mgr.lifecycle.health(spec).await?;
             for m in &spec.members {
                 let h = health.nodes.iter().find(|h| h.name == m.name);
                 let role = h.map_or(NodeRole::Unknown, |h| h.role);

@@ -6,7 +6,7 @@
 use herd_core::faults::FaultCode;
 use herd_core::status::{ActionKind, BackupStatus, BackupType, NodeStatus, PowerState, VolumeStatus};
 use herd_core::task::{ActionInput, PowerInput};
-use herd_datastores::{ClusterSpec, NodeSpec, manager_for};
+use herd_datastores::{ClusterSpec, NodeSpec};
 use herd_providers::{ProviderError, ServerStatus};
 use herd_store::BackupResult;
 use herd_store::Node;
@@ -42,14 +42,14 @@ fn member(spec: &ClusterSpec, id: Uuid) -> Result<&NodeSpec, StepError> {
 /// Refreshes roles and status from the HA agent once, at the end of a task.
 async fn observe(b: &Build<'_>) -> Result<(), StepError> {
     let (spec, _) = running_spec(b).await?;
-    observe_and_record(&b.job.ctx, b.manager.as_ref(), &b.cluster, &spec, &HashSet::new()).await?;
+    observe_and_record(&b.job.ctx, &b.manager, &b.cluster, &spec, &HashSet::new()).await?;
     Ok(())
 }
 
 pub async fn run_action(job: &Job, inp: &ActionInput) -> Result<(), StepError> {
     let b = Build::load(job).await?;
     let (spec, _) = running_spec(&b).await?;
-    let mgr = b.manager.as_ref();
+    let mgr = &b.manager;
     let c = &b.cluster;
     let targets: Vec<&NodeSpec> = match inp.node_id {
         Some(id) => vec![member(&spec, id)?],
@@ -61,25 +61,29 @@ pub async fn run_action(job: &Job, inp: &ActionInput) -> Result<(), StepError> {
         ActionKind::Start => {
             for m in &targets {
                 store.set_node_desired(m.node_id, true).await?;
-                job.step(c, &m.node_id.to_string(), &label(m), "start", || async { Ok(mgr.start_ha(&spec, m).await?) })
-                    .await?;
+                job.step(c, &m.node_id.to_string(), &label(m), "start", || async {
+                    Ok(mgr.lifecycle.start_ha(&spec, m).await?)
+                })
+                .await?;
             }
         }
         ActionKind::Stop => {
             // Replicas before the primary: stopping the primary first would fail over.
-            let leader = mgr.health(&spec).await?.leader;
+            let leader = mgr.lifecycle.health(&spec).await?.leader;
             let mut ordered = targets.clone();
             ordered.sort_by_key(|m| leader.as_deref() == Some(m.name.as_str()));
             for m in ordered {
                 store.set_node_desired(m.node_id, false).await?;
-                job.step(c, &m.node_id.to_string(), &label(m), "stop", || async { Ok(mgr.stop_ha(&spec, m).await?) })
-                    .await?;
+                job.step(c, &m.node_id.to_string(), &label(m), "stop", || async {
+                    Ok(mgr.operations.stop_ha(&spec, m).await?)
+                })
+                .await?;
             }
         }
         ActionKind::Reload => {
             for m in &targets {
                 job.step(c, &m.node_id.to_string(), &label(m), "reload", || async {
-                    Ok(mgr.reload_node(&spec, m).await?)
+                    Ok(mgr.operations.reload_node(&spec, m).await?)
                 })
                 .await?;
             }
@@ -87,7 +91,7 @@ pub async fn run_action(job: &Job, inp: &ActionInput) -> Result<(), StepError> {
         ActionKind::Restart if inp.node_id.is_some() => {
             let m = targets[0];
             job.step(c, &m.node_id.to_string(), &label(m), "restart", || async {
-                Ok(mgr.restart_node(&spec, m).await?)
+                Ok(mgr.operations.restart_node(&spec, m).await?)
             })
             .await?;
         }
@@ -106,7 +110,7 @@ pub async fn run_action(job: &Job, inp: &ActionInput) -> Result<(), StepError> {
             let m =
                 member(&spec, inp.node_id.ok_or_else(|| StepError::failed(FaultCode::InvalidTaskInput, "no node"))?)?;
             job.step(c, &m.node_id.to_string(), &label(m), "reinitialize", || async {
-                Ok(mgr.reinitialize(&spec, m).await?)
+                Ok(mgr.operations.reinitialize(&spec, m).await?)
             })
             .await?;
         }
@@ -121,8 +125,8 @@ async fn promote(
     kind: ActionKind,
     candidate: Option<&str>,
 ) -> Result<String, StepError> {
-    let (job, c, mgr) = (b.job, &b.cluster, b.manager.as_ref());
-    let old = mgr.health(spec).await?.leader;
+    let (job, c, mgr) = (b.job, &b.cluster, &b.manager);
+    let old = mgr.lifecycle.health(spec).await?.leader;
     // Without a named candidate the manager picks one (a switchover: eligible, the sync
     // standby in synchronous mode, highest priority, least lag; a failover: the most
     // advanced running replica): the pre hook does not know it yet.
@@ -136,15 +140,15 @@ async fn promote(
     let new = job
         .step(c, CLUSTER, "cluster", step, || async {
             Ok(match kind {
-                ActionKind::Failover => mgr.failover(spec, candidate).await?,
-                _ => mgr.switchover(spec, candidate).await?,
+                ActionKind::Failover => mgr.operations.failover(spec, candidate).await?,
+                _ => mgr.operations.switchover(spec, candidate).await?,
             })
         })
         .await?;
     let new = match new {
         Some(n) => n,
         // Done before a crash: the current leader is the outcome.
-        None => mgr.health(spec).await?.leader.unwrap_or_default(),
+        None => mgr.lifecycle.health(spec).await?.leader.unwrap_or_default(),
     };
     job.ctx
         .store
@@ -170,11 +174,11 @@ async fn promote(
 /// Restarts `names` with one switchover at most: replicas first, then the primary's
 /// role moves to a restarted replica, then the old primary restarts.
 async fn rolling_restart(b: &Build<'_>, spec: &ClusterSpec, names: &[String]) -> Result<(), StepError> {
-    let (job, c, mgr) = (b.job, &b.cluster, b.manager.as_ref());
-    let leader = mgr.health(spec).await?.leader;
+    let (job, c, mgr) = (b.job, &b.cluster, &b.manager);
+    let leader = mgr.lifecycle.health(spec).await?.leader;
     for m in spec.members.iter().filter(|m| names.contains(&m.name) && Some(&m.name) != leader.as_ref()) {
         job.step(c, &m.node_id.to_string(), &format!("node {}", m.name), "restart", || async {
-            Ok(mgr.restart_node(spec, m).await?)
+            Ok(mgr.operations.restart_node(spec, m).await?)
         })
         .await?;
     }
@@ -184,7 +188,7 @@ async fn rolling_restart(b: &Build<'_>, spec: &ClusterSpec, names: &[String]) ->
         promote(b, spec, ActionKind::Switchover, None).await?;
     }
     job.step(c, &old.node_id.to_string(), &format!("node {}", old.name), "restart", || async {
-        Ok(mgr.restart_node(spec, old).await?)
+        Ok(mgr.operations.restart_node(spec, old).await?)
     })
     .await?;
     Ok(())
@@ -195,20 +199,22 @@ async fn rolling_restart(b: &Build<'_>, spec: &ClusterSpec, names: &[String]) ->
 pub async fn run_update(job: &Job) -> Result<(), StepError> {
     let b = Build::load(job).await?;
     let (spec, _) = running_spec(&b).await?;
-    let (c, mgr) = (&b.cluster, b.manager.as_ref());
+    let (c, mgr) = (&b.cluster, &b.manager);
     for m in &spec.members {
         job.step(c, &m.node_id.to_string(), &format!("node {}", m.name), "configure", || async {
-            Ok(mgr.configure(&spec, m).await?)
+            Ok(mgr.lifecycle.configure(&spec, m).await?)
         })
         .await?;
     }
     let pending = job
-        .step(c, CLUSTER, "cluster", "apply_config", || async { Ok(mgr.apply_dynamic_config(&spec).await?) })
+        .step(c, CLUSTER, "cluster", "apply_config", || async { Ok(mgr.operations.apply_dynamic_config(&spec).await?) })
         .await?;
     // After a crash past apply_config, the nodes' own pending_restart says who is left.
     let pending = match pending {
         Some(p) => p,
-        None => mgr.health(&spec).await?.nodes.into_iter().filter(|n| n.pending_restart).map(|n| n.name).collect(),
+        None => {
+            mgr.lifecycle.health(&spec).await?.nodes.into_iter().filter(|n| n.pending_restart).map(|n| n.name).collect()
+        }
     };
     if !pending.is_empty() {
         job.ctx
@@ -252,7 +258,7 @@ pub async fn run_power(job: &Job, inp: &PowerInput) -> Result<(), StepError> {
 /// configuration rewritten (so the primary's pg_hba admits the newcomer before it
 /// clones), then the newcomer's etcd and Patroni.
 async fn grow(b: &Build<'_>, new_ids: &[Uuid]) -> Result<(), StepError> {
-    let (job, c, mgr) = (b.job, &b.cluster, b.manager.as_ref());
+    let (job, c, mgr) = (b.job, &b.cluster, &b.manager);
     let store = &job.ctx.store;
     let nodes = store.nodes_of(c.id).await?;
     let new: Vec<&Node> = nodes.iter().filter(|n| new_ids.contains(&n.id)).collect();
@@ -270,23 +276,25 @@ async fn grow(b: &Build<'_>, new_ids: &[Uuid]) -> Result<(), StepError> {
         let (s, _) = member_spec(&job.ctx, c, &members).await.map_err(StepError::Transient)?;
         let m = member(&s, n.id)?;
         let (scope, label) = (n.id.to_string(), format!("node {}", n.name));
-        job.step(c, &scope, &label, "add_member", || async { Ok(mgr.add_member(&s, m).await?) }).await?;
-        job.step(c, &scope, &label, "prepare", || async { Ok(mgr.prepare(&s, m).await?) }).await?;
+        job.step(c, &scope, &label, "add_member", || async { Ok(mgr.membership.add_member(&s, m).await?) }).await?;
+        job.step(c, &scope, &label, "prepare", || async { Ok(mgr.lifecycle.prepare(&s, m).await?) }).await?;
         for o in &s.members {
             let step = format!("configure_for_{}", n.name);
             job.step(c, &o.node_id.to_string(), &format!("node {}", o.name), &step, || async {
-                Ok(mgr.configure(&s, o).await?)
+                Ok(mgr.lifecycle.configure(&s, o).await?)
             })
             .await?;
         }
-        job.step(c, &scope, &label, "start_etcd", || async { Ok(mgr.start_dcs(&s, m).await?) }).await?;
-        job.step(c, &scope, &label, "start_patroni", || async { Ok(mgr.start_ha(&s, m).await?) }).await?;
+        job.step(c, &scope, &label, "start_etcd", || async { Ok(mgr.lifecycle.start_dcs(&s, m).await?) }).await?;
+        job.step(c, &scope, &label, "start_patroni", || async { Ok(mgr.lifecycle.start_ha(&s, m).await?) }).await?;
         spec = Some(s);
     }
     let Some(spec) = spec else { return Ok(()) };
     let timeout = Duration::from_secs(job.ctx.settings.converge_timeout_secs);
-    job.step(c, CLUSTER, "cluster", "wait_converged", || async { Ok(mgr.wait_converged(&spec, timeout).await?) })
-        .await?;
+    job.step(c, CLUSTER, "cluster", "wait_converged", || async {
+        Ok(mgr.lifecycle.wait_converged(&spec, timeout).await?)
+    })
+    .await?;
     for id in new_ids {
         if let Some(n) = store.nodes_of(c.id).await?.into_iter().find(|n| n.id == *id)
             && n.status == NodeStatus::Building
@@ -300,7 +308,7 @@ async fn grow(b: &Build<'_>, new_ids: &[Uuid]) -> Result<(), StepError> {
 /// Takes a node out: its daemons stop, its DCS member goes, the other members learn
 /// the new list, then its server and volume are deleted and its rows removed.
 async fn shrink(b: &Build<'_>, node_id: Uuid) -> Result<(), StepError> {
-    let (job, c, mgr) = (b.job, &b.cluster, b.manager.as_ref());
+    let (job, c, mgr) = (b.job, &b.cluster, &b.manager);
     let store = &job.ctx.store;
     let nodes = store.nodes_of(c.id).await?;
     let Some(n) = nodes.iter().find(|n| n.id == node_id).cloned() else { return Ok(()) };
@@ -318,8 +326,9 @@ async fn shrink(b: &Build<'_>, node_id: Uuid) -> Result<(), StepError> {
     // The node's own spec, when its server still exists (not for a vanished one).
     let (own, gone) = member_spec(&job.ctx, c, &[&n]).await.map_err(StepError::Transient)?;
     if let Some(m) = own.members.first().filter(|_| gone.is_empty()) {
-        job.step(c, &scope, &label, "stop_node", || async { Ok(mgr.stop_node(&own, m).await?) }).await?;
-        job.step(c, &scope, &label, "remove_member", || async { Ok(mgr.remove_member(&spec, m).await?) }).await?;
+        job.step(c, &scope, &label, "stop_node", || async { Ok(mgr.lifecycle.stop_node(&own, m).await?) }).await?;
+        job.step(c, &scope, &label, "remove_member", || async { Ok(mgr.membership.remove_member(&spec, m).await?) })
+            .await?;
     } else if let Some(m) = spec.members.first() {
         // The server is gone: remove its DCS member by name through a survivor.
         let mut ghost = m.clone();
@@ -328,7 +337,10 @@ async fn shrink(b: &Build<'_>, node_id: Uuid) -> Result<(), StepError> {
         if let Some(a) = n.address.as_deref().and_then(|a| a.parse().ok()) {
             ghost.address = a;
         }
-        job.step(c, &scope, &label, "remove_member", || async { Ok(mgr.remove_member(&spec, &ghost).await?) }).await?;
+        job.step(c, &scope, &label, "remove_member", || async {
+            Ok(mgr.membership.remove_member(&spec, &ghost).await?)
+        })
+        .await?;
     }
     for m in &spec.members {
         job.step(
@@ -336,7 +348,7 @@ async fn shrink(b: &Build<'_>, node_id: Uuid) -> Result<(), StepError> {
             &m.node_id.to_string(),
             &format!("node {}", m.name),
             &format!("reconfigure_{}", n.name),
-            || async { Ok(mgr.configure(&spec, m).await?) },
+            || async { Ok(mgr.lifecycle.configure(&spec, m).await?) },
         )
         .await?;
     }
@@ -444,13 +456,13 @@ async fn take_backup(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
         .map_err(|e| StepError::failed(FaultCode::BackupRepoUnavailable, format!("backup repository: {e}")))?;
     let kind = row.backup_type;
     store.set_backup_status(backup_id, BackupStatus::Running, None, None).await?;
-    let mgr = b.manager.as_ref();
+    let mgr = &b.manager;
     let info = job
         .step(&b.cluster, CLUSTER, "cluster", "backup", || async {
             // No `init_backups` first (stanza-create + check, ~2 s): the build created
             // the stanza, and pgBackRest refuses to back up into a missing one; the
             // manager then creates it and backs up again.
-            Ok(mgr.backup(&spec, kind).await?)
+            Ok(mgr.backups.backup(&spec, kind).await?)
         })
         .await?;
     if let Some(i) = info {
@@ -565,15 +577,21 @@ pub async fn run_expire(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
     .ok_or_else(|| {
         StepError::failed(FaultCode::BackupsNotConfigured, format!("the '{}' repository is not configured", row.repo))
     })?;
-    // Backups are pgBackRest's, which only the PostgreSQL manager speaks; the cluster
-    // (and so its datastore row) may be gone.
-    let mgr = manager_for("postgresql")
-        .ok_or_else(|| StepError::failed(FaultCode::UnknownManager, "no postgresql manager"))?;
+    // The cluster's own manager reads its repository; when the cluster (and so its
+    // datastore row) is gone, the manager whose tool writes Herd's repositories.
+    let own = match ctx.store.cluster_by_id(row.cluster_id).await {
+        Ok(c) => ctx.store.get_datastore(&c.datastore).await.ok().and_then(|ds| ctx.managers.get(&ds.manager).cloned()),
+        Err(_) => None,
+    };
+    let mgr = match own {
+        Some(m) => m,
+        None => ctx.managers.repository_reader()?.clone(),
+    };
     let label = row.label.clone().ok_or_else(|| StepError::failed(FaultCode::InvalidState, "backup has no label"))?;
     let mut backoff = Duration::from_millis(500);
     let deadline = std::time::Instant::now() + Duration::from_secs(ctx.settings.step_retry_secs);
     loop {
-        match mgr.expire_backup(&config, &label).await {
+        match mgr.backups.expire_backup(&config, &label).await {
             Ok(()) => break,
             Err(herd_datastores::ManagerError::Transient(m)) if std::time::Instant::now() < deadline => {
                 tracing::info!(backup = %row.id, error = %m, "expire failed; retrying");
@@ -594,7 +612,7 @@ pub async fn run_expire(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
     // pgBackRest expires the backups based on this one with it (`expire --set`): their
     // rows follow, as expired by this task. Whatever the repository no longer lists
     // is gone.
-    match mgr.list_backups(&config).await {
+    match mgr.backups.list_backups(&config).await {
         Ok(listed) => {
             for other in ctx.store.completed_in_stanza(&row.repo, &config.stanza).await? {
                 let Some(l) = other.label.as_deref() else { continue };

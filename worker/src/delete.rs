@@ -4,7 +4,6 @@
 
 use herd_core::faults::FaultCode;
 use herd_core::status::ClusterStatus;
-use herd_datastores::manager_for;
 use herd_providers::{ProviderError, TAG_CLUSTER};
 use std::time::{Duration, Instant};
 
@@ -53,7 +52,7 @@ pub async fn run(job: &Job) -> Result<(), StepError> {
         store.get_version(&cluster.datastore, &cluster.version).await,
         store.cluster_private_key(&cluster).await,
         store.cluster_passwords(&cluster).await,
-    ) && let Some(mgr) = manager_for(&ds.manager)
+    ) && let Some(mgr) = ctx.managers.get(&ds.manager)
     {
         let mut members = Vec::new();
         for n in nodes.iter().filter(|n| n.server_ref.is_some()) {
@@ -64,7 +63,7 @@ pub async fn run(job: &Job) -> Result<(), StepError> {
         }
         let spec = cluster_spec(&cluster, &version, members, pw, None, None);
         let stops = spec.members.iter().map(|m| async {
-            match tokio::time::timeout(Duration::from_secs(20), mgr.stop_node(&spec, m)).await {
+            match tokio::time::timeout(Duration::from_secs(20), mgr.lifecycle.stop_node(&spec, m)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(node = %m.name, error = %e, "stopping services failed; deleting anyway"),
                 Err(_) => tracing::warn!(node = %m.name, "stopping services timed out; deleting anyway"),

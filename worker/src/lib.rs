@@ -20,6 +20,7 @@ mod steps;
 mod sweeper;
 
 use herd_core::config::WorkerSettings;
+use herd_datastores::Managers;
 use herd_providers::Providers;
 use herd_store::Store;
 use std::sync::Arc;
@@ -37,10 +38,18 @@ pub struct Ctx {
     /// Where backup repositories are.
     pub backups: herd_core::config::BackupSettings,
     pub state_dir: std::path::PathBuf,
+    /// The datastore managers this worker runs, by name.
+    pub managers: Arc<Managers>,
 }
 
 impl Ctx {
-    pub fn new(store: Store, providers: Arc<Providers>, settings: WorkerSettings, queue: Queue) -> Self {
+    pub fn new(
+        store: Store,
+        providers: Arc<Providers>,
+        managers: Arc<Managers>,
+        settings: WorkerSettings,
+        queue: Queue,
+    ) -> Self {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         let name = format!("{}-{}-{:08x}", host.trim(), std::process::id(), rand::random::<u32>());
         Self {
@@ -51,6 +60,7 @@ impl Ctx {
             queue,
             backups: Default::default(),
             state_dir: std::path::PathBuf::from("."),
+            managers,
         }
     }
 

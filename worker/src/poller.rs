@@ -11,7 +11,7 @@
 use futures_util::StreamExt;
 use herd_core::status::{ActionKind, ClusterStatus, NodeRole, NodeStatus};
 use herd_core::task::{ActionInput, TaskInput};
-use herd_datastores::{ClusterHealth, ClusterSpec, Manager, NodeSpec, manager_for};
+use herd_datastores::{ClusterHealth, ClusterSpec, Manager, NodeSpec};
 use herd_providers::{ProviderError, ServerStatus};
 use herd_store::{Cluster, Node};
 use herd_store::{HealthChange, NodeObservation, StoreError};
@@ -44,7 +44,6 @@ struct Watch {
 #[derive(Default)]
 struct State {
     watches: HashMap<Uuid, Watch>,
-    managers: HashMap<String, Arc<dyn Manager>>,
 }
 
 pub async fn run(ctx: Arc<Ctx>) {
@@ -95,14 +94,9 @@ fn is_member(n: &Node) -> bool {
     n.server_ref.is_some() && !matches!(n.status, NodeStatus::Building | NodeStatus::Deleting)
 }
 
-async fn manager(state: &Mutex<State>, ctx: &Ctx, c: &Cluster) -> Result<Arc<dyn Manager>, String> {
-    if let Some(m) = state.lock().await.managers.get(&c.datastore) {
-        return Ok(m.clone());
-    }
+async fn manager(ctx: &Ctx, c: &Cluster) -> Result<Manager, String> {
     let ds = ctx.store.get_datastore(&c.datastore).await.map_err(|e| e.to_string())?;
-    let m: Arc<dyn Manager> = Arc::from(manager_for(&ds.manager).ok_or_else(|| format!("no manager {}", ds.manager))?);
-    state.lock().await.managers.insert(c.datastore.clone(), m.clone());
-    Ok(m)
+    ctx.managers.require(&ds.manager).cloned().map_err(|e| e.to_string())
 }
 
 /// Builds the spec of the running members. A member whose server the provider no
@@ -209,12 +203,12 @@ pub(crate) fn observations(
 /// changed, whether the cluster is healthy, and what the HA agent reported.
 pub(crate) async fn observe_and_record(
     ctx: &Ctx,
-    mgr: &dyn Manager,
+    mgr: &Manager,
     c: &Cluster,
     spec: &ClusterSpec,
     gone: &HashSet<Uuid>,
 ) -> Result<(HealthChange, bool, ClusterHealth), StoreError> {
-    let health = mgr.health(spec).await.unwrap_or_default();
+    let health = mgr.lifecycle.health(spec).await.unwrap_or_default();
     let nodes = ctx.store.nodes_of(c.id).await?;
     // A member whose agent does not answer: the provider tells a powered-off server
     // (stopped) from an unreachable one.
@@ -241,7 +235,7 @@ fn name_of(nodes: &[Node], id: Uuid) -> String {
 
 async fn check(ctx: &Arc<Ctx>, state: &Arc<Mutex<State>>, c: Cluster) -> Result<(), String> {
     let store = &ctx.store;
-    let mgr = manager(state, ctx, &c).await?;
+    let mgr = manager(ctx, &c).await?;
     let nodes = store.nodes_of(c.id).await.map_err(|e| e.to_string())?;
     let members: Vec<&Node> = nodes.iter().filter(|n| is_member(n)).collect();
     let fp = fingerprint(&c, &members);
@@ -267,8 +261,7 @@ async fn check(ctx: &Arc<Ctx>, state: &Arc<Mutex<State>>, c: Cluster) -> Result<
             (spec, gone)
         }
     };
-    let (change, healthy, health) =
-        observe_and_record(ctx, mgr.as_ref(), &c, &spec, &gone).await.map_err(|e| e.to_string())?;
+    let (change, healthy, health) = observe_and_record(ctx, &mgr, &c, &spec, &gone).await.map_err(|e| e.to_string())?;
     leaderless(ctx, state, &c, &nodes, &health).await;
     let leader = health.leader;
     // With three or more members, keep etcd's leader off the primary's node: losing
@@ -286,7 +279,7 @@ async fn check(ctx: &Arc<Ctx>, state: &Arc<Mutex<State>>, c: Cluster) -> Result<
             }
         };
         if due {
-            match mgr.place_dcs_leader(&spec, &leader).await {
+            match mgr.membership.place_dcs_leader(&spec, &leader).await {
                 Ok(Some(to)) => {
                     let msg = format!("etcd leadership moved from {leader} (the primary's node) to {to}");
                     let _ = store.log_event(&c, None, "info", Some("dcs_leader"), &msg).await;
@@ -338,7 +331,7 @@ async fn check(ctx: &Arc<Ctx>, state: &Arc<Mutex<State>>, c: Cluster) -> Result<
             }
         };
         if due {
-            reconcile(ctx, state, mgr.as_ref(), &c, &nodes, &spec).await;
+            reconcile(ctx, state, &mgr, &c, &nodes, &spec).await;
         }
     }
     Ok(())
@@ -429,7 +422,7 @@ fn leaderless_grace(ttl: i32) -> Duration {
 async fn reconcile(
     ctx: &Arc<Ctx>,
     state: &Arc<Mutex<State>>,
-    mgr: &dyn Manager,
+    mgr: &Manager,
     c: &Cluster,
     nodes: &[Node],
     spec: &ClusterSpec,
@@ -455,7 +448,7 @@ async fn reconcile(
             Ok(s) if s.status != ServerStatus::Running => {}
             Ok(_) => {
                 let Some(m): Option<&NodeSpec> = spec.members.iter().find(|m| m.node_id == n.id) else { continue };
-                match mgr.ensure_running(spec, m).await {
+                match mgr.operations.ensure_running(spec, m).await {
                     Ok(started) if !started.is_empty() => {
                         let msg = format!("reconcile: started {} on {}", started.join(" and "), n.name);
                         tracing::info!(cluster = %c.name, "{msg}");

@@ -36,7 +36,7 @@ async fn take(job: &Job, snapshot_id: Uuid) -> Result<(), StepError> {
     if spec.backup.is_none() {
         return Err(StepError::failed(FaultCode::BackupsNotConfigured, "a snapshot needs the cluster's WAL archive"));
     }
-    let mgr = b.manager.as_ref();
+    let mgr = &b.manager;
     let provider = b.provider.as_ref();
     let label = format!("herd-snap-{}", snapshot_id.simple());
     let c = &b.cluster;
@@ -49,7 +49,7 @@ async fn take(job: &Job, snapshot_id: Uuid) -> Result<(), StepError> {
                     Err(e) => return Err(e.into()),
                 }
             }
-            let leader = mgr.health(&spec).await?.leader;
+            let leader = mgr.lifecycle.health(&spec).await?.leader;
             let primary = nodes
                 .iter()
                 .find(|n| Some(&n.name) == leader.as_ref() || (leader.is_none() && n.role == NodeRole::Primary))
@@ -67,7 +67,7 @@ async fn take(job: &Job, snapshot_id: Uuid) -> Result<(), StepError> {
                 StepError::failed(FaultCode::NoVolume, format!("{}'s volume was never created", primary.name))
             })?;
 
-            let held = mgr.begin_snapshot(&spec, member, &label).await?;
+            let held = mgr.snapshots.begin_snapshot(&spec, member, &label).await?;
             let tags = BTreeMap::from([
                 (TAG_CLUSTER.to_owned(), c.id.to_string()),
                 ("herd:snapshot".to_owned(), snapshot_id.to_string()),

@@ -187,11 +187,11 @@ pub(crate) async fn window_of(
 ) -> Result<Option<herd_datastores::RecoveryWindow>, ApiError> {
     let (Some(config), Some(mgr)) = (
         repo::for_backup(&state.backups, &state.state_dir, &b.repo, b.stanza.as_deref().unwrap_or_default()),
-        herd_datastores::manager_for(manager),
+        state.managers.get(manager),
     ) else {
         return Err(ApiError::new(ErrorCode::BackupsNotConfigured, "the backup repository is not configured"));
     };
-    mgr.recovery_window(&config).await.map_err(|e| {
+    mgr.backups.recovery_window(&config).await.map_err(|e| {
         tracing::warn!(cluster = %b.cluster_id, error = %e, "reading the recovery window failed");
         ApiError::new(ErrorCode::Unavailable, "the backup repository could not be read")
     })

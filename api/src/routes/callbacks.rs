@@ -38,11 +38,14 @@ pub async fn role_callback(
     if !state.store.key().verify_token(CALLBACK_PURPOSE, &id.to_string(), presented) {
         return Err(ApiError::new(ErrorCode::Unauthorized, "not a valid callback token for this cluster"));
     }
-    let role = match body.role.as_str() {
-        "master" | "primary" | "leader" | "standby_leader" => NodeRole::Primary,
-        "replica" | "standby" | "sync_standby" => NodeRole::Replica,
-        _ => NodeRole::Unknown,
-    };
+    let cluster = state.store.cluster_by_id(*id).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::not_found("cluster member"),
+        e => e.into(),
+    })?;
+    // The HA agent's role names are the datastore manager's to read.
+    let ds = state.store.get_datastore(&cluster.datastore).await?;
+    let role =
+        state.managers.get(&ds.manager).map(|m| m.profile.callback_role(&body.role)).unwrap_or(NodeRole::Unknown);
     let member: String = body.member.chars().filter(|c| !c.is_control()).take(100).collect();
     let action: String = body.action.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(40).collect();
     let detail = format!("{member} reports role {role} ({action})");

@@ -1,7 +1,6 @@
 use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
-use herd_core::MANAGERS;
 use herd_core::names::{validate_identifier, validate_package};
 use herd_store::{StoreError, VersionPatch, VersionSpec};
 use herd_types::{CreateDatastore, CreateVersion, DatastoreDto, PatchVersion, VersionDto};
@@ -99,8 +98,8 @@ pub async fn create_datastore(
 ) -> Result<HttpResponse, ApiError> {
     let mut errs = Errors::default();
     errs.check("name", validate_identifier(&req.name));
-    if !MANAGERS.contains(&req.manager.as_str()) {
-        errs.add("manager", format!("must be one of: {}", MANAGERS.join(", ")));
+    if state.managers.get(&req.manager).is_none() {
+        errs.add("manager", format!("must be one of: {}", state.managers.names().collect::<Vec<_>>().join(", ")));
     }
     for (i, v) in req.versions.iter().enumerate() {
         check_version(&mut errs, &format!("versions[{i}]."), &req.manager, v);

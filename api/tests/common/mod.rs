@@ -82,7 +82,7 @@ impl TestApp {
         }
         let providers = Arc::new(providers);
         // API-only: tasks stay queued, which is what these tests assert on.
-        let state = AppState::new(&settings, prepared.store, providers, Arc::new(NoQueue)).await.unwrap();
+        let state = AppState::new(&settings, prepared.store, providers, managers(), Arc::new(NoQueue)).await.unwrap();
         let app = Application::build(&settings, state).unwrap();
         let base = format!("http://{}", app.addr());
         let handle = app.handle();
@@ -97,7 +97,7 @@ impl TestApp {
         let settings = Settings { state_dir: state_dir.path().to_path_buf(), ..first.settings.clone() };
         let prepared = prepare(&settings, Mode::Production).await.expect("startup");
         let providers = Arc::new(herd_providers::build_providers(&settings.providers, &settings.state_dir).unwrap());
-        let state = AppState::new(&settings, prepared.store, providers, Arc::new(NoQueue)).await.unwrap();
+        let state = AppState::new(&settings, prepared.store, providers, managers(), Arc::new(NoQueue)).await.unwrap();
         let app = Application::build(&settings, state).unwrap();
         let base = format!("http://{}", app.addr());
         let handle = app.handle();
@@ -167,6 +167,10 @@ pub async fn read(res: Response) -> (u16, Value) {
         assert_eq!(v["type"].as_str().unwrap(), format!("/problems/{}", v["code"].as_str().unwrap()));
     }
     (status, v)
+}
+
+fn managers() -> Arc<herd_datastores::Managers> {
+    Arc::new(herd_datastores::Managers::builtin())
 }
 
 fn rand_bytes() -> [u8; 32] {

@@ -12,13 +12,14 @@
 //! line), so they work after the cluster is gone.
 
 use super::layout::{Layout, PG_PORT};
-use super::{PostgresManager, as_user, patroni};
+use super::{PostgresManager, as_user};
 use crate::shell::{join, quote};
 use crate::ssh::with_session;
 use crate::{
-    BackupConfig, BackupInfo, BackupRepo, BackupType, ClusterSpec, ManagerError, NodeSpec, RecoveryWindow,
+    BackupConfig, BackupInfo, BackupRepo, BackupType, Backups, ClusterSpec, ManagerError, NodeSpec, RecoveryWindow,
     RestoreSource,
 };
+use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use herd_core::faults::FaultCode;
 use secrecy::ExposeSecret;
@@ -612,23 +613,31 @@ async fn newest_commit(config: &BackupConfig, scratch: &Scratch, archive_id: &st
 }
 
 impl PostgresManager {
-    /// The member Patroni lists as leader.
-    pub(super) async fn leader_node(&self, cluster: &ClusterSpec) -> Result<NodeSpec, ManagerError> {
-        let patroni::Observed { health, errors, .. } = self.http()?.observe(cluster).await;
-        let leader = health.leader.clone().ok_or_else(|| {
-            ManagerError::Transient(format!(
-                "cluster {} has no leader: {}{}",
-                cluster.name,
-                patroni::summary(&health),
-                errors.last().map(|e| format!(" (last error: {e})")).unwrap_or_default()
-            ))
-        })?;
-        cluster.members.iter().find(|m| m.name == leader).cloned().ok_or_else(|| {
-            ManagerError::Transient(format!("leader {leader} is not a member of cluster {}", cluster.name))
-        })
+    /// `expire --set` removes a backup set but none of the archived WAL: what only
+    /// expired backups needed goes here. WAL retention counted in full backups, as
+    /// many as remain, keeps everything from the oldest remaining full backup on (each
+    /// remaining backup stays restorable to any later point), and never expires a
+    /// backup (`repo1-retention-full` stays at its maximum).
+    async fn expire_archive(&self, config: &BackupConfig, scratch: &Scratch) -> Result<(), ManagerError> {
+        let fulls = local_info(config, scratch).await?.backups.iter().filter(|b| b.kind == BackupType::Full).count();
+        if fulls == 0 {
+            return Ok(());
+        }
+        let keep = format!("--repo1-retention-archive={fulls}");
+        let out = run_local(config, &["expire", "--repo1-retention-archive-type=full", &keep], scratch).await?;
+        if !out.status.success() {
+            return Err(ManagerError::Transient(format!(
+                "expiring archived WAL older than the oldest full backup failed: {}",
+                tail(&out.stderr)
+            )));
+        }
+        Ok(())
     }
+}
 
-    pub(super) async fn init_backups_impl(&self, cluster: &ClusterSpec) -> Result<(), ManagerError> {
+#[async_trait]
+impl Backups for PostgresManager {
+    async fn init_backups(&self, cluster: &ClusterSpec) -> Result<(), ManagerError> {
         let config = own_config(cluster)?.clone();
         let node = self.leader_node(cluster).await?;
         let l = Layout::new(cluster, &node)?;
@@ -649,11 +658,7 @@ impl PostgresManager {
         Ok(())
     }
 
-    pub(super) async fn backup_impl(
-        &self,
-        cluster: &ClusterSpec,
-        kind: BackupType,
-    ) -> Result<BackupInfo, ManagerError> {
+    async fn backup(&self, cluster: &ClusterSpec, kind: BackupType) -> Result<BackupInfo, ManagerError> {
         let config = own_config(cluster)?.clone();
         let node = self.leader_node(cluster).await?;
         let l = Layout::new(cluster, &node)?;
@@ -678,7 +683,7 @@ impl PostgresManager {
         // created (and archiving checked) and the backup runs again.
         if !out.success() && stanza_missing(&out.stdout, &config.stanza) {
             tracing::info!(cluster = %cluster.name, stanza = %config.stanza, "stanza missing; creating it before the backup");
-            self.init_backups_impl(cluster).await?;
+            self.init_backups(cluster).await?;
             out = run().await?;
         }
         if !out.success() {
@@ -696,13 +701,13 @@ impl PostgresManager {
         Ok(backup)
     }
 
-    pub(super) async fn list_backups_impl(&self, config: &BackupConfig) -> Result<Vec<BackupInfo>, ManagerError> {
+    async fn list_backups(&self, config: &BackupConfig) -> Result<Vec<BackupInfo>, ManagerError> {
         check_config(config)?;
         let scratch = Scratch::new(local_user(&config.repo))?;
         Ok(local_info(config, &scratch).await?.backups)
     }
 
-    pub(super) async fn expire_backup_impl(&self, config: &BackupConfig, label: &str) -> Result<(), ManagerError> {
+    async fn expire_backup(&self, config: &BackupConfig, label: &str) -> Result<(), ManagerError> {
         check_config(config)?;
         if !valid_label(label) {
             return Err(ManagerError::permanent(
@@ -724,31 +729,7 @@ impl PostgresManager {
         self.expire_archive(config, &scratch).await
     }
 
-    /// `expire --set` removes a backup set but none of the archived WAL: what only
-    /// expired backups needed goes here. WAL retention counted in full backups, as
-    /// many as remain, keeps everything from the oldest remaining full backup on (each
-    /// remaining backup stays restorable to any later point), and never expires a
-    /// backup (`repo1-retention-full` stays at its maximum).
-    async fn expire_archive(&self, config: &BackupConfig, scratch: &Scratch) -> Result<(), ManagerError> {
-        let fulls = local_info(config, scratch).await?.backups.iter().filter(|b| b.kind == BackupType::Full).count();
-        if fulls == 0 {
-            return Ok(());
-        }
-        let keep = format!("--repo1-retention-archive={fulls}");
-        let out = run_local(config, &["expire", "--repo1-retention-archive-type=full", &keep], scratch).await?;
-        if !out.status.success() {
-            return Err(ManagerError::Transient(format!(
-                "expiring archived WAL older than the oldest full backup failed: {}",
-                tail(&out.stderr)
-            )));
-        }
-        Ok(())
-    }
-
-    pub(super) async fn recovery_window_impl(
-        &self,
-        config: &BackupConfig,
-    ) -> Result<Option<RecoveryWindow>, ManagerError> {
+    async fn recovery_window(&self, config: &BackupConfig) -> Result<Option<RecoveryWindow>, ManagerError> {
         check_config(config)?;
         let scratch = Scratch::new(local_user(&config.repo))?;
         let info = local_info(config, &scratch).await?;

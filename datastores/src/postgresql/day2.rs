@@ -6,12 +6,14 @@
 //! endpoints with basic auth `postgres` / superuser password) or etcd's v3 gateway;
 //! SSH only for the control scripts and for reading `pg_settings` locally.
 
-use super::layout::{PATRONI_PORT, PG_PORT};
+use super::layout::{ETCD_CLIENT_PORT, PATRONI_PORT};
 use super::patroni::{Observed, StatusView};
-use super::{Layout, PostgresManager, as_user, etcd, params, render, sql};
+use super::timing::{HA_START_TIMEOUT, STOP_TIMEOUT};
+use super::{Layout, PostgresManager, Probe, etcd, exit, params, render, sql};
 use crate::shell::quote;
 use crate::ssh::{Upload, with_session};
-use crate::{ClusterSpec, ManagerError, NodeSpec, ParameterInfo};
+use crate::{ClusterSpec, ManagerError, Membership, NodeSpec, Operations};
+use async_trait::async_trait;
 use herd_core::faults::FaultCode;
 use herd_core::status::NodeRole;
 use reqwest::Method;
@@ -98,37 +100,6 @@ fn history_files(entries: &[Vec<serde_json::Value>], newest_seen: i64) -> Vec<(i
 fn pick_most_advanced(mut ranked: Vec<(i64, u64, u8, &NodeSpec)>) -> Option<String> {
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)).then(a.3.name.cmp(&b.3.name)));
     ranked.first().map(|r| r.3.name.clone())
-}
-
-/// Checks user parameters against the rules (see `params`); every problem at once.
-pub fn check_parameters(
-    version: &str,
-    parameters: &serde_json::Map<String, serde_json::Value>,
-) -> Result<Vec<ParameterInfo>, Vec<(String, String)>> {
-    let Ok(major) = version.trim().parse::<u32>() else {
-        return Err(vec![("version".into(), format!("{version:?} is not a PostgreSQL major version"))]);
-    };
-    let mut ok = Vec::new();
-    let mut errors = Vec::new();
-    for (name, value) in parameters {
-        if !render::valid_parameter_name(name) {
-            errors.push((name.clone(), "not a parameter name".into()));
-        } else if render::is_managed(name) {
-            errors.push((name.clone(), "managed by Herd; it cannot be set".into()));
-        } else {
-            match params::rule(name, major) {
-                Some(rule) => match params::canonical(rule, value) {
-                    Ok(_) => ok.push(ParameterInfo { name: name.clone(), restart_required: rule.restart }),
-                    Err(e) => errors.push((name.clone(), e)),
-                },
-                None if params::rules().contains_key(name) => {
-                    errors.push((name.clone(), format!("not available in PostgreSQL {major}")))
-                }
-                None => errors.push((name.clone(), "unknown parameter (or one Herd does not allow)".into())),
-            }
-        }
-    }
-    if errors.is_empty() { Ok(ok) } else { Err(errors) }
 }
 
 /// What one member's PostgreSQL says about the parameters being pushed.
@@ -261,17 +232,6 @@ fn report_sql(names: &[String]) -> Result<String, ManagerError> {
     ))
 }
 
-/// psql as postgres over the node's own socket (peer authentication), SQL on stdin.
-pub(super) fn psql_command(l: &Layout) -> String {
-    format!(
-        "{} env HOME={} {} -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=terse -h {} -p {PG_PORT} -d postgres -f -",
-        as_user("postgres"),
-        quote(&l.pg_home),
-        quote(&format!("{}/psql", l.bin_dir)),
-        quote(&l.socket_dir),
-    )
-}
-
 impl PostgresManager {
     /// An unsafe Patroni call on `node`; transport errors are Transient, a refused
     /// password Permanent (`patroni_auth_failed`): the cluster's secrets are wrong.
@@ -381,7 +341,218 @@ impl PostgresManager {
         Err(ManagerError::Transient(format!("no member of {} returned /config: {}", cluster.name, errors.join("; "))))
     }
 
-    pub(super) async fn apply_dynamic_config_impl(&self, cluster: &ClusterSpec) -> Result<Vec<String>, ManagerError> {
+    async fn report(&self, cluster: &ClusterSpec, node: &NodeSpec, sql: &str) -> Result<Report, ManagerError> {
+        let l = Layout::new(cluster, node)?;
+        let cmd = sql::psql_command(&l);
+        let input = sql.to_owned();
+        let out = with_session(&node.ssh, move |s| s.exec(&cmd, Some(input.as_bytes()))).await?;
+        if !out.success() {
+            return Err(ManagerError::Transient(format!("reading settings on {}: {}", node.name, out.error_tail())));
+        }
+        serde_json::from_str(out.stdout.trim())
+            .map_err(|e| ManagerError::Transient(format!("reading settings on {}: unreadable answer: {e}", node.name)))
+    }
+
+    /// The replica to promote when none is named: eligible (not `no_failover`),
+    /// streaming, synchronous in synchronous mode; highest priority, then least lag.
+    fn pick_candidate(cluster: &ClusterSpec, seen: &Observed, leader: &str) -> Result<String, ManagerError> {
+        let eligible: Vec<&NodeSpec> =
+            cluster.members.iter().filter(|m| m.name != leader && !m.tags.no_failover).collect();
+        if eligible.is_empty() {
+            return Err(ManagerError::permanent(
+                FaultCode::NoCandidate,
+                format!("cluster {} has no replica that may be promoted", cluster.name),
+            ));
+        }
+        let mut ready: Vec<(&NodeSpec, i64)> = eligible
+            .into_iter()
+            .filter(|m| serving(seen, &m.name))
+            .filter(|m| !cluster.synchronous || seen.sync_members.contains(&m.name))
+            .map(|m| {
+                let lag = seen.health.nodes.iter().find(|n| n.name == m.name).and_then(|n| n.lag_bytes);
+                (m, lag.unwrap_or(i64::MAX))
+            })
+            .collect();
+        ready.sort_by(|(a, la), (b, lb)| {
+            b.tags.priority.cmp(&a.tags.priority).then(la.cmp(lb)).then(a.name.cmp(&b.name))
+        });
+        ready.first().map(|(m, _)| m.name.clone()).ok_or_else(|| {
+            ManagerError::Transient(format!(
+                "no eligible replica of {} is streaming{} right now: {}",
+                cluster.name,
+                if cluster.synchronous { " as a synchronous standby" } else { "" },
+                super::patroni::summary(&seen.health)
+            ))
+        })
+    }
+
+    /// Checks a named candidate; Ok(true) when it already leads.
+    fn check_candidate(
+        cluster: &ClusterSpec,
+        seen: &Observed,
+        candidate: &str,
+        require_sync: bool,
+    ) -> Result<bool, ManagerError> {
+        let node = member(cluster, candidate)?;
+        if seen.health.leader.as_deref() == Some(candidate) {
+            return Ok(true);
+        }
+        if node.tags.no_failover {
+            return Err(ManagerError::permanent(
+                FaultCode::CandidateNotEligible,
+                format!("{candidate} is tagged no_failover and is never promoted"),
+            ));
+        }
+        if require_sync && running(seen, candidate) && !seen.sync_members.iter().any(|m| m == candidate) {
+            // Patroni records its synchronous standby one loop after it streams.
+            if seen.sync_members.is_empty() {
+                return Err(ManagerError::Transient(format!(
+                    "cluster {} has no synchronous standby recorded yet",
+                    cluster.name
+                )));
+            }
+            return Err(ManagerError::permanent(
+                FaultCode::CandidateNotSynchronous,
+                format!(
+                    "{candidate} is not a synchronous standby; in synchronous mode only {} may be promoted",
+                    seen.sync_members.join(", ")
+                ),
+            ));
+        }
+        Ok(false)
+    }
+
+    /// POSTs a switchover or failover and maps Patroni's answer.
+    async fn handover(
+        &self,
+        cluster: &ClusterSpec,
+        via: &[&NodeSpec],
+        path: &str,
+        body: serde_json::Value,
+        candidate: &str,
+    ) -> Result<(), ManagerError> {
+        let mut last = String::new();
+        for node in via {
+            match self.patroni_call(cluster, node, Method::POST, path, body.clone(), Some(HANDOVER_TIMEOUT)).await {
+                Ok((200, _)) => return Ok(()),
+                // Preconditions (leader name, candidate health) changed meanwhile,
+                // or the demotion did not finish in Patroni's own wait.
+                Ok((status, text)) => {
+                    return Err(ManagerError::Transient(format!(
+                        "{path} to {candidate} via {}: HTTP {status}: {text}",
+                        node.name
+                    )));
+                }
+                Err(e @ ManagerError::Permanent { .. }) => return Err(e),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(ManagerError::Transient(format!("{path} to {candidate}: no member answered ({last})")))
+    }
+
+    /// Before promoting a member while no leader runs: makes sure its promotion starts
+    /// a timeline nobody has used. PostgreSQL takes the timeline after the newest
+    /// contiguous history file it finds; a primary that died right after its own
+    /// promotion (its replicas never having streamed from it) may have started one
+    /// the candidate does not know, and a reused number collides in the WAL archive
+    /// and makes pg_rewind skip the rewind of that primary when it returns. So the
+    /// candidate gets every history file Patroni recorded (`/history`), and files up
+    /// to one timeline beyond the newest anyone — Patroni or Herd — has seen: the
+    /// last leader's promotion is the only one that can have gone unrecorded. The
+    /// margin costs at most a skipped timeline number.
+    async fn share_timelines(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+        let http = self.http()?;
+        let mut history = Vec::new();
+        for m in &cluster.members {
+            if let Ok(h) = http.get_json::<Vec<Vec<serde_json::Value>>>(&api(m, "/history")).await {
+                history = h;
+                break;
+            }
+        }
+        let own = self.member_status(node).await?.timeline.unwrap_or(1);
+        let files: Vec<(i64, String)> =
+            history_files(&history, cluster.newest_timeline).into_iter().filter(|(tl, _)| *tl > own).collect();
+        let l = Layout::new(cluster, node)?;
+        let wal = format!("{}/pg_wal", l.data_dir);
+        let name = node.name.clone();
+        // Only files the member lacks: the ones it has are its own lineage's.
+        with_session(&node.ssh, move |s| {
+            let mut missing = Vec::new();
+            for (tl, body) in &files {
+                let path = format!("{wal}/{tl:08X}.history");
+                if !s.exists(&path)? {
+                    missing.push((path, body));
+                }
+            }
+            if missing.is_empty() {
+                return Ok(());
+            }
+            tracing::info!(node = %name, from = own, files = missing.len(), "timeline history written before a failover");
+            let uploads: Vec<Upload<'_>> = missing
+                .iter()
+                .map(|(path, body)| Upload { path, bytes: body.as_bytes(), mode: 0o600, owner: "postgres:postgres" })
+                .collect();
+            s.upload_all(&uploads)
+        })
+        .await
+    }
+
+    /// The running replica that may be promoted (not `no_failover`) and holds the
+    /// most: the newest timeline first (a member still on an older one may hold WAL
+    /// the newer primary never had, which is not ahead), then the furthest WAL
+    /// position, then priority and name.
+    async fn most_advanced(&self, cluster: &ClusterSpec, seen: &Observed) -> Result<String, ManagerError> {
+        let leader = seen.health.leader.as_deref().filter(|l| serving(seen, l));
+        let mut ranked = Vec::new();
+        for m in cluster.members.iter().filter(|m| !m.tags.no_failover && Some(m.name.as_str()) != leader) {
+            if !running(seen, &m.name) {
+                continue;
+            }
+            match self.member_status(m).await {
+                Ok(st) if matches!(st.role.as_deref(), Some("replica" | "standby")) => {
+                    ranked.push((st.timeline.unwrap_or(0), st.wal_position().unwrap_or(0), m.tags.priority, m))
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(node = %m.name, error = %e, "failover: member status unknown"),
+            }
+        }
+        pick_most_advanced(ranked).ok_or_else(|| {
+            ManagerError::Transient(format!(
+                "no replica of {} that may be promoted is running: {}",
+                cluster.name,
+                super::patroni::summary(&seen.health)
+            ))
+        })
+    }
+
+    /// After a promotion in synchronous mode, waits (bounded) until the new primary
+    /// has a synchronous standby recorded, when a replica runs that could be one:
+    /// until then its loss could not be covered by an automatic failover. Not an
+    /// error when it takes longer: the health poller shows the cluster degraded.
+    async fn wait_protected(&self, cluster: &ClusterSpec, primary: &str) {
+        if !cluster.synchronous || cluster.members.len() < 2 {
+            return;
+        }
+        let Ok(http) = self.http() else { return };
+        let deadline = Instant::now() + PROTECT_TIMEOUT;
+        loop {
+            let seen = http.observe(cluster).await;
+            let others_run = seen.health.nodes.iter().any(|n| n.name != primary && running(&seen, &n.name));
+            if !others_run || seen.is_ready(cluster) || seen.health.has_sync_standby() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(cluster = %cluster.name, %primary, "no synchronous standby recorded yet");
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Operations for PostgresManager {
+    async fn apply_dynamic_config(&self, cluster: &ClusterSpec) -> Result<Vec<String>, ManagerError> {
         let timing = render::checked_timing(cluster)?;
         let desired = render::cluster_parameter_values(cluster)?;
         let major: u32 = cluster.version.trim().parse().map_err(|_| {
@@ -403,7 +574,7 @@ impl PostgresManager {
             if let Some(current) = current["postgresql"]["parameters"].as_object() {
                 for name in current.keys() {
                     let removable =
-                        !render::is_managed(name) || render::CONDITIONAL_PARAMETERS.contains(&name.as_str());
+                        !params::is_managed(name) || render::CONDITIONAL_PARAMETERS.contains(&name.as_str());
                     if !parameters.contains_key(name) && removable {
                         removed.push(name.clone());
                     }
@@ -533,19 +704,7 @@ impl PostgresManager {
         Ok(pending)
     }
 
-    async fn report(&self, cluster: &ClusterSpec, node: &NodeSpec, sql: &str) -> Result<Report, ManagerError> {
-        let l = Layout::new(cluster, node)?;
-        let cmd = psql_command(&l);
-        let input = sql.to_owned();
-        let out = with_session(&node.ssh, move |s| s.exec(&cmd, Some(input.as_bytes()))).await?;
-        if !out.success() {
-            return Err(ManagerError::Transient(format!("reading settings on {}: {}", node.name, out.error_tail())));
-        }
-        serde_json::from_str(out.stdout.trim())
-            .map_err(|e| ManagerError::Transient(format!("reading settings on {}: unreadable answer: {e}", node.name)))
-    }
-
-    pub(super) async fn restart_node_impl(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+    async fn restart_node(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
         let before = self.member_status(node).await?.postmaster_start_time;
         let (status, text) = self
             .patroni_call(cluster, node, Method::POST, "/restart", serde_json::json!({}), Some(RESTART_TIMEOUT))
@@ -558,7 +717,7 @@ impl PostgresManager {
         Ok(())
     }
 
-    pub(super) async fn reload_node_impl(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+    async fn reload_node(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
         let (status, text) =
             self.patroni_call(cluster, node, Method::POST, "/reload", serde_json::json!({}), None).await?;
         if status != 202 && status != 200 {
@@ -567,108 +726,7 @@ impl PostgresManager {
         Ok(())
     }
 
-    /// The replica to promote when none is named: eligible (not `no_failover`),
-    /// streaming, synchronous in synchronous mode; highest priority, then least lag.
-    fn pick_candidate(cluster: &ClusterSpec, seen: &Observed, leader: &str) -> Result<String, ManagerError> {
-        let eligible: Vec<&NodeSpec> =
-            cluster.members.iter().filter(|m| m.name != leader && !m.tags.no_failover).collect();
-        if eligible.is_empty() {
-            return Err(ManagerError::permanent(
-                FaultCode::NoCandidate,
-                format!("cluster {} has no replica that may be promoted", cluster.name),
-            ));
-        }
-        let mut ready: Vec<(&NodeSpec, i64)> = eligible
-            .into_iter()
-            .filter(|m| serving(seen, &m.name))
-            .filter(|m| !cluster.synchronous || seen.sync_members.contains(&m.name))
-            .map(|m| {
-                let lag = seen.health.nodes.iter().find(|n| n.name == m.name).and_then(|n| n.lag_bytes);
-                (m, lag.unwrap_or(i64::MAX))
-            })
-            .collect();
-        ready.sort_by(|(a, la), (b, lb)| {
-            b.tags.priority.cmp(&a.tags.priority).then(la.cmp(lb)).then(a.name.cmp(&b.name))
-        });
-        ready.first().map(|(m, _)| m.name.clone()).ok_or_else(|| {
-            ManagerError::Transient(format!(
-                "no eligible replica of {} is streaming{} right now: {}",
-                cluster.name,
-                if cluster.synchronous { " as a synchronous standby" } else { "" },
-                super::patroni::summary(&seen.health)
-            ))
-        })
-    }
-
-    /// Checks a named candidate; Ok(true) when it already leads.
-    fn check_candidate(
-        cluster: &ClusterSpec,
-        seen: &Observed,
-        candidate: &str,
-        require_sync: bool,
-    ) -> Result<bool, ManagerError> {
-        let node = member(cluster, candidate)?;
-        if seen.health.leader.as_deref() == Some(candidate) {
-            return Ok(true);
-        }
-        if node.tags.no_failover {
-            return Err(ManagerError::permanent(
-                FaultCode::CandidateNotEligible,
-                format!("{candidate} is tagged no_failover and is never promoted"),
-            ));
-        }
-        if require_sync && running(seen, candidate) && !seen.sync_members.iter().any(|m| m == candidate) {
-            // Patroni records its synchronous standby one loop after it streams.
-            if seen.sync_members.is_empty() {
-                return Err(ManagerError::Transient(format!(
-                    "cluster {} has no synchronous standby recorded yet",
-                    cluster.name
-                )));
-            }
-            return Err(ManagerError::permanent(
-                FaultCode::CandidateNotSynchronous,
-                format!(
-                    "{candidate} is not a synchronous standby; in synchronous mode only {} may be promoted",
-                    seen.sync_members.join(", ")
-                ),
-            ));
-        }
-        Ok(false)
-    }
-
-    /// POSTs a switchover or failover and maps Patroni's answer.
-    async fn handover(
-        &self,
-        cluster: &ClusterSpec,
-        via: &[&NodeSpec],
-        path: &str,
-        body: serde_json::Value,
-        candidate: &str,
-    ) -> Result<(), ManagerError> {
-        let mut last = String::new();
-        for node in via {
-            match self.patroni_call(cluster, node, Method::POST, path, body.clone(), Some(HANDOVER_TIMEOUT)).await {
-                Ok((200, _)) => return Ok(()),
-                // Preconditions (leader name, candidate health) changed meanwhile,
-                // or the demotion did not finish in Patroni's own wait.
-                Ok((status, text)) => {
-                    return Err(ManagerError::Transient(format!(
-                        "{path} to {candidate} via {}: HTTP {status}: {text}",
-                        node.name
-                    )));
-                }
-                Err(e @ ManagerError::Permanent { .. }) => return Err(e),
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(ManagerError::Transient(format!("{path} to {candidate}: no member answered ({last})")))
-    }
-
-    pub(super) async fn switchover_impl(
-        &self,
-        cluster: &ClusterSpec,
-        candidate: Option<&str>,
-    ) -> Result<String, ManagerError> {
+    async fn switchover(&self, cluster: &ClusterSpec, candidate: Option<&str>) -> Result<String, ManagerError> {
         let seen = self.http()?.observe(cluster).await;
         let Some(leader) = seen.health.leader.clone().filter(|l| serving(&seen, l)) else {
             return Err(no_leader(cluster, &seen));
@@ -700,11 +758,7 @@ impl PostgresManager {
         Ok(candidate)
     }
 
-    pub(super) async fn failover_impl(
-        &self,
-        cluster: &ClusterSpec,
-        candidate: Option<&str>,
-    ) -> Result<String, ManagerError> {
+    async fn failover(&self, cluster: &ClusterSpec, candidate: Option<&str>) -> Result<String, ManagerError> {
         let seen = self.http()?.observe(cluster).await;
         let leader_runs = seen.health.leader.as_ref().is_some_and(|l| serving(&seen, l));
         let candidate = match candidate {
@@ -736,106 +790,7 @@ impl PostgresManager {
         Ok(candidate.to_owned())
     }
 
-    /// Before promoting a member while no leader runs: makes sure its promotion starts
-    /// a timeline nobody has used. PostgreSQL takes the timeline after the newest
-    /// contiguous history file it finds; a primary that died right after its own
-    /// promotion (its replicas never having streamed from it) may have started one
-    /// the candidate does not know, and a reused number collides in the WAL archive
-    /// and makes pg_rewind skip the rewind of that primary when it returns. So the
-    /// candidate gets every history file Patroni recorded (`/history`), and files up
-    /// to one timeline beyond the newest anyone — Patroni or Herd — has seen: the
-    /// last leader's promotion is the only one that can have gone unrecorded. The
-    /// margin costs at most a skipped timeline number.
-    async fn share_timelines(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
-        let http = self.http()?;
-        let mut history = Vec::new();
-        for m in &cluster.members {
-            if let Ok(h) = http.get_json::<Vec<Vec<serde_json::Value>>>(&api(m, "/history")).await {
-                history = h;
-                break;
-            }
-        }
-        let own = self.member_status(node).await?.timeline.unwrap_or(1);
-        let files: Vec<(i64, String)> =
-            history_files(&history, cluster.newest_timeline).into_iter().filter(|(tl, _)| *tl > own).collect();
-        let l = Layout::new(cluster, node)?;
-        let wal = format!("{}/pg_wal", l.data_dir);
-        let name = node.name.clone();
-        // Only files the member lacks: the ones it has are its own lineage's.
-        with_session(&node.ssh, move |s| {
-            let mut missing = Vec::new();
-            for (tl, body) in &files {
-                let path = format!("{wal}/{tl:08X}.history");
-                if !s.exists(&path)? {
-                    missing.push((path, body));
-                }
-            }
-            if missing.is_empty() {
-                return Ok(());
-            }
-            tracing::info!(node = %name, from = own, files = missing.len(), "timeline history written before a failover");
-            let uploads: Vec<Upload<'_>> = missing
-                .iter()
-                .map(|(path, body)| Upload { path, bytes: body.as_bytes(), mode: 0o600, owner: "postgres:postgres" })
-                .collect();
-            s.upload_all(&uploads)
-        })
-        .await
-    }
-
-    /// The running replica that may be promoted (not `no_failover`) and holds the
-    /// most: the newest timeline first (a member still on an older one may hold WAL
-    /// the newer primary never had, which is not ahead), then the furthest WAL
-    /// position, then priority and name.
-    async fn most_advanced(&self, cluster: &ClusterSpec, seen: &Observed) -> Result<String, ManagerError> {
-        let leader = seen.health.leader.as_deref().filter(|l| serving(seen, l));
-        let mut ranked = Vec::new();
-        for m in cluster.members.iter().filter(|m| !m.tags.no_failover && Some(m.name.as_str()) != leader) {
-            if !running(seen, &m.name) {
-                continue;
-            }
-            match self.member_status(m).await {
-                Ok(st) if matches!(st.role.as_deref(), Some("replica" | "standby")) => {
-                    ranked.push((st.timeline.unwrap_or(0), st.wal_position().unwrap_or(0), m.tags.priority, m))
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(node = %m.name, error = %e, "failover: member status unknown"),
-            }
-        }
-        pick_most_advanced(ranked).ok_or_else(|| {
-            ManagerError::Transient(format!(
-                "no replica of {} that may be promoted is running: {}",
-                cluster.name,
-                super::patroni::summary(&seen.health)
-            ))
-        })
-    }
-
-    /// After a promotion in synchronous mode, waits (bounded) until the new primary
-    /// has a synchronous standby recorded, when a replica runs that could be one:
-    /// until then its loss could not be covered by an automatic failover. Not an
-    /// error when it takes longer: the health poller shows the cluster degraded.
-    async fn wait_protected(&self, cluster: &ClusterSpec, primary: &str) {
-        if !cluster.synchronous || cluster.members.len() < 2 {
-            return;
-        }
-        let Ok(http) = self.http() else { return };
-        let deadline = Instant::now() + PROTECT_TIMEOUT;
-        loop {
-            let seen = http.observe(cluster).await;
-            let others_run = seen.health.nodes.iter().any(|n| n.name != primary && running(&seen, &n.name));
-            if !others_run || seen.is_ready(cluster) || seen.health.has_sync_standby() {
-                return;
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!(cluster = %cluster.name, %primary, "no synchronous standby recorded yet");
-                return;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    pub(super) async fn reinitialize_impl(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+    async fn reinitialize(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
         let seen = self.http()?.observe(cluster).await;
         if seen.health.leader.as_deref() == Some(node.name.as_str()) {
             return Err(ManagerError::permanent(
@@ -867,7 +822,7 @@ impl PostgresManager {
         self.wait_serving(cluster, node, before.as_deref().or(Some("")), "reinitialize", REINIT_TIMEOUT).await
     }
 
-    pub(super) async fn stop_ha_impl(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+    async fn stop_ha(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
         let l = Layout::new(cluster, node)?;
         let hold = std::path::Path::new(&l.patroni_hold);
         let dir = hold.parent().map(|p| p.display().to_string()).unwrap_or_default();
@@ -879,7 +834,7 @@ impl PostgresManager {
             d = quote(&dir),
             h = quote(&l.patroni_hold),
         );
-        let out = with_session(&node.ssh, move |s| s.exec_timeout(&cmd, None, super::STOP_TIMEOUT)).await?;
+        let out = with_session(&node.ssh, move |s| s.exec_timeout(&cmd, None, STOP_TIMEOUT)).await?;
         if !out.success() {
             return Err(ManagerError::Transient(format!("stopping Patroni on {}: {}", node.name, out.error_tail())));
         }
@@ -887,24 +842,21 @@ impl PostgresManager {
         Ok(())
     }
 
-    pub(super) async fn ensure_running_impl(
-        &self,
-        cluster: &ClusterSpec,
-        node: &NodeSpec,
-    ) -> Result<Vec<String>, ManagerError> {
+    async fn ensure_running(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<Vec<String>, ManagerError> {
         let l = Layout::new(cluster, node)?;
         let (e, p, h) = (quote(&l.etcd_entry), quote(&l.patroni_entry), quote(&l.patroni_hold));
         // One command: start whatever is down (Patroni only when not held) and say
         // what was started.
         let cmd = format!(
-            "[ -x {e} ] && [ -x {p} ] || exit 3; \
+            "[ -x {e} ] && [ -x {p} ] || exit {nc}; \
              {e} status || {{ {e} start >/dev/null && echo started etcd || exit 1; }}; \
-             {p} status || [ -e {h} ] || {{ {p} start >/dev/null && echo started patroni || exit 1; }}"
+             {p} status || [ -e {h} ] || {{ {p} start >/dev/null && echo started patroni || exit 1; }}",
+            nc = exit::NOT_CONFIGURED
         );
         let out = with_session(&node.ssh, move |s| s.exec(&cmd, None)).await?;
         match out.exit_status {
             0 => {}
-            3 => {
+            exit::NOT_CONFIGURED => {
                 return Err(ManagerError::permanent(
                     FaultCode::NotConfigured,
                     format!("{}: control scripts are missing (run configure first)", node.name),
@@ -927,30 +879,37 @@ impl PostgresManager {
                 "etcd" => (
                     &l.etcd_entry,
                     &l.etcd_log,
-                    format!("http://{}/health", SocketAddr::new(node.address, super::ETCD_CLIENT_PORT)),
+                    format!("http://{}/health", SocketAddr::new(node.address, ETCD_CLIENT_PORT)),
                 ),
                 _ => (&l.patroni_entry, &l.patroni_log, api(node, "/patroni")),
             };
-            self.wait_ready(node, entry, log, name, super::Probe::Answers(url), super::HA_START_TIMEOUT).await?;
+            self.wait_ready(node, entry, log, name, Probe::Answers(url), HA_START_TIMEOUT).await?;
         }
         if !started.is_empty() {
             tracing::info!(node = %node.name, ?started, "daemons restarted");
         }
         Ok(started)
     }
+}
 
-    pub(super) async fn add_member_impl(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+#[async_trait]
+impl Membership for PostgresManager {
+    async fn place_dcs_leader(&self, cluster: &ClusterSpec, primary: &str) -> Result<Option<String>, ManagerError> {
+        etcd::move_leader_off(self.http()?, cluster, primary).await
+    }
+
+    async fn add_member(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
         Layout::new(cluster, node)?;
         etcd::add(self.http()?, cluster, node).await
     }
 
-    pub(super) async fn remove_member_impl(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
+    async fn remove_member(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
         Layout::new(cluster, node)?;
         let http = self.http()?;
         etcd::remove(http, cluster, node).await?;
         // Patroni's member key would expire after ttl anyway; deleting it makes the
         // member vanish from /cluster at once.
-        let key = format!("/herd/{}/members/{}", render::scope(cluster), node.name);
+        let key = format!("/herd/{}/members/{}", super::layout::scope(cluster), node.name);
         etcd::delete_key(http, cluster, Some(node), &key).await?;
         tracing::info!(cluster = %cluster.name, node = %node.name, "member removed");
         Ok(())
@@ -961,53 +920,6 @@ impl PostgresManager {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn map(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
-        v.as_object().unwrap().clone()
-    }
-
-    #[test]
-    fn check_parameters_reports_every_problem() {
-        let ok = check_parameters(
-            "15",
-            &map(json!({
-                "max_connections": 200, "shared_buffers": "1GB", "work_mem": "64MB", "jit": false,
-                "statement_timeout": "30s", "random_page_cost": 1.1, "log_statement": "ddl",
-                "wal_compression": "on", "autovacuum_naptime": "1min", "idle_session_timeout": 0
-            })),
-        )
-        .unwrap();
-        let restart: Vec<&str> = ok.iter().filter(|p| p.restart_required).map(|p| p.name.as_str()).collect();
-        assert_eq!(restart, ["max_connections", "shared_buffers"]);
-        assert_eq!(ok.len(), 10);
-
-        let errs = check_parameters(
-            "15",
-            &map(json!({
-                "max_connections": "lots", "work_mem": "1kB", "log_statement": "everything",
-                "no_such_thing": 1, "unix_socket_directories": "/tmp", "Bad-Name": 1,
-                "checkpoint_timeout": "1s", "jit": "perhaps", "wal_keep_segments": 10, "statement_timeout": "5MB"
-            })),
-        )
-        .unwrap_err();
-        let names: Vec<&str> = errs.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(errs.len(), 10, "{errs:?}");
-        for n in
-            ["max_connections", "work_mem", "log_statement", "no_such_thing", "unix_socket_directories", "Bad-Name"]
-        {
-            assert!(names.contains(&n), "{n}: {errs:?}");
-        }
-        let msg = |n: &str| errs.iter().find(|(name, _)| name == n).unwrap().1.clone();
-        assert!(msg("unix_socket_directories").contains("managed by Herd"));
-        assert!(msg("no_such_thing").contains("unknown"));
-        assert!(msg("wal_keep_segments").contains("not available in PostgreSQL 15"));
-        assert!(msg("work_mem").contains("out of range"));
-        assert!(msg("statement_timeout").contains("invalid unit"));
-
-        assert_eq!(check_parameters("fifteen", &map(json!({"jit": true}))).unwrap_err()[0].0, "version");
-        assert_eq!(check_parameters("13", &map(json!({"idle_session_timeout": 0}))).unwrap_err().len(), 1);
-        assert!(check_parameters("15", &serde_json::Map::new()).unwrap().is_empty());
-    }
 
     fn observed(nodes: &[(&str, NodeRole, &str, Option<i64>)], sync: &[&str]) -> Observed {
         let nodes = nodes

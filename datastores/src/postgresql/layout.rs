@@ -72,6 +72,12 @@ pub struct Layout {
     pub volume_dir: Option<String>,
 }
 
+/// Patroni scope (and etcd key prefix): the cluster name plus a short id, so two
+/// clusters with the same name never share DCS keys.
+pub fn scope(cluster: &ClusterSpec) -> String {
+    format!("{}-{}", cluster.name, &cluster.cluster_id.simple().to_string()[..8])
+}
+
 pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63

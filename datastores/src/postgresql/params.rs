@@ -13,6 +13,7 @@
 //! base unit before the range check. The same conversion lets the manager compare
 //! what a server reports with what was asked.
 
+use crate::ParameterInfo;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -278,10 +279,136 @@ pub fn canonical_text(rule: &Rule, text: &str) -> Result<Canonical, String> {
     }
 }
 
+/// Parameters Herd sets itself: paths under the server root, listen addresses, what
+/// replication and Patroni depend on. A user value would break the node or be
+/// silently ignored by Patroni (node-local values win over the cluster's), so it is
+/// refused instead.
+pub const MANAGED_PARAMETERS: &[&str] = &[
+    "listen_addresses",
+    "port",
+    "data_directory",
+    "config_file",
+    "hba_file",
+    "ident_file",
+    "unix_socket_directories",
+    "logging_collector",
+    "log_directory",
+    "log_filename",
+    "log_file_mode",
+    "log_line_prefix",
+    "cluster_name",
+    "hot_standby",
+    "wal_log_hints",
+    "synchronous_standby_names",
+    "primary_conninfo",
+    "primary_slot_name",
+    // Continuous archiving belongs to Herd's backups (pgBackRest): a user's command
+    // would archive elsewhere, or nowhere, and break point-in-time recovery.
+    "archive_mode",
+    "archive_command",
+    "archive_library",
+    "restore_command",
+    "recovery_target",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_timeline",
+];
+
+pub fn is_managed(name: &str) -> bool {
+    MANAGED_PARAMETERS.contains(&name)
+}
+
+/// A PostgreSQL parameter name as `SET` accepts it unquoted (lower case; `.` for extensions' settings).
+pub fn valid_parameter_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+}
+
+/// Checks user parameters against the rules (see `params`); every problem at once.
+pub fn check_parameters(
+    version: &str,
+    parameters: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<ParameterInfo>, Vec<(String, String)>> {
+    let Ok(major) = version.trim().parse::<u32>() else {
+        return Err(vec![("version".into(), format!("{version:?} is not a PostgreSQL major version"))]);
+    };
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for (name, value) in parameters {
+        if !valid_parameter_name(name) {
+            errors.push((name.clone(), "not a parameter name".into()));
+        } else if is_managed(name) {
+            errors.push((name.clone(), "managed by Herd; it cannot be set".into()));
+        } else {
+            match rule(name, major) {
+                Some(rule) => match canonical(rule, value) {
+                    Ok(_) => ok.push(ParameterInfo { name: name.clone(), restart_required: rule.restart }),
+                    Err(e) => errors.push((name.clone(), e)),
+                },
+                None if rules().contains_key(name) => {
+                    errors.push((name.clone(), format!("not available in PostgreSQL {major}")))
+                }
+                None => errors.push((name.clone(), "unknown parameter (or one Herd does not allow)".into())),
+            }
+        }
+    }
+    if errors.is_empty() { Ok(ok) } else { Err(errors) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn map(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn check_parameters_reports_every_problem() {
+        let ok = check_parameters(
+            "15",
+            &map(json!({
+                "max_connections": 200, "shared_buffers": "1GB", "work_mem": "64MB", "jit": false,
+                "statement_timeout": "30s", "random_page_cost": 1.1, "log_statement": "ddl",
+                "wal_compression": "on", "autovacuum_naptime": "1min", "idle_session_timeout": 0
+            })),
+        )
+        .unwrap();
+        let restart: Vec<&str> = ok.iter().filter(|p| p.restart_required).map(|p| p.name.as_str()).collect();
+        assert_eq!(restart, ["max_connections", "shared_buffers"]);
+        assert_eq!(ok.len(), 10);
+
+        let errs = check_parameters(
+            "15",
+            &map(json!({
+                "max_connections": "lots", "work_mem": "1kB", "log_statement": "everything",
+                "no_such_thing": 1, "unix_socket_directories": "/tmp", "Bad-Name": 1,
+                "checkpoint_timeout": "1s", "jit": "perhaps", "wal_keep_segments": 10, "statement_timeout": "5MB"
+            })),
+        )
+        .unwrap_err();
+        let names: Vec<&str> = errs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(errs.len(), 10, "{errs:?}");
+        for n in
+            ["max_connections", "work_mem", "log_statement", "no_such_thing", "unix_socket_directories", "Bad-Name"]
+        {
+            assert!(names.contains(&n), "{n}: {errs:?}");
+        }
+        let msg = |n: &str| errs.iter().find(|(name, _)| name == n).unwrap().1.clone();
+        assert!(msg("unix_socket_directories").contains("managed by Herd"));
+        assert!(msg("no_such_thing").contains("unknown"));
+        assert!(msg("wal_keep_segments").contains("not available in PostgreSQL 15"));
+        assert!(msg("work_mem").contains("out of range"));
+        assert!(msg("statement_timeout").contains("invalid unit"));
+
+        assert_eq!(check_parameters("fifteen", &map(json!({"jit": true}))).unwrap_err()[0].0, "version");
+        assert_eq!(check_parameters("13", &map(json!({"idle_session_timeout": 0}))).unwrap_err().len(), 1);
+        assert!(check_parameters("15", &serde_json::Map::new()).unwrap().is_empty());
+    }
 
     fn check(name: &str, v: serde_json::Value) -> Result<Canonical, String> {
         canonical(rule(name, 15).unwrap_or_else(|| panic!("rule {name}")), &v)

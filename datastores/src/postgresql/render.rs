@@ -3,7 +3,9 @@
 //! template: YAML double-quoted scalars for the YAML files, POSIX single quotes for
 //! the shell scripts. Templates therefore never escape anything themselves.
 
-use super::layout::{ETCD_CLIENT_PORT, ETCD_PEER_PORT, Layout, PATRONI_PORT, PG_PORT};
+use super::layout::{ETCD_CLIENT_PORT, ETCD_PEER_PORT, Layout, PATRONI_PORT, PG_PORT, scope};
+use super::params::{is_managed, valid_parameter_name};
+use super::timing::STOP_TIMEOUT_SECS;
 use crate::shell::quote;
 use crate::{ClusterSpec, ManagerError, NodeSpec};
 use herd_core::faults::FaultCode;
@@ -17,47 +19,6 @@ const PATRONI_TEMPLATE: &str = include_str!("templates/patroni.yml");
 const DAEMON_TEMPLATE: &str = include_str!("templates/daemon.sh");
 const CALLBACK_TEMPLATE: &str = include_str!("templates/on_role_change.py");
 pub const BOOT_SERVICE: &str = include_str!("templates/herd-boot.service");
-
-/// Seconds `stop` waits after SIGTERM before SIGKILL. Patroni needs this long for a
-/// clean PostgreSQL shutdown (checkpoint) on a busy server.
-pub const STOP_TIMEOUT_SECS: u32 = 60;
-
-/// Parameters Herd sets itself: paths under the server root, listen addresses, what
-/// replication and Patroni depend on. A user value would break the node or be
-/// silently ignored by Patroni (node-local values win over the cluster's), so it is
-/// refused instead.
-pub const MANAGED_PARAMETERS: &[&str] = &[
-    "listen_addresses",
-    "port",
-    "data_directory",
-    "config_file",
-    "hba_file",
-    "ident_file",
-    "unix_socket_directories",
-    "logging_collector",
-    "log_directory",
-    "log_filename",
-    "log_file_mode",
-    "log_line_prefix",
-    "cluster_name",
-    "hot_standby",
-    "wal_log_hints",
-    "synchronous_standby_names",
-    "primary_conninfo",
-    "primary_slot_name",
-    // Continuous archiving belongs to Herd's backups (pgBackRest): a user's command
-    // would archive elsewhere, or nowhere, and break point-in-time recovery.
-    "archive_mode",
-    "archive_command",
-    "archive_library",
-    "restore_command",
-    "recovery_target",
-    "recovery_target_lsn",
-    "recovery_target_name",
-    "recovery_target_time",
-    "recovery_target_xid",
-    "recovery_target_timeline",
-];
 
 fn templates() -> Result<&'static tera::Tera, ManagerError> {
     static TERA: OnceLock<Result<tera::Tera, String>> = OnceLock::new();
@@ -144,19 +105,9 @@ fn yaml_value(value: &serde_json::Value) -> String {
     }
 }
 
-pub fn is_managed(name: &str) -> bool {
-    MANAGED_PARAMETERS.contains(&name)
-}
-
 /// Managed cluster-wide parameters Herd sets only in some configurations (backups
 /// on): once not wanted, they are removed from the DCS like a user's.
 pub const CONDITIONAL_PARAMETERS: &[&str] = &["archive_mode"];
-
-pub fn valid_parameter_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_lowercase())
-        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
-}
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Parameter {
@@ -266,12 +217,6 @@ pub fn pg_hba(cluster: &ClusterSpec) -> Vec<String> {
         "host all all ::/0 scram-sha-256".to_owned(),
     ]);
     lines.into_iter().map(|l| yaml_str(&l)).collect()
-}
-
-/// Patroni scope (and etcd key prefix): the cluster name plus a short id, so two
-/// clusters with the same name never share DCS keys.
-pub fn scope(cluster: &ClusterSpec) -> String {
-    format!("{}-{}", cluster.name, &cluster.cluster_id.simple().to_string()[..8])
 }
 
 fn url(addr: IpAddr, port: u16) -> String {

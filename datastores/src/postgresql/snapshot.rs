@@ -16,10 +16,10 @@
 //! end of the backup, then promotes.
 
 use super::layout::{Layout, is_dns_label};
-use super::{PostgresManager, backup, day2, sql};
+use super::{PostgresManager, backup, exit, sql};
 use crate::shell::{join, quote};
 use crate::ssh::{CONNECT_TIMEOUT, Interactive, KEEPALIVE_SECS, Session};
-use crate::{ClusterSpec, HeldBackup, ManagerError, NodeSpec, RestoreSource, SnapshotLabel, SnapshotSource};
+use crate::{ClusterSpec, HeldBackup, ManagerError, NodeSpec, RestoreSource, SnapshotLabel, SnapshotSource, Snapshots};
 use async_trait::async_trait;
 use herd_core::faults::FaultCode;
 use std::sync::mpsc;
@@ -273,39 +273,7 @@ impl HeldBackup for Held {
     }
 }
 
-impl PostgresManager {
-    pub(super) async fn begin_snapshot_impl(
-        &self,
-        cluster: &ClusterSpec,
-        node: &NodeSpec,
-        label: &str,
-    ) -> Result<Box<dyn HeldBackup>, ManagerError> {
-        // Restoring the copy needs the WAL from the backup's start to its end.
-        backup::own_config(cluster)?;
-        check_version(&cluster.version)?;
-        let start = start_sql(label)?;
-        if !cluster.members.iter().any(|m| m.name == node.name) {
-            return Err(ManagerError::permanent(
-                FaultCode::InvalidNode,
-                format!("node {} is not a member of cluster {}", node.name, cluster.name),
-            ));
-        }
-        let l = Layout::new(cluster, node)?;
-        let psql = day2::psql_command(&l);
-        let (ready, started) = oneshot::channel();
-        let (requests, incoming) = mpsc::channel();
-        let (target, name) = (node.ssh.clone(), node.name.clone());
-        std::thread::Builder::new()
-            .name(format!("herd-snapshot-{}", node.name))
-            .spawn(move || hold(target, psql, start, name, ready, incoming))
-            .map_err(|e| ManagerError::Transient(format!("cannot start the backup session thread: {e}")))?;
-        let start_lsn = started
-            .await
-            .map_err(|_| ManagerError::Transient(format!("the backup session thread for {} died", node.name)))??;
-        tracing::info!(cluster = %cluster.name, node = %node.name, label, start_lsn, "online backup started for a snapshot");
-        Ok(Box::new(Held { requests, node: node.name.clone() }))
-    }
-}
+impl PostgresManager {}
 
 // ---- restoring ----
 
@@ -352,12 +320,12 @@ pub fn check_restore(cluster: &ClusterSpec, r: &RestoreSource, s: &SnapshotSourc
 /// Run as root by `prepare` on the snapshot's member: moves the source's data
 /// directory aside, once (the marker, named after this cluster, records it).
 pub const MOVE_SCRIPT: &str = r#"set -e
-src=$1 staging=$2 marker=$3
+src=$1 staging=$2 marker=$3 no_data=$4
 [ -e "$marker" ] && exit 0
 if [ ! -e "$staging" ]; then
     if [ ! -d "$src" ]; then
         echo "the volume holds no data directory $src: was it created from the snapshot?" >&2
-        exit 13
+        exit "$no_data"
     fi
     mv -T -- "$src" "$staging"
 fi
@@ -367,7 +335,11 @@ fi
 /// `prepare`'s command for the snapshot's member.
 pub fn move_aside_command(l: &Layout, s: &SnapshotSource) -> String {
     let src = format!("{}/{}", l.data_parent, s.source_name);
-    format!("sh -c {} sh {}", quote(MOVE_SCRIPT), join(&[&src, &l.snapshot_staging, &l.snapshot_marker]))
+    format!(
+        "sh -c {} sh {}",
+        quote(MOVE_SCRIPT),
+        join(&[&src, &l.snapshot_staging, &l.snapshot_marker, &exit::NO_SNAPSHOT_DATA.to_string()])
+    )
 }
 
 /// Patroni's custom bootstrap `snapshot` (run as postgres, by the member that wins
@@ -429,6 +401,41 @@ pub fn bootstrap(l: &Layout, r: &RestoreSource) -> Result<backup::Bootstrap, Man
         command,
         recovery_conf: recovery.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
     })
+}
+
+#[async_trait]
+impl Snapshots for PostgresManager {
+    async fn begin_snapshot(
+        &self,
+        cluster: &ClusterSpec,
+        node: &NodeSpec,
+        label: &str,
+    ) -> Result<Box<dyn HeldBackup>, ManagerError> {
+        // Restoring the copy needs the WAL from the backup's start to its end.
+        backup::own_config(cluster)?;
+        check_version(&cluster.version)?;
+        let start = start_sql(label)?;
+        if !cluster.members.iter().any(|m| m.name == node.name) {
+            return Err(ManagerError::permanent(
+                FaultCode::InvalidNode,
+                format!("node {} is not a member of cluster {}", node.name, cluster.name),
+            ));
+        }
+        let l = Layout::new(cluster, node)?;
+        let psql = sql::psql_command(&l);
+        let (ready, started) = oneshot::channel();
+        let (requests, incoming) = mpsc::channel();
+        let (target, name) = (node.ssh.clone(), node.name.clone());
+        std::thread::Builder::new()
+            .name(format!("herd-snapshot-{}", node.name))
+            .spawn(move || hold(target, psql, start, name, ready, incoming))
+            .map_err(|e| ManagerError::Transient(format!("cannot start the backup session thread: {e}")))?;
+        let start_lsn = started
+            .await
+            .map_err(|_| ManagerError::Transient(format!("the backup session thread for {} died", node.name)))??;
+        tracing::info!(cluster = %cluster.name, node = %node.name, label, start_lsn, "online backup started for a snapshot");
+        Ok(Box::new(Held { requests, node: node.name.clone() }))
+    }
 }
 
 #[cfg(test)]
@@ -563,7 +570,7 @@ mod tests {
         // A volume without the source's data directory.
         std::fs::create_dir_all(&l.data_parent).unwrap();
         let out = run();
-        assert_eq!(out.status.code(), Some(13), "{out:?}");
+        assert_eq!(out.status.code(), Some(exit::NO_SNAPSHOT_DATA), "{out:?}");
         std::fs::create_dir_all(src.join("base")).unwrap();
         std::fs::write(src.join("PG_VERSION"), "15\n").unwrap();
         assert!(run().status.success());

@@ -1,7 +1,10 @@
 //! SQL text built by Herd. Values are escaped as SQL literals or identifiers and the
 //! text travels on psql's stdin, never on a command line.
 
+use super::as_user;
+use super::layout::{Layout, PG_PORT};
 use crate::ManagerError;
+use crate::shell::quote;
 use herd_core::faults::FaultCode;
 
 /// A standard SQL string literal (`standard_conforming_strings` is on since
@@ -58,6 +61,17 @@ pub fn admin_password_script(user: &str, password: &str) -> Result<String, Manag
 /// Removes `secret` from text shown to people (error messages with psql output).
 pub fn redact(text: &str, secret: &str) -> String {
     if secret.is_empty() { text.to_owned() } else { text.replace(secret, "***") }
+}
+
+/// psql as postgres over the node's own socket (peer authentication), SQL on stdin.
+pub(super) fn psql_command(l: &Layout) -> String {
+    format!(
+        "{} env HOME={} {} -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=terse -h {} -p {PG_PORT} -d postgres -f -",
+        as_user("postgres"),
+        quote(&l.pg_home),
+        quote(&format!("{}/psql", l.bin_dir)),
+        quote(&l.socket_dir),
+    )
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use herd_core::status::NodeRole;
 use herd_datastores::postgresql::PostgresManager;
 use herd_datastores::{
-    BackupConfig, BackupRepo, ClusterHealth, ClusterSecrets, ClusterSpec, HaTiming, Manager, ManagerError, NodeSpec,
+    BackupConfig, BackupRepo, ClusterHealth, ClusterSecrets, ClusterSpec, HaTiming, Lifecycle, ManagerError, NodeSpec,
     NodeTags, SshTarget, VolumeMount,
 };
 use herd_providers::local::LocalProvider;

@@ -17,9 +17,11 @@ use super::states::set_cluster_status;
 use super::tasks::insert_task;
 use super::{Page, new_id, now};
 use crate::Conflict;
-use crate::entity::{backup_policy, cluster, node, ssh_key, task, task_event, volume};
+use crate::entity::{backup_policy, cluster, datastore, node, ssh_key, task, task_event, volume};
 use crate::{Store, StoreError};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
+};
 
 /// The database role created for users on every cluster.
 pub const ADMIN_USER: &str = "admin";
@@ -57,6 +59,8 @@ pub struct NewCluster {
 #[derive(Debug, Clone)]
 pub struct ClusterView {
     pub cluster: cluster::Model,
+    /// The datastore's manager (how clients connect depends on it).
+    pub manager: String,
     pub nodes: Vec<node::Model>,
     pub task: Option<task::Model>,
 }
@@ -100,6 +104,17 @@ pub fn policy_of(c: &cluster::Model) -> HaPolicy {
     }
 }
 
+/// The manager of the datastore named `datastore_name` (datastores are never
+/// deleted; empty only if the row is missing altogether).
+async fn manager_of(db: &impl ConnectionTrait, datastore_name: &str) -> Result<String, StoreError> {
+    Ok(datastore::Entity::find()
+        .filter(datastore::Column::Name.eq(datastore_name))
+        .one(db)
+        .await?
+        .map(|d| d.manager)
+        .unwrap_or_default())
+}
+
 impl Store {
     async fn view(&self, c: cluster::Model) -> Result<ClusterView, StoreError> {
         let nodes = node::Entity::find()
@@ -112,7 +127,8 @@ impl Store {
             .order_by_desc(task::Column::Id)
             .one(&self.db)
             .await?;
-        Ok(ClusterView { cluster: c, nodes, task })
+        let manager = manager_of(&self.db, &c.datastore).await?;
+        Ok(ClusterView { cluster: c, manager, nodes, task })
     }
 
     /// Writes the cluster, its nodes, its create task and the first history event in
@@ -216,8 +232,9 @@ impl Store {
             ),
         )
         .await?;
+        let manager = manager_of(&tx, &c.datastore).await?;
         tx.commit().await?;
-        Ok((ClusterView { cluster: c, nodes, task: Some(t.clone()) }, t))
+        Ok((ClusterView { cluster: c, manager, nodes, task: Some(t.clone()) }, t))
     }
 
     pub async fn list_clusters(

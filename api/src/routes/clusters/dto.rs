@@ -3,6 +3,7 @@
 
 use herd_core::hooks::{Hook, Hooks};
 use herd_core::status::{ClusterStatus, NodeRole};
+use herd_datastores::Profile;
 use herd_store::{Cluster, ClusterView, Node, TaskEvent};
 use herd_types::{ClusterDto, Endpoints, EventDto, Fault, HaDto, HookDto, HooksDto, NodeDto};
 use secrecy::{ExposeSecret, SecretString};
@@ -10,18 +11,25 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::routes::IntoDto;
 use crate::state::AppState;
 
-/// Builds the libpq multi-host URI once every node has an address.
-pub(crate) fn primary_uri(v: &ClusterView, password: Option<&SecretString>) -> Option<String> {
+/// Builds the datastore's client URI over every node once each has an address.
+pub(crate) fn primary_uri(
+    v: &ClusterView,
+    profile: Option<&dyn Profile>,
+    password: Option<&SecretString>,
+) -> Option<String> {
+    let profile = profile?;
     if !matches!(v.cluster.status, ClusterStatus::Active | ClusterStatus::Degraded | ClusterStatus::Updating) {
         return None;
     }
-    let hosts: Option<Vec<String>> = v.nodes.iter().map(|n| n.address.as_ref().map(|a| format!("{a}:5432"))).collect();
+    let port = profile.client_port();
+    let hosts: Option<Vec<String>> =
+        v.nodes.iter().map(|n| n.address.as_ref().map(|a| format!("{a}:{port}"))).collect();
     let hosts = hosts.filter(|h| !h.is_empty())?;
     let userinfo = match password {
         Some(p) => format!("{}:{}", v.cluster.admin_user, percent_encode(p.expose_secret())),
         None => v.cluster.admin_user.clone(),
     };
-    Some(format!("postgresql://{userinfo}@{}/postgres?target_session_attrs=read-write", hosts.join(",")))
+    Some(profile.client_uri(&userinfo, &hosts))
 }
 
 /// RFC 3986 userinfo encoding: unreserved characters stay, everything else is %XX.
@@ -42,47 +50,48 @@ pub(crate) fn cluster_dto(v: ClusterView, state: &AppState) -> ClusterDto {
         tracing::error!(cluster = %v.cluster.id, error = %e, "cannot read the cluster's hooks");
         Default::default()
     });
-    let mut dto = v.into_dto();
+    let profile = state.profile_of(&v.manager);
+    let mut dto = view_dto(v, profile);
     dto.hooks = (&hooks).into_dto();
     dto
 }
 
-impl IntoDto for ClusterView {
-    type Dto = ClusterDto;
-    fn into_dto(self) -> ClusterDto {
-        let v = self;
-        let primary_uri = primary_uri(&v, None);
-        let primary_address = v
-            .nodes
+/// The DTO without hooks; endpoints need the datastore's profile (none: a manager
+/// this build lacks, and no endpoints).
+fn view_dto(v: ClusterView, profile: Option<&dyn Profile>) -> ClusterDto {
+    let primary_uri = primary_uri(&v, profile, None);
+    let primary_address = profile.and_then(|p| {
+        let port = p.client_port();
+        v.nodes
             .iter()
             .find(|n| n.role == NodeRole::Primary)
             .and_then(|n| n.address.as_ref())
-            .map(|a| format!("{a}:5432"));
-        let ha = (&v.cluster).into_dto();
-        let c = v.cluster;
-        ClusterDto {
-            ha,
-            auto_heal: c.auto_heal,
-            hooks: HooksDto::default(),
-            id: c.id,
-            fault: c.fault_code.map(|code| Fault { code, message: c.fault_message.unwrap_or_default() }),
-            name: c.name,
-            status: c.status,
-            datastore: c.datastore,
-            version: c.version,
-            flavor: c.flavor,
-            provider: c.provider,
-            volume_gb: c.volume_gb,
-            key_id: c.key_id,
-            synchronous: c.synchronous,
-            parameters: c.parameters,
-            backup_repository: c.backup_repo.filter(|r| r != herd_datastores::repo::NO_REPOSITORY),
-            nodes: v.nodes.into_iter().map(IntoDto::into_dto).collect(),
-            endpoints: Endpoints { primary_uri, primary_address },
-            task: v.task.map(IntoDto::into_dto),
-            created_at: c.created_at,
-            updated_at: c.updated_at,
-        }
+            .map(|a| format!("{a}:{port}"))
+    });
+    let ha = (&v.cluster).into_dto();
+    let c = v.cluster;
+    ClusterDto {
+        ha,
+        auto_heal: c.auto_heal,
+        hooks: HooksDto::default(),
+        id: c.id,
+        fault: c.fault_code.map(|code| Fault { code, message: c.fault_message.unwrap_or_default() }),
+        name: c.name,
+        status: c.status,
+        datastore: c.datastore,
+        version: c.version,
+        flavor: c.flavor,
+        provider: c.provider,
+        volume_gb: c.volume_gb,
+        key_id: c.key_id,
+        synchronous: c.synchronous,
+        parameters: c.parameters,
+        backup_repository: c.backup_repo.filter(|r| r != herd_datastores::repo::NO_REPOSITORY),
+        nodes: v.nodes.into_iter().map(IntoDto::into_dto).collect(),
+        endpoints: Endpoints { primary_uri, primary_address },
+        task: v.task.map(IntoDto::into_dto),
+        created_at: c.created_at,
+        updated_at: c.updated_at,
     }
 }
 

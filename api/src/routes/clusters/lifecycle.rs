@@ -199,7 +199,7 @@ pub async fn get_credentials(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let (v, password) = state.store.cluster_credentials(auth.project_id, *id).await.map_err(not_found)?;
-    let uri = primary_uri(&v, Some(&password));
+    let uri = primary_uri(&v, state.profile_of(&v.manager), Some(&password));
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(Credentials {
         username: v.cluster.admin_user,
         password: password.expose_secret().to_owned(),

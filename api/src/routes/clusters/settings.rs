@@ -131,11 +131,11 @@ pub async fn check_parameters(
         Err(StoreError::NotFound) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let Some(manager) = herd_datastores::manager_for(&ds.manager) else {
+    let Some(manager) = state.managers.get(&ds.manager) else {
         errs.add("datastore", format!("no manager '{}' in this build", ds.manager));
         return Ok(());
     };
-    if let Err(problems) = manager.check_parameters(version, parameters) {
+    if let Err(problems) = manager.profile.check_parameters(version, parameters) {
         for (name, message) in problems {
             errs.add(format!("parameters.{name}"), message);
         }
