@@ -177,7 +177,7 @@ impl Build<'_> {
             let n = current(store, n).await?;
             let server = self.provider.get_server(n.server_ref.as_deref().unwrap_or_default()).await?;
             let target = ssh_target(&server, &self.private_key, n.host_key.clone())?;
-            let seen = herd_datastores::ssh::wait_reachable(&target, Duration::from_secs(120)).await?;
+            let seen = self.manager.lifecycle.wait_reachable(&target, Duration::from_secs(120)).await?;
             if n.host_key.is_none() {
                 // First contact with a cloud VM: trust and record, verify from now on.
                 store.trust_host_key(n.id, &seen).await?;

@@ -26,6 +26,8 @@ use herd_store::Store;
 use std::sync::Arc;
 
 pub use queue::{Queue, TaskJob};
+/// Runs one task from claim to finish: what the queue consumer does per delivery.
+pub use runner::run_task;
 
 /// Everything a worker process needs to run tasks.
 pub struct Ctx {
