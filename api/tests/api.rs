@@ -205,6 +205,21 @@ async fn datastore_catalogue_and_admin_rules(b: Backend) {
     assert_eq!((s, fields), (422, vec!["packages[0]", "packages[1]", "packages[2]"]), "{e}");
     let (s, _) = app.post("/v1/datastores/nosuch/versions", &admin, json!({"version": "1", "packages": ["abc"]})).await;
     assert_eq!(s, 404);
+    // The manager decides what a version name means: PostgreSQL takes a major version.
+    for bad in ["15.4", "latest", "9"] {
+        let (s, e) =
+            app.post("/v1/datastores/postgresql/versions", &admin, json!({"version": bad, "packages": ["abc"]})).await;
+        assert_eq!((s, e["errors"][0]["field"].as_str()), (422, Some("version")), "{bad}: {e}");
+        assert!(e["errors"][0]["message"].as_str().unwrap().contains("major version"), "{bad}: {e}");
+    }
+    let (s, e) = app
+        .post(
+            "/v1/datastores",
+            &admin,
+            json!({"name": "pg2", "manager": "postgresql", "versions": [{"version": "x", "packages": ["abc"]}]}),
+        )
+        .await;
+    assert_eq!((s, e["errors"][0]["field"].as_str()), (422, Some("versions[0].version")), "{e}");
 
     let (s, v) = app
         .call(Method::PATCH, "/v1/datastores/postgresql/versions/16", Some(&admin), Some(json!({"active": false})))

@@ -24,6 +24,9 @@ use std::time::Duration;
 pub trait Profile: Send + Sync {
     /// The `manager` name datastore rows refer to.
     fn name(&self) -> &'static str;
+    /// Checks a datastore version's name as this manager will read it (PostgreSQL:
+    /// a major version such as `15`, which picks packages, paths and parameter rules).
+    fn check_version(&self, version: &str) -> Result<(), String>;
     /// Checks user parameters against this datastore version's rules (type, range,
     /// allowed values; names Herd manages itself are refused). Every problem at once,
     /// as (parameter name, message).

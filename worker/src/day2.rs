@@ -3,6 +3,7 @@
 //! on where it stopped. Every task ends by observing the cluster once, so roles and
 //! status are current when the task is reported done.
 
+use crate::report::OrWarn;
 use herd_core::faults::FaultCode;
 use herd_core::status::{ActionKind, BackupStatus, BackupType, NodeStatus, PowerState, VolumeStatus};
 use herd_core::task::{ActionInput, PowerInput};
@@ -439,7 +440,7 @@ pub async fn run_backup(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
             StepError::Failed { message, .. } | StepError::Transient(message) => message.clone(),
             StepError::Cancelled => "cancelled".to_owned(),
         };
-        let _ = store.set_backup_status(backup_id, BackupStatus::Failed, None, Some(&msg)).await;
+        store.set_backup_status(backup_id, BackupStatus::Failed, None, Some(&msg)).await.or_warn("backup status");
     }
     result
 }
@@ -510,7 +511,7 @@ async fn take_backup(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
             StepError::Cancelled => return Err(StepError::Cancelled),
         };
         tracing::warn!(cluster = %b.cluster.id, error = %msg, "retention not applied");
-        let _ = store
+        store
             .log_event(
                 &b.cluster,
                 Some(job.task.id),
@@ -518,7 +519,8 @@ async fn take_backup(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
                 Some("retention"),
                 &format!("retention not applied ({msg}); it is applied again after the next full backup"),
             )
-            .await;
+            .await
+            .or_warn("event");
     }
     Ok(())
 }
@@ -604,10 +606,10 @@ pub async fn run_expire(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
     ctx.store.set_backup_status(row.id, BackupStatus::Expired, None, None).await?;
     let cluster = ctx.store.cluster_by_id(row.cluster_id).await.ok();
     if let Some(c) = &cluster {
-        let _ = ctx
-            .store
+        ctx.store
             .log_event(c, Some(job.task.id), "info", Some("expire_backup"), &format!("backup {label} expired"))
-            .await;
+            .await
+            .or_warn("event");
     }
     // pgBackRest expires the backups based on this one with it (`expire --set`): their
     // rows follow, as expired by this task. Whatever the repository no longer lists
@@ -620,8 +622,7 @@ pub async fn run_expire(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
                     continue;
                 }
                 if let Some(c) = &cluster {
-                    let _ = ctx
-                        .store
+                    ctx.store
                         .log_event(
                             c,
                             Some(job.task.id),
@@ -629,7 +630,8 @@ pub async fn run_expire(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
                             Some("expire_backup"),
                             &format!("backup {l} expired with {label}, which it was based on"),
                         )
-                        .await;
+                        .await
+                        .or_warn("event");
                 }
             }
         }

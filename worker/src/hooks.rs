@@ -2,6 +2,7 @@
 //! call's outcome goes into the cluster's history; a failing hook never blocks or
 //! fails the failover itself (the database's availability comes first).
 
+use crate::report::OrWarn;
 use herd_core::crypto::hmac_sha256;
 use herd_core::hooks::Hook;
 use herd_store::Cluster;
@@ -67,7 +68,7 @@ pub async fn call(ctx: &Ctx, phase: Phase, ev: HookEvent<'_>) -> bool {
     .to_string();
     let (ok, message) = deliver(ctx, &hook, phase, &body).await;
     let level = if ok { "info" } else { "warn" };
-    let _ = store.log_event(ev.cluster, ev.task_id, level, Some(phase.as_str()), &message).await;
+    store.log_event(ev.cluster, ev.task_id, level, Some(phase.as_str()), &message).await.or_warn("event");
     ok
 }
 

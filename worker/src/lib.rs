@@ -12,6 +12,7 @@ mod fault;
 mod hooks;
 mod poller;
 pub mod queue;
+mod report;
 mod runner;
 pub mod scheduler;
 mod snapshot;

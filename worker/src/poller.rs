@@ -8,6 +8,7 @@
 //! with the actual one: daemons that should run on a running server are started; a
 //! node whose server is gone is reported and, with `auto_heal`, replaced by a task.
 
+use crate::report::OrWarn;
 use futures_util::StreamExt;
 use herd_core::status::{ActionKind, ClusterStatus, NodeRole, NodeStatus};
 use herd_core::task::{ActionInput, TaskInput};
@@ -282,7 +283,7 @@ async fn check(ctx: &Arc<Ctx>, state: &Arc<Mutex<State>>, c: Cluster) -> Result<
             match mgr.membership.place_dcs_leader(&spec, &leader).await {
                 Ok(Some(to)) => {
                     let msg = format!("etcd leadership moved from {leader} (the primary's node) to {to}");
-                    let _ = store.log_event(&c, None, "info", Some("dcs_leader"), &msg).await;
+                    store.log_event(&c, None, "info", Some("dcs_leader"), &msg).await.or_warn("event");
                 }
                 Ok(None) => {}
                 Err(e) => tracing::debug!(cluster = %c.name, error = %e, "placing the etcd leader failed"),
@@ -295,14 +296,14 @@ async fn check(ctx: &Arc<Ctx>, state: &Arc<Mutex<State>>, c: Cluster) -> Result<
             _ => ("info", format!("cluster is {to} again")),
         };
         tracing::info!(cluster = %c.name, %from, %to, "cluster health changed");
-        let _ = store.log_event(&c, None, level, Some("health"), &msg).await;
+        store.log_event(&c, None, level, Some("health"), &msg).await.or_warn("event");
     }
     if let Some((old, new)) = change.primary
         && c.status != ClusterStatus::Updating
     {
         let (from, to) = (name_of(&nodes, old), name_of(&nodes, new));
         tracing::warn!(cluster = %c.name, %from, %to, "primary moved without a Herd task: automatic failover");
-        let _ = store
+        store
             .log_event(
                 &c,
                 None,
@@ -310,7 +311,8 @@ async fn check(ctx: &Arc<Ctx>, state: &Arc<Mutex<State>>, c: Cluster) -> Result<
                 Some("failover"),
                 &format!("automatic failover: primary moved from {from} to {to}"),
             )
-            .await;
+            .await
+            .or_warn("event");
         let ctx2 = ctx.clone();
         let c2 = c.clone();
         tokio::spawn(async move {
@@ -384,7 +386,7 @@ async fn leaderless(ctx: &Ctx, state: &Mutex<State>, c: &Cluster, nodes: &[Node]
                      may be lost"
                 );
                 tracing::warn!(cluster = %c.name, task = %t.id, "{msg}");
-                let _ = ctx.store.log_event(c, Some(t.id), "warn", Some("failover"), &msg).await;
+                ctx.store.log_event(c, Some(t.id), "warn", Some("failover"), &msg).await.or_warn("event");
                 if let Err(e) = ctx.queue.push(t.id).await {
                     tracing::warn!(task = %t.id, error = %e, "enqueue failed; the sweeper will deliver it");
                 }
@@ -407,7 +409,7 @@ async fn leaderless(ctx: &Ctx, state: &Mutex<State>, c: &Cluster, nodes: &[Node]
              accepting the loss of what only the old primary had"
         );
         tracing::error!(cluster = %c.name, "{msg}");
-        let _ = ctx.store.log_event(c, None, "error", Some("failover"), &msg).await;
+        ctx.store.log_event(c, None, "error", Some("failover"), &msg).await.or_warn("event");
     }
 }
 
@@ -435,9 +437,10 @@ async fn reconcile(
             Err(ProviderError::NotFound(_)) => {
                 let first = state.lock().await.watches.get_mut(&c.id).is_some_and(|w| w.gone.insert(n.id));
                 if first {
-                    let _ = store
+                    store
                         .log_event(c, None, "error", Some("reconcile"), &format!("server of node {} is gone", n.name))
-                        .await;
+                        .await
+                        .or_warn("event");
                 }
                 if c.auto_heal {
                     heal(ctx, c, n).await;
@@ -452,7 +455,7 @@ async fn reconcile(
                     Ok(started) if !started.is_empty() => {
                         let msg = format!("reconcile: started {} on {}", started.join(" and "), n.name);
                         tracing::info!(cluster = %c.name, "{msg}");
-                        let _ = store.log_event(c, None, "warn", Some("reconcile"), &msg).await;
+                        store.log_event(c, None, "warn", Some("reconcile"), &msg).await.or_warn("event");
                     }
                     Ok(_) => {}
                     Err(e) => tracing::debug!(node = %n.name, error = %e, "reconcile: ensure_running failed"),

@@ -6,6 +6,7 @@
 //! fresh token, records the provider's snapshot as soon as it exists, and a retry (or
 //! a worker taking the task over) deletes what the previous attempt left first.
 
+use crate::report::OrWarn;
 use herd_core::faults::FaultCode;
 use herd_core::status::{NodeRole, SnapshotStatus};
 use herd_providers::{ProviderError, SnapshotSpec, TAG_CLUSTER};
@@ -24,7 +25,11 @@ pub async fn run_snapshot(job: &Job, snapshot_id: Uuid) -> Result<(), StepError>
             StepError::Failed { message, .. } | StepError::Transient(message) => message.clone(),
             StepError::Cancelled => "cancelled".to_owned(),
         };
-        let _ = job.ctx.store.set_snapshot_status(snapshot_id, SnapshotStatus::Error, None, Some(&msg)).await;
+        job.ctx
+            .store
+            .set_snapshot_status(snapshot_id, SnapshotStatus::Error, None, Some(&msg))
+            .await
+            .or_warn("snapshot status");
     }
     result
 }
@@ -141,7 +146,10 @@ pub async fn run_delete(job: &Job, snapshot_id: Uuid) -> Result<(), StepError> {
                 }
                 Err(e) => {
                     let msg = e.to_string();
-                    let _ = ctx.store.set_snapshot_status(s.id, SnapshotStatus::Error, None, Some(&msg)).await;
+                    ctx.store
+                        .set_snapshot_status(s.id, SnapshotStatus::Error, None, Some(&msg))
+                        .await
+                        .or_warn("snapshot status");
                     return Err(e.into());
                 }
             }
@@ -151,7 +159,10 @@ pub async fn run_delete(job: &Job, snapshot_id: Uuid) -> Result<(), StepError> {
     if let Some(cid) = s.cluster_id
         && let Ok(c) = ctx.store.cluster_by_id(cid).await
     {
-        let _ = ctx.store.log_event(&c, Some(job.task.id), "info", Some("delete_snapshot"), "snapshot deleted").await;
+        ctx.store
+            .log_event(&c, Some(job.task.id), "info", Some("delete_snapshot"), "snapshot deleted")
+            .await
+            .or_warn("event");
     }
     Ok(())
 }

@@ -247,6 +247,9 @@ impl Profile for FakeManager {
     fn name(&self) -> &'static str {
         "postgresql"
     }
+    fn check_version(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
     fn check_parameters(
         &self,
         _: &str,

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
 use herd_core::names::{validate_identifier, validate_package};
+use herd_datastores::Profile;
 use herd_store::{StoreError, VersionPatch, VersionSpec};
 use herd_types::{CreateDatastore, CreateVersion, DatastoreDto, PatchVersion, VersionDto};
 
@@ -49,16 +50,14 @@ fn check_images(errs: &mut Errors, field: &str, images: &BTreeMap<String, String
     }
 }
 
-/// What a manager can run: PostgreSQL versions are major version numbers (`15`).
-fn check_version_for_manager(errs: &mut Errors, field: &str, manager: &str, version: &str) {
-    if manager == "postgresql" && !version.parse::<u32>().is_ok_and(|v| (10..=99).contains(&v)) {
-        errs.add(field, "must be a PostgreSQL major version such as 15");
+/// `profile` is the datastore's manager (None when the request named an unknown one,
+/// which is reported on its own field): it decides what a version name means.
+fn check_version(errs: &mut Errors, prefix: &str, profile: Option<&dyn Profile>, v: &CreateVersion) {
+    let field = format!("{prefix}version");
+    errs.check(&field, validate_identifier(&v.version));
+    if let Some(Err(e)) = profile.map(|p| p.check_version(&v.version)) {
+        errs.add(field, e);
     }
-}
-
-fn check_version(errs: &mut Errors, prefix: &str, manager: &str, v: &CreateVersion) {
-    errs.check(&format!("{prefix}version"), validate_identifier(&v.version));
-    check_version_for_manager(errs, &format!("{prefix}version"), manager, &v.version);
     check_packages(errs, &format!("{prefix}packages"), &v.packages);
     check_images(errs, &format!("{prefix}images"), &v.images);
 }
@@ -98,11 +97,12 @@ pub async fn create_datastore(
 ) -> Result<HttpResponse, ApiError> {
     let mut errs = Errors::default();
     errs.check("name", validate_identifier(&req.name));
-    if state.managers.get(&req.manager).is_none() {
+    let profile = state.managers.get(&req.manager).map(|m| &*m.profile);
+    if profile.is_none() {
         errs.add("manager", format!("must be one of: {}", state.managers.names().collect::<Vec<_>>().join(", ")));
     }
     for (i, v) in req.versions.iter().enumerate() {
-        check_version(&mut errs, &format!("versions[{i}]."), &req.manager, v);
+        check_version(&mut errs, &format!("versions[{i}]."), profile, v);
     }
     errs.into_result()?;
     let ds = state.store.create_datastore(&req.name, &req.manager).await?;
@@ -130,7 +130,7 @@ pub async fn create_version(
 ) -> Result<HttpResponse, ApiError> {
     let ds = state.store.get_datastore(&name).await.map_err(ds_not_found)?;
     let mut errs = Errors::default();
-    check_version(&mut errs, "", &ds.manager, &req);
+    check_version(&mut errs, "", state.managers.get(&ds.manager).map(|m| &*m.profile), &req);
     errs.into_result()?;
     let v = state.store.add_version(&name, &spec(req)).await.map_err(ds_not_found)?;
     Ok(HttpResponse::Created().json(v.into_dto()))

@@ -11,6 +11,13 @@ impl Profile for PostgresManager {
         NAME
     }
 
+    fn check_version(&self, version: &str) -> Result<(), String> {
+        match version.parse::<u32>() {
+            Ok(v) if (10..=99).contains(&v) => Ok(()),
+            _ => Err("must be a PostgreSQL major version such as 15".into()),
+        }
+    }
+
     fn check_parameters(
         &self,
         version: &str,

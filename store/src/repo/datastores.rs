@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set};
 
 use super::{new_id, now};
 use crate::Conflict;
@@ -24,13 +24,18 @@ pub struct VersionPatch {
 }
 
 impl VersionSpec {
-    fn from_model(m: &datastore_version::Model) -> Self {
-        Self {
+    /// A row whose lists do not parse is an error, not an empty list: a version that
+    /// silently installed no packages would fail every build far from the cause.
+    fn from_model(m: &datastore_version::Model) -> Result<Self, StoreError> {
+        let corrupt = |what: &str, e: serde_json::Error| {
+            StoreError::from(DbErr::Json(format!("datastore version {}: {what}: {e}", m.version)))
+        };
+        Ok(Self {
             version: m.version.clone(),
             active: m.active,
-            packages: serde_json::from_value(m.packages.clone()).unwrap_or_default(),
-            images: serde_json::from_value(m.images.clone()).unwrap_or_default(),
-        }
+            packages: serde_json::from_value(m.packages.clone()).map_err(|e| corrupt("packages", e))?,
+            images: serde_json::from_value(m.images.clone()).map_err(|e| corrupt("images", e))?,
+        })
     }
 }
 
@@ -66,13 +71,14 @@ impl Store {
         let stores = datastore::Entity::find().order_by_asc(datastore::Column::Name).all(&self.db).await?;
         let versions =
             datastore_version::Entity::find().order_by_asc(datastore_version::Column::Version).all(&self.db).await?;
-        Ok(stores
+        stores
             .into_iter()
             .map(|d| {
-                let vs = versions.iter().filter(|v| v.datastore_id == d.id).map(VersionSpec::from_model).collect();
-                (d, vs)
+                let vs: Result<Vec<_>, _> =
+                    versions.iter().filter(|v| v.datastore_id == d.id).map(VersionSpec::from_model).collect();
+                vs.map(|vs| (d, vs))
             })
-            .collect())
+            .collect()
     }
 
     pub async fn get_datastore(&self, name: &str) -> Result<datastore::Model, StoreError> {
@@ -116,7 +122,7 @@ impl Store {
                 format!("{datastore} version '{}' already exists", spec.version),
             )
         })?;
-        Ok(VersionSpec::from_model(&m))
+        VersionSpec::from_model(&m)
     }
 
     async fn version_model(&self, datastore: &str, version: &str) -> Result<datastore_version::Model, StoreError> {
@@ -130,7 +136,7 @@ impl Store {
     }
 
     pub async fn get_version(&self, datastore: &str, version: &str) -> Result<VersionSpec, StoreError> {
-        Ok(VersionSpec::from_model(&self.version_model(datastore, version).await?))
+        VersionSpec::from_model(&self.version_model(datastore, version).await?)
     }
 
     pub async fn update_version(
@@ -150,6 +156,6 @@ impl Store {
             am.images = Set(serde_json::json!(i));
         }
         am.updated_at = Set(now());
-        Ok(VersionSpec::from_model(&am.update(&self.db).await?))
+        VersionSpec::from_model(&am.update(&self.db).await?)
     }
 }
