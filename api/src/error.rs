@@ -136,4 +136,51 @@ impl Errors {
     pub fn into_result(self) -> Result<(), ApiError> {
         if self.0.is_empty() { Ok(()) } else { Err(ApiError::validation(self.0)) }
     }
+
+    /// Ends validation: the field errors if there are any, else the checked values
+    /// unwrapped. A check leaves a value `None` only after adding its error, so with no
+    /// errors every value is there; one missing anyway is a handler bug and answers
+    /// 500 (logged) instead of panicking.
+    pub fn finish<T: Checked>(self, values: T) -> Result<T::Values, ApiError> {
+        self.into_result()?;
+        values.all().ok_or_else(|| ApiError::internal(&MissingValue))
+    }
+}
+
+#[derive(Debug)]
+struct MissingValue;
+
+impl std::fmt::Display for MissingValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a value that passed validation is missing")
+    }
+}
+
+impl std::error::Error for MissingValue {}
+
+/// Values that validation produced, each `None` where a check failed.
+pub trait Checked {
+    type Values;
+    fn all(self) -> Option<Self::Values>;
+}
+
+impl<A> Checked for Option<A> {
+    type Values = A;
+    fn all(self) -> Option<A> {
+        self
+    }
+}
+
+impl<A, B> Checked for (Option<A>, Option<B>) {
+    type Values = (A, B);
+    fn all(self) -> Option<(A, B)> {
+        Some((self.0?, self.1?))
+    }
+}
+
+impl<A, B, C> Checked for (Option<A>, Option<B>, Option<C>) {
+    type Values = (A, B, C);
+    fn all(self) -> Option<(A, B, C)> {
+        Some((self.0?, self.1?, self.2?))
+    }
 }

@@ -11,3 +11,4 @@ pub mod schedule;
 pub mod sshkey;
 pub mod status;
 pub mod task;
+pub mod values;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use herd_core::crypto::MasterKey;
 use herd_core::names::DnsLabel;
 use herd_core::status::{NodeRole, NodeStatus};
+use herd_core::values::AdminPassword;
 use herd_store::{HaPolicy, KeyChoice, NewCluster, NodeObservation, Store};
 use sea_orm::{ConnectionTrait, Database};
 use secrecy::SecretString;
@@ -96,7 +97,7 @@ async fn a_primary_move_is_reported_once_however_many_workers_observe_it() {
             node_prefs: vec![],
             restore: None,
             parameters: Default::default(),
-            admin_password: SecretString::from("unused-in-this-test"),
+            admin_password: AdminPassword::parse(SecretString::from("unused-in-this-test")).unwrap(),
             backup_repo: "none".into(),
         })
         .await

@@ -6,10 +6,11 @@
 
 use async_trait::async_trait;
 use herd_core::config::WorkerSettings;
-use herd_core::crypto::{MasterKey, generate_password};
+use herd_core::crypto::MasterKey;
 use herd_core::faults::FaultCode;
 use herd_core::names::DnsLabel;
 use herd_core::status::{ClusterStatus, NodeRole, TaskStatus};
+use herd_core::values::AdminPassword;
 use herd_datastores::{
     BackupConfig, BackupInfo, BackupType, Backups, ClusterHealth, ClusterSpec, HeldBackup, Lifecycle, Manager,
     ManagerError, Managers, Membership, NodeHealth, NodeSpec, Operations, ParameterInfo, Profile, RecoveryWindow,
@@ -444,7 +445,7 @@ impl Env {
                 node_prefs: Vec::new(),
                 restore: None,
                 parameters: Default::default(),
-                admin_password: generate_password(),
+                admin_password: AdminPassword::generate(),
                 backup_repo: herd_datastores::repo::NO_REPOSITORY.into(),
             })
             .await

@@ -49,8 +49,7 @@ pub async fn create_key(
         None => Some(sshkey::generate_ed25519()),
         Some(pk) => errs.check("private_key", sshkey::import(pk, req.passphrase.as_ref())),
     };
-    errs.into_result()?;
-    let material = material.expect("checked above");
+    let material = errs.finish(material)?;
     let key = state.store.create_key(auth.project_id, &req.name, &material, None).await?;
     Ok(HttpResponse::Created().json(key.into_dto()))
 }

@@ -7,6 +7,7 @@ use herd_core::names::DnsLabel;
 use herd_core::sshkey::KeyMaterial;
 use herd_core::status::{ClusterStatus, TaskKind, TaskStatus};
 use herd_core::task::{CreateInput, RestoreInput, TaskInput};
+use herd_core::values::{AdminPassword, NodePreference};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
@@ -46,11 +47,11 @@ pub struct NewCluster {
     pub auto_heal: bool,
     pub hooks: herd_core::hooks::Hooks,
     /// (no_failover, priority) by ordinal; missing entries take the defaults.
-    pub node_prefs: Vec<(bool, u8)>,
+    pub node_prefs: Vec<NodePreference>,
     /// What to restore from (the build task's input), already validated.
     pub restore: Option<RestoreInput>,
     pub parameters: serde_json::Map<String, serde_json::Value>,
-    pub admin_password: SecretString,
+    pub admin_password: AdminPassword,
     /// `posix`, `s3` or `none` (`herd_datastores::repo::record_for_new_cluster`).
     pub backup_repo: String,
 }
@@ -179,7 +180,7 @@ impl Store {
             parameters: Set(serde_json::Value::Object(new.parameters)),
             status: Set(ClusterStatus::Building),
             admin_user: Set(ADMIN_USER.into()),
-            admin_password_enc: Set(self.key().encrypt_str(&new.admin_password, &admin_password_aad(id))),
+            admin_password_enc: Set(self.key().encrypt_str(new.admin_password.secret(), &admin_password_aad(id))),
             secrets_enc: Set(self.key().encrypt(
                 serde_json::json!({
                     "superuser": generate_password().expose_secret(),
@@ -207,10 +208,10 @@ impl Store {
         for ordinal in 0..i32::from(new.node_count) {
             let n = insert_node(&tx, &c, ordinal, false, ts).await?;
             let n = match new.node_prefs.get(ordinal as usize) {
-                Some(&(no_failover, priority)) => {
+                Some(pref) => {
                     let mut am = n.into_active_model();
-                    am.no_failover = Set(no_failover);
-                    am.priority = Set(i32::from(priority));
+                    am.no_failover = Set(pref.no_failover);
+                    am.priority = Set(i32::from(pref.priority.get()));
                     am.update(&tx).await?
                 }
                 None => n,

@@ -4,6 +4,7 @@
 
 use herd_core::status::{NodeRole, NodeStatus, VolumeStatus};
 use herd_core::task::TaskInput;
+use herd_core::values::Priority;
 use uuid::Uuid;
 
 use super::states::{set_node_status, set_volume_status};
@@ -135,7 +136,7 @@ impl Store {
         id: Uuid,
         node_id: Uuid,
         no_failover: Option<bool>,
-        priority: Option<u8>,
+        priority: Option<Priority>,
     ) -> Result<(node::Model, Option<task::Model>), StoreError> {
         let tx = self.write_tx().await?;
         let c = self.project_cluster(&tx, project_id, id).await?;
@@ -153,7 +154,7 @@ impl Store {
             am.no_failover = Set(v);
         }
         if let Some(p) = priority {
-            am.priority = Set(i32::from(p));
+            am.priority = Set(i32::from(p.get()));
         }
         am.updated_at = Set(now());
         let n = am.update(&tx).await?;

@@ -1,10 +1,10 @@
 //! A cluster's life: create (with a restore), list, show, credentials, history, delete.
 
 use actix_web::{HttpResponse, web};
-use herd_core::crypto::generate_password;
 use herd_core::names::DnsLabel;
 use herd_core::sshkey;
 use herd_core::status::ClusterStatus;
+use herd_core::values::AdminPassword;
 use herd_store::{ClusterFilter, KeyChoice, NewCluster, StoreError};
 use herd_types::{ClusterDto, CreateCluster, CreatedCluster, Credentials, EventDto, TaskRef};
 use secrecy::ExposeSecret;
@@ -106,19 +106,10 @@ pub async fn create_cluster(
     };
     let restore = restore.map(|(input, _)| input);
     let admin_password = match req.admin_password {
-        Some(p) => {
-            let n = p.expose_secret().chars().count();
-            if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
-                errs.add("admin_password", format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"));
-            } else if p.expose_secret().chars().any(char::is_control) {
-                errs.add("admin_password", "must not contain control characters");
-            }
-            p
-        }
-        None => generate_password(),
+        Some(p) => errs.check("admin_password", AdminPassword::parse(p)),
+        None => Some(AdminPassword::generate()),
     };
-    errs.into_result()?;
-    let provider = provider.expect("validated above");
+    let (name, provider, admin_password) = errs.finish((name, provider, admin_password))?;
     let backup_repo = kind.map_or(herd_datastores::repo::NO_REPOSITORY, |k| {
         herd_datastores::repo::record_for_new_cluster(&state.backups, &state.state_dir, k)
     });
@@ -130,7 +121,7 @@ pub async fn create_cluster(
         .store
         .create_cluster(NewCluster {
             project_id: auth.project_id,
-            name: name.expect("validated above"),
+            name,
             datastore: req.datastore,
             version: req.version,
             flavor: req.flavor,

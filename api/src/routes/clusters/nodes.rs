@@ -3,6 +3,7 @@
 use actix_web::{HttpResponse, web};
 use herd_core::status::PowerState;
 use herd_core::task::{PowerInput, TaskInput};
+use herd_core::values::{NodePreference, Priority};
 use herd_store::StoreError;
 use herd_types::{AddNodesRequest, AddedNodes, NodeOptions, PowerRequest, TaskRef, UpdateNode, UpdatedNode};
 use uuid::Uuid;
@@ -15,25 +16,21 @@ use crate::routes::IntoDto;
 use crate::routes::common::not_found;
 use crate::state::AppState;
 
-pub fn check_node_options(opts: Option<&[NodeOptions]>, nodes: i64, errs: &mut Errors) -> Vec<(bool, u8)> {
+pub fn check_node_options(opts: Option<&[NodeOptions]>, nodes: i64, errs: &mut Errors) -> Vec<NodePreference> {
     let Some(opts) = opts else { return Vec::new() };
     if opts.len() as i64 > nodes {
         errs.add("node_options", format!("has {} entries for {nodes} node(s)", opts.len()));
     }
     let mut out = Vec::new();
     for (i, o) in opts.iter().enumerate() {
-        let priority = match o.priority {
-            None => 0,
-            Some(p) if (0..=100).contains(&p) => p as u8,
-            Some(_) => {
-                errs.add(format!("node_options[{i}].priority"), "must be from 0 to 100");
-                0
-            }
-        };
-        out.push((o.no_failover.unwrap_or(false), priority));
+        let priority = o.priority.and_then(|p| errs.check(&format!("node_options[{i}].priority"), Priority::parse(p)));
+        out.push(NodePreference {
+            no_failover: o.no_failover.unwrap_or(false),
+            priority: priority.unwrap_or_default(),
+        });
     }
     // Patroni never bootstraps a cluster on a `nofailover` member.
-    if (0..nodes as usize).all(|i| out.get(i).is_some_and(|o| o.0)) {
+    if (0..nodes as usize).all(|i| out.get(i).is_some_and(|o| o.no_failover)) {
         errs.add("node_options", "at least one node must be allowed to become primary");
     }
     out
@@ -126,11 +123,7 @@ pub async fn update_node(
     JsonBody(req): JsonBody<UpdateNode>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, node_id) = path.into_inner();
-    let priority = match req.priority {
-        None => None,
-        Some(p) if (0..=100).contains(&p) => Some(p as u8),
-        Some(_) => return Err(ApiError::field("priority", "must be from 0 to 100")),
-    };
+    let priority = req.priority.map(Priority::parse).transpose().map_err(|e| ApiError::field("priority", e))?;
     let view = state.store.get_cluster(auth.project_id, id).await.map_err(not_found)?;
     if req.no_failover == Some(true)
         && view.nodes.iter().filter(|n| n.id != node_id).all(|n| n.no_failover)

@@ -3,6 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use herd_core::hooks::{Hook, Hooks};
+use herd_core::values::HookUrl;
 use herd_datastores::HaTiming;
 use herd_providers::ProviderKind;
 use herd_store::{ClusterPatch, HaPolicy, StoreError, policy_of};
@@ -93,23 +94,21 @@ pub fn resolve_policy(
     p
 }
 
-fn check_hook(field: &str, h: HookRequest, errs: &mut Errors) -> Hook {
-    let url = h.url.trim();
-    let ok_scheme = url.starts_with("http://") || url.starts_with("https://");
-    if !ok_scheme || url.len() > MAX_URL || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        errs.add(format!("{field}.url"), format!("must be an http:// or https:// URL of at most {MAX_URL} characters"));
-    }
+/// None when the hook is refused (the reason is in `errs`, so the request fails).
+fn check_hook(field: &str, h: HookRequest, errs: &mut Errors) -> Option<Hook> {
+    let url = errs.check(&format!("{field}.url"), HookUrl::parse(&h.url));
     let n = h.secret.expose_secret().chars().count();
     if !(MIN_HOOK_SECRET..=MAX_HOOK_SECRET).contains(&n) {
         errs.add(format!("{field}.secret"), format!("must be {MIN_HOOK_SECRET} to {MAX_HOOK_SECRET} characters"));
+        return None;
     }
-    Hook { url: url.to_owned(), secret: h.secret }
+    Some(Hook { url: url?.into_string(), secret: h.secret })
 }
 
 pub fn check_hooks(h: HooksRequest, errs: &mut Errors) -> Hooks {
     Hooks {
-        pre_failover: h.pre_failover.map(|x| check_hook("hooks.pre_failover", x, errs)),
-        post_failover: h.post_failover.map(|x| check_hook("hooks.post_failover", x, errs)),
+        pre_failover: h.pre_failover.and_then(|x| check_hook("hooks.pre_failover", x, errs)),
+        post_failover: h.post_failover.and_then(|x| check_hook("hooks.post_failover", x, errs)),
     }
 }
 
