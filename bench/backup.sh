@@ -20,74 +20,17 @@
 # Raw backup   = pg_basebackup -Ft -X stream --checkpoint=fast (see baseline-backup.sh).
 # Raw restore  = extract the tar, start postgres, first `select 1`.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "$0")/lib.sh"
 runs=${1:-3}
 pool=${BACKUP_POOL:-127.81.3.0/24}          # Herd's servers
 base_prefix=${BACKUP_BASE_PREFIX:-127.81.4} # the bare instance .1, its restores .2
 scale=${BACKUP_SCALE:-70}
-target=${CARGO_TARGET_DIR:-target}
-cargo build -q -p herd
-bin=${HERD_BIN:-$target/debug/herd}
-work=$(mktemp -d /tmp/herd-bench-backup-XXXX)
-chmod 755 "$work"
-dev_pid=""
-cleanup() {
-  [ -n "$dev_pid" ] && kill "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null || true
-  # Whatever the servers and the baseline still run (a failed run). Postmasters run in
-  # their own sessions and their children carry no path in argv: by postmaster.pid.
-  find "$work" -name postmaster.pid 2>/dev/null | while read -r f; do
-    p=$(head -1 "$f" 2>/dev/null) || continue
-    [ -n "$p" ] && kill -9 $(pgrep -P "$p") "$p" 2>/dev/null || true
-  done
-  pkill -9 -f -- "$work/" 2>/dev/null || true
-  if [ -n "${BENCH_KEEP_LOGS:-}" ]; then
-    rm -rf "$BENCH_KEEP_LOGS"; mkdir -p "$BENCH_KEEP_LOGS"
-    (cd "$work" && find . \( -name "*.log" -o -name "dev.err" -o -name "*.yml" -o -name "*.conf" \) -print0 | cpio -0pdm --quiet "$BENCH_KEEP_LOGS") 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_init herd-bench-backup
+bench_keep_logs_matching "*.log" dev.err "*.yml" "*.conf"
+bench_require_free_addresses "$pool" "$base_prefix"
+bench_start_dev "$pool"
 
-if ss -Hltn | awk '{print $4}' | grep -qE "^(${pool%.*}|$base_prefix)\.[0-9]+:"; then
-  echo "addresses in ${pool%.*}.x or $base_prefix.x are in use:" >&2
-  ss -Hltn | awk '{print $4}' | grep -E "^(${pool%.*}|$base_prefix)\.[0-9]+:" >&2
-  exit 1
-fi
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-HERD_PROVIDERS__LOCAL__ADDRESS_POOL=$pool RUST_LOG=warn \
-  env -u HERD_BIN "$bin" dev --listen "127.0.0.1:$port" --state-dir "$work/state" >"$work/dev.out" 2>"$work/dev.err" &
-dev_pid=$!
-api=http://127.0.0.1:$port
-for _ in $(seq 1 1200); do curl -fsS "$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-[ -s "$work/state/admin.token" ] || { echo "herd dev did not start:" >&2; cat "$work/dev.err" >&2; exit 1; }
-token=$(cat "$work/state/admin.token")
-H=(-H "Authorization: Bearer $token" -H "Content-Type: application/json")
-
-py() { python3 -c "$1"; }
-get() { curl -fsS "${H[@]}" "$api$1"; }
-field() { py "import json,sys; print(json.load(sys.stdin)$1)"; }
-wait_status() { # CLUSTER_ID STATUS TIMEOUT
-  local deadline=$(( $(date +%s) + $3 )) s
-  while :; do
-    s=$(get "/v1/clusters/$1" | field '["status"]')
-    [ "$s" = "$2" ] && return 0
-    if [ "$s" = failed ] || [ "$(date +%s)" -ge "$deadline" ]; then
-      echo "cluster $1 is $s, not $2:" >&2; get "/v1/clusters/$1" >&2; echo >&2; exit 1
-    fi
-    sleep 0.05
-  done
-}
-task_done() { # TASK_ID
-  local s
-  while :; do
-    s=$(get "/v1/tasks/$1" | field '["status"]')
-    [ "$s" = succeeded ] && return 0
-    case $s in failed|cancelled) echo "task $1 $s:" >&2; get "/v1/tasks/$1" >&2; echo >&2; exit 1 ;; esac
-    sleep 0.05
-  done
-}
-delete_cluster() { task_done "$(curl -fsS "${H[@]}" -X DELETE "$api/v1/clusters/$1" | field '["task_id"]')"; }
 # A loopback server's root (it shares this filesystem): where its pgBackRest config is.
 server_root() { # CLUSTER_NAME
   local f
@@ -104,13 +47,12 @@ pgbr_secs() { # LOG COMMAND
   grep -h "$2 command end: completed successfully" "$1" 2>/dev/null | tail -1 \
     | sed -E 's/.*\(([0-9]+)ms\).*/\1/' | awk '{printf "%.2f", $1 / 1000}'
 }
-median() { python3 -c 'import statistics,sys; print(f"{statistics.median(map(float, sys.argv[1:])):.2f}")' "$@"; }
 
 # ---- the source cluster and its data ----
 create='{"datastore":"postgresql","version":"15","flavor":"local.small","nodes":1'
-src=$(curl -fsS "${H[@]}" -X POST "$api/v1/clusters" -d "$create,\"name\":\"bench-src\"}" | field '["cluster"]["id"]')
-wait_status "$src" active 300
-uri=$(get "/v1/clusters/$src/credentials" | field '["uri"]')
+src=$(api_post /v1/clusters "$create,\"name\":\"bench-src\"}" | json_field '["cluster"]["id"]')
+wait_cluster_status "$src" active 300
+uri=$(api_get "/v1/clusters/$src/credentials" | json_field '["uri"]')
 src_root=$(server_root bench-src)
 # pgBackRest's tuning as Herd wrote it (no paths, no repository options).
 pgbr_conf=$(grep -vE '^#|^$|-path=|^repo1-(type|retention)|^pg1-|^\[herd-' "$src_root/etc/pgbackrest/15-bench-src.conf" | paste -sd' ')
@@ -121,11 +63,8 @@ node_psql "$src_root" checkpoint
 herd_size=$(psql "$uri" -Atqc "select pg_database_size(current_database())")
 # The load's WAL must be archived before the first backup, or that backup would wait
 # for the archiver's backlog.
-deadline=$(( $(date +%s) + 900 ))
-until [ "$(node_psql "$src_root" "select count(*) from pg_ls_archive_statusdir() where name like '%.ready'")" = 0 ]; do
-  [ "$(date +%s)" -lt "$deadline" ] || { echo "WAL archiving did not catch up in 900 s" >&2; exit 1; }
-  sleep 1
-done
+archived() { [ "$(node_psql "$src_root" "select count(*) from pg_ls_archive_statusdir() where name like '%.ready'")" = 0 ]; }
+wait_until 900 1 archived || { echo "WAL archiving did not catch up in 900 s" >&2; exit 1; }
 accounts=$((scale * 100000))
 
 bare_size=$(bench/baseline-backup.sh start "$base_prefix" "$work/base" "$scale" | tail -1)
@@ -138,29 +77,29 @@ hb=() hbs=() hbp=() hr=() hrs=() hrp=() rb=() rr=() details=()
 for r in $(seq 1 "$runs"); do
   # Herd: full backup.
   t0=$EPOCHREALTIME
-  resp=$(curl -fsS "${H[@]}" -X POST "$api/v1/clusters/$src/backups" -d '{"type":"full"}')
-  task_done "$(printf '%s' "$resp" | field '["task_id"]')"
+  resp=$(api_post "/v1/clusters/$src/backups" '{"type":"full"}')
+  task_done "$(printf '%s' "$resp" | json_field '["task_id"]')"
   t1=$EPOCHREALTIME
-  bid=$(printf '%s' "$resp" | field '["backup"]["id"]')
-  read -r label size repo_size < <(get "/v1/backups/$bid" | py 'import json,sys; b=json.load(sys.stdin); print(b["label"], b["size_bytes"], b["repo_size_bytes"])')
-  step=$(get "/v1/clusters/$src/events?limit=20" | py '
+  bid=$(printf '%s' "$resp" | json_field '["backup"]["id"]')
+  read -r label size repo_size < <(api_get "/v1/backups/$bid" | py 'import json,sys; b=json.load(sys.stdin); print(b["label"], b["size_bytes"], b["repo_size_bytes"])')
+  step=$(api_get "/v1/clusters/$src/events?limit=20" | py '
 import json, re, sys
 for e in json.load(sys.stdin)["items"]:
     m = re.search(r"backup done in ([0-9.]+)s", e["message"])
     if e["step"] == "backup" and m:
         print(m.group(1)); break')
   pgbr=$(pgbr_secs "$(ls "$src_root"/var/log/pgbackrest/*-backup.log)" backup)
-  hb+=("$(py "print(f'{$t1 - $t0:.2f}')")") hbs+=("$step") hbp+=("$pgbr")
+  hb+=("$(elapsed "$t0" "$t1")") hbs+=("$step") hbp+=("$pgbr")
 
   # Herd: restore into a new cluster.
   name=bench-restore-$r
   t2=$EPOCHREALTIME
-  rid=$(curl -fsS "${H[@]}" -X POST "$api/v1/clusters" \
-    -d "$create,\"name\":\"$name\",\"restore\":{\"source_cluster_id\":\"$src\",\"backup_id\":\"$bid\"}}" | field '["cluster"]["id"]')
-  wait_status "$rid" active 900
+  rid=$(api_post /v1/clusters \
+    "$create,\"name\":\"$name\",\"restore\":{\"source_cluster_id\":\"$src\",\"backup_id\":\"$bid\"}}" | json_field '["cluster"]["id"]')
+  wait_cluster_status "$rid" active 900
   t3=$EPOCHREALTIME
   # Steps of the build, in order, with their end times relative to the POST.
-  steps=$(get "/v1/clusters/$rid/events?limit=100" | py "
+  steps=$(api_get "/v1/clusters/$rid/events?limit=100" | py "
 import json, sys
 from datetime import datetime
 at = lambda e: datetime.fromisoformat(e['created_at'].replace('Z', '+00:00')).timestamp() - $t2
@@ -192,11 +131,11 @@ print(' '.join([
     'postgres_ready=' + first(f'{log}/postgresql-15-$name.log', 'ready to accept connections', '%Y-%m-%d %H:%M:%S.%f'),
     'patroni_initialized=' + first(f'{log}/patroni-15-$name.log', 'initialized a new cluster', '%Y-%m-%d %H:%M:%S,%f'),
 ]))")
-  ruri=$(get "/v1/clusters/$rid/credentials" | field '["uri"]')
+  ruri=$(api_get "/v1/clusters/$rid/credentials" | json_field '["uri"]')
   n=$(psql "$ruri" -Atqc "select count(*) from pgbench_accounts")
   [ "$n" = "$accounts" ] || { echo "run $r: the restored cluster has $n accounts, not $accounts" >&2; exit 1; }
   delete_cluster "$rid"
-  hr+=("$(py "print(f'{$t3 - $t2:.2f}')")") hrs+=("$restore_step") hrp+=("$pgbr_r")
+  hr+=("$(elapsed "$t2" "$t3")") hrs+=("$restore_step") hrp+=("$pgbr_r")
 
   # Raw: pg_basebackup and its restore.
   read -r b s tar_bytes n x < <(bench/baseline-backup.sh run "$base_prefix" "$work/base" "$r")
@@ -209,7 +148,6 @@ done
 delete_cluster "$src"
 bench/baseline-backup.sh stop "$base_prefix" "$work/base"
 
-ratio() { py "print(f'{$1 / $2:.2f}')"; }
 m_hb=$(median "${hb[@]}") m_hbs=$(median "${hbs[@]}") m_hbp=$(median "${hbp[@]}")
 m_hr=$(median "${hr[@]}") m_hrs=$(median "${hrs[@]}") m_hrp=$(median "${hrp[@]}")
 m_rb=$(median "${rb[@]}") m_rr=$(median "${rr[@]}")

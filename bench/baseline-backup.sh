@@ -25,27 +25,20 @@
 #   baseline-backup.sh stop PREFIX WORKDIR         stops everything, removes WORKDIR
 # bench/backup.sh uses start/run/stop so that its Herd and bare runs alternate.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "$0")/lib.sh"
 pgbin=/usr/lib/postgresql/15/bin
 pg() { runuser -u postgres -- "$@"; }
 
 stop_all() { # WORKDIR
-  local f p
-  for f in "$1"/*/postmaster.pid; do
-    [ -f "$f" ] || continue
-    p=$(head -1 "$f")
-    kill -9 $(pgrep -P "$p") "$p" 2>/dev/null || true
-  done
-  pkill -9 -f -- "$1/" 2>/dev/null || true
+  bench_reap "$1"
   rm -rf "$1"
 }
 
 # Waits until the server on ADDR answers a query; TIMEOUT seconds at most.
 wait_select() { # ADDR TIMEOUT
-  local deadline=$(( $(date +%s) + $2 ))
-  until psql -h "$1" -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "baseline: postgres on $1 did not answer within $2 s" >&2; return 1; }
-    sleep 0.05
-  done
+  wait_until "$2" 0.05 psql -h "$1" -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1 \
+    || { echo "baseline: postgres on $1 did not answer within $2 s" >&2; return 1; }
 }
 
 start() { # PREFIX WORKDIR SCALE

@@ -15,6 +15,8 @@
 #   run R: S s (primary A -> B), acked N, lost L
 #   baseline-failover: seconds S1 S2 ... median M acked N lost L
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "$0")/lib.sh"
 runs=$1 prefix=$2 work=$3
 nodes=3
 pgbin=/usr/lib/postgresql/15/bin
@@ -22,15 +24,9 @@ mkdir -p "$work"
 chmod 755 "$work"
 writer_pid=""
 cleanup() {
-  [ -n "$writer_pid" ] && kill "$writer_pid" 2>/dev/null || true
-  for f in "$work"/*/run/*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
-  # Postmasters run in their own sessions; their children carry no path in argv.
-  for f in "$work"/*/pg/data/postmaster.pid; do
-    [ -f "$f" ] || continue
-    p=$(head -1 "$f")
-    kill -9 $(pgrep -P "$p") "$p" 2>/dev/null || true
-  done
-  pkill -9 -f -- "$work/" 2>/dev/null || true
+  if [ -n "$writer_pid" ]; then kill "$writer_pid" 2>/dev/null || true; fi
+  bench_kill_pidfiles "$work"/*/run/*.pid
+  bench_reap "$work"
   rm -rf "$work"
 }
 [ -n "${BASELINE_KEEP:-}" ] || trap cleanup EXIT
@@ -137,25 +133,10 @@ print(leader[0]["name"])
 PY
 }
 wait_converged() {
-  local deadline=$(( $(date +%s) + ${BASELINE_TIMEOUT:-120} ))
-  until converged >/dev/null; do
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "baseline did not converge" >&2; exit 1; }
-    sleep 0.2
-  done
+  wait_until "${BASELINE_TIMEOUT:-120}" 0.2 converged >/dev/null || { echo "baseline did not converge" >&2; exit 1; }
 }
 wait_converged
 psql "$conninfo" -Atqc "create table bench_failover(run int, id int, primary key (run, id))"
-
-# One insert per connection; a line per acknowledged insert: ID START END SERVER.
-writer() { # RUN OUT STOPFILE
-  local i=0 s addr
-  while [ ! -e "$3" ]; do
-    i=$((i + 1)) s=$EPOCHREALTIME
-    if addr=$(timeout 5 psql "$conninfo" -Atqc "insert into bench_failover values ($1, $i) returning host(inet_server_addr())" 2>/dev/null); then
-      echo "$i $s $EPOCHREALTIME $addr" >> "$2"
-    fi
-  done
-}
 
 times=() acked_total=0 lost_total=0
 for r in $(seq 1 "$runs"); do
@@ -163,7 +144,7 @@ for r in $(seq 1 "$runs"); do
   li=${leader#b} old=$prefix.${leader#b} root=$work/n$li
   acks=$work/acks-$r stop=$work/stop-$r
   : > "$acks"
-  writer "$r" "$acks" "$stop" &
+  ack_writer "$conninfo" "$r" "$acks" "$stop" &
   writer_pid=$!
   until [ "$(wc -l < "$acks")" -ge 3 ]; do sleep 0.05; done
   # Power cut: every process of the member in one kill -- etcd, Patroni (and their
@@ -171,20 +152,18 @@ for r in $(seq 1 "$runs"); do
   pm=$(head -1 "$root/pg/data/postmaster.pid")
   victims="$(pgrep -f -- "$root/" | tr '\n' ' ') $pm $(pgrep -P "$pm" | tr '\n' ' ')"
   t0=$EPOCHREALTIME
+  # shellcheck disable=SC2086 # one kill for the lot: a list of PIDs
   kill -9 $victims 2>/dev/null || true
-  deadline=$(( $(date +%s) + 60 ))
-  until first=$(awk -v t0="$t0" -v old="$old" '$4 != old && $3 > t0 {print $3, $4; exit}' "$acks") && [ -n "$first" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "run $r: no write accepted within 60 s of the kill" >&2; exit 1; }
-    sleep 0.05
-  done
+  first=$(first_ack_elsewhere "$acks" "$t0" "$old" 60) \
+    || { echo "run $r: no write accepted within 60 s of the kill" >&2; exit 1; }
   sleep 1
   touch "$stop"
   wait "$writer_pid"
   writer_pid=""
-  secs=$(python3 -c "print(f'{${first% *} - $t0:.2f}')")
+  secs=$(elapsed "$t0" "${first% *}")
   psql "$conninfo" -Atqc "select id from bench_failover where run = $r" | sort -n > "$work/present-$r"
   acked=$(wc -l < "$acks")
-  lost=$(awk '{print $1}' "$acks" | sort -n | comm -23 - "$work/present-$r" | wc -l)
+  lost=$(lost_acks "$acks" "$work/present-$r")
   times+=("$secs") acked_total=$((acked_total + acked)) lost_total=$((lost_total + lost))
   echo "run $r: $secs s (primary $old -> ${first#* }), acked $acked, lost $lost" >&2
   rm -f "$root/run/etcd.pid" "$root/run/patroni.pid"
@@ -192,5 +171,5 @@ for r in $(seq 1 "$runs"); do
   start_patroni "$li"
   wait_converged
 done
-median=$(python3 -c 'import statistics,sys; print(f"{statistics.median(map(float, sys.argv[1:])):.2f}")' "${times[@]}")
+median=$(median "${times[@]}")
 echo "baseline-failover: seconds ${times[*]} median $median acked $acked_total lost $lost_total"

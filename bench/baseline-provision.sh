@@ -6,14 +6,16 @@
 #
 #   baseline-provision.sh NODES PREFIX WORKDIR     (PREFIX like 127.81.9 -> .1, .2, ...)
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "$0")/lib.sh"
 nodes=$1 prefix=$2 work=$3
 pgbin=/usr/lib/postgresql/15/bin
 mkdir -p "$work"
 chmod 755 "$work"
 pids=()
 cleanup() {
-  for f in "$work"/*/run/*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
-  pkill -9 -f -- "$work/" 2>/dev/null || true
+  bench_kill_pidfiles "$work"/*/run/*.pid
+  bench_reap "$work"
   rm -rf "$work"
 }
 [ -n "${BASELINE_KEEP:-}" ] || trap cleanup EXIT
@@ -96,10 +98,6 @@ walsenders = get(leader[0]["api_url"]).get("replication", [])
 sys.exit(0 if sum(w.get("state") == "streaming" for w in walsenders) == n - 1 else 1)
 PY
 }
-deadline=$(( $(date +%s) + ${BASELINE_TIMEOUT:-120} ))
-until converged; do
-  [ "$(date +%s)" -lt "$deadline" ] || { echo "baseline did not converge" >&2; exit 1; }
-  sleep 0.1
-done
+wait_until "${BASELINE_TIMEOUT:-120}" 0.1 converged || { echo "baseline did not converge" >&2; exit 1; }
 end=$(date +%s.%N)
-python3 -c "print(f'{$end - $start:.2f}')"
+elapsed "$start" "$end"

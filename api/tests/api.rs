@@ -958,11 +958,12 @@ async fn scheduled_runs_start_exactly_once_and_wait_for_a_busy_cluster(b: Backen
     assert_eq!(s, 200, "{p}");
     let due = chrono::DateTime::parse_from_rfc3339(p["next_full_at"].as_str().unwrap()).unwrap().to_utc();
     let wait_until = |t: chrono::DateTime<chrono::Utc>| async move {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while chrono::Utc::now() <= t {
-            assert!(std::time::Instant::now() < deadline, "clock never reached {t}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        herd_testkit::eventually_async(
+            &format!("the clock to pass {t}"),
+            std::time::Duration::from_secs(10),
+            || async { (chrono::Utc::now() > t).then_some(()) },
+        )
+        .await;
     };
     wait_until(due).await;
     // The policy as every scheduler reads it before claiming this run.

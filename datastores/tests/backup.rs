@@ -1,4 +1,4 @@
-//! pgBackRest on loopback hosts (127.78.20.0/24): archiving, full and incremental
+//! pgBackRest on loopback hosts: archiving, full and incremental
 //! backups, restores of new clusters to a point in time and to the end of the
 //! archive, listing, expiring, the recovery window. Run as root with pgbackrest,
 //! postgresql-15, patroni and etcd-server installed.
@@ -72,7 +72,7 @@ fn restored(
 #[test]
 fn backup_restore_point_in_time_incremental_expire() {
     let t0 = Instant::now();
-    let fx = Fixture::new(20);
+    let fx = Fixture::new();
     let m = Arc::new(PostgresManager::default());
     let repo = Repo::new();
 

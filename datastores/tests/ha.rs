@@ -1,5 +1,5 @@
 //! Day-2 operations against real PostgreSQL 15, Patroni 3.0 and etcd 3.4 on loopback
-//! hosts of the local provider (addresses 127.78.10–19.0/24): switchover, failover,
+//! hosts of the local provider: switchover, failover,
 //! reinitialize, dynamic configuration with restarts, the role-change callback,
 //! adding and removing a member, holding Patroni stopped across a power cycle and
 //! restarting a killed Patroni. Needs root and the Debian packages (see
@@ -190,7 +190,7 @@ fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
 #[test]
 fn three_node_cluster_day2_operations() {
     let total = Instant::now();
-    let fx = Fixture::new(10);
+    let fx = Fixture::new();
     let receiver = Receiver::start();
     let m = Arc::new(PostgresManager::default());
     let (mut c, mut servers) = fx.cluster("ops", 3, true);

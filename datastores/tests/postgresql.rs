@@ -3,7 +3,7 @@
 //! root and the Debian packages postgresql-15, patroni, etcd-server and
 //! openssh-server. Run with `--test-threads=1`: clusters are heavy for 2 cores.
 //!
-//! Each test uses its own /24 of 127.78.0.0/16 and a `Fixture` whose Drop deletes
+//! Each test uses its own loopback /24 (`herd_testkit::Subnet`) and a `Fixture` whose Drop deletes
 //! every server of its provider (killing all their processes), pass or fail.
 
 mod common;
@@ -21,14 +21,14 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn one_node_cluster_serves_sql_and_survives_power_cycle() {
-    one_node(Fixture::new(1));
+    one_node(Fixture::new());
 }
 
 /// Without cgroups the provider finds daemons by the environment marker they
 /// inherit: PostgreSQL, which Patroni detaches, must still be found and killed.
 #[test]
 fn one_node_cluster_with_marker_process_tracking() {
-    let fx = Fixture::with_tracking(5, "marker");
+    let fx = Fixture::with_tracking("marker");
     assert_eq!(fx.provider.process_tracking(), "marker");
     one_node(fx);
 }
@@ -113,7 +113,7 @@ fn one_node(fx: Fixture) {
 
 #[test]
 fn three_node_synchronous_cluster_replicates_and_steps_are_idempotent() {
-    let fx = Fixture::new(2);
+    let fx = Fixture::new();
     let m = Arc::new(PostgresManager::default());
     let (c, servers) = fx.cluster("trio", 3, true);
     let (health, took) = bring_up(&fx, &m, &c);
@@ -176,7 +176,7 @@ fn three_node_synchronous_cluster_replicates_and_steps_are_idempotent() {
 
 #[test]
 fn unknown_package_fails_fast_and_permanently() {
-    let fx = Fixture::new(3);
+    let fx = Fixture::new();
     let m = PostgresManager::default();
     let (mut c, _servers) = fx.cluster("pkgs", 1, false);
     c.packages.push("herd-no-such-package-xyz".into());
@@ -208,7 +208,7 @@ fn unknown_package_fails_fast_and_permanently() {
 
 #[test]
 fn ssh_session_checks_host_keys_and_moves_bytes_exactly() {
-    let fx = Fixture::new(4);
+    let fx = Fixture::new();
     let info = fx.create_server("ssh");
     let mut target = fx.target(&info);
 
@@ -229,7 +229,7 @@ fn ssh_session_checks_host_keys_and_moves_bytes_exactly() {
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // Nobody listening: transient, within the deadline.
-    let nobody = SshTarget { address: "127.78.4.250".parse().unwrap(), ..target.clone() };
+    let nobody = SshTarget { address: fx.subnet.host(250).into(), ..target.clone() };
     let started = Instant::now();
     let err = fx.rt.block_on(wait_reachable(&nobody, Duration::from_secs(1))).unwrap_err();
     assert!(matches!(err, ManagerError::Transient(_)), "{err}");

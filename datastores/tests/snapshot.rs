@@ -1,4 +1,4 @@
-//! Volume snapshots on loopback hosts (127.78.30.0/24): an online backup held open
+//! Volume snapshots on loopback hosts: an online backup held open
 //! while the local provider copies the primary's volume, and new clusters started
 //! from that copy, with WAL from the source's pgBackRest stanza. Run as root with
 //! pgbackrest, postgresql-15, patroni and etcd-server installed.
@@ -131,7 +131,7 @@ fn data_dir(node: &NodeSpec, cluster: &str) -> std::path::PathBuf {
 #[test]
 fn snapshots_restore_into_new_clusters() {
     let t0 = Instant::now();
-    let fx = Fixture::new(30);
+    let fx = Fixture::new();
     let m = Arc::new(PostgresManager::default());
     let repo = Repo::new();
 

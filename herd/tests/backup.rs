@@ -47,7 +47,7 @@ async fn count(env: &Env, api: &str, token: &str, id: Uuid) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_point_in_time_restore_and_expiry() {
-    let env = Env::new(9);
+    let env = Env::new();
     let (dev, api, token) = env.dev(&[], "dev.log");
     let herd = env.client(&api, &token);
     let src = env.create_cluster(&api, &token, cluster("src", 1)).await;

@@ -12,8 +12,9 @@ use common::{Env, cluster, free_port, psql, start_redis};
 use herd_client::types::{
     BackupDto, BackupPolicyRequest, BackupStatus, BackupType, ClusterStatus, CreateCluster, RestoreRequest, TaskStatus,
 };
+use herd_testkit::eventually_async;
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ACTIVE_WITHIN: Duration = Duration::from_secs(300);
 const TASK_WITHIN: Duration = Duration::from_secs(300);
@@ -61,33 +62,13 @@ fn in_repo(env: &Env, label: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
-    use base64::Engine;
     let db = PgDb::new();
-    let env = Env::new(42);
+    let env = Env::new();
     let redis_port = free_port();
     let _redis = start_redis(&env, redis_port, "redis.log");
-    let api_port = free_port();
-    let token = format!("herd_policy_{}", uuid::Uuid::new_v4().simple());
-    let key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
-    let redis_url = format!("redis://127.0.0.1:{redis_port}");
-    let shared = vec![
-        ("HERD_DATABASE_URL", db.url()),
-        ("HERD_REDIS_URL", redis_url),
-        ("HERD_MASTER_KEY", key),
-        ("HERD_ADMIN_TOKEN", token.clone()),
-        ("HERD_STATE_DIR", env.state().display().to_string()),
-        ("HERD_LISTEN", format!("127.0.0.1:{api_port}")),
-    ];
-    let _serve = env.spawn(&["serve"], &shared, "serve.log");
-    let api = format!("http://127.0.0.1:{api_port}");
+    let fleet = env.fleet(db.url(), redis_port, 2).await;
+    let (api, token) = (fleet.api.clone(), fleet.token.clone());
     let herd = env.client(&api, &token);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while herd.ready().await.is_err() {
-        assert!(Instant::now() < deadline, "herd serve did not come up:\n{}", _serve.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _w1 = env.spawn(&["worker"], &shared, "worker-1.log");
-    let _w2 = env.spawn(&["worker"], &shared, "worker-2.log");
 
     let id = env.create_cluster(&api, &token, cluster("scheduled", 1)).await;
     env.wait_status(&api, &token, id, ClusterStatus::Active, ACTIVE_WITHIN).await;
@@ -106,8 +87,7 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
     assert!(p.next_full_at.is_some() && p.next_incremental_at.is_some(), "{p:?}");
 
     // Until three scheduled full backups completed and retention expired the first.
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
+    eventually_async("3 scheduled full backups and the first expired", Duration::from_secs(240), || async {
         let all = herd.backups(Some(id)).await.unwrap();
         let fulls: Vec<&BackupDto> = all.iter().filter(|b| b.backup_type == BackupType::Full).collect();
         assert!(all.iter().all(|b| b.status != BackupStatus::Failed), "a backup failed: {all:#?}");
@@ -118,11 +98,12 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
         let completed_full =
             fulls.iter().filter(|b| !matches!(b.status, BackupStatus::New | BackupStatus::Running)).count();
         if requested_full >= 3 && completed_full >= 3 && fulls[0].status == BackupStatus::Expired {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{requested_full} requested, {completed_full} completed: {all:#?}"))
         }
-        assert!(Instant::now() < deadline, "no 3 full backups and expiry in time: {all:#?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await;
     // Stop scheduling but keep the retention, then let what is under way finish
     // (backups, expiries). Deleting the policy here instead would race a scheduled
     // full backup still running: it finishes after the policy (and its retention) is
@@ -134,20 +115,16 @@ async fn scheduled_backups_run_once_each_and_retention_expires_the_oldest() {
         retention_full: 2,
     };
     herd.set_backup_policy(id, &quiet).await.unwrap();
-    let deadline = Instant::now() + TASK_WITHIN;
-    let all = loop {
+    let all = eventually_async("the backups to settle", TASK_WITHIN, || async {
         let all = herd.backups(Some(id)).await.unwrap();
         let fulls =
             all.iter().filter(|b| b.backup_type == BackupType::Full && b.status == BackupStatus::Completed).count();
         let settled = all.iter().all(|b| matches!(b.status, BackupStatus::Completed | BackupStatus::Expired));
         let c = herd.cluster(id).await.unwrap();
         let idle = !matches!(c.task.map(|t| t.status), Some(TaskStatus::Queued | TaskStatus::Running));
-        if settled && idle && fulls <= 2 {
-            break all;
-        }
-        assert!(Instant::now() < deadline, "backups did not settle: {all:#?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+        if settled && idle && fulls <= 2 { Ok(all) } else { Err(format!("idle: {idle}, {all:#?}")) }
+    })
+    .await;
 
     herd.delete_backup_policy(id).await.unwrap();
     let gone = herd.backup_policy(id).await.unwrap();

@@ -2,6 +2,7 @@
 
 mod common;
 
+use herd_testkit::eventually;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -131,7 +132,7 @@ fn mode(p: &std::path::Path) -> u32 {
 #[tokio::test]
 async fn dev_mode_serves_the_tour_and_keeps_secrets_out_of_logs() {
     // The harness's Drop deletes the servers the tour's cluster gets (workers run in dev).
-    let env = common::Env::new(5);
+    let env = common::Env::new();
     let state = env.state();
     let log = env.dir.path().join("herd.log");
     let dev = start_dev(&env, &log);
@@ -187,11 +188,7 @@ async fn dev_mode_serves_the_tour_and_keeps_secrets_out_of_logs() {
     let pid = nix::unistd::Pid::from_raw(dev.proc.0.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let mut proc = dev.proc;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while proc.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "herd dev did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("herd dev to stop on SIGTERM", Duration::from_secs(20), || proc.0.try_wait().unwrap());
 
     // Trace-level logs saw every request but no secret.
     let logs = std::fs::read_to_string(&log).unwrap();
@@ -226,7 +223,7 @@ async fn dev_mode_serves_the_tour_and_keeps_secrets_out_of_logs() {
 /// and the server must run on (println! would panic on the closed pipe and exit).
 #[test]
 fn dev_runs_on_when_nobody_reads_its_banner() {
-    let env = common::Env::new(15);
+    let env = common::Env::new();
     let port = common::free_port();
     let mut child = herd()
         .args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--state-dir"])

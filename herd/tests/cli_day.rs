@@ -67,7 +67,7 @@ fn mode(p: &Path) -> u32 {
 
 #[tokio::test]
 async fn an_operators_day_through_the_cli() {
-    let env = Env::new(14);
+    let env = Env::new();
     let (_dev, url, token) = env.dev(&[], "dev.log");
     let cli = Cli { env: &env, config: env.dir.path().join("cli/config.toml") };
 

@@ -7,6 +7,7 @@ use common::{Env, cluster, free_port, poll, psql, start_redis};
 use herd_client::types::{
     ClusterStatus, CreateCluster, CreateDatastore, CreateVersion, NodeRole, NodeStatus, TaskStatus,
 };
+use herd_testkit::eventually_async;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -22,7 +23,7 @@ async fn delete_and_check_clean(env: &Env, api: &str, token: &str, id: Uuid) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_and_three_node_clusters_serve_sql_and_delete_cleanly() {
-    let env = Env::new(1);
+    let env = Env::new();
     let (dev, api, token) = env.dev(&[], "dev.log");
 
     let herd = env.client(&api, &token);
@@ -36,7 +37,8 @@ async fn one_and_three_node_clusters_serve_sql_and_delete_cleanly() {
     assert_eq!(task.status, TaskStatus::Succeeded);
     assert_eq!(task.progress, 100);
     let primary_uri = c1.endpoints.primary_uri.as_deref().unwrap();
-    assert!(primary_uri.starts_with("postgresql://admin@127.80.1."), "{primary_uri}");
+    let prefix = env.subnet.as_ref().unwrap().prefix();
+    assert!(primary_uri.starts_with(&format!("postgresql://admin@{prefix}")), "{primary_uri}");
     assert!(primary_uri.ends_with("/postgres?target_session_attrs=read-write"));
     let (uri, password) = env.credentials(&api, &token, one).await;
     psql(&uri, &password, "create table t (id int primary key, v text); insert into t values (1, 'one')").unwrap();
@@ -100,7 +102,7 @@ async fn one_and_three_node_clusters_serve_sql_and_delete_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_install_fails_readably_and_deletes_cleanly() {
-    let env = Env::new(2);
+    let env = Env::new();
     let (_dev, api, token) = env.dev(&[], "dev.log");
     // A catalogue entry whose packages cannot all be installed.
     let ds = env
@@ -152,7 +154,7 @@ async fn provisioning_resumes_after_the_worker_dies_after_any_step() {
         "init_backups",
         "finalize",
     ];
-    let env = Env::new(3);
+    let env = Env::new();
     for (i, step) in steps.iter().enumerate() {
         let (mut dying, api, token) = env.dev(&[("HERD_TEST_EXIT_AFTER_STEP", step)], &format!("dev-{step}-1.log"));
         let name = format!("crash-{i}");
@@ -179,42 +181,21 @@ async fn provisioning_resumes_after_the_worker_dies_after_any_step() {
 /// re-delivers from the tasks table and the cluster still becomes active.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioning_survives_a_redis_restart() {
-    use base64::Engine;
-    let env = Env::new(4);
+    let env = Env::new();
     let redis_port = free_port();
     let mut redis = start_redis(&env, redis_port, "redis-1.log");
-    let api_port = free_port();
-    let token = format!("herd_e2e_{}", uuid::Uuid::new_v4().simple());
-    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-    let shared = vec![
-        ("HERD_DATABASE_URL", format!("sqlite://{}?mode=rwc", env.dir.path().join("herd.db").display())),
-        ("HERD_REDIS_URL", format!("redis://127.0.0.1:{redis_port}")),
-        ("HERD_MASTER_KEY", key),
-        ("HERD_ADMIN_TOKEN", token.clone()),
-        ("HERD_STATE_DIR", env.state().display().to_string()),
-        ("HERD_LISTEN", format!("127.0.0.1:{api_port}")),
-    ];
-    let _serve = env.spawn(&["serve"], &shared, "serve.log");
-    let api = format!("http://127.0.0.1:{api_port}");
+    let database_url = format!("sqlite://{}?mode=rwc", env.dir.path().join("herd.db").display());
+    let fleet = env.fleet(database_url, redis_port, 1).await;
+    let (api, token) = (fleet.api.clone(), fleet.token.clone());
     let herd = env.client(&api, &token);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while herd.ready().await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "herd serve did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _worker = env.spawn(&["worker"], &shared, "worker.log");
 
     let id = env.create_cluster(&api, &token, cluster("through-restart", 1)).await;
     // Wait until provisioning is under way, then take Redis away and bring it back.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
+    eventually_async("provisioning to start", Duration::from_secs(120), || async {
         let c = herd.cluster(id).await.unwrap();
-        if c.task.as_ref().map_or(0, |t| t.progress) > 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "provisioning never started: {c:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if c.task.as_ref().map_or(0, |t| t.progress) > 0 { Ok(()) } else { Err(format!("{c:?}")) }
+    })
+    .await;
     redis.child.kill().unwrap();
     redis.child.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await; // Redis is down for a while: that is the fault.

@@ -14,6 +14,7 @@ use herd_client::types::{
     NodeRole, NodeStatus, PowerRequest, PowerState, TaskDto, TaskKind, TaskStatus, UpdateCluster,
 };
 use herd_client::{Client, ClusterFilter};
+use herd_testkit::eventually_async;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -129,15 +130,11 @@ async fn wait_for(
     timeout: Duration,
     f: impl Fn(&ClusterDto) -> bool,
 ) -> ClusterDto {
-    let deadline = Instant::now() + timeout;
-    loop {
+    eventually_async(what, timeout, || async {
         let c = get(herd, id).await;
-        if f(&c) {
-            return c;
-        }
-        assert!(Instant::now() < deadline, "{what} not seen within {timeout:?}: {c:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        if f(&c) { Ok(c) } else { Err(format!("{c:?}")) }
+    })
+    .await
 }
 
 /// An action on every node (struct update syntax names a node or candidate).
@@ -222,15 +219,15 @@ async fn drill(env: &Env, api: &str, token: &str, id: Uuid) -> Drill {
     // etcd election (which would renew the primary's leader key for another ttl).
     let addrs: Vec<String> = c.nodes.iter().map(|n| address(n).to_owned()).collect();
     let primary_addr = address(&old).to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually_async("etcd's leader off the primary's node", Duration::from_secs(60), || async {
         let leader = etcd_leader(&addrs).await;
         if leader.as_ref().is_some_and(|l| *l != primary_addr) {
-            break;
+            Ok(())
+        } else {
+            Err(format!("leader {leader:?}, primary {primary_addr}"))
         }
-        assert!(Instant::now() < deadline, "etcd leader {leader:?} still on the primary {primary_addr}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await;
     let (uri, password) = env.credentials(api, token, id).await;
     psql(&uri, &password, "create table if not exists w (id bigint primary key)").unwrap();
     let writer = Writer::start(uri.clone(), password.clone());
@@ -243,17 +240,12 @@ async fn drill(env: &Env, api: &str, token: &str, id: Uuid) -> Drill {
     let before = writer.acked().len();
     let v = herd.power(id, old.id, &power_off()).await.unwrap();
     // The first write acknowledged after the power-off went to the new primary.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let write_outage = loop {
+    let write_outage = eventually_async("a write accepted after the power-off", Duration::from_secs(60), || async {
         let acked = writer.acked();
-        if let Some((_, at)) =
-            acked.get(before..).and_then(|a| a.iter().find(|(_, at)| *at > power_off_at + Duration::from_millis(300)))
-        {
-            break *at - power_off_at;
-        }
-        assert!(Instant::now() < deadline, "no write accepted within 60 s of the power-off");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        let first = acked.get(before..)?.iter().find(|(_, at)| *at > power_off_at + Duration::from_millis(300))?;
+        Some(first.1 - power_off_at)
+    })
+    .await;
     env.wait_succeeded(api, token, v.task_id, TASK_WITHIN).await;
 
     // The old primary's member key outlives it by up to one ttl; then it shows stopped.
@@ -295,7 +287,7 @@ async fn drill(env: &Env, api: &str, token: &str, id: Uuid) -> Drill {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_failover_loses_no_acknowledged_write() {
-    let env = Env::new(6);
+    let env = Env::new();
     let hooks = Receiver::start();
     let (_dev, api, token) = env.dev(&[], "dev.log");
     let req = CreateCluster { synchronous: Some(true), hooks: Some(hooks.hooks()), ..cluster("sync", 3) };
@@ -333,7 +325,7 @@ async fn synchronous_failover_loses_no_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asynchronous_failover_reports_its_loss_bound() {
-    let env = Env::new(7);
+    let env = Env::new();
     let (_dev, api, token) = env.dev(&[], "dev.log");
     let id = env.create_cluster(&api, &token, CreateCluster { synchronous: Some(false), ..cluster("async", 3) }).await;
     let c = env.wait_status(&api, &token, id, ClusterStatus::Active, ACTIVE_WITHIN).await;
@@ -358,7 +350,7 @@ async fn asynchronous_failover_reports_its_loss_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_hooks_parameters_and_replicas() {
-    let env = Env::new(8);
+    let env = Env::new();
     let hooks = Receiver::start();
     let (_dev, api, token) = env.dev(&[("HERD_WORKER__RECONCILE_INTERVAL_SECS", "2")], "dev.log");
     let herd = env.client(&api, &token);
@@ -553,14 +545,14 @@ fn listener_pid(addr: &str, port: u16) -> Option<i32> {
 
 /// Polls the history until an event matches; returns it.
 async fn poll_events(herd: &Client, id: Uuid, what: &str, f: impl Fn(&EventDto) -> bool) -> EventDto {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(e) = events(herd, id).await.into_iter().find(|e| f(e)) {
-            return e;
+    eventually_async(&format!("a {what} event"), Duration::from_secs(90), || async {
+        let all = events(herd, id).await;
+        match all.iter().position(&f) {
+            Some(i) => Ok(all[i].clone()),
+            None => Err(format!("{all:?}")),
         }
-        assert!(Instant::now() < deadline, "no {what} event: {:?}", events(herd, id).await);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await
 }
 
 /// Powers a node on or off through the API and waits for the task.
@@ -587,7 +579,7 @@ fn power_on() -> PowerRequest {
 /// on a timeline the dead primary never used, and the cluster heals completely.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaderless_synchronous_cluster_is_rescued_by_a_forced_failover() {
-    let env = Env::new(11);
+    let env = Env::new();
     let (dev, api, token) = env.dev(&[], "dev.log");
     let herd = env.client(&api, &token);
     let id = env.create_cluster(&api, &token, CreateCluster { synchronous: Some(true), ..cluster("rescue", 3) }).await;

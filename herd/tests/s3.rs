@@ -17,6 +17,7 @@ use common::{Env, cluster, free_port, poll, psql};
 use herd_client::types::{
     BackupDto, BackupRequest, BackupStatus, BackupType, ClusterStatus, CreateCluster, RestoreRequest,
 };
+use herd_testkit::eventually;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 
 const ACTIVE_WITHIN: Duration = Duration::from_secs(300);
@@ -56,14 +57,12 @@ impl Daemon {
 
     /// Waits until `addr` accepts TCP connections.
     fn wait_listening(&mut self, addr: SocketAddr) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        eventually(&format!("{} listening on {addr}", self.name), Duration::from_secs(60), || {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("{} exited early ({status}): {}", self.name, std::fs::read_to_string(&self.log).unwrap());
             }
-            assert!(Instant::now() < deadline, "{} not listening on {addr}", self.name);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()
+        });
     }
 }
 
@@ -245,18 +244,10 @@ impl CmdlineWatch {
         cmd.args(["-c", "sleep 60; exit 0", &format!("control-{secret}")]);
         let control = Daemon::spawn("control", cmd, dir.join("control.log"));
         watch.control = control.child.id();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let seen = loop {
-            if watch.hits.lock().unwrap().iter().any(|(p, _)| *p == watch.control) {
-                break true;
-            }
-            if Instant::now() > deadline {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        eventually(&format!("the command-line watch to see pid {}", watch.control), Duration::from_secs(30), || {
+            watch.hits.lock().unwrap().iter().any(|(p, _)| *p == watch.control).then_some(())
+        });
         drop(control);
-        assert!(seen, "the command-line watch does not see pid {}", watch.control);
         watch
     }
 
@@ -355,7 +346,7 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
 
     let secret = format!("herd-s3-secret-{}", uuid::Uuid::new_v4().simple());
     let watch = CmdlineWatch::start(&secret, tls_dir.path());
-    let env = Env::new(40);
+    let env = Env::new();
     let endpoint = format!("localhost:{}", s3.tls_port);
     let ca_path = ca.display().to_string();
     let s3_env = [

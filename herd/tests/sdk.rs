@@ -36,7 +36,7 @@ fn generated_python_and_typescript_sdks_drive_herd_dev() {
     let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "openapi", "sdk", "run-smoke.sh"].iter().collect();
     assert!(script.exists(), "{}", script.display());
 
-    let env = Env::new(13);
+    let env = Env::new();
     let (dev, api, token) = env.dev(&[], "dev.log");
 
     let t0 = Instant::now();

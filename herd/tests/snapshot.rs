@@ -26,7 +26,7 @@ fn from_snapshot(name: &str, nodes: i64, snapshot: Uuid) -> CreateCluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_restore_and_delete() {
-    let env = Env::new(12);
+    let env = Env::new();
     let (_dev, api, token) = env.dev(&[], "dev.log");
     let herd = env.client(&api, &token);
     let src = env.create_cluster(&api, &token, cluster("snapsrc", 1)).await;

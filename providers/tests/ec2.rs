@@ -11,12 +11,13 @@ use herd_providers::{
     AttachmentKind, Ec2ProviderSettings, Provider, ProviderError, ServerSpec, ServerStatus, SnapshotSpec,
     SnapshotStatus, VolumeSpec, VolumeStatus,
 };
+use herd_testkit::eventually;
 use ssh_key::{Algorithm, PrivateKey, rand_core::OsRng};
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Moto {
     child: Child,
@@ -37,14 +38,12 @@ impl Moto {
             .spawn()
             .unwrap_or_else(|e| panic!("start {program} (pip install 'moto[server]'): {e}"));
         let mut moto = Moto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        eventually(&format!("moto_server listening on {port}"), Duration::from_secs(60), || {
             if let Ok(Some(status)) = moto.child.try_wait() {
                 panic!("moto_server exited early: {status}");
             }
-            assert!(Instant::now() < deadline, "moto_server not listening on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
         moto
     }
 

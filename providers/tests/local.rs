@@ -11,6 +11,7 @@ use herd_providers::{
     AttachmentKind, HostKeyError, LocalProviderSettings, Provider, ProviderError, ServerInfo, ServerSpec, ServerStatus,
     SnapshotSpec, SnapshotStatus, VolumeSpec, VolumeStatus, verify_host_key,
 };
+use herd_testkit::{Subnet, eventually};
 use ssh_key::{Algorithm, LineEnding, PrivateKey, PublicKey, rand_core::OsRng};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -25,14 +26,16 @@ struct Fixture {
     settings: LocalProviderSettings,
     dir: tempfile::TempDir,
     key: PrivateKey,
+    subnet: Subnet,
 }
 
 impl Fixture {
-    /// `subnet`: third octet of this test's pool 127.79.<subnet>.0/24.
-    fn new(subnet: u8, tracking: &str) -> Self {
+    /// A pool of the test's own (`Subnet::claim`), held as long as the fixture.
+    fn new(tracking: &str) -> Self {
+        let subnet = Subnet::claim();
         let dir = tempfile::Builder::new().prefix("herd-local-test-").tempdir().expect("temp dir");
         let settings = LocalProviderSettings {
-            address_pool: format!("127.79.{subnet}.0/24"),
+            address_pool: subnet.pool(),
             // A space in the root exercises quoting in sshd_config and commands.
             root: Some(dir.path().join("local root")),
             process_tracking: tracking.into(),
@@ -46,7 +49,7 @@ impl Fixture {
         }
         let key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).expect("client key");
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        Self { rt, provider, settings, dir, key }
+        Self { rt, provider, settings, dir, key, subnet }
     }
 
     fn spec(&self, name: &str) -> ServerSpec {
@@ -164,14 +167,9 @@ fn uid_of(pid: i32) -> u32 {
 
 /// Polls for a pid file written by a detached process.
 fn wait_pid_file(path: &Path) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(pid) = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()) {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "no pid file {}", path.display());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(&format!("pid file {}", path.display()), Duration::from_secs(10), || {
+        std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok())
+    })
 }
 
 fn postgres_uid() -> u32 {
@@ -191,14 +189,14 @@ fn sshd_pid(root_prefix: &Path) -> i32 {
 
 #[test]
 fn ssh_login_host_key_and_idempotent_create() {
-    let fx = Fixture::new(1, "auto");
+    let fx = Fixture::new("auto");
     let info = fx.create("node-1", "step-create-1");
     assert_eq!(info.status, ServerStatus::Running);
     assert_eq!(info.ssh_port, 22);
     assert_eq!(info.login_user, "root");
     let addr = info.address.unwrap();
     let IpAddr::V4(v4) = addr else { panic!("IPv4 expected") };
-    assert_eq!(&v4.octets()[..3], &[127, 79, 1]);
+    assert_eq!(&v4.octets()[..3], &fx.subnet.host(0).octets()[..3], "an address of the fixture's pool");
     assert_ne!(v4.octets()[3], 0);
     assert!(info.root_prefix.starts_with(fx.root()));
     assert_eq!(info.tags.get("herd:node").map(String::as_str), Some("node-1"));
@@ -275,7 +273,7 @@ fn ssh_login_host_key_and_idempotent_create() {
 
 #[test]
 fn two_servers_coexist_on_port_22() {
-    let fx = Fixture::new(2, "auto");
+    let fx = Fixture::new("auto");
     let a = fx.create("a", "step-a");
     let b = fx.create("b", "step-b");
     assert_ne!(a.id, b.id);
@@ -308,7 +306,7 @@ fn two_servers_coexist_on_port_22() {
 
 #[test]
 fn volumes_attach_snapshot_restore() {
-    let fx = Fixture::new(3, "auto");
+    let fx = Fixture::new("auto");
     let server = fx.create("db", "step-server");
     let p = &fx.provider;
     let spec =
@@ -468,8 +466,8 @@ fn register_boot_list(fx: &Fixture, info: &ServerInfo) {
     write("70-staged.tmp", never, 0o755);
 }
 
-fn check_power_cycle(tracking: &str, subnet: u8) {
-    let fx = Fixture::new(subnet, tracking);
+fn check_power_cycle(tracking: &str) {
+    let fx = Fixture::new(tracking);
     let p = &fx.provider;
     let info = fx.create("pc", "step-pc");
     let sshd = sshd_pid(&info.root_prefix);
@@ -560,17 +558,17 @@ fn check_power_cycle(tracking: &str, subnet: u8) {
 
 #[test]
 fn power_cycle_with_cgroup_tracking() {
-    check_power_cycle("cgroup", 4);
+    check_power_cycle("cgroup");
 }
 
 #[test]
 fn power_cycle_with_marker_tracking() {
-    check_power_cycle("marker", 5);
+    check_power_cycle("marker");
 }
 
 #[test]
 fn recover_restarts_servers_after_herd_restart() {
-    let mut fx = Fixture::new(6, "auto");
+    let mut fx = Fixture::new("auto");
     let a = fx.create("a", "step-a");
     let b = fx.create("b", "step-b");
     register_boot_list(&fx, &a);
@@ -579,11 +577,7 @@ fn recover_restarts_servers_after_herd_restart() {
     // The host "crashes" while Herd is down: its sshd dies.
     let sshd = sshd_pid(&a.root_prefix);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sshd), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !is_dead(sshd) {
-        assert!(Instant::now() < deadline, "sshd {sshd} did not die");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(&format!("sshd {sshd} to die"), Duration::from_secs(10), || is_dead(sshd).then_some(()));
 
     // A new provider on the same root, built from settings like Herd does.
     let settings = herd_providers::ProvidersSettings { local: fx.settings.clone(), ec2: None };
@@ -612,12 +606,13 @@ fn recover_restarts_servers_after_herd_restart() {
 
 #[test]
 fn skips_addresses_something_else_listens_on() {
-    let fx = Fixture::new(7, "auto");
+    let fx = Fixture::new("auto");
     // Another installation's server (or anything) already on the first address.
-    let squatter = std::net::TcpListener::bind(("127.79.7.1", 22)).expect("bind squatter");
+    let squatter = std::net::TcpListener::bind((fx.subnet.host(1), 22)).expect("bind squatter");
     let info = fx.create("s", "step-s");
-    assert_eq!(info.address, Some("127.79.7.2".parse().unwrap()));
+    assert_eq!(info.address, Some(fx.subnet.host(2).into()));
     drop(squatter);
     let sess = fx.ssh(&info);
-    assert_eq!(exec_ok(&sess, "echo $SSH_CONNECTION").split_whitespace().nth(2), Some("127.79.7.2"));
+    let second = fx.subnet.host(2).to_string();
+    assert_eq!(exec_ok(&sess, "echo $SSH_CONNECTION").split_whitespace().nth(2), Some(second.as_str()));
 }

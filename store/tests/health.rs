@@ -12,46 +12,18 @@ use herd_core::names::DnsLabel;
 use herd_core::status::{NodeRole, NodeStatus};
 use herd_core::values::AdminPassword;
 use herd_store::{HaPolicy, KeyChoice, NewCluster, NodeObservation, Store};
-use sea_orm::{ConnectionTrait, Database};
+use herd_testkit::TempPgDb;
 use secrecy::SecretString;
 use uuid::Uuid;
 
 const WORKERS: usize = 8;
 const ROUNDS: usize = 5;
 
-/// A database of its own, dropped at the end even when the test fails.
-struct TempDb {
-    admin: String,
-    name: String,
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        // A fresh runtime: the test's own may be gone or panicking.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                if let Ok(db) = Database::connect(admin).await {
-                    let _ = db.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-async fn postgres_store() -> (Store, TempDb) {
-    let admin = std::env::var("HERD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("herd_store_{}", Uuid::new_v4().simple());
-    let db = Database::connect(admin.clone()).await.expect("connect to the test PostgreSQL");
-    db.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
-    let guard = TempDb { admin: admin.clone(), name: name.clone() };
-    let (base, _) = admin.rsplit_once('/').expect("postgres url has a database");
-    let store = Store::open(&format!("{base}/{name}"), Arc::new(MasterKey::generate())).await.expect("connect");
+async fn postgres_store() -> (Store, TempPgDb) {
+    let db = TempPgDb::create("herd_store").await;
+    let store = Store::open(db.url(), Arc::new(MasterKey::generate())).await.expect("connect");
     store.migrate().await.expect("migrate");
-    (store, guard)
+    (store, db)
 }
 
 fn seen_as(node_id: Uuid, role: NodeRole) -> NodeObservation {

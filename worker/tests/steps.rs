@@ -21,10 +21,11 @@ use herd_providers::{
     ServerStatus, SnapshotInfo, SnapshotSpec, VolumeAttachment, VolumeInfo, VolumeSpec, VolumeStatus,
 };
 use herd_store::{HaPolicy, KeyChoice, NewCluster, Store};
+use herd_testkit::eventually_async;
 use herd_worker::{Ctx, Queue, run_task};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// What a scripted operation does when called.
@@ -481,13 +482,9 @@ impl Env {
     }
 }
 
-/// Polls `f` until it holds or `deadline` passes (then fails with `what`).
-async fn eventually(deadline: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// Waits (polling, with a deadline) until `f` holds.
+async fn until(what: &str, f: impl Fn() -> bool) {
+    eventually_async(what, Duration::from_secs(10), || std::future::ready(f().then_some(()))).await
 }
 
 /// Runs a task to its end, with a deadline so a hung step machine fails the test.
@@ -528,7 +525,7 @@ async fn a_build_resumes_after_a_crash_in_any_step() {
             let (ctx, task) = (first.clone(), env.task);
             async move { run_task(&ctx, task).await }
         });
-        eventually(Duration::from_secs(10), op, || env.script.entered(op) == 1).await;
+        until(op, || env.script.entered(op) == 1).await;
         crashed.abort();
         let _ = crashed.await;
         env.script.clear();
@@ -598,7 +595,7 @@ async fn cancellation_stops_the_build_before_its_next_step() {
         let (ctx, task) = (ctx.clone(), env.task);
         async move { run_task(&ctx, task).await }
     });
-    eventually(Duration::from_secs(10), "prepare", || env.script.entered("prepare") >= 1).await;
+    until("prepare", || env.script.entered("prepare") >= 1).await;
     let delete = env.store.request_delete(env.project, env.cluster).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), running).await.expect("the build stopped").unwrap();
     assert_eq!(env.task_status().await.0, TaskStatus::Cancelled);
@@ -618,7 +615,7 @@ async fn a_second_delivery_of_a_running_task_is_a_no_op() {
         let (ctx, task) = (holder.clone(), env.task);
         async move { run_task(&ctx, task).await }
     });
-    eventually(Duration::from_secs(10), "configure", || env.script.entered("configure") == 1).await;
+    until("configure", || env.script.entered("configure") == 1).await;
     // Another worker with a normal staleness limit: the holder's heartbeat is fresh.
     run_to_end(&env.worker(|s| s.stale_after_secs = 30), env.task).await;
     assert_eq!(env.script.entered("configure"), 1, "the second delivery ran nothing");

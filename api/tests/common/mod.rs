@@ -9,8 +9,8 @@ use herd_api::startup::{Mode, prepare};
 use herd_api::state::AppState;
 use herd_core::config::Settings;
 use herd_core::queue::NoQueue;
+use herd_testkit::TempPgDb;
 use reqwest::{Client, Method, RequestBuilder, Response};
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -26,18 +26,9 @@ pub struct TestApp {
     pub client: Client,
     pub settings: Settings,
     pub state_dir: tempfile::TempDir,
-    pg_db: Option<String>,
+    // Dropped after `Drop::drop` has stopped the server.
+    pg_db: Option<TempPgDb>,
     handle: actix_web::dev::ServerHandle,
-}
-
-pub fn pg_admin_url() -> String {
-    std::env::var("HERD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn pg_url_for(db: &str) -> String {
-    let admin = pg_admin_url();
-    let (base, _) = admin.rsplit_once('/').expect("postgres url has a database");
-    format!("{base}/{db}")
 }
 
 pub mod no_snapshots;
@@ -65,12 +56,9 @@ impl TestApp {
                     Some(format!("sqlite://{}?mode=rwc", state_dir.path().join("herd.db").display()));
             }
             Backend::Postgres => {
-                let name = format!("herd_test_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(pg_admin_url()).await.expect("PostgreSQL for tests must be reachable");
-                admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
-                admin.close().await.ok();
-                settings.database_url = Some(pg_url_for(&name));
-                pg_db = Some(name);
+                let db = TempPgDb::create("herd_test").await;
+                settings.database_url = Some(db.url().to_owned());
+                pg_db = Some(db);
             }
         }
         let prepared = prepare(&settings, Mode::Production).await.expect("startup");
@@ -184,21 +172,13 @@ fn rand_bytes() -> [u8; 32] {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        // Stop the server, then drop the per-test database (WITH FORCE closes the
-        // pool's connections). Runs on its own thread: Drop cannot await.
+        // Stop the server; the per-test database goes with the `pg_db` field after
+        // this (WITH FORCE closes the pool's connections). Runs on its own thread:
+        // Drop cannot await.
         let handle = self.handle.clone();
-        let db = self.pg_db.take();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                handle.stop(false).await;
-                if let Some(name) = db
-                    && let Ok(admin) = Database::connect(pg_admin_url()).await
-                {
-                    let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
-                    admin.close().await.ok();
-                }
-            });
+            rt.block_on(handle.stop(false));
         })
         .join()
         .ok();

@@ -11,6 +11,7 @@ use herd_datastores::{
 };
 use herd_providers::local::LocalProvider;
 use herd_providers::{LocalProviderSettings, Provider, ServerInfo, ServerSpec, VolumeSpec};
+use herd_testkit::Subnet;
 use secrecy::SecretString;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -33,24 +34,25 @@ pub struct Fixture {
     pub settings: LocalProviderSettings,
     pub dir: tempfile::TempDir,
     pub key: herd_core::sshkey::KeyMaterial,
-    pub subnet: u8,
+    pub subnet: Subnet,
 }
 
 impl Fixture {
-    /// `subnet`: third octet of this test's pool 127.78.<subnet>.0/24.
-    pub fn new(subnet: u8) -> Self {
-        Self::with_tracking(subnet, "auto")
+    /// A pool of the test's own (`Subnet::claim`), held as long as the fixture.
+    pub fn new() -> Self {
+        Self::with_tracking("auto")
     }
 
     /// `tracking`: how the provider finds a server's processes (`auto`, `marker`).
-    pub fn with_tracking(subnet: u8, tracking: &str) -> Self {
+    pub fn with_tracking(tracking: &str) -> Self {
+        let subnet = Subnet::claim();
         // Short prefix: PostgreSQL's socket path under the server root must stay
         // within 107 bytes.
         let dir = tempfile::Builder::new().prefix("hds-").tempdir().expect("temp dir");
         // postgres and etcd must be able to reach their directories under it.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
         let settings = LocalProviderSettings {
-            address_pool: format!("127.78.{subnet}.0/24"),
+            address_pool: subnet.pool(),
             root: Some(dir.path().join("local")),
             process_tracking: tracking.into(),
             stop_timeout_secs: 5,
@@ -254,7 +256,7 @@ impl Drop for Fixture {
         let root = self.dir.path().display().to_string();
         let left = processes_mentioning(&root);
         if !left.is_empty() {
-            eprintln!("cleanup (subnet {}): processes left under {root}: {left:?}", self.subnet);
+            eprintln!("cleanup ({}): processes left under {root}: {left:?}", self.subnet.pool());
         }
     }
 }
@@ -307,17 +309,7 @@ pub fn admin_sql(addr: &str, sql: &str) -> String {
     psql(addr, "herd_admin", ADMIN_PW, sql).unwrap_or_else(|e| panic!("{sql} on {addr}: {e}"))
 }
 
-/// Polls `f` until it returns Some or `timeout` passes.
-pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+pub use herd_testkit::eventually;
 
 pub fn uid_of(pid: i32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

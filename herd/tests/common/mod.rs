@@ -6,6 +6,7 @@
 
 use herd_client::types::{ClusterDto, ClusterStatus, CreateCluster, TaskDto, TaskStatus};
 use herd_client::{ApiProblem, Client, Progress, WaitOptions};
+use herd_testkit::{Subnet, eventually, eventually_async};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -56,6 +57,22 @@ pub fn refused<T: std::fmt::Debug>(r: herd_client::Result<T>) -> ApiProblem {
     }
 }
 
+/// What [`Env::fleet`] started; the processes stop when it is dropped.
+pub struct Fleet {
+    pub serve: Proc,
+    pub workers: Vec<Proc>,
+    pub api: String,
+    pub token: String,
+}
+
+/// 32 random bytes, a master key of a fleet's own.
+fn rand_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(Uuid::new_v4().as_bytes());
+    key[16..].copy_from_slice(Uuid::new_v4().as_bytes());
+    key
+}
+
 /// A child process killed when dropped.
 pub struct Proc {
     pub child: Child,
@@ -75,7 +92,7 @@ impl Proc {
                 return s.code();
             }
             if Instant::now() > deadline {
-                return None;
+                return None; // the caller says what it expected
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -99,22 +116,25 @@ pub struct Env {
     /// The state dir (`<dir>/state`, or `<dir>/.herd` for a first run's defaults).
     pub state: PathBuf,
     pub pool: String,
+    /// The claim on `pool` (None for a first run's default pool).
+    pub subnet: Option<Subnet>,
     pub vars: Vec<(String, String)>,
     pub http: reqwest::Client,
 }
 
 impl Env {
-    /// `subnet` picks the test's own 127.80.<subnet>.0/24.
-    pub fn new(subnet: u8) -> Self {
+    /// A pool of the test's own (`Subnet::claim`), held as long as the Env.
+    pub fn new() -> Self {
+        let subnet = Subnet::claim();
         // Short on purpose: server paths embed it and Unix socket paths are limited.
         let dir = tempfile::Builder::new().prefix("he").tempdir_in("/tmp").unwrap();
-        let pool = format!("127.80.{subnet}.0/24");
+        let pool = subnet.pool();
         let mut vars: Vec<(String, String)> =
             FAST_WORKER.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         vars.push(("HERD_PROVIDERS__LOCAL__ADDRESS_POOL".into(), pool.clone()));
         vars.push(("RUST_LOG".into(), "info,herd_worker=debug".into()));
         let state = dir.path().join("state");
-        Self { dir, state, pool, vars, http: reqwest::Client::new() }
+        Self { dir, state, pool, subnet: Some(subnet), vars, http: reqwest::Client::new() }
     }
 
     /// A new user's world: `herd` run in `dir` with every setting at its default (the
@@ -123,7 +143,7 @@ impl Env {
         let dir = tempfile::Builder::new().prefix("hf").tempdir_in("/tmp").unwrap();
         let state = dir.path().join(".herd");
         let pool = herd_core::config::LocalProviderSettings::default().address_pool;
-        Self { dir, state, pool, vars: Vec::new(), http: reqwest::Client::new() }
+        Self { dir, state, pool, subnet: None, vars: Vec::new(), http: reqwest::Client::new() }
     }
 
     pub fn state(&self) -> PathBuf {
@@ -178,6 +198,32 @@ impl Env {
         Proc { child, log }
     }
 
+    /// `herd serve` and `workers` × `herd worker` on `database_url` and the Redis on
+    /// `redis_port`, as an operator runs them; returns once the API answers `/readyz`.
+    pub async fn fleet(&self, database_url: String, redis_port: u16, workers: usize) -> Fleet {
+        use base64::Engine;
+        let api_port = free_port();
+        let token = format!("herd_fleet_{}", Uuid::new_v4().simple());
+        let key = base64::engine::general_purpose::STANDARD.encode(rand_key());
+        let shared = vec![
+            ("HERD_DATABASE_URL", database_url),
+            ("HERD_REDIS_URL", format!("redis://127.0.0.1:{redis_port}")),
+            ("HERD_MASTER_KEY", key),
+            ("HERD_ADMIN_TOKEN", token.clone()),
+            ("HERD_STATE_DIR", self.state().display().to_string()),
+            ("HERD_LISTEN", format!("127.0.0.1:{api_port}")),
+        ];
+        let serve = self.spawn(&["serve"], &shared, "serve.log");
+        let api = format!("http://127.0.0.1:{api_port}");
+        let herd = self.client(&api, &token);
+        eventually_async("herd serve to answer /readyz", Duration::from_secs(60), || async {
+            herd.ready().await.map_err(|e| format!("{e}; serve log:\n{}", serve.log_text()))
+        })
+        .await;
+        let workers = (1..=workers).map(|n| self.spawn(&["worker"], &shared, &format!("worker-{n}.log"))).collect();
+        Fleet { serve, workers, api, token }
+    }
+
     pub async fn call(&self, method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
         let mut r = self.http.request(method, url).bearer_auth(token);
         if let Some(b) = body {
@@ -212,18 +258,14 @@ impl Env {
         timeout: Duration,
     ) -> ClusterDto {
         let herd = self.client(api, token);
-        let deadline = Instant::now() + timeout;
-        loop {
+        eventually_async(&format!("cluster {id} to be {want}"), timeout, || async {
             let c = herd.cluster(id).await.unwrap_or_else(|e| panic!("cluster {id}: {e}"));
-            if c.status == want {
-                return c;
-            }
-            if c.status == ClusterStatus::Failed {
+            if c.status == ClusterStatus::Failed && want != ClusterStatus::Failed {
                 panic!("cluster failed: {:?}", c.fault);
             }
-            assert!(Instant::now() < deadline, "cluster not {want} in {timeout:?}: {c:?}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+            if c.status == want { Ok(c) } else { Err(format!("{c:?}")) }
+        })
+        .await
     }
 
     /// The cluster's admin connection URI and password.
@@ -319,7 +361,7 @@ impl Env {
     /// Pids of processes whose command line mentions this test's state dir or pool.
     pub fn stray_pids(&self) -> Vec<(i32, String)> {
         let needle = self.dir.path().to_string_lossy().to_string();
-        // The pool's fixed octets ("127.80.5." for 127.80.5.0/24).
+        // The pool's fixed octets ("127.93.5." for 127.93.5.0/24).
         let (net, bits) = self.pool.split_once('/').unwrap();
         let keep = bits.parse::<usize>().unwrap() / 8;
         let prefix = net.split('.').take(keep).map(|o| format!("{o}.")).collect::<String>();
@@ -390,16 +432,9 @@ pub fn psql(conninfo: &str, password: &str, sql: &str) -> Result<String, String>
     }
 }
 
-/// Retries `f` until it returns Ok or the deadline passes.
-pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => panic!("gave up after {timeout:?}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
+/// Retries `f` until it returns Ok or the deadline passes (the panic shows its last Err).
+pub fn poll<T>(timeout: Duration, f: impl FnMut() -> Result<T, String>) -> T {
+    eventually("the condition", timeout, f)
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the caller's process).
