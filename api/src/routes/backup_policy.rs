@@ -41,13 +41,10 @@ impl IntoDto for BackupPolicy {
     }
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        super::resource("/clusters/{id}/backup-policy")
-            .route(web::get().to(get_policy))
-            .route(web::put().to(put_policy))
-            .route(web::delete().to(delete_policy)),
-    );
+pub fn routes(t: &mut super::Table) {
+    t.add::<__path_get_policy>(web::to(get_policy));
+    t.add::<__path_put_policy>(web::to(put_policy));
+    t.add::<__path_delete_policy>(web::to(delete_policy));
 }
 
 /// Validates a request, reporting every invalid field at once.

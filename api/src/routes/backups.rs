@@ -53,13 +53,12 @@ pub struct ListBackupsQuery {
     pub cursor: Option<String>,
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/clusters/{id}/backups").route(web::post().to(create_backup)))
-        .service(super::resource("/clusters/{id}/recovery-window").route(web::get().to(recovery_window)))
-        .service(super::resource("/backups").route(web::get().to(list_backups)))
-        .service(
-            super::resource("/backups/{id}").route(web::get().to(get_backup)).route(web::delete().to(expire_backup)),
-        );
+pub fn routes(t: &mut super::Table) {
+    t.add::<__path_create_backup>(web::to(create_backup));
+    t.add::<__path_recovery_window>(web::to(recovery_window));
+    t.add::<__path_list_backups>(web::to(list_backups));
+    t.add::<__path_get_backup>(web::to(get_backup));
+    t.add::<__path_expire_backup>(web::to(expire_backup));
 }
 
 /// Take a backup of a running cluster from its primary.

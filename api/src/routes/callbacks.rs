@@ -12,6 +12,11 @@ use crate::error::{ApiError, ErrorCode, Problem};
 use crate::json::JsonBody;
 use crate::state::AppState;
 
+/// Outside /v1: nodes authenticate with a per-cluster token, not an API token.
+pub fn routes(t: &mut super::Table) {
+    t.add::<__path_role_callback>(web::to(role_callback));
+}
+
 /// Called by a cluster's nodes when a member's role changes (Patroni's
 /// `on_role_change`). Authenticated by a per-cluster token Herd writes to the nodes,
 /// not by an API token.

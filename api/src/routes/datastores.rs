@@ -21,12 +21,11 @@ impl IntoDto for VersionSpec {
     }
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        super::resource("/datastores").route(web::get().to(list_datastores)).route(web::post().to(create_datastore)),
-    )
-    .service(super::resource("/datastores/{name}/versions").route(web::post().to(create_version)))
-    .service(super::resource("/datastores/{name}/versions/{version}").route(web::patch().to(patch_version)));
+pub fn routes(t: &mut super::Table) {
+    t.add::<__path_list_datastores>(web::to(list_datastores));
+    t.add::<__path_create_datastore>(web::to(create_datastore));
+    t.add::<__path_create_version>(web::to(create_version));
+    t.add::<__path_patch_version>(web::to(patch_version));
 }
 
 fn check_packages(errs: &mut Errors, field: &str, packages: &[String]) {

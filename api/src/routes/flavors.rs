@@ -16,9 +16,9 @@ impl IntoDto for Capabilities {
     }
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/flavors").route(web::get().to(list_flavors)))
-        .service(super::resource("/providers").route(web::get().to(list_providers)));
+pub fn routes(t: &mut super::Table) {
+    t.add::<__path_list_flavors>(web::to(list_flavors));
+    t.add::<__path_list_providers>(web::to(list_providers));
 }
 
 /// Machine sizes offered by the configured providers.

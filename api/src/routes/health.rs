@@ -4,10 +4,10 @@ use herd_types::{Health, ProblemType};
 use crate::error::{ApiError, ErrorCode, Problem};
 use crate::state::AppState;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/healthz").route(web::get().to(healthz)))
-        .service(super::resource("/readyz").route(web::get().to(readyz)))
-        .service(super::resource("/problems/{code}").route(web::get().to(problem_type)));
+pub fn routes(t: &mut super::Table) {
+    t.add::<__path_healthz>(web::to(healthz));
+    t.add::<__path_readyz>(web::to(readyz));
+    t.add::<__path_problem_type>(web::to(problem_type));
 }
 
 /// Liveness: the process answers.

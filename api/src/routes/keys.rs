@@ -27,9 +27,11 @@ impl IntoDto for SshKey {
     }
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/keys").route(web::post().to(create_key)).route(web::get().to(list_keys)))
-        .service(super::resource("/keys/{id}").route(web::get().to(get_key)).route(web::delete().to(delete_key)));
+pub fn routes(t: &mut super::Table) {
+    t.add::<__path_create_key>(web::to(create_key));
+    t.add::<__path_list_keys>(web::to(list_keys));
+    t.add::<__path_get_key>(web::to(get_key));
+    t.add::<__path_delete_key>(web::to(delete_key));
 }
 
 /// Generate or import an SSH key.

@@ -14,12 +14,77 @@ pub mod snapshots;
 pub mod streams;
 pub mod tasks;
 
-use actix_web::{HttpRequest, HttpResponse, Resource, web};
+use actix_web::http::Method;
+use actix_web::{HttpRequest, HttpResponse, Resource, Route, web};
+use utoipa::openapi::path::HttpMethod;
 
 use crate::error::{ApiError, ErrorCode};
 
-/// A resource whose unmatched methods answer 405 problem+json (actix's default is an
-/// empty 405 body).
+/// The routing table of one scope. A handler is added with the path and method its
+/// `#[utoipa::path]` declares, the one place either is written; routes are grouped
+/// by path into one actix resource each, so a wrong method on a known path is a 405.
+pub struct Table {
+    prefix: &'static str,
+    resources: Vec<(String, Vec<Route>)>,
+    operations: Vec<(String, Method)>,
+}
+
+impl Table {
+    /// A table for the scope mounted at `prefix` (`""` for the root).
+    pub fn new(prefix: &'static str) -> Self {
+        Self { prefix, resources: Vec::new(), operations: Vec::new() }
+    }
+
+    /// Routes `handler` (`web::to(f)`) where `P`, the `__path_f` of `f`'s
+    /// `#[utoipa::path]`, says. Panics at start-up, in every API test, if the
+    /// documented path is outside this scope or names other than one method.
+    pub fn add<P: utoipa::Path>(&mut self, handler: Route) -> &mut Self {
+        let path = P::path();
+        let methods = P::methods();
+        let [method] = methods.as_slice() else { panic!("{path}: one method per handler, not {}", methods.len()) };
+        let local = path
+            .strip_prefix(self.prefix)
+            .filter(|l| l.starts_with('/'))
+            .unwrap_or_else(|| panic!("{path} is documented outside {}", self.prefix));
+        let method = actix_method(method);
+        let route = handler.method(method.clone());
+        match self.resources.iter_mut().find(|(p, _)| p == local) {
+            Some((_, routes)) => routes.push(route),
+            None => self.resources.push((local.to_owned(), vec![route])),
+        }
+        self.operations.push((path.clone(), method));
+        self
+    }
+
+    /// Every (documented path, method) added.
+    pub fn operations(&self) -> &[(String, Method)] {
+        &self.operations
+    }
+
+    /// One resource per path; a method it does not route answers 405 problem+json
+    /// (actix's default is an empty 405 body).
+    pub fn register(self, cfg: &mut web::ServiceConfig) {
+        for (path, routes) in self.resources {
+            let resource = web::resource(path).default_service(web::to(method_not_allowed));
+            cfg.service(routes.into_iter().fold(resource, Resource::route));
+        }
+    }
+}
+
+fn actix_method(m: &HttpMethod) -> Method {
+    match m {
+        HttpMethod::Get => Method::GET,
+        HttpMethod::Post => Method::POST,
+        HttpMethod::Put => Method::PUT,
+        HttpMethod::Delete => Method::DELETE,
+        HttpMethod::Options => Method::OPTIONS,
+        HttpMethod::Head => Method::HEAD,
+        HttpMethod::Patch => Method::PATCH,
+        HttpMethod::Trace => Method::TRACE,
+    }
+}
+
+/// A resource outside the documented API (`/docs`) that still answers 405 problem+json.
 pub(crate) fn resource(path: &str) -> Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }

@@ -38,14 +38,12 @@ impl IntoDto for ApiToken {
     }
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/projects").route(web::post().to(create_project)).route(web::get().to(list_projects)))
-        .service(
-            super::resource("/projects/{id}/tokens")
-                .route(web::post().to(create_token))
-                .route(web::get().to(list_tokens)),
-        )
-        .service(super::resource("/projects/{id}/tokens/{token_id}").route(web::delete().to(revoke_token)));
+pub fn routes(t: &mut super::Table) {
+    t.add::<__path_create_project>(web::to(create_project));
+    t.add::<__path_list_projects>(web::to(list_projects));
+    t.add::<__path_create_token>(web::to(create_token));
+    t.add::<__path_list_tokens>(web::to(list_tokens));
+    t.add::<__path_revoke_token>(web::to(revoke_token));
 }
 
 /// Create a project (admin).

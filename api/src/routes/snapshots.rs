@@ -50,14 +50,11 @@ pub struct ListSnapshotsQuery {
     pub cursor: Option<String>,
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/clusters/{id}/snapshots").route(web::post().to(create_snapshot)))
-        .service(super::resource("/snapshots").route(web::get().to(list_snapshots)))
-        .service(
-            super::resource("/snapshots/{id}")
-                .route(web::get().to(get_snapshot))
-                .route(web::delete().to(delete_snapshot)),
-        );
+pub fn routes(t: &mut super::Table) {
+    t.add::<__path_create_snapshot>(web::to(create_snapshot));
+    t.add::<__path_list_snapshots>(web::to(list_snapshots));
+    t.add::<__path_get_snapshot>(web::to(get_snapshot));
+    t.add::<__path_delete_snapshot>(web::to(delete_snapshot));
 }
 
 /// Snapshot the primary's data volume inside an online backup.

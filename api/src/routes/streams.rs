@@ -32,9 +32,9 @@ const BACKLOG: u64 = 500;
 /// Sent event ids a stream keeps for de-duplication before it forgets the old ones.
 const REMEMBERED: usize = 4096;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/tasks/{id}/stream").route(web::get().to(task_stream)))
-        .service(super::resource("/clusters/{id}/events/stream").route(web::get().to(cluster_stream)));
+pub fn routes(t: &mut super::Table) {
+    t.add::<__path_task_stream>(web::to(task_stream));
+    t.add::<__path_cluster_stream>(web::to(cluster_stream));
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -30,8 +30,8 @@ impl super::IntoDto for Task {
     }
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/tasks/{id}").route(web::get().to(get_task)));
+pub fn routes(t: &mut super::Table) {
+    t.add::<__path_get_task>(web::to(get_task));
 }
 
 /// Show a task's status and progress.

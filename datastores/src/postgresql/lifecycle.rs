@@ -355,13 +355,13 @@ impl Lifecycle for PostgresManager {
             ));
         }
         let etcd_conf = render::etcd_config(cluster, node, &l)?;
-        let patroni_conf = render::patroni_config(cluster, node, &l)?;
+        let patroni_conf = patroni_file(cluster, node, &l)?;
         let pgbackrest_conf = backup::config_file(cluster, node, &l)?;
         let callback = match (render::callback_script(cluster, node, &l)?, &cluster.callback) {
             (Some(script), Some(cb)) => Some(CallbackFiles { script, token: cb.token.clone() }),
             _ => None,
         };
-        // patroni_config checked the restore (snapshot::check_restore).
+        // restore_bootstrap checked the restore (snapshot::check_restore).
         let snapshot = snapshot::source_for(cluster, node).map(|s| SnapshotFiles {
             backup_label: s.label.backup_label.clone(),
             tablespace_map: s.label.tablespace_map.clone(),
@@ -472,4 +472,14 @@ impl Lifecycle for PostgresManager {
         tracing::info!(node = %node.name, "node daemons stopped and removed from the boot list");
         Ok(())
     }
+}
+
+/// `node`'s patroni.yml: the repository and the restore checked by the modules that
+/// own them, then rendered.
+fn patroni_file(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result<String, ManagerError> {
+    if let Some(b) = &cluster.backup {
+        backup::check_config(b)?;
+    }
+    let bootstrap = snapshot::restore_bootstrap(cluster, l)?;
+    render::patroni_config(cluster, node, l, bootstrap.as_ref())
 }

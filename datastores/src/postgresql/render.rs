@@ -3,6 +3,7 @@
 //! template: YAML double-quoted scalars for the YAML files, POSIX single quotes for
 //! the shell scripts. Templates therefore never escape anything themselves.
 
+use super::backup::Bootstrap;
 use super::layout::{ETCD_CLIENT_PORT, ETCD_PEER_PORT, Layout, PATRONI_PORT, PG_PORT, scope};
 use super::params::{is_managed, valid_parameter_name};
 use super::timing::STOP_TIMEOUT_SECS;
@@ -314,32 +315,24 @@ fn on_role_change_command(l: &Layout) -> String {
     crate::shell::join(&["/usr/bin/python3", "-I", &l.callback_script])
 }
 
-pub fn patroni_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result<String, ManagerError> {
+/// patroni.yml for `node`; `bootstrap` replaces initdb (a restore), built by the
+/// caller so rendering knows no restore rules.
+pub fn patroni_config(
+    cluster: &ClusterSpec,
+    node: &NodeSpec,
+    l: &Layout,
+    bootstrap: Option<&Bootstrap>,
+) -> Result<String, ManagerError> {
     let t = checked_timing(cluster)?;
-    let restore = match &cluster.restore {
-        None => None,
-        Some(r) => {
-            let b = match &r.snapshot {
-                Some(s) => {
-                    super::snapshot::check_restore(cluster, r, s)?;
-                    super::snapshot::bootstrap(l, r)?
-                }
-                None => super::backup::bootstrap(l, r)?,
-            };
-            Some(RestoreContext {
-                method: b.method,
-                command: yaml_str(&b.command),
-                recovery_conf: b
-                    .recovery_conf
-                    .iter()
-                    .map(|(n, v)| Parameter { name: yaml_str(n), value: yaml_str(v) })
-                    .collect(),
-            })
-        }
-    };
-    if let Some(b) = &cluster.backup {
-        super::backup::check_config(b)?;
-    }
+    let restore = bootstrap.map(|b| RestoreContext {
+        method: b.method,
+        command: yaml_str(&b.command),
+        recovery_conf: b
+            .recovery_conf
+            .iter()
+            .map(|(n, v)| Parameter { name: yaml_str(n), value: yaml_str(v) })
+            .collect(),
+    });
     let superuser = cluster.secrets.superuser.expose_secret();
     let replication = cluster.secrets.replication.expose_secret();
     if superuser.is_empty() || replication.is_empty() {
@@ -522,6 +515,12 @@ mod tests {
     use std::io::Write;
     use std::process::{Command, Stdio};
 
+    /// patroni.yml with the restore bootstrap `configure` would pass.
+    fn patroni_yml(c: &ClusterSpec, n: &NodeSpec, l: &Layout) -> Result<String, ManagerError> {
+        let boot = crate::postgresql::snapshot::restore_bootstrap(c, l)?;
+        patroni_config(c, n, l, boot.as_ref())
+    }
+
     /// Parses YAML the way Patroni does (PyYAML) and returns it as JSON.
     fn pyyaml(text: &str) -> serde_json::Value {
         let mut child = Command::new("python3")
@@ -558,7 +557,7 @@ mod tests {
         c.parameters.insert("search_path".into(), "\"$user\", public # not a comment".into());
         c.parameters.insert("max_wal_senders".into(), 20.into());
         let l = Layout::new(&c, &n).unwrap();
-        let text = patroni_config(&c, &n, &l).unwrap();
+        let text = patroni_yml(&c, &n, &l).unwrap();
         let y = pyyaml(&text);
         assert_eq!(y["postgresql"]["authentication"]["superuser"]["password"], password);
         assert_eq!(y["restapi"]["authentication"]["password"], password);
@@ -607,7 +606,7 @@ mod tests {
         use crate::postgresql::backup::tests::{posix, s3};
         let (mut c, n) = spec("/srv/h/s 1", None);
         let l = Layout::new(&c, &n).unwrap();
-        let y = pyyaml(&patroni_config(&c, &n, &l).unwrap());
+        let y = pyyaml(&patroni_yml(&c, &n, &l).unwrap());
         assert_eq!(y["bootstrap"]["dcs"]["postgresql"]["parameters"].get("archive_mode"), None);
         assert_eq!(y["postgresql"]["parameters"].get("archive_command"), None);
         assert_eq!(y["postgresql"].get("recovery_conf"), None);
@@ -616,7 +615,7 @@ mod tests {
         c.backup = Some(posix("/srv/backups", "herd-own"));
         let t = chrono::DateTime::parse_from_rfc3339("2026-11-22T12:00:01.5Z").unwrap().to_utc();
         c.restore = Some(crate::RestoreSource { from: s3(None), set: None, target_time: Some(t), snapshot: None });
-        let text = patroni_config(&c, &n, &l).unwrap();
+        let text = patroni_yml(&c, &n, &l).unwrap();
         assert!(!text.contains("s3cr3t"), "repository keys stay in pgbackrest.conf");
         let y = pyyaml(&text);
         // archive_mode needs a restart: in the DCS from bootstrap on. The command
@@ -668,7 +667,7 @@ mod tests {
             target_time: None,
             snapshot: Some(snapshot.clone()),
         });
-        let text = patroni_config(&c, &n, &l).unwrap();
+        let text = patroni_yml(&c, &n, &l).unwrap();
         assert!(!text.contains("START WAL LOCATION"), "the label is a file of its own");
         let y = pyyaml(&text);
         let boot = &y["bootstrap"];
@@ -708,10 +707,10 @@ mod tests {
         // A snapshot names a member of this cluster, and nothing else to select.
         let mut bad = c.clone();
         bad.restore.as_mut().unwrap().snapshot.as_mut().unwrap().node_id = uuid::Uuid::new_v4();
-        assert_eq!(patroni_config(&bad, &n, &l).unwrap_err().code(), "invalid_restore");
+        assert_eq!(patroni_yml(&bad, &n, &l).unwrap_err().code(), "invalid_restore");
         let mut bad = c.clone();
         bad.restore.as_mut().unwrap().set = Some("20261122-120000F".into());
-        assert_eq!(patroni_config(&bad, &n, &l).unwrap_err().code(), "invalid_restore");
+        assert_eq!(patroni_yml(&bad, &n, &l).unwrap_err().code(), "invalid_restore");
     }
 
     #[test]
@@ -738,7 +737,7 @@ mod tests {
         let (mut c, n) = spec("/", None);
         c.timing.retry_timeout = 5;
         let l = Layout::new(&c, &n).unwrap();
-        assert_eq!(patroni_config(&c, &n, &l).unwrap_err().code(), "invalid_ha_timing");
+        assert_eq!(patroni_yml(&c, &n, &l).unwrap_err().code(), "invalid_ha_timing");
     }
 
     #[test]
@@ -772,7 +771,7 @@ mod tests {
             token: SecretString::from("t0k3n-secret"),
         });
         let l = Layout::new(&c, &n).unwrap();
-        let text = patroni_config(&c, &n, &l).unwrap();
+        let text = patroni_yml(&c, &n, &l).unwrap();
         assert!(!text.contains("t0k3n-secret"), "the token is not in patroni.yml");
         let y = pyyaml(&text);
         assert_eq!(y["tags"]["nofailover"], true);

@@ -15,6 +15,7 @@
 //! into place with the label and recovers with WAL from the source's stanza to the
 //! end of the backup, then promotes.
 
+use super::backup::Bootstrap;
 use super::layout::{Layout, is_dns_label};
 use super::{PostgresManager, backup, exit, sql};
 use crate::shell::{join, quote};
@@ -376,7 +377,20 @@ mv -T -- "$staging" "$data"
 /// The custom bootstrap of a cluster restored from a snapshot: the script above,
 /// then recovery with WAL from the source's stanza until the backup's end, and
 /// promotion.
-pub fn bootstrap(l: &Layout, r: &RestoreSource) -> Result<backup::Bootstrap, ManagerError> {
+/// How a restored cluster's first member bootstraps instead of initdb: from the volume
+/// snapshot its restore names (checked here), else from a pgBackRest backup.
+pub fn restore_bootstrap(cluster: &ClusterSpec, l: &Layout) -> Result<Option<Bootstrap>, ManagerError> {
+    let Some(r) = &cluster.restore else { return Ok(None) };
+    Ok(Some(match &r.snapshot {
+        Some(s) => {
+            check_restore(cluster, r, s)?;
+            bootstrap(l, r)?
+        }
+        None => backup::bootstrap(l, r)?,
+    }))
+}
+
+pub fn bootstrap(l: &Layout, r: &RestoreSource) -> Result<Bootstrap, ManagerError> {
     backup::check_config(&r.from)?;
     let command = join(&[
         "/bin/sh",
@@ -396,7 +410,7 @@ pub fn bootstrap(l: &Layout, r: &RestoreSource) -> Result<backup::Bootstrap, Man
         // The timeline the backup was taken on.
         ("recovery_target_timeline", "current".into()),
     ];
-    Ok(backup::Bootstrap {
+    Ok(Bootstrap {
         method: "snapshot",
         command,
         recovery_conf: recovery.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),

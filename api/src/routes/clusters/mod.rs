@@ -12,27 +12,17 @@ pub mod settings;
 
 use actix_web::web;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    use crate::routes::resource;
-    cfg.service(
-        resource("/clusters")
-            .route(web::post().to(lifecycle::create_cluster))
-            .route(web::get().to(lifecycle::list_clusters)),
-    )
-    .service(
-        resource("/clusters/{id}")
-            .route(web::get().to(lifecycle::get_cluster))
-            .route(web::patch().to(settings::update_cluster))
-            .route(web::delete().to(lifecycle::delete_cluster)),
-    )
-    .service(resource("/clusters/{id}/credentials").route(web::get().to(lifecycle::get_credentials)))
-    .service(resource("/clusters/{id}/events").route(web::get().to(lifecycle::list_events)))
-    .service(resource("/clusters/{id}/actions").route(web::post().to(actions::cluster_action)))
-    .service(resource("/clusters/{id}/nodes").route(web::post().to(nodes::add_nodes)))
-    .service(
-        resource("/clusters/{id}/nodes/{node_id}")
-            .route(web::patch().to(nodes::update_node))
-            .route(web::delete().to(nodes::remove_node)),
-    )
-    .service(resource("/clusters/{id}/nodes/{node_id}/power").route(web::post().to(nodes::power_node)));
+pub fn routes(t: &mut crate::routes::Table) {
+    t.add::<lifecycle::__path_create_cluster>(web::to(lifecycle::create_cluster));
+    t.add::<lifecycle::__path_list_clusters>(web::to(lifecycle::list_clusters));
+    t.add::<lifecycle::__path_get_cluster>(web::to(lifecycle::get_cluster));
+    t.add::<settings::__path_update_cluster>(web::to(settings::update_cluster));
+    t.add::<lifecycle::__path_delete_cluster>(web::to(lifecycle::delete_cluster));
+    t.add::<lifecycle::__path_get_credentials>(web::to(lifecycle::get_credentials));
+    t.add::<lifecycle::__path_list_events>(web::to(lifecycle::list_events));
+    t.add::<actions::__path_cluster_action>(web::to(actions::cluster_action));
+    t.add::<nodes::__path_add_nodes>(web::to(nodes::add_nodes));
+    t.add::<nodes::__path_update_node>(web::to(nodes::update_node));
+    t.add::<nodes::__path_remove_node>(web::to(nodes::remove_node));
+    t.add::<nodes::__path_power_node>(web::to(nodes::power_node));
 }
