@@ -55,10 +55,42 @@ fn one_node(fx: Fixture) {
     assert_eq!(
         admin_sql(
             &addr,
-            "SELECT rolcreatedb AND rolcreaterole AND NOT rolsuper FROM pg_roles WHERE rolname = current_user"
+            "SELECT rolcreatedb AND NOT rolcreaterole AND NOT rolsuper FROM pg_roles WHERE rolname = current_user"
         ),
         "t"
     );
+    // Nothing the admin runs reaches the server's OS (on loopback hosts every cluster's
+    // server user could read the others' files).
+    let refused = |sql: &str| {
+        let e = psql(&addr, "herd_admin", ADMIN_PW, sql).expect_err(sql);
+        let denied = ["permission denied", "must be superuser", "must have admin option"];
+        assert!(denied.iter().any(|d| e.contains(d)), "{sql}: {e}");
+    };
+    refused("GRANT pg_execute_server_program TO CURRENT_USER");
+    refused("CREATE ROLE escape LOGIN");
+    refused("COPY (SELECT 1) TO PROGRAM 'id'");
+    refused("COPY t FROM PROGRAM 'id'");
+    refused("COPY t FROM '/etc/passwd'");
+    refused("COPY t TO '/tmp/herd-escape'");
+    refused("SELECT lo_import('/etc/passwd')");
+    refused("SELECT pg_read_file('/etc/passwd')");
+    refused("ALTER SYSTEM SET work_mem = '1MB'");
+    // A cluster made when the admin had CREATEROLE may hold such grants: the next
+    // password change takes them back, from the admin and from roles it made.
+    let su = |sql: &str| psql(&addr, "postgres", SUPERUSER_PW, sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    su("CREATE ROLE made_by_admin LOGIN CREATEROLE");
+    su("GRANT pg_execute_server_program, pg_read_server_files TO herd_admin, made_by_admin");
+    su("ALTER ROLE herd_admin CREATEROLE");
+    assert_eq!(admin_sql(&addr, "SELECT pg_has_role('pg_execute_server_program', 'MEMBER')"), "t", "the setup took");
+    fx.rt.block_on(m.set_admin_password(&c)).expect("admin password again");
+    refused("COPY (SELECT 1) TO PROGRAM 'id'");
+    refused("GRANT pg_execute_server_program TO CURRENT_USER");
+    assert_eq!(
+        su("SELECT count(*) FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid \
+            WHERE g.rolname LIKE 'pg\\_%server\\_%'"),
+        "0"
+    );
+    assert_eq!(su("SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolcreaterole AND NOT rolsuper"), "");
     assert_eq!(admin_sql(&addr, "SHOW work_mem"), "8MB");
     assert_eq!(admin_sql(&addr, "SHOW max_connections"), "50");
     assert_eq!(admin_sql(&addr, "SHOW data_checksums"), "on");

@@ -72,6 +72,12 @@ async fn demo_in_a_fresh_directory_gives_a_working_uri_and_down_and_purge_leave_
     assert_eq!(psql(&uri, "", "SELECT v FROM first").unwrap(), "42");
     // Everything lives under the working directory's .herd, with absolute paths.
     assert!(env.state().join("herd.db").exists() && env.state().join("backups").is_dir());
+    // The databases (secrets, token hashes, the queue) are the owner's alone.
+    for f in ["herd.db", "herd.db-wal", "queue.db"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(env.state().join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}: {mode:o}");
+    }
 
     // While it runs, --down is refused: the running dev owns the servers.
     let (code, err) = down(&env, "--down");

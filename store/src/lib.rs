@@ -57,7 +57,35 @@ impl Store {
     }
 }
 
+/// Creates the SQLite file at `path` readable by its owner alone (or makes an existing
+/// one so, with its WAL files): it holds every cluster's encrypted secrets and API
+/// token hashes, and SQLite gives its -wal/-shm files the database file's mode.
+pub fn make_private_sqlite(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => r?,
+        }
+    }
+    Ok(())
+}
+
+/// The file a `sqlite:` URL names (`sqlite://PATH?opts`), unless in memory.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| path.into())
+}
+
 pub(crate) async fn connect(url: &str) -> Result<DatabaseConnection, StoreError> {
+    if let Some(path) = sqlite_file(url) {
+        make_private_sqlite(&path).map_err(|e| sea_orm::DbErr::Custom(format!("{}: {e}", path.display())))?;
+    }
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.max_connections(16)
         .min_connections(1)
@@ -89,4 +117,15 @@ pub async fn migrate_database(url: &str) -> Result<(), StoreError> {
 async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
     herd_migrations::Migrator::up(db, None).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(super::sqlite_file("sqlite:///s/herd.db?mode=rwc").unwrap().to_str(), Some("/s/herd.db"));
+        assert_eq!(super::sqlite_file("sqlite://rel/herd.db").unwrap().to_str(), Some("rel/herd.db"));
+        assert_eq!(super::sqlite_file("sqlite::memory:"), None);
+        assert_eq!(super::sqlite_file("postgres://h/db"), None);
+    }
 }

@@ -48,6 +48,7 @@ impl Queue {
     /// A queue in its own SQLite file: apalis tunes its connection for throughput
     /// (synchronous = OFF), which Herd's own database must not inherit.
     pub async fn sqlite(path: &Path) -> anyhow::Result<Self> {
+        herd_store::make_private_sqlite(path)?;
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let pool = SqlitePool::connect(&url).await?;
         SqliteStorage::setup(&pool).await?;

@@ -47,9 +47,9 @@ pub async fn create_key(
 ) -> Result<HttpResponse, ApiError> {
     let mut errs = Errors::default();
     errs.check("name", validate_display_name(&req.name));
-    let material = match &req.private_key {
+    let material = match req.private_key {
         None => Some(sshkey::generate_ed25519()),
-        Some(pk) => errs.check("private_key", sshkey::import(pk, req.passphrase.as_ref())),
+        Some(pk) => errs.check("private_key", import_off_thread(pk, req.passphrase).await?),
     };
     let material = errs.finish(material)?;
     let key = state.store.create_key(auth.project_id, &req.name, &material, None).await?;
@@ -88,5 +88,26 @@ fn not_found(e: herd_store::StoreError) -> ApiError {
     match e {
         herd_store::StoreError::NotFound => ApiError::not_found("key"),
         e => e.into(),
+    }
+}
+
+/// How long decrypting an imported key may take. The KDF caps in `sshkey` bound it
+/// (about a second at the caps); this bounds it if a cap is ever wrong.
+const IMPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Parses (and decrypts) a key on the blocking pool: a key derivation must not hold
+/// an API thread, or `/healthz` stops answering.
+async fn import_off_thread(
+    pem: secrecy::SecretString,
+    passphrase: Option<secrecy::SecretString>,
+) -> Result<Result<sshkey::KeyMaterial, String>, ApiError> {
+    let work = web::block(move || sshkey::import(&pem, passphrase.as_ref()).map_err(|e| e.to_string()));
+    match actix_web::rt::time::timeout(IMPORT_TIMEOUT, work).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(ApiError::internal(&e)),
+        Err(_) => Ok(Err(format!(
+            "took more than {}s to decrypt; re-encrypt it with default settings",
+            IMPORT_TIMEOUT.as_secs()
+        ))),
     }
 }

@@ -181,10 +181,17 @@ pub fn canonical(rule: &Rule, value: &serde_json::Value) -> Result<Canonical, St
         return Err(format!("expected {}, got a boolean ({b})", describe(rule)));
     }
     let text = as_text(value)?;
-    if text.contains('\0') {
-        return Err("value contains NUL".into());
+    if let Some(c) = text.chars().find(|c| is_forbidden_char(*c)) {
+        return Err(format!("value contains the control character {c:?}"));
     }
     canonical_text(rule, &text)
+}
+
+/// A character no parameter value may hold: NUL and the control characters but tab.
+/// A newline inside a quoted value makes `postgresql.conf` unparsable, so the server
+/// would not start after its next restart.
+pub fn is_forbidden_char(c: char) -> bool {
+    c.is_control() && c != '\t'
 }
 
 fn has_on_off(rule: &Rule) -> bool {
@@ -387,12 +394,18 @@ mod tests {
             &map(json!({
                 "max_connections": "lots", "work_mem": "1kB", "log_statement": "everything",
                 "no_such_thing": 1, "unix_socket_directories": "/tmp", "Bad-Name": 1,
-                "checkpoint_timeout": "1s", "jit": "perhaps", "wal_keep_segments": 10, "statement_timeout": "5MB"
+                "checkpoint_timeout": "1s", "jit": "perhaps", "wal_keep_segments": 10, "statement_timeout": "5MB",
+                "search_path": "public\nlisten_addresses = '*'", "application_name": "a\u{7f}b"
             })),
         )
         .unwrap_err();
         let names: Vec<&str> = errs.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(errs.len(), 10, "{errs:?}");
+        assert_eq!(errs.len(), 12, "{errs:?}");
+        for n in ["search_path", "application_name"] {
+            let (_, e) = errs.iter().find(|(name, _)| name == n).unwrap();
+            assert!(e.contains("control character"), "{n}: {e}");
+        }
+        assert!(check_parameters("15", &map(json!({"application_name": "a\tb"}))).is_ok(), "a tab is fine");
         for n in
             ["max_connections", "work_mem", "log_statement", "no_such_thing", "unix_socket_directories", "Bad-Name"]
         {

@@ -81,10 +81,10 @@ pub fn yaml_str(s: &str) -> String {
 fn parameter_value(name: &str, value: &serde_json::Value) -> Result<serde_json::Value, ManagerError> {
     match value {
         serde_json::Value::String(s) => {
-            if s.contains('\0') {
+            if let Some(c) = s.chars().find(|c| super::params::is_forbidden_char(*c)) {
                 return Err(ManagerError::permanent(
                     FaultCode::InvalidParameter,
-                    format!("{name}: value contains NUL"),
+                    format!("{name}: value contains the control character {c:?}"),
                 ));
             }
             Ok(value.clone())

@@ -27,10 +27,27 @@ pub fn ident(s: &str) -> Result<String, ManagerError> {
 /// Roles Herd itself relies on; the admin must be another one.
 const RESERVED_ROLES: &[&str] = &["postgres", "replicator", "public", "none", "current_user", "session_user"];
 
+/// Takes back from every role but the superusers what reaches the server's OS: running
+/// programs and reading or writing server files (the `pg_*_server_*` roles), and
+/// `CREATEROLE`, with which a role could grant those to itself. Clusters made before
+/// the admin lost `CREATEROLE` may hold such grants (on the admin or on roles it
+/// made); this runs with every password set, so they go.
+const LOCK_DOWN: &str = "SELECT pg_catalog.format('REVOKE %I FROM %I', g.rolname, m.rolname)\n\
+     FROM pg_catalog.pg_auth_members a\n\
+     JOIN pg_catalog.pg_roles g ON g.oid = a.roleid\n\
+     JOIN pg_catalog.pg_roles m ON m.oid = a.member\n\
+     WHERE g.rolname IN ('pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files')\n\
+     AND NOT m.rolsuper\n\
+     \\gexec\n\
+     SELECT pg_catalog.format('ALTER ROLE %I NOCREATEROLE', rolname)\n\
+     FROM pg_catalog.pg_roles WHERE rolcreaterole AND NOT rolsuper\n\
+     \\gexec\n";
+
 /// Creates the admin role when it is missing and (re)sets its password. Since
 /// PostgreSQL 15 only a database's owner may create objects in its `public` schema,
 /// so the admin gets that right in the default database (databases it creates are
-/// its own), plus monitoring and the right to cancel other sessions. The session
+/// its own), plus monitoring and the right to cancel other sessions; never
+/// `CREATEROLE` or anything else that reaches the OS ([`LOCK_DOWN`]). The session
 /// first turns statement logging off, so the password reaches no server log even
 /// when `log_statement = all` or when a statement fails.
 pub fn admin_password_script(user: &str, password: &str) -> Result<String, ManagerError> {
@@ -49,12 +66,13 @@ pub fn admin_password_script(user: &str, password: &str) -> Result<String, Manag
          SET log_min_duration_statement = -1;\n\
          SET log_min_error_statement = 'panic';\n\
          SET password_encryption = 'scram-sha-256';\n\
-         SELECT pg_catalog.format('CREATE ROLE %I LOGIN CREATEDB CREATEROLE', {name_lit})\n\
+         SELECT pg_catalog.format('CREATE ROLE %I LOGIN CREATEDB NOCREATEROLE', {name_lit})\n\
          WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {name_lit})\n\
          \\gexec\n\
-         ALTER ROLE {name_id} WITH LOGIN CREATEDB CREATEROLE PASSWORD {pw};\n\
+         ALTER ROLE {name_id} WITH LOGIN CREATEDB NOCREATEROLE PASSWORD {pw};\n\
          GRANT CREATE, USAGE ON SCHEMA public TO {name_id};\n\
-         GRANT pg_monitor, pg_signal_backend TO {name_id};\n"
+         GRANT pg_monitor, pg_signal_backend TO {name_id};\n\
+         {LOCK_DOWN}"
     ))
 }
 
@@ -91,7 +109,8 @@ mod tests {
         let sql = admin_password_script("app_admin", "p'w").unwrap();
         assert!(sql.starts_with("SET log_statement = 'none';"), "{sql}");
         assert!(sql.contains("WHERE rolname = 'app_admin'"), "{sql}");
-        assert!(sql.contains("ALTER ROLE \"app_admin\" WITH LOGIN CREATEDB CREATEROLE PASSWORD 'p''w';"), "{sql}");
+        assert!(sql.contains("ALTER ROLE \"app_admin\" WITH LOGIN CREATEDB NOCREATEROLE PASSWORD 'p''w';"), "{sql}");
+        assert!(sql.ends_with(LOCK_DOWN), "{sql}");
         for bad in ["postgres", "replicator", "pg_monitor", ""] {
             assert_eq!(admin_password_script(bad, "x").unwrap_err().code(), "invalid_admin_user", "{bad}");
         }
