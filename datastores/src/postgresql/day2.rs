@@ -875,15 +875,11 @@ impl Operations for PostgresManager {
         for name in &started {
             // Answering is enough: etcd alone may lack a quorum until its peers
             // come back, which is not this node's problem.
-            let (entry, log, url) = match name.as_str() {
-                "etcd" => (
-                    &l.etcd_entry,
-                    &l.etcd_log,
-                    format!("http://{}/health", SocketAddr::new(node.address, ETCD_CLIENT_PORT)),
-                ),
-                _ => (&l.patroni_entry, &l.patroni_log, api(node, "/patroni")),
+            let (entry, url) = match name.as_str() {
+                "etcd" => (&l.etcd_entry, format!("http://{}/health", SocketAddr::new(node.address, ETCD_CLIENT_PORT))),
+                _ => (&l.patroni_entry, api(node, "/patroni")),
             };
-            self.wait_ready(node, entry, log, name, Probe::Answers(url), HA_START_TIMEOUT).await?;
+            self.wait_ready(node, entry, name, Probe::Answers(url), HA_START_TIMEOUT).await?;
         }
         if !started.is_empty() {
             tracing::info!(node = %node.name, ?started, "daemons restarted");

@@ -115,7 +115,9 @@ fn prepare_on(
         (&l.log_dir, "root", "postgres", "1775"),
         (&l.socket_dir, "postgres", "postgres", "2775"),
         (&l.etcd_data, &etcd_user, &etcd_user, "0700"),
-        (&l.etcd_log_dir, "root", "root", "0755"),
+        // Like /var/log/postgresql: the daemon opens its own log (never root), and the
+        // sticky bit keeps it from removing root's files.
+        (&l.etcd_log_dir, "root", &etcd_user, "1775"),
         (&l.etcd_dir, "root", "root", "0755"),
         (patroni_dir.as_deref().unwrap_or(&l.etcd_dir), "root", "root", "0755"),
         (&l.run_dir, "root", "root", "0755"),
@@ -135,13 +137,15 @@ fn prepare_on(
     // A loopback host's root sits somewhere in this machine's tree: every parent
     // must be searchable by the service users, or nothing will start.
     cmds.push(format!(
-        "{{ {pg} test -w {dp} -a -x {dp} && {pg} test -w {sock} && {etcd} test -w {ed} || exit {nw}; }}",
+        "{{ {pg} test -w {dp} -a -x {dp} -a -w {pl} && {pg} test -w {sock} && {etcd} test -w {ed} -a -w {el} || exit {nw}; }}",
         nw = exit::NOT_WRITABLE,
         pg = as_user("postgres"),
         dp = quote(&l.data_parent),
+        pl = quote(&l.log_dir),
         sock = quote(&l.socket_dir),
         etcd = as_user(&etcd_user),
         ed = quote(&l.etcd_data),
+        el = quote(&l.etcd_log_dir),
     ));
     let out = s.exec(&cmds.join(" && "), None)?;
     match out.exit_status {
@@ -378,7 +382,7 @@ impl Lifecycle for PostgresManager {
         let out = with_session(&node.ssh, move |s| s.exec(&cmd, None)).await?;
         start_result(out, "etcd", &node.name)?;
         let url = format!("http://{}/health", SocketAddr::new(node.address, ETCD_CLIENT_PORT));
-        self.wait_ready(node, &l.etcd_entry, &l.etcd_log, "etcd", Probe::EtcdHealthy(url), DCS_START_TIMEOUT).await
+        self.wait_ready(node, &l.etcd_entry, "etcd", Probe::EtcdHealthy(url), DCS_START_TIMEOUT).await
     }
 
     async fn start_ha(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
@@ -388,7 +392,7 @@ impl Lifecycle for PostgresManager {
         let out = with_session(&node.ssh, move |s| s.exec(&cmd, None)).await?;
         start_result(out, "Patroni", &node.name)?;
         let url = format!("http://{}/patroni", SocketAddr::new(node.address, PATRONI_PORT));
-        self.wait_ready(node, &l.patroni_entry, &l.patroni_log, "Patroni", Probe::Answers(url), HA_START_TIMEOUT).await
+        self.wait_ready(node, &l.patroni_entry, "Patroni", Probe::Answers(url), HA_START_TIMEOUT).await
     }
 
     async fn wait_converged(&self, cluster: &ClusterSpec, timeout: Duration) -> Result<ClusterHealth, ManagerError> {

@@ -94,7 +94,6 @@ impl PostgresManager {
         &self,
         node: &NodeSpec,
         entry: &str,
-        log: &str,
         what: &str,
         probe: Probe,
         timeout: Duration,
@@ -123,11 +122,8 @@ impl PostgresManager {
             }
             let now = Instant::now();
             if now >= next_check || now >= deadline {
-                let cmd = format!(
-                    "{e} status && exit 0; echo 'last log lines:'; tail -n 15 {log} 2>/dev/null; exit 1",
-                    e = quote(entry),
-                    log = quote(log)
-                );
+                // The script reads the log as the daemon's user, never as root.
+                let cmd = format!("{e} status && exit 0; echo 'last log lines:'; {e} log 15; exit 1", e = quote(entry));
                 let out = with_session(&node.ssh, move |s| s.exec(&cmd, None)).await?;
                 if !out.success() {
                     return Err(ManagerError::Transient(format!(

@@ -855,4 +855,97 @@ mod tests {
         assert!(p.contains("pg_ctl_as_owner stop -m fast"), "{p}");
         assert!(!etcd_script(&l, "etcd").unwrap().contains("pg_ctl"));
     }
+
+    /// A control script for `sh -c <body>` run as nobody, the way Herd renders etcd's.
+    fn nobody_daemon(dir: &std::path::Path, body: &str) -> String {
+        let at = |f: &str| quote(&dir.join(f).display().to_string());
+        render(
+            "daemon.sh",
+            &DaemonContext {
+                description: "test daemon".into(),
+                name: "testd".into(),
+                user: "nobody".into(),
+                group: "nogroup".into(),
+                pid_file: at("testd.pid"),
+                log_file: at("log/testd.log"),
+                match_: quote("herd-testd-marker"),
+                env: "HOME=/".into(),
+                command: crate::shell::join(&["/bin/sh", "-c", body, "herd-testd-marker"]),
+                runtime_dirs: vec![],
+                stop_timeout: 5,
+                stop_ticks: 50,
+                data_dir: None,
+                pg_ctl: String::new(),
+                hold_file: None,
+            },
+        )
+        .unwrap()
+    }
+
+    /// The log directory is the daemon user's to write: a symlink planted there must
+    /// not make root append to a file, nor show a file root alone may read.
+    #[test]
+    fn the_daemon_log_is_opened_and_read_as_the_daemons_user() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let logs = dir.path().join("log");
+        let nogroup = Command::new("getent").args(["group", "nogroup"]).output().unwrap();
+        let gid: u32 = String::from_utf8_lossy(&nogroup.stdout).split(':').nth(2).unwrap().parse().unwrap();
+        std::fs::create_dir(&logs).unwrap();
+        std::os::unix::fs::chown(&logs, Some(0), Some(gid)).unwrap();
+        std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o1775)).unwrap();
+        // A loop, not `exec sleep`: the command line must keep naming the marker.
+        let script = nobody_daemon(dir.path(), "id -un; echo started-ok; while :; do sleep 1; done");
+        let run = |args: &[&str]| {
+            let mut cmd = Command::new("/bin/sh");
+            cmd.args(["-c", &script, "testd"]).args(args);
+            cmd.output().unwrap()
+        };
+        let log = logs.join("testd.log");
+
+        // A root-only file and a symlink to it where the log goes.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "root-only-secret\n").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let planted = Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", "ln", "-s"])
+            .arg(&victim)
+            .arg(&log)
+            .output()
+            .unwrap();
+        assert!(planted.status.success(), "{planted:?}");
+        let out = run(&["start"]);
+        assert!(!out.status.success(), "started through a log nobody cannot write: {out:?}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root-only-secret\n");
+        let why = String::from_utf8_lossy(&out.stderr);
+        assert!(!why.contains("root-only-secret") && why.contains("testd.log"), "{out:?}");
+        assert!(!String::from_utf8_lossy(&run(&["log"]).stdout).contains("root-only-secret"));
+        std::fs::remove_file(&log).unwrap();
+
+        // A log an older Herd opened as root goes aside, and the daemon gets its own.
+        std::fs::write(&log, "old root log\n").unwrap();
+        let out = run(&["start"]);
+        // Stopped even when an assertion below fails.
+        struct StopOnDrop<'a>(&'a str);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                let _ = Command::new("/bin/sh").args(["-c", self.0, "testd", "stop"]).output();
+            }
+        }
+        let _stop = StopOnDrop(&script);
+        assert!(out.status.success(), "{out:?}");
+        herd_testkit::eventually("the daemon's first log lines", std::time::Duration::from_secs(10), || {
+            std::fs::read_to_string(&log).ok().filter(|t| t.contains("started-ok"))
+        });
+        let meta = std::fs::symlink_metadata(&log).unwrap();
+        let nobody = Command::new("id").args(["-u", "nobody"]).output().unwrap();
+        assert_eq!(meta.uid().to_string(), String::from_utf8_lossy(&nobody.stdout).trim());
+        assert_eq!(std::fs::read_to_string(logs.join("testd.log.root-owned")).unwrap(), "old root log\n");
+        let shown = String::from_utf8_lossy(&run(&["log", "5"]).stdout).into_owned();
+        assert!(shown.contains("nobody") && shown.contains("started-ok"), "{shown}");
+        assert!(run(&["status"]).status.success());
+        assert!(run(&["stop"]).status.success());
+        assert!(!run(&["status"]).status.success());
+    }
 }

@@ -7,6 +7,7 @@
 #   stop     stop it and wait until it is gone
 #   status   exit 0 when it runs
 #   reload   send it SIGHUP (re-read configuration)
+#   log [N]  print the last N (default 20) lines of its log
 set -u
 PIDFILE={{ pid_file }}
 LOGFILE={{ log_file }}
@@ -25,6 +26,25 @@ running() {
     grep -qF -- "$MATCH" "/proc/$pid/cmdline" 2>/dev/null
 }
 
+as_user() {
+    setpriv --reuid={{ user }} --regid={{ group }} --init-groups -- "$@"
+}
+
+# Root never opens the log: its directory is writable by the daemon's user, who
+# could plant a symlink there to make root append to, or print, any file. The
+# unprivileged shell that becomes the daemon opens it, and reads go through it too.
+show_log() {
+    as_user tail -n "${1:-20}" -- "$LOGFILE" 2>/dev/null
+}
+
+# A log left by an older Herd (opened by root) is root's: the daemon's user could not
+# append to it, so it goes aside. A rename never follows a symlink.
+own_log() {
+    [ -e "$LOGFILE" ] || [ -L "$LOGFILE" ] || return 0
+    [ "$(stat -c %U -- "$LOGFILE")" = {{ user }} ] && return 0
+    mv -fT -- "$LOGFILE" "$LOGFILE.root-owned"
+}
+
 start() {
     cd / || return 1
     if running; then
@@ -34,12 +54,15 @@ start() {
 {%- for d in runtime_dirs %}
     install -d -o {{ d.owner }} -g {{ d.group }} -m {{ d.mode }} {{ d.path }} || return 1
 {%- endfor %}
+    own_log || return 1
     # The new session detaches it from whoever started it (an SSH session, the boot
     # list); the shell records its own pid, which exec hands on to the daemon, and
-    # setpriv drops root for good (no helper process stays behind as root).
+    # setpriv drops root for good (no helper process stays behind as root) before
+    # the log is opened.
     setsid sh -c 'echo $$ > "$1" && shift && exec "$@"' sh "$PIDFILE" \
         setpriv --reuid={{ user }} --regid={{ group }} --init-groups -- \
-        env {{ env }} {{ command }} </dev/null >>"$LOGFILE" 2>&1 &
+        sh -c 'exec "$@" >>"$0" 2>&1' "$LOGFILE" \
+        env {{ env }} {{ command }} </dev/null >/dev/null 2>"$PIDFILE.start" &
     # Wait for the pid file so that a status right after start is exact.
     i=0
     while ! running && [ "$i" -lt 250 ]; do
@@ -51,13 +74,15 @@ start() {
         return 0
     fi
     echo "{{ name }} did not start (pid file: $(cat "$PIDFILE" 2>/dev/null || echo none)); last log lines:" >&2
-    tail -n 20 "$LOGFILE" >&2
+    # What failed before the log was open (the pid file's directory is root's).
+    cat "$PIDFILE.start" >&2 2>/dev/null
+    show_log 20 >&2
     return 1
 }
 
 {%- if data_dir %}
 pg_ctl_as_owner() {
-    setpriv --reuid={{ user }} --regid={{ group }} --init-groups -- {{ pg_ctl }} -D {{ data_dir }} "$@"
+    as_user {{ pg_ctl }} -D {{ data_dir }} "$@"
 }
 {% endif %}
 stop() {
@@ -100,8 +125,9 @@ start) start ;;
 stop) stop ;;
 status) running ;;
 reload) if running; then kill -HUP "$pid"; fi ;;
+log) show_log "${2:-20}" ;;
 *)
-    echo "usage: $0 [boot|start|stop|status|reload]" >&2
+    echo "usage: $0 [boot|start|stop|status|reload|log [N]]" >&2
     exit 2
     ;;
 esac
