@@ -22,6 +22,8 @@ pub struct AppState {
     pub feed: Arc<crate::feed::Feed>,
     /// The datastore managers this build runs, by name.
     pub managers: Arc<Managers>,
+    /// Where webhooks may go.
+    pub egress: herd_core::egress::EgressPolicy,
 }
 
 impl AppState {
@@ -47,6 +49,7 @@ impl AppState {
             backups: settings.backups.clone(),
             state_dir: settings.state_dir.clone(),
             managers,
+            egress: herd_core::egress::EgressPolicy::new(&settings.hooks.allowed_hosts),
         })
     }
 

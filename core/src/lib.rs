@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod crypto;
+pub mod egress;
 pub mod faults;
 pub mod hooks;
 pub mod names;

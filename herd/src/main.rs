@@ -92,7 +92,8 @@ async fn server(
             let queue = Queue::redis(&settings.redis_url).await.context("connecting to Redis")?;
             let ctx = Arc::new(
                 Ctx::new(prepared.store, providers, managers(), settings.worker.clone(), queue)
-                    .with_backups(settings.backups.clone(), settings.state_dir.clone()),
+                    .with_backups(settings.backups.clone(), settings.state_dir.clone())
+                    .with_egress(&settings.hooks),
             );
             tracing::info!(worker = %ctx.name, "worker running");
             tokio::select! {
@@ -146,7 +147,8 @@ async fn server(
             worker_settings.callback_url.get_or_insert_with(|| url.clone());
             let ctx = Arc::new(
                 Ctx::new(store, providers, managers, worker_settings, queue)
-                    .with_backups(settings.backups.clone(), settings.state_dir.clone()),
+                    .with_backups(settings.backups.clone(), settings.state_dir.clone())
+                    .with_egress(&settings.hooks),
             );
             let token_path = settings.state_dir.join("admin.token");
             let token_line = match &prepared.new_admin_token {

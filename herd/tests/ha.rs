@@ -26,6 +26,8 @@ use uuid::Uuid;
 const ACTIVE_WITHIN: Duration = Duration::from_secs(240);
 const TASK_WITHIN: Duration = Duration::from_secs(180);
 const HOOK_SECRET: &str = "hook-secret-0123456789";
+/// The receiver listens on loopback, which webhooks may reach only as a named exception.
+const HOOK_RECEIVERS: (&str, &str) = ("HERD_HOOKS__ALLOWED_HOSTS", "[\"127.0.0.1\"]");
 
 /// A webhook receiver on 127.0.0.1: records (path, body, signature ok) of every POST.
 struct Receiver {
@@ -289,7 +291,7 @@ async fn drill(env: &Env, api: &str, token: &str, id: Uuid) -> Drill {
 async fn synchronous_failover_loses_no_acknowledged_write() {
     let env = Env::new();
     let hooks = Receiver::start();
-    let (_dev, api, token) = env.dev(&[], "dev.log");
+    let (_dev, api, token) = env.dev(&[HOOK_RECEIVERS], "dev.log");
     let req = CreateCluster { synchronous: Some(true), hooks: Some(hooks.hooks()), ..cluster("sync", 3) };
     let id = env.create_cluster(&api, &token, req).await;
     let c = env.wait_status(&api, &token, id, ClusterStatus::Active, ACTIVE_WITHIN).await;
@@ -352,7 +354,7 @@ async fn asynchronous_failover_reports_its_loss_bound() {
 async fn actions_hooks_parameters_and_replicas() {
     let env = Env::new();
     let hooks = Receiver::start();
-    let (_dev, api, token) = env.dev(&[("HERD_WORKER__RECONCILE_INTERVAL_SECS", "2")], "dev.log");
+    let (_dev, api, token) = env.dev(&[("HERD_WORKER__RECONCILE_INTERVAL_SECS", "2"), HOOK_RECEIVERS], "dev.log");
     let herd = env.client(&api, &token);
     let req = CreateCluster {
         // Asynchronous: in synchronous mode Patroni promotes only the synchronous

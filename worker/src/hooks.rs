@@ -74,8 +74,16 @@ pub async fn call(ctx: &Ctx, phase: Phase, ev: HookEvent<'_>) -> bool {
 
 async fn deliver(ctx: &Ctx, hook: &Hook, phase: Phase, body: &str) -> (bool, String) {
     let s = &ctx.settings;
+    // Checked again now: the name may resolve elsewhere than when the hook was set.
+    let dest = match ctx.egress.check(&hook.url).await {
+        Ok(d) => d,
+        Err(why) => return (false, format!("{} hook to {} refused: the URL {why}", phase.as_str(), hook.url)),
+    };
+    // The client connects to the addresses just checked, not to a second lookup's,
+    // and never follows a redirect (its target would escape the check).
     let client = match reqwest::Client::builder()
         .no_proxy()
+        .resolve_to_addrs(&dest.host, &dest.addrs)
         .timeout(Duration::from_millis(s.hook_timeout_ms.max(100)))
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -43,6 +43,8 @@ pub struct Ctx {
     pub state_dir: std::path::PathBuf,
     /// The datastore managers this worker runs, by name.
     pub managers: Arc<Managers>,
+    /// Where webhooks may go; checked again at every delivery.
+    pub egress: herd_core::egress::EgressPolicy,
 }
 
 impl Ctx {
@@ -64,7 +66,14 @@ impl Ctx {
             backups: Default::default(),
             state_dir: std::path::PathBuf::from("."),
             managers,
+            egress: Default::default(),
         }
+    }
+
+    /// Sets the hosts webhooks may reach although their addresses are internal.
+    pub fn with_egress(mut self, hooks: &herd_core::config::HookSettings) -> Self {
+        self.egress = herd_core::egress::EgressPolicy::new(&hooks.allowed_hosts);
+        self
     }
 
     /// Sets where backup repositories are (`[backups]` and the state dir).

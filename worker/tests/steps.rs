@@ -405,6 +405,10 @@ struct Env {
 
 impl Env {
     async fn new(nodes: u8) -> Self {
+        Self::with_hooks(nodes, Default::default()).await
+    }
+
+    async fn with_hooks(nodes: u8, hooks: herd_core::hooks::Hooks) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("herd.db").display());
         let store = Store::open(&url, Arc::new(MasterKey::generate())).await.unwrap();
@@ -442,7 +446,7 @@ impl Env {
                     retry_timeout: 10,
                 },
                 auto_heal: false,
-                hooks: Default::default(),
+                hooks,
                 node_prefs: Vec::new(),
                 restore: None,
                 parameters: Default::default(),
@@ -624,4 +628,102 @@ async fn a_second_delivery_of_a_running_task_is_a_no_op() {
     assert_eq!((t.status, t.attempts), (TaskStatus::Running, 1));
     assert_eq!(t.worker.as_deref(), Some(holder.name.as_str()));
     running.abort();
+}
+
+/// A webhook receiver on loopback: answers every request with `reply` and counts them.
+fn hook_receiver(reply: String) -> (String, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut r = BufReader::new(stream);
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let _ = r.read_exact(&mut vec![0; len]);
+            seen2.lock().unwrap().push(path);
+            let _ = r.get_mut().write_all(reply.as_bytes());
+        }
+    });
+    (url, seen)
+}
+
+/// Webhooks leave only for addresses the egress policy allows, checked at delivery
+/// (whatever the API checked when the hook was set), and never follow a redirect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_are_delivered_only_where_the_egress_policy_allows() {
+    use herd_core::hooks::{Hook, Hooks};
+    use herd_core::status::ActionKind;
+    use herd_core::task::{ActionInput, TaskInput};
+    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned();
+    let (elsewhere, elsewhere_seen) = hook_receiver(ok.clone());
+    let (url, seen) = hook_receiver(ok);
+    let (redirector, redirector_seen) = hook_receiver(format!(
+        "HTTP/1.1 302 Found\r\nlocation: {elsewhere}/moved\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    ));
+    let hook = |url: String| Hook { url, secret: "a-hook-secret-that-is-long".to_owned().into() };
+    let env = Env::with_hooks(
+        2,
+        Hooks {
+            pre_failover: Some(hook(format!("{redirector}/pre"))),
+            post_failover: Some(hook(format!("{url}/post"))),
+        },
+    )
+    .await;
+    run_to_end(&env.worker(|_| {}), env.task).await;
+    let switchover =
+        || TaskInput::ClusterAction(ActionInput { action: ActionKind::Switchover, node_id: None, candidate_id: None });
+    let hook_events = |env: &Env| {
+        let (store, project, id) = (env.store.clone(), env.project, env.cluster);
+        async move {
+            store
+                .cluster_events_after(project, id, Uuid::nil(), 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| matches!(e.step.as_deref(), Some("pre_failover" | "post_failover")))
+                .map(|e| e.message)
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // Default policy: loopback receivers are refused at delivery; the switchover goes on.
+    let t = env.store.request_task(env.project, env.cluster, &[], switchover(), "switchover").await.unwrap();
+    run_to_end(&env.worker(|w| w.hook_attempts = 1), t.id).await;
+    assert_eq!(env.store.get_task(env.project, t.id).await.unwrap().status, TaskStatus::Succeeded);
+    let msgs = hook_events(&env).await;
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(msgs.iter().all(|m| m.contains("refused") && m.contains("loopback")), "{msgs:?}");
+    assert!(seen.lock().unwrap().is_empty() && redirector_seen.lock().unwrap().is_empty());
+
+    // Allowed by name: delivered; the redirect is reported, not followed.
+    let t = env.store.request_task(env.project, env.cluster, &[], switchover(), "switchover").await.unwrap();
+    let allowing = herd_core::config::HookSettings { allowed_hosts: vec!["127.0.0.1".into()] };
+    let ctx = env.worker(|w| w.hook_attempts = 1);
+    let ctx = Arc::new(Arc::into_inner(ctx).unwrap().with_egress(&allowing));
+    run_to_end(&ctx, t.id).await;
+    let msgs = hook_events(&env).await;
+    assert_eq!(msgs.len(), 4, "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("post_failover hook delivered")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("pre_failover hook") && m.contains("HTTP 302")), "{msgs:?}");
+    assert_eq!(*seen.lock().unwrap(), vec!["/post".to_owned()]);
+    assert_eq!(*redirector_seen.lock().unwrap(), vec!["/pre".to_owned()]);
+    assert!(elsewhere_seen.lock().unwrap().is_empty(), "the redirect was followed");
 }

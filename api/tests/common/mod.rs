@@ -47,6 +47,9 @@ impl TestApp {
             state_dir: state_dir.path().to_path_buf(),
             admin_token: Some(admin_token.clone().into()),
             master_key: Some(base64::engine::general_purpose::STANDARD.encode(rand_bytes()).into()),
+            // The tests' hook URLs name 127.0.0.1 (nothing listens); other internal
+            // addresses stay refused (tests/security.rs).
+            hooks: herd_core::config::HookSettings { allowed_hosts: vec!["127.0.0.1".into()] },
             ..Default::default()
         };
         let mut pg_db = None;

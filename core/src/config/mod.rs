@@ -55,6 +55,17 @@ pub struct Settings {
     pub providers: ProvidersSettings,
     pub worker: WorkerSettings,
     pub backups: BackupSettings,
+    pub hooks: HookSettings,
+}
+
+/// Where failover webhooks may go (see `egress`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookSettings {
+    /// Hosts (names or address literals, as written in the URL) a webhook may reach
+    /// although they resolve to a loopback, private, link-local or other internal
+    /// address: an operator's own receivers inside the network.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Where clusters' backups (pgBackRest repositories) live.
@@ -217,6 +228,7 @@ impl Default for Settings {
             providers: ProvidersSettings::default(),
             worker: WorkerSettings::default(),
             backups: BackupSettings::default(),
+            hooks: HookSettings::default(),
         }
     }
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::dto::{cluster_dto, primary_uri};
 use super::limits::*;
 use super::nodes::check_node_options;
-use super::settings::{check_hooks, check_parameters, default_policy, resolve_policy};
+use super::settings::{check_hook_destinations, check_hooks, check_parameters, default_policy, resolve_policy};
 use crate::auth::Auth;
 use crate::error::{ApiError, Errors, Problem};
 use crate::json::JsonBody;
@@ -84,6 +84,7 @@ pub async fn create_cluster(
     let policy = resolve_policy(base, req.synchronous, req.ha.as_ref(), &mut errs);
     let node_prefs = check_node_options(req.node_options.as_deref(), nodes, &mut errs);
     let hooks = req.hooks.map(|h| check_hooks(h, &mut errs)).unwrap_or_default();
+    check_hook_destinations(&state, &hooks, &mut errs).await;
     let restore = match &req.restore {
         Some(r) => {
             let target = super::restore::RestoreTarget {

@@ -112,6 +112,18 @@ pub fn check_hooks(h: HooksRequest, errs: &mut Errors) -> Hooks {
     }
 }
 
+/// Refuses hooks the egress policy forbids: resolved now, so a tenant learns at once;
+/// the worker checks again at every delivery (a name can change its addresses).
+pub async fn check_hook_destinations(state: &AppState, hooks: &Hooks, errs: &mut Errors) {
+    for (field, hook) in [("hooks.pre_failover", &hooks.pre_failover), ("hooks.post_failover", &hooks.post_failover)] {
+        if let Some(h) = hook
+            && let Err(why) = state.egress.check(&h.url).await
+        {
+            errs.add(format!("{field}.url"), why);
+        }
+    }
+}
+
 /// Checks parameters against the datastore manager's rules for the version.
 pub async fn check_parameters(
     state: &AppState,
@@ -170,6 +182,9 @@ pub async fn update_cluster(
         check_parameters(&state, &c.datastore, &c.version, p, &mut errs).await?;
     }
     let hooks = req.hooks.map(|h| check_hooks(h, &mut errs));
+    if let Some(h) = &hooks {
+        check_hook_destinations(&state, h, &mut errs).await;
+    }
     errs.into_result()?;
     let patch = ClusterPatch { policy, parameters: req.parameters, auto_heal: req.auto_heal, hooks };
     let (view, task) = state.store.update_cluster(auth.project_id, *id, patch).await.map_err(not_found)?;
