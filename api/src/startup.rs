@@ -33,6 +33,14 @@ pub async fn prepare(settings: &Settings, mode: Mode) -> anyhow::Result<Prepared
     };
     let store = Store::open(&settings.database_url(), Arc::new(key)).await.context("connecting to the database")?;
     store.migrate().await.context("running migrations")?;
+    let rewrapped =
+        store.rewrap_legacy_secrets().await.context("re-encrypting secrets under the derived at-rest key")?;
+    if rewrapped > 0 {
+        tracing::info!(
+            rewrapped,
+            "secrets written under the master key itself re-encrypted under its derived at-rest key"
+        );
+    }
     store.seed_datastores().await?;
 
     let mut new_admin_token = None;

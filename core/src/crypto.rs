@@ -1,8 +1,13 @@
 //! Encryption at rest and API token handling.
 //!
-//! Ciphertexts are `v1:` + base64(nonce ‖ AES-256-GCM(ciphertext+tag)). The caller passes
+//! Ciphertexts are `v2:` + base64(nonce ‖ AES-256-GCM(ciphertext+tag)). The caller passes
 //! associated data naming the row and column, so a ciphertext copied to another row or
 //! column fails to decrypt instead of silently yielding someone else's secret.
+//!
+//! The master key is never used directly: HKDF-SHA256 derives one key per purpose
+//! (encryption at rest, derived tokens, backup passphrases), so no two algorithms ever
+//! share a key. `v1:` ciphertexts (AES-GCM under the master key itself, written before)
+//! still decrypt, and the store rewrites them as `v2:` at start-up.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -15,7 +20,11 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
 
-const PREFIX: &str = "v1:";
+const PREFIX: &str = "v2:";
+const LEGACY_PREFIX: &str = "v1:";
+/// HKDF `info` of each derived key; changing one changes every value under it.
+const INFO_AT_REST: &[u8] = b"herd v2 aes-256-gcm at rest";
+const INFO_TOKENS: &[u8] = b"herd v2 hmac-sha256 derived tokens";
 
 /// HMAC-SHA256 of `msg` under `key`.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
@@ -35,7 +44,12 @@ pub enum CryptoError {
     KeyFile { path: String, source: std::io::Error },
 }
 
-pub struct MasterKey(SecretBox<[u8; 32]>);
+pub struct MasterKey {
+    /// Kept only for `v1:` ciphertexts written before the keys were separated.
+    legacy: SecretBox<[u8; 32]>,
+    at_rest: SecretBox<[u8; 32]>,
+    tokens: SecretBox<[u8; 32]>,
+}
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,13 +61,23 @@ impl MasterKey {
     pub fn from_base64(s: &SecretString) -> Result<Self, CryptoError> {
         let bytes = STANDARD.decode(s.expose_secret().trim()).map_err(|_| CryptoError::BadMasterKey)?;
         let arr: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::BadMasterKey)?;
-        Ok(Self(SecretBox::new(Box::new(arr))))
+        Ok(Self::from_bytes(arr))
     }
 
     pub fn generate() -> Self {
         let mut k = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut k);
-        Self(SecretBox::new(Box::new(k)))
+        Self::from_bytes(k)
+    }
+
+    fn from_bytes(master: [u8; 32]) -> Self {
+        let hk = hkdf::Hkdf::<Sha256>::new(None, &master);
+        let derive = |info: &[u8]| {
+            let mut k = [0u8; 32];
+            hk.expand(info, &mut k).expect("32 bytes is a valid HKDF-SHA256 output length");
+            SecretBox::new(Box::new(k))
+        };
+        Self { at_rest: derive(INFO_AT_REST), tokens: derive(INFO_TOKENS), legacy: SecretBox::new(Box::new(master)) }
     }
 
     /// A secret derived from the master key for `purpose` and `id` (hex of
@@ -66,17 +90,17 @@ impl MasterKey {
     /// (constant time).
     pub fn verify_token(&self, purpose: &str, id: &str, presented: &str) -> bool {
         let Ok(bytes) = hex::decode(presented) else { return false };
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose_secret()).expect("any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.tokens.expose_secret()).expect("any key length");
         mac.update(format!("{purpose}:{id}").as_bytes());
         mac.verify_slice(&bytes).is_ok()
     }
 
     fn derive(&self, purpose: &str, id: &str) -> [u8; 32] {
-        hmac_sha256(self.0.expose_secret(), format!("{purpose}:{id}").as_bytes())
+        hmac_sha256(self.tokens.expose_secret(), format!("{purpose}:{id}").as_bytes())
     }
 
     fn to_base64(&self) -> String {
-        STANDARD.encode(self.0.expose_secret())
+        STANDARD.encode(self.legacy.expose_secret())
     }
 
     /// Reads `path`, or creates it (mode 0600) with a fresh key. Dev mode only:
@@ -95,7 +119,7 @@ impl MasterKey {
     }
 
     pub fn encrypt(&self, plaintext: &[u8], aad: &str) -> String {
-        let cipher = Aes256Gcm::new(self.0.expose_secret().into());
+        let cipher = Aes256Gcm::new(self.at_rest.expose_secret().into());
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ct = cipher
@@ -106,14 +130,19 @@ impl MasterKey {
         format!("{PREFIX}{}", STANDARD.encode(out))
     }
 
+    /// Whether `stored` was written under the master key itself (before HKDF).
+    pub fn is_legacy(stored: &str) -> bool {
+        stored.starts_with(LEGACY_PREFIX)
+    }
+
     pub fn decrypt(&self, stored: &str, aad: &str) -> Result<SecretBox<Vec<u8>>, CryptoError> {
-        let raw = stored
-            .strip_prefix(PREFIX)
-            .and_then(|b| STANDARD.decode(b).ok())
-            .filter(|r| r.len() > NONCE_LEN)
-            .ok_or(CryptoError::Decrypt)?;
+        let (key, body) = match stored.strip_prefix(PREFIX) {
+            Some(b) => (&self.at_rest, b),
+            None => (&self.legacy, stored.strip_prefix(LEGACY_PREFIX).ok_or(CryptoError::Decrypt)?),
+        };
+        let raw = STANDARD.decode(body).ok().filter(|r| r.len() > NONCE_LEN).ok_or(CryptoError::Decrypt)?;
         let (nonce, ct) = raw.split_at(NONCE_LEN);
-        let cipher = Aes256Gcm::new(self.0.expose_secret().into());
+        let cipher = Aes256Gcm::new(key.expose_secret().into());
         cipher
             .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: aad.as_bytes() })
             .map(|p| SecretBox::new(Box::new(p)))
@@ -176,6 +205,38 @@ mod tests {
         assert!(k.decrypt(&ct, "clusters.admin_password:2").is_err());
         assert!(MasterKey::generate().decrypt(&ct, "clusters.admin_password:1").is_err());
         assert!(k.decrypt("v1:AAAA", "x").is_err());
+    }
+
+    /// What a `v1:` ciphertext was: AES-GCM under the master key itself.
+    fn legacy_encrypt(k: &MasterKey, plaintext: &[u8], aad: &str) -> String {
+        let cipher = Aes256Gcm::new(k.legacy.expose_secret().into());
+        let nonce = [7u8; NONCE_LEN];
+        let ct = cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: aad.as_bytes() }).unwrap();
+        format!("{LEGACY_PREFIX}{}", STANDARD.encode([nonce.as_slice(), &ct].concat()))
+    }
+
+    #[test]
+    fn each_purpose_has_its_own_key_and_old_ciphertexts_still_open() {
+        let k = MasterKey::generate();
+        let (m, r, t) = (k.legacy.expose_secret(), k.at_rest.expose_secret(), k.tokens.expose_secret());
+        assert!(m != r && m != t && r != t);
+        let ct = k.encrypt(b"secret", "a");
+        assert!(ct.starts_with("v2:") && !MasterKey::is_legacy(&ct));
+        // Not decryptable with the master key itself: the derived key encrypted it.
+        let raw = STANDARD.decode(&ct[3..]).unwrap();
+        let master = Aes256Gcm::new(m.into());
+        let (nonce, body) = raw.split_at(NONCE_LEN);
+        assert!(master.decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: b"a" }).is_err());
+        let old = legacy_encrypt(&k, b"older secret", "a");
+        assert!(MasterKey::is_legacy(&old));
+        assert_eq!(k.decrypt(&old, "a").unwrap().expose_secret().as_slice(), b"older secret");
+        assert!(k.decrypt(&old, "b").is_err());
+        // The derivation is fixed: the same master key derives the same keys.
+        let again = MasterKey::from_bytes(*m);
+        assert_eq!(again.decrypt(&ct, "a").unwrap().expose_secret().as_slice(), b"secret");
+        assert_eq!(again.derive_token("p", "1").expose_secret(), k.derive_token("p", "1").expose_secret());
+        // A token is not the HMAC under the master key.
+        assert_ne!(k.derive_token("p", "1").expose_secret(), &hex::encode(hmac_sha256(m, b"p:1")));
     }
 
     #[test]
