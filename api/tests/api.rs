@@ -279,6 +279,7 @@ async fn cluster_create_show_list_delete(b: Backend) {
     assert_eq!(c["parameters"]["max_connections"], 200);
     assert_eq!(c["provider"], "local");
     assert_eq!(c["backup_repository"], "posix", "loopback hosts archive into the Herd host's directory");
+    assert_eq!(c["backups_encrypted"], true, "new clusters encrypt their backups");
 
     // Until workers exist the task is honestly queued.
     let task_id = created["task_id"].as_str().unwrap();

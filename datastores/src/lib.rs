@@ -234,6 +234,10 @@ impl std::fmt::Debug for BackupRepo {
 pub struct BackupConfig {
     pub repo: BackupRepo,
     pub stanza: String,
+    /// The passphrase the stanza's files are encrypted with (pgBackRest
+    /// aes-256-cbc), derived from the master key for this stanza; None for a stanza
+    /// created before Herd encrypted backups.
+    pub cipher: Option<SecretString>,
 }
 
 /// What a new cluster is restored from.

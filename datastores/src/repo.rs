@@ -2,25 +2,67 @@
 //! by default (`auto`) loopback hosts share the control-plane host's filesystem and use
 //! a directory there, and cloud servers use S3 when it is configured, else they have
 //! no backups; `posix` or `s3` choose one repository for every cluster.
+//!
+//! A cluster, backup or snapshot row records its repository as `posix`, `s3`, or
+//! with `+aes` (`posix+aes`) when the stanza is encrypted: every stanza created since
+//! Herd encrypts backups, with a passphrase derived from the master key for that
+//! stanza (never stored, never shown). Stanzas recorded without it stay as they are.
 
 use herd_core::config::{BackupSettings, RepositoryChoice};
+use herd_core::crypto::MasterKey;
 use herd_providers::ProviderKind;
 use std::path::Path;
 use uuid::Uuid;
 
 use crate::{BackupConfig, BackupRepo};
 
+/// `MasterKey::derive_token` purpose of a stanza's pgBackRest passphrase.
+pub const CIPHER_PURPOSE: &str = "pgbackrest-repo-cipher";
+const ENCRYPTED: &str = "+aes";
+
 /// The stanza of a cluster: its id, so it is never reused and outlives the cluster.
 pub fn stanza(cluster_id: Uuid) -> String {
     format!("herd-{}", cluster_id.simple())
 }
 
-/// The repository kind's name as stored on backup rows.
+/// The repository kind's name (`posix`, `s3`).
 pub fn kind_name(repo: &BackupRepo) -> &'static str {
     match repo {
         BackupRepo::Posix { .. } => "posix",
         BackupRepo::S3 { .. } => "s3",
     }
+}
+
+/// What a row records for `config`'s stanza: its repository and whether it is encrypted.
+pub fn record(config: &BackupConfig) -> &'static str {
+    match (&config.repo, config.cipher.is_some()) {
+        (BackupRepo::Posix { .. }, false) => "posix",
+        (BackupRepo::Posix { .. }, true) => "posix+aes",
+        (BackupRepo::S3 { .. }, false) => "s3",
+        (BackupRepo::S3 { .. }, true) => "s3+aes",
+    }
+}
+
+/// The repository kind of a recorded value, for display (`posix+aes` is `posix`).
+pub fn recorded_kind(recorded: &str) -> &str {
+    recorded.strip_suffix(ENCRYPTED).unwrap_or(recorded)
+}
+
+/// Whether a recorded value names an encrypted stanza.
+pub fn recorded_encrypted(recorded: &str) -> bool {
+    recorded.ends_with(ENCRYPTED)
+}
+
+fn config_for(
+    settings: &BackupSettings,
+    state_dir: &Path,
+    recorded: &str,
+    stanza: &str,
+    key: &MasterKey,
+) -> Option<BackupConfig> {
+    let repo = repo_for(settings, state_dir, recorded_kind(recorded))?;
+    let cipher = recorded_encrypted(recorded).then(|| key.derive_token(CIPHER_PURPOSE, stanza));
+    Some(BackupConfig { repo, stanza: stanza.to_owned(), cipher })
 }
 
 fn repo_for(settings: &BackupSettings, state_dir: &Path, kind: &str) -> Option<BackupRepo> {
@@ -46,48 +88,53 @@ fn repo_for(settings: &BackupSettings, state_dir: &Path, kind: &str) -> Option<B
 /// `clusters.backup_repo` of a cluster created without a backup repository.
 pub const NO_REPOSITORY: &str = "none";
 
-/// What a new cluster records as its repository (`posix`, `s3` or `none`): its
-/// archive_command is rendered for that one, so its backups must go there too,
+/// What a new cluster records as its repository (`posix+aes`, `s3+aes` or `none`):
+/// its archive_command is rendered for that one, so its backups must go there too,
 /// whatever `[backups]` says later.
 pub fn record_for_new_cluster(settings: &BackupSettings, state_dir: &Path, kind: ProviderKind) -> &'static str {
-    for_new_cluster(settings, state_dir, kind, Uuid::nil()).map_or(NO_REPOSITORY, |c| kind_name(&c.repo))
+    match repo_for(settings, state_dir, new_cluster_kind(settings, kind)) {
+        None => NO_REPOSITORY,
+        Some(BackupRepo::Posix { .. }) => "posix+aes",
+        Some(BackupRepo::S3 { .. }) => "s3+aes",
+    }
+}
+
+fn new_cluster_kind(settings: &BackupSettings, kind: ProviderKind) -> &'static str {
+    match (settings.repository, kind) {
+        (RepositoryChoice::Posix, _) | (RepositoryChoice::Auto, ProviderKind::Local) => "posix",
+        (RepositoryChoice::S3, _) | (RepositoryChoice::Auto, _) => "s3",
+    }
 }
 
 /// The repository of an existing cluster: the one it recorded at creation (None when
 /// that was none, or when that repository is no longer configured); clusters created
-/// before Herd recorded it (`recorded` None) follow today's choice.
+/// before Herd recorded it (`recorded` None) follow today's choice, unencrypted as
+/// they were created.
 pub fn for_cluster(
     settings: &BackupSettings,
     state_dir: &Path,
     recorded: Option<&str>,
     kind: ProviderKind,
     cluster_id: Uuid,
+    key: &MasterKey,
 ) -> Option<BackupConfig> {
+    let stanza = stanza(cluster_id);
     match recorded {
         Some(NO_REPOSITORY) => None,
-        Some(name) => for_backup(settings, state_dir, name, &stanza(cluster_id)),
-        None => for_new_cluster(settings, state_dir, kind, cluster_id),
+        Some(name) => config_for(settings, state_dir, name, &stanza, key),
+        None => config_for(settings, state_dir, new_cluster_kind(settings, kind), &stanza, key),
     }
 }
 
-/// The repository of a new cluster on a provider of `kind`.
-pub fn for_new_cluster(
+/// The repository a backup or snapshot row names (as [`record`] wrote it) and its stanza.
+pub fn for_backup(
     settings: &BackupSettings,
     state_dir: &Path,
-    kind: ProviderKind,
-    cluster_id: Uuid,
+    recorded: &str,
+    stanza: &str,
+    key: &MasterKey,
 ) -> Option<BackupConfig> {
-    let name = match (settings.repository, kind) {
-        (RepositoryChoice::Posix, _) | (RepositoryChoice::Auto, ProviderKind::Local) => "posix",
-        (RepositoryChoice::S3, _) | (RepositoryChoice::Auto, _) => "s3",
-    };
-    let repo = repo_for(settings, state_dir, name)?;
-    Some(BackupConfig { repo, stanza: stanza(cluster_id) })
-}
-
-/// The repository a backup row names (`posix`/`s3` and its stanza).
-pub fn for_backup(settings: &BackupSettings, state_dir: &Path, repo: &str, stanza: &str) -> Option<BackupConfig> {
-    Some(BackupConfig { repo: repo_for(settings, state_dir, repo)?, stanza: stanza.to_owned() })
+    config_for(settings, state_dir, recorded, stanza, key)
 }
 
 /// Creates a posix repository directory on this (the control-plane) host, owned by
@@ -128,50 +175,76 @@ mod tests {
     }
 
     fn kind_of(s: &BackupSettings, provider: ProviderKind) -> Option<&'static str> {
-        for_new_cluster(s, Path::new("/state"), provider, Uuid::nil()).map(|c| kind_name(&c.repo))
+        match record_for_new_cluster(s, Path::new("/state"), provider) {
+            NO_REPOSITORY => None,
+            r => Some(r),
+        }
     }
 
     #[test]
     fn repository_choice_decides_new_clusters_and_rows_decide_backups() {
         use RepositoryChoice::*;
+        let key = MasterKey::generate();
         let (local, ec2) = (ProviderKind::Local, ProviderKind::Ec2);
-        assert_eq!(kind_of(&settings(Auto, true), local), Some("posix"));
-        assert_eq!(kind_of(&settings(Auto, true), ec2), Some("s3"));
+        assert_eq!(kind_of(&settings(Auto, true), local), Some("posix+aes"));
+        assert_eq!(kind_of(&settings(Auto, true), ec2), Some("s3+aes"));
         assert_eq!(kind_of(&settings(Auto, false), ec2), None, "a cloud cluster without S3 has no backups");
-        assert_eq!(kind_of(&settings(S3, true), local), Some("s3"));
+        assert_eq!(kind_of(&settings(S3, true), local), Some("s3+aes"));
         assert_eq!(kind_of(&settings(S3, false), local), None, "refused at start-up by Settings::validate");
-        assert_eq!(kind_of(&settings(Posix, true), ec2), Some("posix"));
+        assert_eq!(kind_of(&settings(Posix, true), ec2), Some("posix+aes"));
 
         // A backup row's repository wins over the choice for new clusters.
         let s = settings(Posix, true);
-        let c = for_backup(&s, Path::new("/state"), "s3", "herd-x").unwrap();
+        let c = for_backup(&s, Path::new("/state"), "s3", "herd-x", &key).unwrap();
         let BackupRepo::S3 { ca_file, verify_tls, .. } = &c.repo else { panic!("{c:?}") };
         assert_eq!((ca_file.as_deref(), *verify_tls), (Some("/etc/herd/ca.pem"), true));
         assert_eq!(c.stanza, "herd-x");
-        assert!(for_backup(&settings(Auto, false), Path::new("/state"), "s3", "herd-x").is_none());
-        let p = for_backup(&settings(S3, true), Path::new("/state"), "posix", "herd-y").unwrap();
+        assert!(c.cipher.is_none(), "recorded unencrypted");
+        assert_eq!(record(&c), "s3");
+        assert!(for_backup(&settings(Auto, false), Path::new("/state"), "s3", "herd-x", &key).is_none());
+        let p = for_backup(&settings(S3, true), Path::new("/state"), "posix+aes", "herd-y", &key).unwrap();
         assert!(matches!(&p.repo, BackupRepo::Posix { path } if path == "/srv/backups"), "{p:?}");
+        assert_eq!(record(&p), "posix+aes");
         assert_eq!(stanza(Uuid::nil()), "herd-00000000000000000000000000000000");
+    }
+
+    #[test]
+    fn each_stanza_has_its_own_passphrase_from_the_master_key() {
+        use secrecy::ExposeSecret;
+        let (s, root, key) = (settings(RepositoryChoice::Auto, true), Path::new("/state"), MasterKey::generate());
+        let pass = |stanza: &str, key: &MasterKey| {
+            for_backup(&s, root, "posix+aes", stanza, key).unwrap().cipher.unwrap().expose_secret().to_owned()
+        };
+        assert_eq!(pass("herd-a", &key), pass("herd-a", &key), "stable: nothing to store");
+        assert_ne!(pass("herd-a", &key), pass("herd-b", &key));
+        assert_ne!(pass("herd-a", &key), pass("herd-a", &MasterKey::generate()));
+        assert!(pass("herd-a", &key).len() >= 64);
+        assert_eq!((recorded_kind("posix+aes"), recorded_kind("s3")), ("posix", "s3"));
     }
 
     #[test]
     fn a_cluster_keeps_the_repository_it_was_created_with() {
         use RepositoryChoice::*;
+        let key = MasterKey::generate();
         let root = Path::new("/state");
         let id = Uuid::from_u128(7);
-        assert_eq!(record_for_new_cluster(&settings(Auto, true), root, ProviderKind::Local), "posix");
+        assert_eq!(record_for_new_cluster(&settings(Auto, true), root, ProviderKind::Local), "posix+aes");
         assert_eq!(record_for_new_cluster(&settings(Auto, false), root, ProviderKind::Ec2), NO_REPOSITORY);
         // Created on posix; the operator then switches new clusters to S3.
         let later = settings(S3, true);
-        let c = for_cluster(&later, root, Some("posix"), ProviderKind::Local, id).unwrap();
+        let c = for_cluster(&later, root, Some("posix+aes"), ProviderKind::Local, id, &key).unwrap();
         assert!(matches!(&c.repo, BackupRepo::Posix { path } if path == "/srv/backups"), "{c:?}");
         assert_eq!(c.stanza, stanza(id));
+        assert!(c.cipher.is_some());
+        // Created before backups were encrypted: its stanza stays unencrypted.
+        let old = for_cluster(&later, root, Some("posix"), ProviderKind::Local, id, &key).unwrap();
+        assert!(old.cipher.is_none());
         // Created without one: S3 configured later does not apply (nothing archives there).
-        assert!(for_cluster(&later, root, Some(NO_REPOSITORY), ProviderKind::Ec2, id).is_none());
+        assert!(for_cluster(&later, root, Some(NO_REPOSITORY), ProviderKind::Ec2, id, &key).is_none());
         // Its recorded repository is no longer configured: none, not another one.
-        assert!(for_cluster(&settings(Posix, false), root, Some("s3"), ProviderKind::Local, id).is_none());
-        // Recorded before Herd kept it: today's choice.
-        let legacy = for_cluster(&later, root, None, ProviderKind::Local, id).unwrap();
-        assert_eq!(kind_name(&legacy.repo), "s3");
+        assert!(for_cluster(&settings(Posix, false), root, Some("s3+aes"), ProviderKind::Local, id, &key).is_none());
+        // Recorded before Herd kept it: today's choice, unencrypted as it was made.
+        let legacy = for_cluster(&later, root, None, ProviderKind::Local, id, &key).unwrap();
+        assert_eq!(record(&legacy), "s3");
     }
 }

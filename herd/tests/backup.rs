@@ -23,6 +23,7 @@ async fn backup(env: &Env, api: &str, token: &str, id: Uuid, kind: BackupType) -
     assert_eq!(b.status, BackupStatus::Completed, "{b:?}");
     assert_eq!(b.backup_type, kind);
     assert_eq!(b.repository, "posix", "{b:?}");
+    assert!(b.encrypted, "{b:?}");
     for (f, set) in [
         ("label", b.label.is_some()),
         ("wal_start", b.wal_start.is_some()),
@@ -112,6 +113,20 @@ async fn backups_point_in_time_restore_and_expiry() {
     assert_eq!(n, "300:300", "restoring the full backup replays every archived WAL");
 
     let repo = env.state().join("backups");
+    // Encrypted at rest: every file pgBackRest wrote for the source's stanza (info
+    // files, manifests, bundles, archived WAL) is ciphertext in OpenSSL's salted
+    // format, readable only with the stanza's own passphrase.
+    let stanza = format!("herd-{}", src.simple());
+    let mut files = Vec::new();
+    for top in ["backup", "archive"] {
+        let out = std::process::Command::new("find").arg(repo.join(top).join(&stanza)).args(["-type", "f"]).output();
+        files.extend(String::from_utf8_lossy(&out.unwrap().stdout).lines().map(std::path::PathBuf::from));
+    }
+    assert!(files.len() >= 6, "{files:?}");
+    for f in &files {
+        let head = std::fs::read(f).unwrap();
+        assert!(head.starts_with(b"Salted__"), "{} is not encrypted", f.display());
+    }
     let in_repo = |label: &str| {
         let out = std::process::Command::new("find").arg(&repo).args(["-name", label]).output().unwrap();
         !String::from_utf8_lossy(&out.stdout).trim().is_empty()

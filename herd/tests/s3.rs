@@ -301,6 +301,7 @@ async fn backup(env: &Env, api: &str, token: &str, id: Uuid, kind: BackupType) -
     assert!(b.label.is_some() && b.finished_at.is_some(), "{b:?}");
     assert!(b.repo_size_bytes.unwrap_or(0) > 0, "{b:?}");
     assert_eq!(b.repository, "s3", "{b:?}");
+    assert!(b.encrypted, "{b:?}");
     b
 }
 

@@ -26,6 +26,9 @@ pub struct BackupDto {
     pub wal_stop: Option<String>,
     /// The repository it is in (`posix` or `s3`): its cluster's, when it was taken.
     pub repository: String,
+    /// Whether the repository holds it encrypted (its cluster's passphrase).
+    #[serde(default)]
+    pub encrypted: bool,
     /// Why it failed.
     pub error: Option<String>,
     pub task_id: Option<Uuid>,

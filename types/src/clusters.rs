@@ -130,6 +130,11 @@ pub struct ClusterDto {
     /// The pgBackRest repository it archives into, chosen when it was created:
     /// `posix` or `s3`; null when it has none (or was created before Herd recorded it).
     pub backup_repository: Option<String>,
+    /// Whether its backups and archived WAL are encrypted (pgBackRest aes-256-cbc,
+    /// with a passphrase of the cluster's own that Herd derives and never shows):
+    /// true for every cluster with backups created since Herd encrypts them.
+    #[serde(default)]
+    pub backups_encrypted: bool,
     pub nodes: Vec<NodeDto>,
     pub endpoints: Endpoints,
     /// The cluster's most recent task.

@@ -230,8 +230,8 @@ impl Build<'_> {
     async fn restore_source(&self) -> Result<Option<RestoreSource>, StepError> {
         let Some(r) = self.restore_input() else { return Ok(None) };
         let ctx = &self.job.ctx;
-        let from =
-            herd_datastores::repo::for_backup(&ctx.backups, &ctx.state_dir, &r.repo, &r.stanza).ok_or_else(|| {
+        let from = herd_datastores::repo::for_backup(&ctx.backups, &ctx.state_dir, &r.repo, &r.stanza, ctx.store.key())
+            .ok_or_else(|| {
                 StepError::failed(
                     FaultCode::BackupsNotConfigured,
                     format!("the '{}' backup repository is not configured", r.repo),

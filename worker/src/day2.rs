@@ -575,6 +575,7 @@ pub async fn run_expire(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
         &ctx.state_dir,
         &row.repo,
         row.stanza.as_deref().unwrap_or_default(),
+        ctx.store.key(),
     )
     .ok_or_else(|| {
         StepError::failed(FaultCode::BackupsNotConfigured, format!("the '{}' repository is not configured", row.repo))

@@ -86,7 +86,14 @@ impl Ctx {
     /// A cluster's backup repository (the one it was created with), if configured.
     pub fn backup_config(&self, c: &herd_store::Cluster) -> Option<herd_datastores::BackupConfig> {
         let kind = self.providers.get(&c.provider)?.kind();
-        herd_datastores::repo::for_cluster(&self.backups, &self.state_dir, c.backup_repo.as_deref(), kind, c.id)
+        herd_datastores::repo::for_cluster(
+            &self.backups,
+            &self.state_dir,
+            c.backup_repo.as_deref(),
+            kind,
+            c.id,
+            self.store.key(),
+        )
     }
 
     /// Where a cluster's nodes report role changes, when the API's address is known.

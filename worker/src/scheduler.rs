@@ -140,7 +140,7 @@ async fn run_due(ctx: &Ctx, p: &BackupPolicy, now: DateTime<Utc>) -> Result<(), 
         msg.push_str(&format!("; it stands for the {} backup due too", covered.join(" and ")));
     }
     msg.push(')');
-    let repo = herd_datastores::repo::kind_name(&config.repo);
+    let repo = herd_datastores::repo::record(&config);
     match ctx.store.start_scheduled_backup(p, run.kind, &advance, repo, &config.stanza, &msg).await? {
         ScheduledRun::Started(started) => {
             let (b, t) = *started;

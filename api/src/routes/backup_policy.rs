@@ -94,7 +94,14 @@ pub async fn put_policy(
     let kind = state.providers.get(&v.cluster.provider).map(|p| p.kind());
     if kind
         .and_then(|k| {
-            repo::for_cluster(&state.backups, &state.state_dir, v.cluster.backup_repo.as_deref(), k, v.cluster.id)
+            repo::for_cluster(
+                &state.backups,
+                &state.state_dir,
+                v.cluster.backup_repo.as_deref(),
+                k,
+                v.cluster.id,
+                state.store.key(),
+            )
         })
         .is_none()
     {

@@ -34,7 +34,8 @@ impl IntoDto for Backup {
             finished_at: b.finished_at,
             wal_start: b.wal_start,
             wal_stop: b.wal_stop,
-            repository: b.repo,
+            repository: repo::recorded_kind(&b.repo).to_owned(),
+            encrypted: repo::recorded_encrypted(&b.repo),
             error: b.error,
             task_id: b.task_id,
             created_at: b.created_at,
@@ -78,7 +79,14 @@ pub async fn create_backup(
     let v = state.store.get_cluster(auth.project_id, *id).await.map_err(not_found)?;
     let kind = state.providers.get(&v.cluster.provider).map(|p| p.kind());
     let config = kind.and_then(|k| {
-        repo::for_cluster(&state.backups, &state.state_dir, v.cluster.backup_repo.as_deref(), k, v.cluster.id)
+        repo::for_cluster(
+            &state.backups,
+            &state.state_dir,
+            v.cluster.backup_repo.as_deref(),
+            k,
+            v.cluster.id,
+            state.store.key(),
+        )
     });
     let Some(config) = config else {
         return Err(ApiError::new(
@@ -92,7 +100,7 @@ pub async fn create_backup(
             auth.project_id,
             *id,
             req.backup_type.unwrap_or(BackupType::Full),
-            repo::kind_name(&config.repo),
+            repo::record(&config),
             &config.stanza,
         )
         .await
@@ -185,7 +193,13 @@ pub(crate) async fn window_of(
     b: &Backup,
 ) -> Result<Option<herd_datastores::RecoveryWindow>, ApiError> {
     let (Some(config), Some(mgr)) = (
-        repo::for_backup(&state.backups, &state.state_dir, &b.repo, b.stanza.as_deref().unwrap_or_default()),
+        repo::for_backup(
+            &state.backups,
+            &state.state_dir,
+            &b.repo,
+            b.stanza.as_deref().unwrap_or_default(),
+            state.store.key(),
+        ),
         state.managers.get(manager),
     ) else {
         return Err(ApiError::new(ErrorCode::BackupsNotConfigured, "the backup repository is not configured"));

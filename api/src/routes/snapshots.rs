@@ -81,7 +81,14 @@ pub async fn create_snapshot(
     }
     // A snapshot taken inside an online backup needs the WAL archived meanwhile.
     let config = provider.and_then(|p| {
-        repo::for_cluster(&state.backups, &state.state_dir, v.cluster.backup_repo.as_deref(), p.kind(), v.cluster.id)
+        repo::for_cluster(
+            &state.backups,
+            &state.state_dir,
+            v.cluster.backup_repo.as_deref(),
+            p.kind(),
+            v.cluster.id,
+            state.store.key(),
+        )
     });
     let Some(config) = config else {
         return Err(ApiError::new(
@@ -91,7 +98,7 @@ pub async fn create_snapshot(
     };
     let (s, t) = state
         .store
-        .request_snapshot(auth.project_id, *id, repo::kind_name(&config.repo), &config.stanza)
+        .request_snapshot(auth.project_id, *id, repo::record(&config), &config.stanza)
         .await
         .map_err(not_found)?;
     state.enqueue(t.id).await;

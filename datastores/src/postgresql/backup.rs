@@ -80,10 +80,10 @@ pub fn valid_label(label: &str) -> bool {
     }
 }
 
-/// `repo1-*` options of a repository. Secrets are among them: they go into the
-/// 0600 config file or the environment, never onto a command line.
-pub fn repo_options(repo: &BackupRepo) -> Result<Vec<(&'static str, String)>, ManagerError> {
-    let mut opts: Vec<(&'static str, String)> = match repo {
+/// `repo1-*` options of a stanza's repository. Secrets are among them: they go into
+/// the 0600 config file or the environment, never onto a command line.
+pub fn repo_options(config: &BackupConfig) -> Result<Vec<(&'static str, String)>, ManagerError> {
+    let mut opts: Vec<(&'static str, String)> = match &config.repo {
         BackupRepo::Posix { path } => {
             if !path.starts_with('/') {
                 return Err(ManagerError::permanent(
@@ -134,6 +134,13 @@ pub fn repo_options(repo: &BackupRepo) -> Result<Vec<(&'static str, String)>, Ma
     };
     opts.push(("repo1-retention-full-type", "count".into()));
     opts.push(("repo1-retention-full", RETENTION_FULL_MAX.into()));
+    // Each stanza has its own passphrase: a node holds only its cluster's (and, while
+    // restoring, its source's), so another stanza in the same repository stays
+    // unreadable to it. pgBackRest encrypts every file it writes with it.
+    if let Some(pass) = &config.cipher {
+        opts.push(("repo1-cipher-type", "aes-256-cbc".into()));
+        opts.push(("repo1-cipher-pass", pass.expose_secret().to_owned()));
+    }
     for (name, value) in &opts {
         check_value(name, value)?;
     }
@@ -143,7 +150,7 @@ pub fn repo_options(repo: &BackupRepo) -> Result<Vec<(&'static str, String)>, Ma
 /// Checks a backup configuration as a whole.
 pub fn check_config(config: &BackupConfig) -> Result<(), ManagerError> {
     check_stanza(&config.stanza)?;
-    repo_options(&config.repo).map(|_| ())
+    repo_options(config).map(|_| ())
 }
 
 /// Whether the node needs pgBackRest at all.
@@ -214,7 +221,7 @@ pub fn config_file(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result
             ("pg1-socket-path", l.socket_dir.clone()),
             ("pg1-user", "postgres".into()),
         ];
-        for (k, v) in repo_options(&b.repo)?.into_iter().chain(pg) {
+        for (k, v) in repo_options(b)?.into_iter().chain(pg) {
             check_value(k, &v)?;
             out.push_str(&format!("{k}={v}\n"));
         }
@@ -520,7 +527,7 @@ async fn run_local(
     args: &[&str],
     scratch: &Scratch,
 ) -> Result<std::process::Output, ManagerError> {
-    let opts = repo_options(&config.repo)?;
+    let opts = repo_options(config)?;
     let mut cmd = tokio::process::Command::new("pgbackrest");
     cmd.arg("--no-config")
         .arg(format!("--stanza={}", config.stanza))
@@ -761,7 +768,7 @@ pub(crate) mod tests {
     const INFO: &str = include_str!("testdata/pgbackrest-info.json");
 
     pub(crate) fn posix(path: &str, stanza: &str) -> BackupConfig {
-        BackupConfig { repo: BackupRepo::Posix { path: path.into() }, stanza: stanza.into() }
+        BackupConfig { repo: BackupRepo::Posix { path: path.into() }, stanza: stanza.into(), cipher: None }
     }
 
     pub(crate) fn s3(ca_file: Option<&str>) -> BackupConfig {
@@ -778,6 +785,7 @@ pub(crate) mod tests {
                 ca_file: ca_file.map(str::to_owned),
             },
             stanza: "herd-source".into(),
+            cipher: Some(SecretString::from("the-source-stanza-passphrase")),
         }
     }
 
@@ -880,9 +888,13 @@ pub(crate) mod tests {
             "repo1-s3-uri-style=path",
             "repo1-storage-verify-tls=n",
             "pg1-path=/srv/h/s1/var/lib/postgresql/15/orders",
+            "repo1-cipher-type=aes-256-cbc",
+            "repo1-cipher-pass=the-source-stanza-passphrase",
         ] {
             assert!(src.contains(&want), "{want} missing in {text}");
         }
+        // A stanza created before backups were encrypted stays readable as it is.
+        assert!(!own.iter().any(|l| l.starts_with("repo1-cipher")), "{text}");
 
         // The source's stanza is never the cluster's own.
         c.backup = Some(posix("/srv/backups", "herd-source"));

@@ -197,11 +197,14 @@ impl Repo {
         self.dir.path().to_path_buf()
     }
 
-    /// The cluster's own stanza in this repository.
+    /// The cluster's own stanza in this repository, encrypted with a passphrase of
+    /// its own (Herd derives one per stanza from the master key).
     pub fn config(&self, c: &ClusterSpec) -> BackupConfig {
+        let stanza = format!("herd-{}", c.cluster_id.simple());
         BackupConfig {
             repo: BackupRepo::Posix { path: self.path().display().to_string() },
-            stanza: format!("herd-{}", c.cluster_id.simple()),
+            cipher: Some(SecretString::from(format!("passphrase-of-{stanza}"))),
+            stanza,
         }
     }
 }

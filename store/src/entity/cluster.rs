@@ -37,7 +37,8 @@ pub struct Model {
     pub primary_node_id: Option<Uuid>,
     /// The newest PostgreSQL timeline Herd has seen in this cluster (0: none yet).
     pub newest_timeline: i64,
-    /// The backup repository it was created with (`posix`, `s3`, `none`); None:
+    /// The backup repository it was created with (`posix`, `s3`, `none`; `+aes` when its
+    /// stanza is encrypted, see `herd_datastores::repo`); None:
     /// created before Herd recorded it (today's `[backups]` choice applies).
     pub backup_repo: Option<String>,
     pub fault_code: Option<String>,

@@ -52,7 +52,7 @@ pub struct NewCluster {
     pub restore: Option<RestoreInput>,
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub admin_password: AdminPassword,
-    /// `posix`, `s3` or `none` (`herd_datastores::repo::record_for_new_cluster`).
+    /// `posix+aes`, `s3+aes` or `none` (`herd_datastores::repo::record_for_new_cluster`).
     pub backup_repo: String,
 }
 

@@ -86,7 +86,11 @@ fn view_dto(v: ClusterView, profile: Option<&dyn Profile>) -> ClusterDto {
         key_id: c.key_id,
         synchronous: c.synchronous,
         parameters: c.parameters,
-        backup_repository: c.backup_repo.filter(|r| r != herd_datastores::repo::NO_REPOSITORY),
+        backups_encrypted: c.backup_repo.as_deref().is_some_and(herd_datastores::repo::recorded_encrypted),
+        backup_repository: c
+            .backup_repo
+            .filter(|r| r != herd_datastores::repo::NO_REPOSITORY)
+            .map(|r| herd_datastores::repo::recorded_kind(&r).to_owned()),
         nodes: v.nodes.into_iter().map(IntoDto::into_dto).collect(),
         endpoints: Endpoints { primary_uri, primary_address },
         task: v.task.map(IntoDto::into_dto),
