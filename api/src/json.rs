@@ -19,6 +19,21 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = JsonBytes::from_request(req, payload);
+        Box::pin(async move { parse(&bytes.await?.0).map(JsonBody) })
+    }
+}
+
+/// A JSON request's body unparsed, under the same limit and content-type rule as
+/// [`JsonBody`]: for a handler that checks a signature over the exact bytes before
+/// it parses anything.
+pub struct JsonBytes(pub web::Bytes);
+
+impl FromRequest for JsonBytes {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit = req.app_data::<web::Data<AppState>>().map_or(1024 * 1024, |s| s.max_body_bytes);
         let content_type = req
             .headers()
@@ -56,7 +71,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
-            parse(&body).map(JsonBody)
+            Ok(JsonBytes(body.freeze()))
         })
     }
 }

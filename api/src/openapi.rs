@@ -1,7 +1,9 @@
 //! The OpenAPI document, generated from the handlers and DTOs.
 
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
@@ -86,10 +88,14 @@ impl Modify for Conventions {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("herd_...").build()),
         );
-        // The nodes' role-change callbacks: a per-cluster token Herd writes to them.
+        // The nodes' role-change callbacks: signed with a per-member credential Herd
+        // writes to each node (see the operation).
         components.add_security_scheme(
             "patroni_callback",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Herd-Signature",
+                "sha256=<hex HMAC-SHA256(member credential, \"<X-Herd-Timestamp>.<body>\")>",
+            ))),
         );
         for (path, item) in api.paths.paths.iter_mut() {
             let ops: [&mut Option<Operation>; 5] =

@@ -714,28 +714,63 @@ async fn ha_settings_and_day2_requests_are_validated(b: Backend) {
     let (s, w) = app.get(&format!("/v1/clusters/{id}/recovery-window"), &tok).await;
     assert_eq!((s, w), (200, json!({"earliest": null, "latest": null})));
 
-    // The nodes' role callback: a per-cluster token, not an API token.
+    // The nodes' role callback: signed by the member with its own credential, over
+    // timestamp and exact body; checked before the body is parsed.
     let cb = format!("/callbacks/patroni/{id}");
-    let report = json!({"member": "ha-1", "action": "on_role_change", "role": "master", "scope": "x"});
-    let (s, v) = app.call(Method::POST, &cb, None, Some(report.clone())).await;
-    assert_eq!((s, v["code"].as_str()), (401, Some("unauthorized")));
-    let (s, _) = app.call(Method::POST, &cb, Some(&tok), Some(report.clone())).await;
-    assert_eq!(s, 401, "an API token is not a callback token");
     let key = herd_core::crypto::MasterKey::from_base64(app.settings.master_key.as_ref().unwrap()).unwrap();
-    let cb_token = key.derive_token(herd_core::hooks::CALLBACK_PURPOSE, &id);
-    let other = key.derive_token(herd_core::hooks::CALLBACK_PURPOSE, &uuid::Uuid::new_v4().to_string());
-    let (s, _) = app.call(Method::POST, &cb, Some(other.expose_secret()), Some(report.clone())).await;
-    assert_eq!(s, 401, "another cluster's token");
-    let (s, _) = app
-        .call(
-            Method::POST,
-            &cb,
-            Some(cb_token.expose_secret()),
-            Some(json!({"member": "nobody", "action": "on_role_change", "role": "master"})),
-        )
-        .await;
+    let credential = |cluster: &str, member: &str| {
+        let id = herd_core::hooks::callback_credential_id(cluster, member);
+        key.derive_token(herd_core::hooks::CALLBACK_PURPOSE, &id).expose_secret().to_owned()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let report = |member: &str| {
+        json!({"member": member, "action": "on_role_change", "role": "master", "scope": "x"}).to_string().into_bytes()
+    };
+    let send = |member: &str, stamp: i64, signature: String, body: Vec<u8>| {
+        let r = app
+            .req(Method::POST, &cb, None)
+            .header("content-type", "application/json")
+            .header("x-herd-member", member)
+            .header("x-herd-timestamp", stamp.to_string())
+            .header("x-herd-signature", signature)
+            .body(body);
+        async move { common::read(r.send().await.unwrap()).await }
+    };
+    let sign = |cred: &str, stamp: i64, body: &[u8]| herd_core::hooks::callback_signature(cred, stamp, body);
+    let good = credential(&id, "ha-1");
+    let (s, v) = app.call(Method::POST, &cb, None, Some(serde_json::from_slice(&report("ha-1")).unwrap())).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("unauthorized")), "unsigned");
+    let (s, _) = app.call(Method::POST, &cb, Some(&tok), Some(serde_json::from_slice(&report("ha-1")).unwrap())).await;
+    assert_eq!(s, 401, "an API token is not a signature");
+    let (s, _) = app.call(Method::POST, &cb, Some(&good), Some(serde_json::from_slice(&report("ha-1")).unwrap())).await;
+    assert_eq!(s, 401, "the credential itself is not accepted as a bearer token");
+    let other_cluster = credential(&uuid::Uuid::new_v4().to_string(), "ha-1");
+    for (what, member, stamp, signature, body) in [
+        ("another cluster's credential", "ha-1", now, sign(&other_cluster, now, &report("ha-1")), report("ha-1")),
+        (
+            "another member's credential",
+            "ha-1",
+            now,
+            sign(&credential(&id, "ha-0"), now, &report("ha-1")),
+            report("ha-1"),
+        ),
+        ("a body changed after signing", "ha-1", now, sign(&good, now, &report("ha-0")), report("ha-1")),
+        ("a timestamp changed after signing", "ha-1", now, sign(&good, now - 1, &report("ha-1")), report("ha-1")),
+        ("a replay from 5 minutes ago", "ha-1", now - 300, sign(&good, now - 300, &report("ha-1")), report("ha-1")),
+        ("a timestamp 5 minutes ahead", "ha-1", now + 300, sign(&good, now + 300, &report("ha-1")), report("ha-1")),
+        ("not a JSON body, unsigned", "ha-1", now, String::new(), b"{not json".to_vec()),
+    ] {
+        let (s, v) = send(member, stamp, signature, body).await;
+        assert_eq!((s, v["code"].as_str()), (401, Some("unauthorized")), "{what}: {v}");
+    }
+    // Signed, but it speaks for another member than the one that signed.
+    let (s, v) = send("ha-1", now, sign(&good, now, &report("ha-0")), report("ha-0")).await;
+    assert_eq!((s, v["errors"][0]["field"].as_str()), (422, Some("member")), "{v}");
+    // Signed by a member the cluster does not have.
+    let ghost = credential(&id, "nobody");
+    let (s, _) = send("nobody", now, sign(&ghost, now, &report("nobody")), report("nobody")).await;
     assert_eq!(s, 404);
-    let (s, v) = app.call(Method::POST, &cb, Some(cb_token.expose_secret()), Some(report)).await;
+    let (s, v) = send("ha-1", now, sign(&good, now, &report("ha-1")), report("ha-1")).await;
     assert_eq!(s, 204, "{v}");
     let (_, c) = app.get(&format!("/v1/clusters/{id}"), &tok).await;
     assert_eq!(c["nodes"][1]["role"], "primary", "{c}");

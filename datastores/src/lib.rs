@@ -84,8 +84,15 @@ pub struct NodeTags {
 pub struct Callback {
     /// Full URL the node POSTs to (`http://127.0.0.1:8080/hooks/patroni/<cluster id>`).
     pub url: String,
-    /// Bearer token for that URL; kept on the node in a 0600 file.
-    pub token: SecretString,
+    /// Each member's credential, by member name: the key its reports are signed
+    /// with, kept on that node alone in a 0600 file and never sent.
+    pub credentials: std::collections::BTreeMap<String, SecretString>,
+}
+
+impl Callback {
+    pub fn credential(&self, member: &str) -> Option<&SecretString> {
+        self.credentials.get(member)
+    }
 }
 
 impl std::fmt::Debug for Callback {

@@ -34,6 +34,7 @@ struct Received {
     /// Header names in lower case.
     headers: Vec<(String, String)>,
     body: serde_json::Value,
+    raw: Vec<u8>,
 }
 
 /// A tiny HTTP server on 127.0.0.1 standing in for Herd's callback endpoint.
@@ -98,9 +99,10 @@ impl Receiver {
             }
             buf.extend_from_slice(&chunk[..n]);
         }
-        let body = serde_json::from_slice(&buf[head_end..(head_end + len).min(buf.len())]).unwrap_or_default();
+        let raw = buf[head_end..(head_end + len).min(buf.len())].to_vec();
+        let body = serde_json::from_slice(&raw).unwrap_or_default();
         let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        Some(Received { request_line, headers, body })
+        Some(Received { request_line, headers, body, raw })
     }
 
     fn events(&self) -> Vec<Received> {
@@ -195,9 +197,11 @@ fn three_node_cluster_day2_operations() {
     let m = Arc::new(PostgresManager::default());
     let (mut c, mut servers) = fx.cluster("ops", 3, true);
     c.parameters.insert("statement_timeout".into(), "5min".into());
+    // One credential per member (Herd derives them from the master key).
+    let credential = |member: &str| format!("{CALLBACK_TOKEN}-{member}");
     c.callback = Some(Callback {
         url: format!("http://{}/hooks/patroni/{}", receiver.addr, c.cluster_id),
-        token: SecretString::from(CALLBACK_TOKEN),
+        credentials: c.members.iter().map(|m| (m.name.clone(), SecretString::from(credential(&m.name)))).collect(),
     });
     let (health, took) = bring_up(&fx, &m, &c);
     eprintln!("bring up 3 nodes: {took:?}");
@@ -212,7 +216,7 @@ fn three_node_cluster_day2_operations() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(meta.uid(), user_id("postgres"));
-    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), CALLBACK_TOKEN);
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), credential(&c.members[0].name), "its own member's");
     assert!(!std::fs::read_to_string(root.join("etc/patroni/15-ops.yml")).unwrap().contains(CALLBACK_TOKEN));
 
     // ---- switchover: refusals first, then to the synchronous standby by name.
@@ -247,7 +251,19 @@ fn three_node_cluster_day2_operations() {
     });
     assert!(event.request_line.starts_with("POST /hooks/patroni/"), "{}", event.request_line);
     let header = |k: &str| event.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
-    assert_eq!(header("authorization"), format!("Bearer {CALLBACK_TOKEN}"));
+    // Signed with the member's own credential over timestamp and body; the
+    // credential itself never travels.
+    assert_eq!(header("authorization"), "");
+    assert_eq!(header("x-herd-member"), sync);
+    let stamp: i64 = header("x-herd-timestamp").parse().unwrap();
+    assert!((chrono::Utc::now().timestamp() - stamp).abs() < 60, "{stamp}");
+    let signature = header("x-herd-signature");
+    assert!(
+        herd_core::hooks::verify_callback_signature(&credential(&sync), stamp, &event.raw, &signature),
+        "{signature} does not verify"
+    );
+    assert!(!herd_core::hooks::verify_callback_signature(&credential(&other), stamp, &event.raw, &signature));
+    assert!(!String::from_utf8_lossy(&event.raw).contains(CALLBACK_TOKEN));
     assert_eq!(header("content-type"), "application/json");
     assert_eq!(event.body["action"], "on_role_change");
     assert_eq!(event.body["scope"], scope(&c).as_str());
@@ -321,6 +337,10 @@ fn three_node_cluster_day2_operations() {
     extra.joins_existing = true;
     let mut c4 = c.clone();
     c4.members.push(extra.clone());
+    // Herd derives each member's credential when it builds the spec; the new one's too.
+    if let Some(cb) = c4.callback.as_mut() {
+        cb.credentials.insert(extra.name.clone(), SecretString::from(credential(&extra.name)));
+    }
     timed("add member", || {
         block(&fx, m.add_member(&c4, &extra)).expect("add member");
         block(&fx, m.add_member(&c4, &extra)).expect("add member again");

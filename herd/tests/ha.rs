@@ -384,6 +384,13 @@ async fn actions_hooks_parameters_and_replicas() {
     assert_eq!(sw[1].1["to"].as_str(), Some(target.name.as_str()), "{calls:?}");
     let ev = events(&herd, id).await;
     assert!(ev.iter().any(|e| e.step.as_deref() == Some("pre_failover") && e.message.contains("delivered")), "{ev:?}");
+    // The new primary's Patroni reported its role itself, signed with that member's own
+    // credential (the API takes nothing else): node script to history, end to end.
+    let reported = format!("{} reports role primary", target.name);
+    poll_events(&herd, id, "signed on_role_change", |e| {
+        e.step.as_deref() == Some("on_role_change") && e.message.starts_with(&reported)
+    })
+    .await;
 
     // Failover to a chosen replica.
     let chosen = replicas(&c)[1].clone();

@@ -201,8 +201,8 @@ impl Build<'_> {
         let pw = store.cluster_passwords(&self.cluster).await?;
         let ctx = &self.job.ctx;
         let backup = ctx.backup_config(&self.cluster);
-        let mut spec =
-            cluster_spec(&self.cluster, &self.version, members, pw, ctx.callback_for(self.cluster.id), backup);
+        let callback = ctx.callback_for(self.cluster.id, &members);
+        let mut spec = cluster_spec(&self.cluster, &self.version, members, pw, callback, backup);
         spec.restore = self.restore_source().await?;
         Ok(spec)
     }

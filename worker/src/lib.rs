@@ -97,12 +97,22 @@ impl Ctx {
     }
 
     /// Where a cluster's nodes report role changes, when the API's address is known.
-    pub fn callback_for(&self, cluster_id: uuid::Uuid) -> Option<herd_datastores::Callback> {
+    /// Each member gets a credential of its own (derived, never stored) to sign with.
+    pub fn callback_for(
+        &self,
+        cluster_id: uuid::Uuid,
+        members: &[herd_datastores::NodeSpec],
+    ) -> Option<herd_datastores::Callback> {
+        use herd_core::hooks::{CALLBACK_PURPOSE, callback_credential_id};
         let base = self.settings.callback_url.as_deref()?.trim_end_matches('/');
-        Some(herd_datastores::Callback {
-            url: format!("{base}/callbacks/patroni/{cluster_id}"),
-            token: self.store.key().derive_token(herd_core::hooks::CALLBACK_PURPOSE, &cluster_id.to_string()),
-        })
+        let id = cluster_id.to_string();
+        let credentials = members
+            .iter()
+            .map(|m| {
+                (m.name.clone(), self.store.key().derive_token(CALLBACK_PURPOSE, &callback_credential_id(&id, &m.name)))
+            })
+            .collect();
+        Some(herd_datastores::Callback { url: format!("{base}/callbacks/patroni/{cluster_id}"), credentials })
     }
 }
 

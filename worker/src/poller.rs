@@ -132,7 +132,8 @@ pub(crate) async fn member_spec(
         }
     }
     let backup = ctx.backup_config(c);
-    Ok((cluster_spec(c, &version, specs, pw, ctx.callback_for(c.id), backup), gone))
+    let callback = ctx.callback_for(c.id, &specs);
+    Ok((cluster_spec(c, &version, specs, pw, callback, backup), gone))
 }
 
 /// Node status from what the HA agent says of the member.

@@ -362,7 +362,15 @@ impl Lifecycle for PostgresManager {
         let patroni_conf = patroni_file(cluster, node, &l)?;
         let pgbackrest_conf = backup::config_file(cluster, node, &l)?;
         let callback = match (render::callback_script(cluster, node, &l)?, &cluster.callback) {
-            (Some(script), Some(cb)) => Some(CallbackFiles { script, token: cb.token.clone() }),
+            (Some(script), Some(cb)) => {
+                let token = cb.credential(&node.name).cloned().ok_or_else(|| {
+                    ManagerError::permanent(
+                        FaultCode::InvalidCallback,
+                        format!("no callback credential for member {}", node.name),
+                    )
+                })?;
+                Some(CallbackFiles { script, token })
+            }
             _ => None,
         };
         // restore_bootstrap checked the restore (snapshot::check_restore).

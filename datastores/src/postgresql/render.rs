@@ -768,7 +768,7 @@ mod tests {
         c.timing = crate::HaTiming::SAFE;
         c.callback = Some(crate::Callback {
             url: "http://127.0.0.1:8080/hooks/patroni/x?a=\"b'".into(),
-            token: SecretString::from("t0k3n-secret"),
+            credentials: [(n.name.clone(), SecretString::from("t0k3n-secret"))].into(),
         });
         let l = Layout::new(&c, &n).unwrap();
         let text = patroni_yml(&c, &n, &l).unwrap();
@@ -808,7 +808,7 @@ mod tests {
         assert!(script.contains(r#"URL = "http://127.0.0.1:8080/hooks/patroni/x?a=\"b'""#), "{script}");
         assert!(script.contains(&format!("TOKEN_FILE = \"{}\"", l.callback_token)), "{script}");
 
-        c.callback = Some(crate::Callback { url: "file:///etc/passwd".into(), token: SecretString::from("x") });
+        c.callback = Some(crate::Callback { url: "file:///etc/passwd".into(), credentials: Default::default() });
         assert_eq!(callback_script(&c, &n, &l).unwrap_err().code(), "invalid_callback");
         c.callback = None;
         assert_eq!(callback_script(&c, &n, &l).unwrap(), None);

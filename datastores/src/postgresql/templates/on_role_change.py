@@ -1,9 +1,14 @@
 # Written by Herd: Patroni's on_role_change callback for member {{ comment }}.
 # Patroni runs it as `python3 -I <this file> <action> <role> <scope>`. It POSTs one
-# JSON event to Herd and always exits 0: a slow or failing receiver must never hold
-# up or fail Patroni. Errors go to stderr, i.e. Patroni's log; the token never does.
+# JSON event to Herd, signed with this member's credential (HMAC-SHA256 over
+# "<unix seconds>.<body>"; the credential itself is never sent), and always exits 0:
+# a slow or failing receiver must never hold up or fail Patroni. Errors go to
+# stderr, i.e. Patroni's log; the credential never does.
+import hashlib
+import hmac
 import json
 import sys
+import time
 import urllib.request
 
 URL = {{ url }}
@@ -13,7 +18,7 @@ TIMEOUT = 2
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
-    # A redirect would carry the token to another address: refuse it.
+    # A redirect would carry the report to another address: refuse it.
     def redirect_request(self, *args, **kwargs):
         return None
 
@@ -24,11 +29,18 @@ def main():
         with open(TOKEN_FILE, encoding="utf-8") as f:
             token = f.read().strip()
         body = json.dumps({"member": MEMBER, "action": action, "role": role, "scope": scope}).encode()
+        stamp = str(int(time.time()))
+        signature = hmac.new(token.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
         request = urllib.request.Request(
             URL,
             data=body,
             method="POST",
-            headers={"Content-Type": "application/json", "Authorization": "Bearer " + token},
+            headers={
+                "Content-Type": "application/json",
+                "X-Herd-Member": MEMBER,
+                "X-Herd-Timestamp": stamp,
+                "X-Herd-Signature": "sha256=" + signature,
+            },
         )
         # No proxy from the environment: the token goes to Herd only.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect())
