@@ -1,6 +1,6 @@
 //! Bearer-token authentication. A middleware on `/v1` authenticates before any
 //! extractor runs, so an unauthenticated request gets 401 whatever else is wrong
-//! with it; handlers then take `Auth` (any role) or `Admin`.
+//! with it; handlers then take `Auth` (any role), `ProjectAdmin` or `Operator`.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -22,9 +22,29 @@ pub struct Auth {
     pub role: TokenRole,
 }
 
-/// A caller with the admin role.
+/// A caller who runs Herd (the operator role): every project, datastore versions.
 #[derive(Debug, Clone, Copy)]
-pub struct Admin(pub Auth);
+pub struct Operator(pub Auth);
+
+/// A caller who administers a project: its own (the admin role), or any (an operator).
+#[derive(Debug, Clone, Copy)]
+pub struct ProjectAdmin(pub Auth);
+
+impl ProjectAdmin {
+    /// Whether this caller administers `project`. Another project answers as absent
+    /// (404), like every resource of another project.
+    pub fn check(&self, project: Uuid) -> Result<(), ApiError> {
+        match self.0.role {
+            TokenRole::Operator => Ok(()),
+            _ if self.0.project_id == project => Ok(()),
+            _ => Err(ApiError::not_found("project")),
+        }
+    }
+
+    pub fn is_operator(&self) -> bool {
+        self.0.role == TokenRole::Operator
+    }
+}
 
 pub async fn require_token(
     req: ServiceRequest,
@@ -67,13 +87,27 @@ impl FromRequest for Auth {
     }
 }
 
-impl FromRequest for Admin {
+impl FromRequest for Operator {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, p: &mut Payload) -> Self::Future {
         ready(Auth::from_request(req, p).into_inner().and_then(|a| match a.role {
-            TokenRole::Admin => Ok(Admin(a)),
+            TokenRole::Operator => Ok(Operator(a)),
+            TokenRole::Admin | TokenRole::Member => {
+                Err(ApiError::new(ErrorCode::Forbidden, "this route needs an operator token"))
+            }
+        }))
+    }
+}
+
+impl FromRequest for ProjectAdmin {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, p: &mut Payload) -> Self::Future {
+        ready(Auth::from_request(req, p).into_inner().and_then(|a| match a.role {
+            TokenRole::Operator | TokenRole::Admin => Ok(ProjectAdmin(a)),
             TokenRole::Member => Err(ApiError::new(ErrorCode::Forbidden, "this route needs an admin token")),
         }))
     }

@@ -62,3 +62,80 @@ async fn hooks_cannot_target_internal_addresses() {
     let (_, c) = app.get(&format!("/v1/clusters/{id}"), &tok).await;
     assert_eq!(c["hooks"], json!({"pre_failover": null, "post_failover": {"url": "http://127.0.0.1:9/post"}}));
 }
+
+/// An operator runs Herd; a project's admin manages that project's tokens and sees
+/// nothing of other projects (it once listed every project and made tokens anywhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_admin_reaches_its_own_project_only() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let op = app.admin_token.clone();
+    let mut ids = Vec::new();
+    for name in ["team-a", "team-b"] {
+        let (s, p) = app.post("/v1/projects", &op, json!({"name": name})).await;
+        assert_eq!(s, 201, "{p}");
+        ids.push(p["id"].as_str().unwrap().to_owned());
+    }
+    let (a, b) = (&ids[0], &ids[1]);
+    let token = |project: &str, role: &str, by: String| {
+        let path = format!("/v1/projects/{project}/tokens");
+        let app = &app;
+        let role = role.to_owned();
+        async move { app.post(&path, &by, json!({"role": role})).await }
+    };
+    let (s, v) = token(b, "admin", op.clone()).await;
+    assert_eq!(s, 201, "{v}");
+    let admin_b = v["token"].as_str().unwrap().to_owned();
+    assert_eq!(v["role"], "admin");
+
+    // Its own project: tokens of the member and admin roles, never operator.
+    let (s, v) = token(b, "member", admin_b.clone()).await;
+    assert_eq!(s, 201, "{v}");
+    let member_b = v["token"].as_str().unwrap().to_owned();
+    let member_b_id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(token(b, "admin", admin_b.clone()).await.0, 201);
+    let (s, v) = token(b, "operator", admin_b.clone()).await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("forbidden")), "{v}");
+    let (s, v) = app.get(&format!("/v1/projects/{b}/tokens"), &admin_b).await;
+    assert_eq!((s, v.as_array().map(Vec::len)), (200, Some(3)), "{v}");
+    // An operator token in its project is beyond it.
+    let (s, v) = token(b, "operator", op.clone()).await;
+    assert_eq!(s, 201, "{v}");
+    let op_in_b = v["id"].as_str().unwrap().to_owned();
+    let (s, _) = app.call(Method::DELETE, &format!("/v1/projects/{b}/tokens/{op_in_b}"), Some(&admin_b), None).await;
+    assert_eq!(s, 403);
+    let (s, _) =
+        app.call(Method::DELETE, &format!("/v1/projects/{b}/tokens/{member_b_id}"), Some(&admin_b), None).await;
+    assert_eq!(s, 204);
+    let (s, _) = app.get("/v1/clusters", &member_b).await;
+    assert_eq!(s, 401, "a revoked token is refused");
+
+    // Another project: absent, whatever the request.
+    let (s, _) = token(a, "member", admin_b.clone()).await;
+    assert_eq!(s, 404);
+    let (s, _) = app.get(&format!("/v1/projects/{a}/tokens"), &admin_b).await;
+    assert_eq!(s, 404);
+    let (s, _) = app.call(Method::DELETE, &format!("/v1/projects/{a}/tokens/{op_in_b}"), Some(&admin_b), None).await;
+    assert_eq!(s, 404);
+    let (s, v) = app.get("/v1/projects", &admin_b).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = v.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["team-b"], "only its own project");
+    let (s, v) = app.get("/v1/projects", &op).await;
+    assert!(s == 200 && v.as_array().unwrap().len() >= 3, "an operator sees every project: {v}");
+
+    // Operator-only: projects, datastore versions (installed as root), provider settings.
+    let (s, _) = app.post("/v1/projects", &admin_b, json!({"name": "team-c"})).await;
+    assert_eq!(s, 403);
+    let (s, v) = app
+        .post("/v1/datastores/postgresql/versions", &admin_b, json!({"name": "16", "packages": ["postgresql-16"]}))
+        .await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("forbidden")), "{v}");
+    let (_, v) = app.get("/v1/providers", &admin_b).await;
+    assert!(v.as_array().unwrap().iter().all(|p| p["config"].is_null()), "{v}");
+    let (_, v) = app.get("/v1/providers", &op).await;
+    assert!(v.as_array().unwrap().iter().any(|p| !p["config"].is_null()), "{v}");
+    // A member administers nothing, not even its own project.
+    let (d, member_d) = app.member("team-d").await;
+    let (s, v) = token(&d, "member", member_d).await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("forbidden")), "{v}");
+}

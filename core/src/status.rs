@@ -207,7 +207,11 @@ impl NodeStatus {
 
 string_enum!(
     TokenRole {
-        /// Manages projects, tokens and datastores, plus everything a member can do.
+        /// Runs Herd: every project and its tokens, datastore versions (whose packages
+        /// are installed as root), providers' settings; the bootstrap token is one.
+        Operator = "operator",
+        /// A project's own administrator: its project's tokens (member and admin),
+        /// plus everything a member can do. Nothing of other projects.
         Admin = "admin",
         /// Manages the resources of its own project.
         Member = "member",

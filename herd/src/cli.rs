@@ -534,7 +534,8 @@ pub enum TokenCmd {
         project: String,
         #[arg(long)]
         name: Option<String>,
-        #[arg(long, value_parser = ["member", "admin"], default_value = "member")]
+        /// member: the project's resources; admin: also its tokens; operator: all of Herd.
+        #[arg(long, value_parser = ["member", "admin", "operator"], default_value = "member")]
         role: String,
     },
     List {

@@ -10,6 +10,7 @@ mod m20261201_000005_snapshots;
 mod m20261201_000006_backup_policy;
 mod m20261201_000007_cluster_backup_repo;
 mod m20261204_000008_task_changes;
+mod m20261206_000009_operator_role;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000006_backup_policy::Migration),
             Box::new(m20261201_000007_cluster_backup_repo::Migration),
             Box::new(m20261204_000008_task_changes::Migration),
+            Box::new(m20261206_000009_operator_role::Migration),
         ]
     }
 }

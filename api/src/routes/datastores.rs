@@ -8,7 +8,7 @@ use herd_types::{CreateDatastore, CreateVersion, DatastoreDto, PatchVersion, Ver
 
 use super::IntoDto;
 
-use crate::auth::{Admin, Auth};
+use crate::auth::{Auth, Operator};
 use crate::error::{ApiError, Errors, Problem};
 use crate::json::JsonBody;
 use crate::state::AppState;
@@ -82,7 +82,7 @@ pub async fn list_datastores(_: Auth, state: web::Data<AppState>) -> Result<Http
     Ok(HttpResponse::Ok().json(list))
 }
 
-/// Register a datastore (admin).
+/// Register a datastore (operator).
 #[utoipa::path(post, path = "/v1/datastores", tag = "datastores", request_body = CreateDatastore, responses(
     (status = 201, body = DatastoreDto),
     (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -90,7 +90,7 @@ pub async fn list_datastores(_: Auth, state: web::Data<AppState>) -> Result<Http
     (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn create_datastore(
-    _: Admin,
+    _: Operator,
     state: web::Data<AppState>,
     JsonBody(req): JsonBody<CreateDatastore>,
 ) -> Result<HttpResponse, ApiError> {
@@ -112,7 +112,7 @@ pub async fn create_datastore(
     Ok(HttpResponse::Created().json(DatastoreDto { name: ds.name, manager: ds.manager, versions }))
 }
 
-/// Add a version to a datastore (admin).
+/// Add a version to a datastore (operator: its packages are installed as root).
 #[utoipa::path(post, path = "/v1/datastores/{name}/versions", tag = "datastores", request_body = CreateVersion,
     params(("name" = String, Path)), responses(
     (status = 201, body = VersionDto),
@@ -122,7 +122,7 @@ pub async fn create_datastore(
     (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn create_version(
-    _: Admin,
+    _: Operator,
     state: web::Data<AppState>,
     name: web::Path<String>,
     JsonBody(req): JsonBody<CreateVersion>,
@@ -135,7 +135,7 @@ pub async fn create_version(
     Ok(HttpResponse::Created().json(v.into_dto()))
 }
 
-/// Change a version: activate/deactivate, packages, images (admin).
+/// Change a version: activate/deactivate, packages, images (operator).
 #[utoipa::path(patch, path = "/v1/datastores/{name}/versions/{version}", tag = "datastores", request_body = PatchVersion,
     params(("name" = String, Path), ("version" = String, Path)), responses(
     (status = 200, body = VersionDto),
@@ -144,7 +144,7 @@ pub async fn create_version(
     (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn patch_version(
-    _: Admin,
+    _: Operator,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     JsonBody(req): JsonBody<PatchVersion>,

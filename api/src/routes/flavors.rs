@@ -34,7 +34,7 @@ pub async fn list_flavors(_: Auth, state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(flavors)
 }
 
-/// The configured providers and what they can do. Admins also see their settings.
+/// The configured providers and what they can do. Operators also see their settings.
 #[utoipa::path(get, path = "/v1/providers", tag = "flavors", responses((status = 200, body = Vec<ProviderDto>)))]
 pub async fn list_providers(auth: Auth, state: web::Data<AppState>) -> HttpResponse {
     let list: Vec<ProviderDto> = state
@@ -44,7 +44,7 @@ pub async fn list_providers(auth: Auth, state: web::Data<AppState>) -> HttpRespo
             name: p.name().to_owned(),
             kind: p.kind().as_str().to_owned(),
             capabilities: p.capabilities().into_dto(),
-            config: (auth.role == TokenRole::Admin).then(|| p.describe()),
+            config: (auth.role == TokenRole::Operator).then(|| p.describe()),
         })
         .collect();
     HttpResponse::Ok().json(list)

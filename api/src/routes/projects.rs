@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::IntoDto;
 
-use crate::auth::Admin;
-use crate::error::{ApiError, Errors, Problem};
+use crate::auth::{Auth, Operator, ProjectAdmin};
+use crate::error::{ApiError, ErrorCode, Errors, Problem};
 use crate::json::JsonBody;
 use crate::state::AppState;
 
@@ -46,7 +46,7 @@ pub fn routes(t: &mut super::Table) {
     t.add::<__path_revoke_token>(web::to(revoke_token));
 }
 
-/// Create a project (admin).
+/// Create a project (operator).
 #[utoipa::path(post, path = "/v1/projects", tag = "projects", request_body = CreateProject, responses(
     (status = 201, body = ProjectDto),
     (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -54,7 +54,7 @@ pub fn routes(t: &mut super::Table) {
     (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn create_project(
-    _: Admin,
+    _: Operator,
     state: web::Data<AppState>,
     JsonBody(req): JsonBody<CreateProject>,
 ) -> Result<HttpResponse, ApiError> {
@@ -65,17 +65,20 @@ pub async fn create_project(
     Ok(HttpResponse::Created().json(p.into_dto()))
 }
 
-/// List projects (admin).
+/// List projects: an operator sees every project, anyone else only their own.
 #[utoipa::path(get, path = "/v1/projects", tag = "projects", responses(
     (status = 200, body = Vec<ProjectDto>),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
 ))]
-pub async fn list_projects(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let ps: Vec<ProjectDto> = state.store.list_projects().await?.into_iter().map(IntoDto::into_dto).collect();
-    Ok(HttpResponse::Ok().json(ps))
+pub async fn list_projects(auth: Auth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let ps = match auth.role {
+        TokenRole::Operator => state.store.list_projects().await?,
+        TokenRole::Admin | TokenRole::Member => vec![state.store.get_project(auth.project_id).await?],
+    };
+    Ok(HttpResponse::Ok().json(ps.into_iter().map(IntoDto::into_dto).collect::<Vec<ProjectDto>>()))
 }
 
-/// Create an API token for a project (admin). The token is returned once.
+/// Create an API token for a project (its admin, or an operator). The token is
+/// returned once. Only an operator creates operator tokens.
 #[utoipa::path(post, path = "/v1/projects/{id}/tokens", tag = "projects", request_body = CreateToken,
     params(("id" = Uuid, Path)), responses(
     (status = 201, body = CreatedToken),
@@ -84,33 +87,43 @@ pub async fn list_projects(_: Admin, state: web::Data<AppState>) -> Result<HttpR
     (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn create_token(
-    _: Admin,
+    admin: ProjectAdmin,
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
     JsonBody(req): JsonBody<CreateToken>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.check(*id)?;
+    let role = req.role.unwrap_or(TokenRole::Member);
+    if role == TokenRole::Operator && !admin.is_operator() {
+        return Err(ApiError::new(ErrorCode::Forbidden, "only an operator may create operator tokens"));
+    }
     let name = req.name.unwrap_or_else(|| "token".into());
     let mut errs = Errors::default();
     errs.check("name", validate_display_name(&name));
     errs.into_result()?;
-    let (row, token) =
-        state.store.create_token(*id, &name, req.role.unwrap_or(TokenRole::Member)).await.map_err(project_not_found)?;
+    let (row, token) = state.store.create_token(*id, &name, role).await.map_err(project_not_found)?;
     Ok(HttpResponse::Created().json(CreatedToken { meta: row.into_dto(), token: token.expose_secret().to_owned() }))
 }
 
-/// List a project's tokens, without their secrets (admin).
+/// List a project's tokens, without their secrets (its admin, or an operator).
 #[utoipa::path(get, path = "/v1/projects/{id}/tokens", tag = "projects", params(("id" = Uuid, Path)), responses(
     (status = 200, body = Vec<TokenDto>),
     (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
 ))]
-pub async fn list_tokens(_: Admin, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn list_tokens(
+    admin: ProjectAdmin,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    admin.check(*id)?;
     let ts: Vec<TokenDto> =
         state.store.list_tokens(*id).await.map_err(project_not_found)?.into_iter().map(IntoDto::into_dto).collect();
     Ok(HttpResponse::Ok().json(ts))
 }
 
-/// Revoke a token (admin). Idempotent.
+/// Revoke a token (its project's admin, or an operator; an operator token only by
+/// an operator). Idempotent.
 #[utoipa::path(delete, path = "/v1/projects/{id}/tokens/{token_id}", tag = "projects",
     params(("id" = Uuid, Path), ("token_id" = Uuid, Path)), responses(
     (status = 204),
@@ -118,11 +131,18 @@ pub async fn list_tokens(_: Admin, state: web::Data<AppState>, id: web::Path<Uui
     (status = 404, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn revoke_token(
-    _: Admin,
+    admin: ProjectAdmin,
     state: web::Data<AppState>,
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     let (project, token) = *path;
+    admin.check(project)?;
+    if !admin.is_operator() {
+        let tokens = state.store.list_tokens(project).await.map_err(project_not_found)?;
+        if tokens.iter().any(|t| t.id == token && t.role == TokenRole::Operator) {
+            return Err(ApiError::new(ErrorCode::Forbidden, "only an operator may revoke an operator token"));
+        }
+    }
     state.store.revoke_token(project, token).await.map_err(|e| match e {
         StoreError::NotFound => ApiError::not_found("token"),
         e => e.into(),

@@ -212,7 +212,11 @@ pub async fn token(api: &Client, cmd: TokenCmd, out: &Out) -> anyhow::Result<()>
     match cmd {
         TokenCmd::Create { project, name, role } => {
             let pid = find_project(api, &project).await?;
-            let role = if role == "admin" { TokenRole::Admin } else { TokenRole::Member };
+            let role = match role.as_str() {
+                "operator" => TokenRole::Operator,
+                "admin" => TokenRole::Admin,
+                _ => TokenRole::Member,
+            };
             let t = api.create_token(pid, &CreateToken { name, role: Some(role) }).await?;
             note("the token is shown only now; Herd keeps only its hash");
             out.result(&t, |_| format!("{}\n", t.token))

@@ -77,7 +77,7 @@ impl Store {
             am.revoked_at = Set(Some(now()));
             am.update(&self.db).await?;
         }
-        match self.insert_token(project.id, BOOTSTRAP_TOKEN_NAME, TokenRole::Admin, token).await {
+        match self.insert_token(project.id, BOOTSTRAP_TOKEN_NAME, TokenRole::Operator, token).await {
             Err(StoreError::Db(e)) => Err(StoreError::unique(e.0, Conflict::TokenExists, "token already registered")),
             other => other,
         }
