@@ -114,7 +114,12 @@ async fn key_lifecycle(b: Backend) {
     assert!(k["public_key"].as_str().unwrap().starts_with("ssh-ed25519 "));
     assert!(k["fingerprint"].as_str().unwrap().starts_with("SHA256:"));
     assert!(!k.to_string().contains("PRIVATE"), "private key leaked: {k}");
-    assert_eq!(k.as_object().unwrap().len(), 6, "exactly id, name, algorithm, public_key, fingerprint, created_at");
+    assert_eq!(
+        k.as_object().unwrap().len(),
+        7,
+        "exactly id, name, algorithm, public_key, fingerprint, imported, created_at"
+    );
+    assert_eq!(k["imported"], false, "Herd generated it");
 
     let (s, _) = app.post("/v1/keys", &tok, json!({"name": "laptop"})).await;
     assert_eq!(s, 409);
@@ -127,6 +132,7 @@ async fn key_lifecycle(b: Backend) {
     assert_eq!(s, 201, "{imported}");
     assert_eq!(imported["fingerprint"], material.fingerprint.as_str());
     assert_eq!(imported["public_key"], material.public_key.as_str());
+    assert_eq!(imported["imported"], true);
 
     let (s, e) = app.post("/v1/keys", &tok, json!({"name": "junk", "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nxx\n-----END OPENSSH PRIVATE KEY-----"})).await;
     assert_eq!((s, e["errors"][0]["field"].as_str()), (422, Some("private_key")));
@@ -519,7 +525,8 @@ async fn secrets_are_encrypted_at_rest(b: Backend) {
     assert_eq!(s, 201);
     let mut body = cluster_body("vault");
     body["admin_password"] = json!(password);
-    body["key_id"] = k["id"].clone();
+    // (An imported key would be refused on the local provider: tests/security.rs.)
+    assert_eq!(k["imported"], true);
     body["hooks"] = json!({"post_failover": {"url": "http://127.0.0.1:9/h", "secret": password}});
     let (s, _) = app.post("/v1/clusters", &tok, body).await;
     assert_eq!(s, 202);

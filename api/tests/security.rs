@@ -139,3 +139,39 @@ async fn a_project_admin_reaches_its_own_project_only() {
     let (s, v) = token(&d, "member", member_d).await;
     assert_eq!((s, v["code"].as_str()), (403, Some("forbidden")), "{v}");
 }
+
+/// The local provider's servers are the Herd machine, logged into as root: a member's
+/// imported key (whose private half the member holds) would be a root shell on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_provider_takes_only_generated_keys_from_members() {
+    use secrecy::ExposeSecret;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (_, tok) = app.member("keys").await;
+    let mine = herd_core::sshkey::generate_ed25519();
+    let (s, imported) =
+        app.post("/v1/keys", &tok, json!({"name": "mine", "private_key": mine.private_openssh.expose_secret()})).await;
+    assert_eq!((s, imported["imported"].as_bool()), (201, Some(true)), "{imported}");
+    let (s, generated) = app.post("/v1/keys", &tok, json!({"name": "herds"})).await;
+    assert_eq!((s, generated["imported"].as_bool()), (201, Some(false)), "{generated}");
+    let with_key = |name: &str, key: &Value| {
+        json!({"name": name, "datastore": "postgresql", "version": "15", "flavor": "local.small",
+               "provider": "local", "key_id": key["id"]})
+    };
+
+    let (s, v) = app.post("/v1/clusters", &tok, with_key("a", &imported)).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(field_message(&v, "key_id").unwrap().contains("only keys Herd generated"), "{v}");
+    let (_, list) = app.get("/v1/clusters", &tok).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "nothing created");
+    let (s, v) = app.post("/v1/clusters", &tok, with_key("b", &generated)).await;
+    assert_eq!(s, 202, "a generated key: {v}");
+
+    // An operator runs the machine already: its own imported key is taken.
+    let op = app.admin_token.clone();
+    let theirs = herd_core::sshkey::generate_ed25519();
+    let (s, k) =
+        app.post("/v1/keys", &op, json!({"name": "ops", "private_key": theirs.private_openssh.expose_secret()})).await;
+    assert_eq!(s, 201, "{k}");
+    let (s, v) = app.post("/v1/clusters", &op, with_key("c", &k)).await;
+    assert_eq!(s, 202, "{v}");
+}

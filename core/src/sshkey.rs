@@ -40,6 +40,9 @@ pub struct KeyMaterial {
     pub public_key: String,
     pub fingerprint: String,
     pub private_openssh: SecretString,
+    /// Supplied by the caller, who holds the private key; false when Herd generated it
+    /// (nobody else ever sees a generated one).
+    pub imported: bool,
 }
 
 impl std::fmt::Debug for KeyMaterial {
@@ -75,7 +78,7 @@ pub fn import(pem: &SecretString, passphrase: Option<&SecretString>) -> Result<K
     } else {
         from_pem(text, passphrase)?
     };
-    material(key)
+    material(key).map(|m| KeyMaterial { imported: true, ..m })
 }
 
 fn from_pem(text: &str, passphrase: Option<&SecretString>) -> Result<PrivateKey, KeyError> {
@@ -175,6 +178,7 @@ fn material(key: PrivateKey) -> Result<KeyMaterial, KeyError> {
         public_key: public.to_openssh().map_err(|_| KeyError::Unparsable)?,
         fingerprint: public.fingerprint(HashAlg::Sha256).to_string(),
         private_openssh: SecretString::from(private.to_string()),
+        imported: false,
     })
 }
 

@@ -11,6 +11,7 @@ mod m20261201_000006_backup_policy;
 mod m20261201_000007_cluster_backup_repo;
 mod m20261204_000008_task_changes;
 mod m20261206_000009_operator_role;
+mod m20261206_000010_key_origin;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_cluster_backup_repo::Migration),
             Box::new(m20261204_000008_task_changes::Migration),
             Box::new(m20261206_000009_operator_role::Migration),
+            Box::new(m20261206_000010_key_origin::Migration),
         ]
     }
 }

@@ -34,6 +34,10 @@ pub struct KeyDto {
     pub public_key: String,
     /// `SHA256:...`
     pub fingerprint: String,
+    /// The private key was supplied when the key was created (false: Herd generated
+    /// it and never shows it); null for keys from before Herd recorded it.
+    #[serde(default)]
+    pub imported: Option<bool>,
     pub created_at: DateTime<Utc>,
 }
 

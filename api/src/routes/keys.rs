@@ -22,6 +22,7 @@ impl IntoDto for SshKey {
             algorithm: k.algorithm,
             public_key: k.public_key,
             fingerprint: k.fingerprint,
+            imported: k.imported,
             created_at: k.created_at,
         }
     }

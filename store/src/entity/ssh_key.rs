@@ -13,6 +13,9 @@ pub struct Model {
     /// AES-256-GCM ciphertext of the OpenSSH private key (see herd_core::crypto).
     pub private_key_enc: String,
     pub generated_for_cluster: Option<Uuid>,
+    /// The caller supplied the private key (true) or Herd generated it (false); None:
+    /// created before Herd recorded it.
+    pub imported: Option<bool>,
     pub created_at: DateTimeUtc,
 }
 

@@ -44,6 +44,7 @@ impl Store {
             fingerprint: Set(material.fingerprint.clone()),
             private_key_enc: Set(self.key().encrypt_str(&material.private_openssh, &private_key_aad(id))),
             generated_for_cluster: Set(generated_for),
+            imported: Set(Some(material.imported)),
             created_at: Set(now()),
         }
         .insert(conn)

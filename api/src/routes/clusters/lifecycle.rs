@@ -3,8 +3,9 @@
 use actix_web::{HttpResponse, web};
 use herd_core::names::DnsLabel;
 use herd_core::sshkey;
-use herd_core::status::ClusterStatus;
+use herd_core::status::{ClusterStatus, TokenRole};
 use herd_core::values::AdminPassword;
+use herd_providers::ProviderKind;
 use herd_store::{ClusterFilter, KeyChoice, NewCluster, StoreError};
 use herd_types::{ClusterDto, CreateCluster, CreatedCluster, Credentials, EventDto, TaskRef};
 use secrecy::ExposeSecret;
@@ -106,6 +107,19 @@ pub async fn create_cluster(
         _ => volume_gb,
     };
     let restore = restore.map(|(input, _)| input);
+    // The local provider's servers are this machine, and their SSH login is root: a key
+    // whose private half the caller holds would be a root shell here. Members get
+    // generated keys only (which nobody sees); an operator runs the machine anyway.
+    if let (Some(ProviderKind::Local), Some(id), false) = (kind, req.key_id, auth.role == TokenRole::Operator)
+        && let Ok(k) = state.store.get_key(auth.project_id, id).await
+        && k.imported != Some(false)
+    {
+        errs.add(
+            "key_id",
+            "the local provider runs its servers on the Herd machine, logged into as root: it takes only keys Herd \
+             generated (omit key_id, or create one with POST /v1/keys without private_key)",
+        );
+    }
     let admin_password = match req.admin_password {
         Some(p) => errs.check("admin_password", AdminPassword::parse(p)),
         None => Some(AdminPassword::generate()),
