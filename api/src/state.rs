@@ -53,6 +53,19 @@ impl AppState {
         })
     }
 
+    /// A cluster's backup repository (the one it was created with), if configured.
+    pub fn backup_config(&self, c: &herd_store::Cluster) -> Option<herd_datastores::BackupConfig> {
+        let kind = self.providers.get(&c.provider)?.kind();
+        herd_datastores::repo::for_cluster(
+            &self.backups,
+            &self.state_dir,
+            c.backup_repo.as_deref(),
+            kind,
+            c.id,
+            self.store.key(),
+        )
+    }
+
     /// The profile of the manager named `manager`, if this build has it.
     pub fn profile_of(&self, manager: &str) -> Option<&dyn Profile> {
         self.managers.get(manager).map(|m| m.profile.as_ref())

@@ -53,18 +53,6 @@ pub fn recorded_encrypted(recorded: &str) -> bool {
     recorded.ends_with(ENCRYPTED)
 }
 
-fn config_for(
-    settings: &BackupSettings,
-    state_dir: &Path,
-    recorded: &str,
-    stanza: &str,
-    key: &MasterKey,
-) -> Option<BackupConfig> {
-    let repo = repo_for(settings, state_dir, recorded_kind(recorded))?;
-    let cipher = recorded_encrypted(recorded).then(|| key.derive_token(CIPHER_PURPOSE, stanza));
-    Some(BackupConfig { repo, stanza: stanza.to_owned(), cipher })
-}
-
 fn repo_for(settings: &BackupSettings, state_dir: &Path, kind: &str) -> Option<BackupRepo> {
     match kind {
         "posix" => Some(BackupRepo::Posix {
@@ -121,8 +109,8 @@ pub fn for_cluster(
     let stanza = stanza(cluster_id);
     match recorded {
         Some(NO_REPOSITORY) => None,
-        Some(name) => config_for(settings, state_dir, name, &stanza, key),
-        None => config_for(settings, state_dir, new_cluster_kind(settings, kind), &stanza, key),
+        Some(name) => for_backup(settings, state_dir, name, &stanza, key),
+        None => for_backup(settings, state_dir, new_cluster_kind(settings, kind), &stanza, key),
     }
 }
 
@@ -134,7 +122,9 @@ pub fn for_backup(
     stanza: &str,
     key: &MasterKey,
 ) -> Option<BackupConfig> {
-    config_for(settings, state_dir, recorded, stanza, key)
+    let repo = repo_for(settings, state_dir, recorded_kind(recorded))?;
+    let cipher = recorded_encrypted(recorded).then(|| key.derive_token(CIPHER_PURPOSE, stanza));
+    Some(BackupConfig { repo, stanza: stanza.to_owned(), cipher })
 }
 
 /// Creates a posix repository directory on this (the control-plane) host, owned by

@@ -5,7 +5,6 @@
 
 use actix_web::{HttpResponse, web};
 use herd_core::schedule::CronSchedule;
-use herd_datastores::repo;
 use herd_store::BackupPolicy;
 use herd_store::PolicySpec;
 use herd_types::{BackupPolicyDto, BackupPolicyRequest};
@@ -91,20 +90,7 @@ pub async fn put_policy(
 ) -> Result<HttpResponse, ApiError> {
     let v = state.store.get_cluster(auth.project_id, *id).await.map_err(not_found)?;
     let spec = spec_of(&req)?;
-    let kind = state.providers.get(&v.cluster.provider).map(|p| p.kind());
-    if kind
-        .and_then(|k| {
-            repo::for_cluster(
-                &state.backups,
-                &state.state_dir,
-                v.cluster.backup_repo.as_deref(),
-                k,
-                v.cluster.id,
-                state.store.key(),
-            )
-        })
-        .is_none()
-    {
+    if state.backup_config(&v.cluster).is_none() {
         return Err(ApiError::new(
             ErrorCode::BackupsNotConfigured,
             format!(

@@ -77,18 +77,7 @@ pub async fn create_backup(
     JsonBody(req): JsonBody<BackupRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let v = state.store.get_cluster(auth.project_id, *id).await.map_err(not_found)?;
-    let kind = state.providers.get(&v.cluster.provider).map(|p| p.kind());
-    let config = kind.and_then(|k| {
-        repo::for_cluster(
-            &state.backups,
-            &state.state_dir,
-            v.cluster.backup_repo.as_deref(),
-            k,
-            v.cluster.id,
-            state.store.key(),
-        )
-    });
-    let Some(config) = config else {
+    let Some(config) = state.backup_config(&v.cluster) else {
         return Err(ApiError::new(
             ErrorCode::BackupsNotConfigured,
             format!("no backup repository is configured for provider '{}'", v.cluster.provider),

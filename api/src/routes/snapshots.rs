@@ -80,17 +80,7 @@ pub async fn create_snapshot(
         ));
     }
     // A snapshot taken inside an online backup needs the WAL archived meanwhile.
-    let config = provider.and_then(|p| {
-        repo::for_cluster(
-            &state.backups,
-            &state.state_dir,
-            v.cluster.backup_repo.as_deref(),
-            p.kind(),
-            v.cluster.id,
-            state.store.key(),
-        )
-    });
-    let Some(config) = config else {
+    let Some(config) = state.backup_config(&v.cluster) else {
         return Err(ApiError::new(
             ErrorCode::BackupsNotConfigured,
             "a snapshot needs the cluster's WAL archive, and no backup repository is configured",
