@@ -26,7 +26,7 @@ use crate::routes::*;
         datastores::patch_version,
         flavors::list_flavors, flavors::list_providers,
         clusters::lifecycle::create_cluster, clusters::lifecycle::list_clusters, clusters::lifecycle::get_cluster,
-        clusters::lifecycle::get_credentials, clusters::lifecycle::list_events, clusters::lifecycle::delete_cluster,
+        clusters::lifecycle::get_credentials, clusters::lifecycle::get_ca, clusters::lifecycle::list_events, clusters::lifecycle::delete_cluster,
         clusters::settings::update_cluster, clusters::actions::cluster_action, clusters::nodes::power_node,
         clusters::nodes::add_nodes, clusters::nodes::remove_node, clusters::nodes::update_node,
         callbacks::role_callback,

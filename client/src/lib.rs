@@ -234,6 +234,11 @@ impl Client {
         self.get(&format!("/v1/clusters/{id}/credentials")).await
     }
 
+    /// The cluster's CA certificate (PEM), what its servers verify against.
+    pub async fn cluster_ca(&self, id: Uuid) -> Result<ClusterCa> {
+        self.get(&format!("/v1/clusters/{id}/ca")).await
+    }
+
     /// The cluster's history, newest first.
     pub async fn events(&self, id: Uuid, limit: Option<u32>, cursor: Option<&str>) -> Result<Page<EventDto>> {
         let mut q = Vec::new();

@@ -25,6 +25,7 @@ const LEGACY_PREFIX: &str = "v1:";
 /// HKDF `info` of each derived key; changing one changes every value under it.
 const INFO_AT_REST: &[u8] = b"herd v2 aes-256-gcm at rest";
 const INFO_TOKENS: &[u8] = b"herd v2 hmac-sha256 derived tokens";
+const INFO_SEEDS: &[u8] = b"herd v2 hmac-sha256 private key seeds";
 
 /// HMAC-SHA256 of `msg` under `key`.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
@@ -49,6 +50,8 @@ pub struct MasterKey {
     legacy: SecretBox<[u8; 32]>,
     at_rest: SecretBox<[u8; 32]>,
     tokens: SecretBox<[u8; 32]>,
+    /// Seeds of private keys Herd derives instead of storing (cluster CAs, nodes).
+    seeds: SecretBox<[u8; 32]>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -77,7 +80,12 @@ impl MasterKey {
             hk.expand(info, &mut k).expect("32 bytes is a valid HKDF-SHA256 output length");
             SecretBox::new(Box::new(k))
         };
-        Self { at_rest: derive(INFO_AT_REST), tokens: derive(INFO_TOKENS), legacy: SecretBox::new(Box::new(master)) }
+        Self {
+            at_rest: derive(INFO_AT_REST),
+            tokens: derive(INFO_TOKENS),
+            seeds: derive(INFO_SEEDS),
+            legacy: SecretBox::new(Box::new(master)),
+        }
     }
 
     /// A secret derived from the master key for `purpose` and `id` (hex of
@@ -93,6 +101,12 @@ impl MasterKey {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.tokens.expose_secret()).expect("any key length");
         mac.update(format!("{purpose}:{id}").as_bytes());
         mac.verify_slice(&bytes).is_ok()
+    }
+
+    /// 32 secret bytes for `purpose` and `id`, the seed of a private key that is
+    /// derived again whenever it is needed instead of being stored.
+    pub fn derive_seed(&self, purpose: &str, id: &str) -> SecretBox<[u8; 32]> {
+        SecretBox::new(Box::new(hmac_sha256(self.seeds.expose_secret(), format!("{purpose}:{id}").as_bytes())))
     }
 
     fn derive(&self, purpose: &str, id: &str) -> [u8; 32] {

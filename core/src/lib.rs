@@ -7,6 +7,7 @@ pub mod egress;
 pub mod faults;
 pub mod hooks;
 pub mod names;
+pub mod pki;
 pub mod queue;
 pub mod schedule;
 pub mod sshkey;

@@ -109,6 +109,53 @@ pub struct ParameterInfo {
     pub restart_required: bool,
 }
 
+/// The cluster's TLS material: its CA and each member's certificate (by member name).
+/// Every network connection to a member's PostgreSQL is TLS, verified against the CA.
+#[derive(Clone)]
+pub struct ClusterTls {
+    pub ca_pem: String,
+    pub members: std::collections::BTreeMap<String, NodeTls>,
+}
+
+/// One member's certificate (SANs: its name and address) and private key, PEM.
+#[derive(Clone)]
+pub struct NodeTls {
+    pub cert_pem: String,
+    pub key_pem: SecretString,
+}
+
+impl std::fmt::Debug for ClusterTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterTls").field("members", &self.members.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+impl ClusterTls {
+    /// The CA of cluster `cluster_id` (created at `created_at`) and a current
+    /// certificate for each of `members`, all derived from the master key.
+    pub fn issue(
+        master: &herd_core::crypto::MasterKey,
+        cluster_id: Uuid,
+        created_at: chrono::DateTime<chrono::Utc>,
+        members: &[NodeSpec],
+    ) -> Result<Self, herd_core::pki::PkiError> {
+        let ca = herd_core::pki::ClusterCa::derive(master, cluster_id, created_at)?;
+        let now = chrono::Utc::now();
+        let members = members
+            .iter()
+            .map(|m| {
+                let cert = ca.issue_node(master, m.node_id, std::slice::from_ref(&m.name), &[m.address], now)?;
+                Ok((m.name.clone(), NodeTls { cert_pem: cert.cert_pem, key_pem: cert.key_pem }))
+            })
+            .collect::<Result<_, herd_core::pki::PkiError>>()?;
+        Ok(Self { ca_pem: ca.certificate_pem().to_owned(), members })
+    }
+
+    pub fn member(&self, name: &str) -> Option<&NodeTls> {
+        self.members.get(name)
+    }
+}
+
 /// Passwords the cluster runs with. Generated once per cluster, stored encrypted.
 #[derive(Clone)]
 pub struct ClusterSecrets {
@@ -184,6 +231,7 @@ pub struct ClusterSpec {
     /// User parameters, already validated (names are `[a-z][a-z0-9_.]*`).
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub secrets: ClusterSecrets,
+    pub tls: ClusterTls,
     pub timing: HaTiming,
     /// Continuous WAL archiving and backups into this repository; None: no backups.
     pub backup: Option<BackupConfig>,

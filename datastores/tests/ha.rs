@@ -337,6 +337,7 @@ fn three_node_cluster_day2_operations() {
     extra.joins_existing = true;
     let mut c4 = c.clone();
     c4.members.push(extra.clone());
+    fx.reissue_tls(&mut c4);
     // Herd derives each member's credential when it builds the spec; the new one's too.
     if let Some(cb) = c4.callback.as_mut() {
         cb.credentials.insert(extra.name.clone(), SecretString::from(credential(&extra.name)));

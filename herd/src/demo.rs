@@ -49,6 +49,8 @@ async fn demo(api: &str, token: &str) -> Result<(), String> {
     };
     let cred = herd.credentials(id).await.map_err(|e| e.to_string())?;
     let uri = cred.uri.ok_or("the cluster has no endpoint yet (is it active?)")?;
+    let ca = herd::client::tls::save_ca(id, &cred.ca_certificate).map_err(|e| format!("{e:#}"))?;
+    let uri = herd::client::tls::with_root_cert(&uri, &ca);
     crate::say!("demo: cluster 'demo' is active after {:.1}s", started.elapsed().as_secs_f64());
     crate::say!("demo: connect with:  psql '{uri}'");
     crate::say!("demo: or with the CLI: {} cluster connect demo   (after the login line above)", crate::program());

@@ -39,12 +39,27 @@ async fn one_and_three_node_clusters_serve_sql_and_delete_cleanly() {
     let primary_uri = c1.endpoints.primary_uri.as_deref().unwrap();
     let prefix = env.subnet.as_ref().unwrap().prefix();
     assert!(primary_uri.starts_with(&format!("postgresql://admin@{prefix}")), "{primary_uri}");
-    assert!(primary_uri.ends_with("/postgres?target_session_attrs=read-write"));
+    assert!(primary_uri.ends_with("/postgres?target_session_attrs=read-write&sslmode=verify-full"));
     let (uri, password) = env.credentials(&api, &token, one).await;
     psql(&uri, &password, "create table t (id int primary key, v text); insert into t values (1, 'one')").unwrap();
     assert_eq!(psql(&uri, &password, "select v from t where id = 1").unwrap(), "one");
     // The password is needed: the URI without it is refused.
-    assert!(psql(primary_uri, "wrong-password-123", "select 1").is_err());
+    let with_ca = format!("{primary_uri}&sslrootcert={}", env.ca_file(one).display());
+    let wrong = psql(&with_ca, "wrong-password-123", "select 1").unwrap_err();
+    assert!(wrong.contains("password authentication failed"), "{wrong}");
+    // TLS, verified: the session is encrypted, and the certificate is for this address.
+    assert_eq!(psql(&uri, &password, "select ssl from pg_stat_ssl where pid = pg_backend_pid()").unwrap(), "t");
+    let host = primary_uri.split('@').nth(1).and_then(|h| h.split(':').next()).unwrap();
+    let plain = format!("host={host} port=5432 dbname=postgres user=admin sslmode=disable");
+    let refused = psql(&plain, &password, "select 1").unwrap_err();
+    assert!(refused.contains("no encryption"), "a connection without TLS is refused: {refused}");
+    // Another cluster's CA (the 3-node one's, below) does not verify this server; nor
+    // does the same CA for a name the certificate was not issued to.
+    let ca = herd.cluster_ca(one).await.unwrap();
+    assert_eq!(ca.certificate, std::fs::read_to_string(env.ca_file(one)).unwrap(), "the same CA both ways");
+    let by_name = format!("host=localhost hostaddr={host} port=5432 dbname=postgres user=admin {}", env.tls(one));
+    let mismatch = psql(&by_name, &password, "select 1").unwrap_err();
+    assert!(mismatch.contains("does not match host name"), "{mismatch}");
 
     // 3 nodes: one primary, two streaming replicas, rows reach every replica.
     let c3 = env.wait_status(&api, &token, three, ClusterStatus::Active, ACTIVE_WITHIN).await;
@@ -54,15 +69,24 @@ async fn one_and_three_node_clusters_serve_sql_and_delete_cleanly() {
     assert_eq!(nodes.iter().filter(|n| n.role == NodeRole::Replica).count(), 2, "{c3:?}");
     assert!(nodes.iter().all(|n| n.status == NodeStatus::Running && n.address.is_some()), "{c3:?}");
     let (uri, password) = env.credentials(&api, &token, three).await;
+    let foreign = uri.replace(&env.ca_file(three).display().to_string(), &env.ca_file(one).display().to_string());
+    let unverified = psql(&foreign, &password, "select 1").unwrap_err();
+    assert!(unverified.contains("certificate verify failed"), "another cluster's CA: {unverified}");
     assert_eq!(
         psql(&uri, &password, "select count(*) from pg_stat_replication where state = 'streaming'").unwrap(),
+        "2"
+    );
+    // Replication is TLS too (members verify each other against the CA).
+    assert_eq!(
+        psql(&uri, &password, "select count(*) from pg_stat_replication r join pg_stat_ssl s using (pid) where s.ssl")
+            .unwrap(),
         "2"
     );
     assert_ne!(psql(&uri, &password, "show synchronous_standby_names").unwrap(), "");
     psql(&uri, &password, "create table r (id int); insert into r values (42)").unwrap();
     for n in nodes.iter().filter(|n| n.role == NodeRole::Replica) {
         let addr = n.address.as_deref().unwrap();
-        let conn = format!("host={addr} port=5432 dbname=postgres user=admin");
+        let conn = format!("host={addr} port=5432 dbname=postgres user=admin {}", env.tls(three));
         assert_eq!(psql(&conn, &password, "select pg_is_in_recovery()").unwrap(), "t");
         poll(Duration::from_secs(10), || match psql(&conn, &password, "select id from r") {
             Ok(v) if v == "42" => Ok(()),

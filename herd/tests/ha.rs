@@ -408,7 +408,7 @@ async fn actions_hooks_parameters_and_replicas() {
     let r = replicas(&c)[0].clone();
     act(&env, &api, &token, id, ActionRequest { node_id: Some(r.id), ..action(ActionKind::Reinitialize) }).await;
     let c = wait_for(&herd, id, "reinitialized replica streams", Duration::from_secs(60), |c| all_healthy(c, 3)).await;
-    let conn = format!("host={} port=5432 dbname=postgres user=admin", address(&r));
+    let conn = format!("host={} port=5432 dbname=postgres user=admin {}", address(&r), env.tls(id));
     poll(Duration::from_secs(20), || match psql(&conn, &password, "select count(*) from t") {
         Ok(v) if v == "1000" => Ok(()),
         other => Err(format!("{other:?}")),
@@ -481,7 +481,7 @@ async fn actions_hooks_parameters_and_replicas() {
         .count();
     assert_eq!(switchovers, 1, "{ev:?}");
     for n in &c.nodes {
-        let conn = format!("host={} port=5432 dbname=postgres user=admin", address(n));
+        let conn = format!("host={} port=5432 dbname=postgres user=admin {}", address(n), env.tls(id));
         assert_eq!(psql(&conn, &password, "show max_connections").unwrap(), "150", "{n:?}");
         assert_eq!(psql(&conn, &password, "show work_mem").unwrap(), "16MB", "{n:?}");
         assert!(!n.pending_restart, "{n:?}");
@@ -494,7 +494,7 @@ async fn actions_hooks_parameters_and_replicas() {
     env.wait_succeeded(&api, &token, v.task_id, TASK_WITHIN).await;
     let c = wait_for(&herd, id, "4 healthy nodes", Duration::from_secs(60), |c| all_healthy(c, 4)).await;
     let a = node_by_id(&c, added);
-    let conn = format!("host={} port=5432 dbname=postgres user=admin", address(a));
+    let conn = format!("host={} port=5432 dbname=postgres user=admin {}", address(a), env.tls(id));
     assert_eq!(psql(&conn, &password, "select count(*) from t").unwrap(), "1000");
     assert_eq!(env.servers().len(), 4);
     let p = node(&c, NodeRole::Primary).id;
@@ -648,7 +648,7 @@ async fn leaderless_synchronous_cluster_is_rescued_by_a_forced_failover() {
     .await;
     assert_eq!(node(&c, NodeRole::Primary).id, a.id, "{c:?}");
     for n in replicas(&c) {
-        let conn = format!("host={} port=5432 dbname=postgres user=admin", address(&n));
+        let conn = format!("host={} port=5432 dbname=postgres user=admin {}", address(&n), env.tls(id));
         poll(Duration::from_secs(30), || match psql(&conn, &password, "select count(*) from kept") {
             Ok(v) if v == "101" => Ok(()),
             other => Err(format!("{}: {other:?}", n.name)),

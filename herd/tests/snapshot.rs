@@ -56,7 +56,8 @@ async fn snapshot_restore_and_delete() {
     let (_, password_copy) = env.credentials(&api, &token, copy).await;
     assert_eq!(c.nodes.len(), 2, "{c:?}");
     for n in &c.nodes {
-        let conn = format!("host={} port=5432 dbname=postgres user=admin", n.address.as_deref().unwrap());
+        let conn =
+            format!("host={} port=5432 dbname=postgres user=admin {}", n.address.as_deref().unwrap(), env.tls(copy));
         common::poll(Duration::from_secs(30), || match psql(&conn, &password_copy, "select count(*) from t") {
             Ok(v) if v == "100" => Ok(()),
             other => Err(format!("{}: {other:?}", n.name)),

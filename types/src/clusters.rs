@@ -157,7 +157,20 @@ pub struct Credentials {
     pub username: String,
     pub password: String,
     /// Full connection URI with the password; absent until the cluster is reachable.
+    /// It asks for `sslmode=verify-full`: give libpq `ca_certificate` as its root
+    /// certificate (`sslrootcert=<file>` or `PGSSLROOTCERT`).
     pub uri: Option<String>,
+    /// The cluster's CA certificate (PEM), what its servers' certificates verify against.
+    #[serde(default)]
+    pub ca_certificate: String,
+}
+
+/// A cluster's certificate authority: every member's PostgreSQL presents a certificate
+/// it signed, for the member's address and name.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClusterCa {
+    /// PEM; save it and pass it to libpq as `sslrootcert`.
+    pub certificate: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]

@@ -202,7 +202,7 @@ impl Build<'_> {
         let ctx = &self.job.ctx;
         let backup = ctx.backup_config(&self.cluster);
         let callback = ctx.callback_for(self.cluster.id, &members);
-        let mut spec = cluster_spec(&self.cluster, &self.version, members, pw, callback, backup);
+        let mut spec = cluster_spec(store.key(), &self.cluster, &self.version, members, pw, callback, backup)?;
         spec.restore = self.restore_source().await?;
         Ok(spec)
     }

@@ -61,7 +61,7 @@ pub async fn run(job: &Job) -> Result<(), StepError> {
                 members.push(m);
             }
         }
-        let spec = cluster_spec(&cluster, &version, members, pw, None, None);
+        let spec = cluster_spec(store.key(), &cluster, &version, members, pw, None, None)?;
         let stops = spec.members.iter().map(|m| async {
             match tokio::time::timeout(Duration::from_secs(20), mgr.lifecycle.stop_node(&spec, m)).await {
                 Ok(Ok(())) => {}

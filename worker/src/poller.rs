@@ -133,7 +133,8 @@ pub(crate) async fn member_spec(
     }
     let backup = ctx.backup_config(c);
     let callback = ctx.callback_for(c.id, &specs);
-    Ok((cluster_spec(c, &version, specs, pw, callback, backup), gone))
+    let spec = cluster_spec(ctx.store.key(), c, &version, specs, pw, callback, backup).map_err(|e| format!("{e:?}"))?;
+    Ok((spec, gone))
 }
 
 /// Node status from what the HA agent says of the member.

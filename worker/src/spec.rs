@@ -1,8 +1,10 @@
 //! Builds what the datastore manager needs from rows, provider answers and secrets.
 
+use herd_core::crypto::MasterKey;
 use herd_core::faults::FaultCode;
 use herd_datastores::{
-    BackupConfig, Callback, ClusterSecrets, ClusterSpec, HaTiming, NodeSpec, NodeTags, SshTarget, VolumeMount,
+    BackupConfig, Callback, ClusterSecrets, ClusterSpec, ClusterTls, HaTiming, NodeSpec, NodeTags, SshTarget,
+    VolumeMount,
 };
 use herd_providers::{AttachmentKind, Provider, ServerInfo};
 use herd_store::{Cluster, Node, Volume};
@@ -75,15 +77,20 @@ pub fn node_spec_of(
     })
 }
 
+/// The spec the manager runs with; its TLS material (the cluster's CA, each member's
+/// current certificate) is derived from the master key here.
 pub fn cluster_spec(
+    master: &MasterKey,
     c: &Cluster,
     version: &VersionSpec,
     members: Vec<NodeSpec>,
     pw: ClusterPasswords,
     callback: Option<Callback>,
     backup: Option<BackupConfig>,
-) -> ClusterSpec {
-    ClusterSpec {
+) -> Result<ClusterSpec, StepError> {
+    let tls = ClusterTls::issue(master, c.id, c.created_at, &members)
+        .map_err(|e| StepError::failed(FaultCode::InternalError, format!("issuing TLS certificates: {e}")))?;
+    Ok(ClusterSpec {
         cluster_id: c.id,
         name: c.name.clone(),
         version: c.version.clone(),
@@ -103,10 +110,11 @@ pub fn cluster_spec(
             admin_user: c.admin_user.clone(),
             admin_password: pw.admin,
         },
+        tls,
         timing: HaTiming {
             ttl: c.ha_ttl.max(1) as u32,
             loop_wait: c.ha_loop_wait.max(1) as u32,
             retry_timeout: c.ha_retry_timeout.max(1) as u32,
         },
-    }
+    })
 }

@@ -49,6 +49,12 @@ pub struct Layout {
     /// The `on_role_change` callback script and the file holding its bearer token.
     pub callback_script: String,
     pub callback_token: String,
+    /// TLS: the cluster's CA (what peers are verified against), this member's
+    /// certificate, and its key (0600 postgres). Outside the data directory, so a
+    /// snapshot or a restored volume never carries another member's key.
+    pub tls_ca: String,
+    pub tls_cert: String,
+    pub tls_key: String,
     /// pgBackRest's config (0600 postgres: it may hold S3 keys) and its working
     /// directories, all under the root so loopback nodes never share a lock or log.
     pub pgbackrest_conf: String,
@@ -166,6 +172,9 @@ impl Layout {
             patroni_hold: at(&format!("etc/herd/held/30-patroni-{v}-{c}"))?,
             callback_script: at(&format!("etc/patroni/{v}-{c}-on-role-change.py"))?,
             callback_token: at(&format!("etc/patroni/{v}-{c}.callback-token"))?,
+            tls_ca: at(&format!("etc/patroni/{v}-{c}.ca.crt"))?,
+            tls_cert: at(&format!("etc/patroni/{v}-{c}.crt"))?,
+            tls_key: at(&format!("etc/patroni/{v}-{c}.key"))?,
             pgbackrest_conf: at(&format!("etc/pgbackrest/{v}-{c}.conf"))?,
             pgbackrest_log: at("var/log/pgbackrest")?,
             pgbackrest_spool: at("var/spool/pgbackrest")?,
@@ -244,6 +253,13 @@ pub(crate) mod tests {
                 admin_user: "admin".into(),
                 admin_password: SecretString::from("a"),
             },
+            tls: crate::ClusterTls::issue(
+                &herd_core::crypto::MasterKey::generate(),
+                Uuid::nil(),
+                chrono::Utc::now(),
+                std::slice::from_ref(&node),
+            )
+            .unwrap(),
             timing: HaTiming::default(),
             backup: None,
             restore: None,

@@ -201,6 +201,13 @@ struct CallbackFiles {
     token: SecretString,
 }
 
+/// The cluster's CA and this member's certificate and key.
+struct TlsFiles {
+    ca: String,
+    cert: String,
+    key: SecretString,
+}
+
 /// The snapshot's backup label and tablespace map (empty: none), on the member
 /// that restores a volume snapshot.
 struct SnapshotFiles {
@@ -208,15 +215,18 @@ struct SnapshotFiles {
     tablespace_map: String,
 }
 
-fn configure_on(
-    s: &Session,
-    l: &Layout,
+/// Everything `configure` writes on a member, rendered before the session opens.
+struct NodeFiles {
     etcd_conf: String,
     patroni_conf: String,
+    tls: TlsFiles,
     callback: Option<CallbackFiles>,
     pgbackrest_conf: Option<String>,
     snapshot: Option<SnapshotFiles>,
-) -> Result<(), ManagerError> {
+}
+
+fn configure_on(s: &Session, l: &Layout, node_files: NodeFiles) -> Result<(), ManagerError> {
+    let NodeFiles { etcd_conf, patroni_conf, tls, callback, pgbackrest_conf, snapshot } = node_files;
     let users = users(s)?;
     let etcd_script = render::etcd_script(l, &users.etcd)?;
     let patroni_script = render::patroni_script(l)?;
@@ -276,14 +286,32 @@ fn configure_on(
             );
         }
     }
+    // Before patroni.yml, which names them. The key is postgres's alone (PostgreSQL
+    // refuses a key others can read).
+    let tls_paths = [l.tls_ca.as_str(), l.tls_cert.as_str(), l.tls_key.as_str()];
+    files.splice(
+        0..0,
+        [
+            Upload { path: &l.tls_ca, bytes: tls.ca.as_bytes(), mode: 0o644, owner: "root:root" },
+            Upload { path: &l.tls_cert, bytes: tls.cert.as_bytes(), mode: 0o644, owner: "postgres:postgres" },
+            Upload {
+                path: &l.tls_key,
+                bytes: tls.key.expose_secret().as_bytes(),
+                mode: 0o600,
+                owner: "postgres:postgres",
+            },
+        ],
+    );
     // Rewrite only what differs: a re-run on a configured node costs no command.
     let mut changed = Vec::new();
     let mut patroni_rewritten = false;
+    let mut tls_renewed = false;
     for f in files {
         match s.read_file(f.path)? {
             Some(old) if old == f.bytes => {}
             old => {
                 patroni_rewritten |= f.path == l.patroni_conf && old.is_some();
+                tls_renewed |= tls_paths.contains(&f.path) && old.is_some();
                 changed.push(f);
             }
         }
@@ -312,6 +340,11 @@ fn configure_on(
     if patroni_rewritten {
         // A running Patroni re-reads its file on SIGHUP; `reload` is a no-op otherwise.
         s.exec(&format!("{} reload", quote(&l.patroni_entry)), None)?.check("reload Patroni")?;
+    }
+    if tls_renewed {
+        // PostgreSQL re-reads its certificate on reload; a stopped one reads the new
+        // files when it starts, so a failure here (nothing running) is no error.
+        s.exec(&super::sql::psql_command(l), Some(b"SELECT pg_reload_conf();"))?;
     }
     if l.is_whole_machine() && s.exists("/run/systemd/system")? {
         install_boot_service(s)?;
@@ -361,6 +394,14 @@ impl Lifecycle for PostgresManager {
         let etcd_conf = render::etcd_config(cluster, node, &l)?;
         let patroni_conf = patroni_file(cluster, node, &l)?;
         let pgbackrest_conf = backup::config_file(cluster, node, &l)?;
+        let member_tls = cluster.tls.member(&node.name).ok_or_else(|| {
+            ManagerError::permanent(FaultCode::InvalidSecrets, format!("no TLS certificate for member {}", node.name))
+        })?;
+        let tls = TlsFiles {
+            ca: cluster.tls.ca_pem.clone(),
+            cert: member_tls.cert_pem.clone(),
+            key: member_tls.key_pem.clone(),
+        };
         let callback = match (render::callback_script(cluster, node, &l)?, &cluster.callback) {
             (Some(script), Some(cb)) => {
                 let token = cb.credential(&node.name).cloned().ok_or_else(|| {
@@ -379,7 +420,7 @@ impl Lifecycle for PostgresManager {
             tablespace_map: s.label.tablespace_map.clone(),
         });
         with_session(&node.ssh, move |s| {
-            configure_on(s, &l, etcd_conf, patroni_conf, callback, pgbackrest_conf, snapshot)
+            configure_on(s, &l, NodeFiles { etcd_conf, patroni_conf, tls, callback, pgbackrest_conf, snapshot })
         })
         .await
     }

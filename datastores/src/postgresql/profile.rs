@@ -31,8 +31,12 @@ impl Profile for PostgresManager {
     }
 
     fn client_uri(&self, userinfo: &str, hosts: &[String]) -> String {
-        // libpq tries the hosts in turn and keeps the one that accepts writes.
-        format!("postgresql://{userinfo}@{}/postgres?target_session_attrs=read-write", hosts.join(","))
+        // libpq tries the hosts in turn and keeps the one that accepts writes; every
+        // server's certificate must verify against the cluster's CA, for its address.
+        format!(
+            "postgresql://{userinfo}@{}/postgres?target_session_attrs=read-write&sslmode=verify-full",
+            hosts.join(",")
+        )
     }
 
     fn callback_role(&self, reported: &str) -> NodeRole {

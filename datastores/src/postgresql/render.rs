@@ -180,6 +180,12 @@ fn local_parameters(cluster: &ClusterSpec, l: &Layout) -> Vec<Parameter> {
         ("log_filename", l.pg_log_name.as_str()),
         ("log_file_mode", "0640"),
         ("log_line_prefix", "%m [%p] %q%u@%d "),
+        // TLS on every TCP connection (pg_hba takes only hostssl from the network).
+        ("ssl", "on"),
+        ("ssl_cert_file", l.tls_cert.as_str()),
+        ("ssl_key_file", l.tls_key.as_str()),
+        ("ssl_ca_file", l.tls_ca.as_str()),
+        ("ssl_min_protocol_version", "TLSv1.2"),
     ]
     .into_iter()
     .chain(archive.as_deref().map(|a| ("archive_command", a)))
@@ -201,21 +207,22 @@ fn member_source(addr: IpAddr) -> String {
 
 /// pg_hba rules, first match wins: the superuser only over the local socket (peer)
 /// or from members (pg_rewind); replication only for `replicator` from members;
-/// everyone else from anywhere with a SCRAM password.
+/// everyone else from anywhere with a SCRAM password. Every network rule is
+/// `hostssl`: a connection without TLS matches none and is refused.
 pub fn pg_hba(cluster: &ClusterSpec) -> Vec<String> {
     let mut sources: Vec<String> = cluster.members.iter().map(|m| member_source(m.address)).collect();
     sources.sort();
     sources.dedup();
     let mut lines = vec!["local all postgres peer".to_owned()];
     for s in &sources {
-        lines.push(format!("host replication replicator {s} scram-sha-256"));
-        lines.push(format!("host all postgres {s} scram-sha-256"));
+        lines.push(format!("hostssl replication replicator {s} scram-sha-256"));
+        lines.push(format!("hostssl all postgres {s} scram-sha-256"));
     }
     lines.extend([
-        "host all postgres 0.0.0.0/0 reject".to_owned(),
-        "host all postgres ::/0 reject".to_owned(),
-        "host all all 0.0.0.0/0 scram-sha-256".to_owned(),
-        "host all all ::/0 scram-sha-256".to_owned(),
+        "hostssl all postgres 0.0.0.0/0 reject".to_owned(),
+        "hostssl all postgres ::/0 reject".to_owned(),
+        "hostssl all all 0.0.0.0/0 scram-sha-256".to_owned(),
+        "hostssl all all ::/0 scram-sha-256".to_owned(),
     ]);
     lines.into_iter().map(|l| yaml_str(&l)).collect()
 }
@@ -287,6 +294,8 @@ struct PatroniContext {
     data_dir: String,
     bin_dir: String,
     pgpass: String,
+    /// The CA file members verify each other's PostgreSQL against (replication, rewind).
+    tls_ca: String,
     /// Replicas fetch WAL the primary no longer has from the cluster's own stanza.
     restore_command: Option<String>,
     /// Bootstrap from a backup (Patroni custom bootstrap) instead of initdb.
@@ -372,6 +381,7 @@ pub fn patroni_config(
             data_dir: yaml_str(&l.data_dir),
             bin_dir: yaml_str(&l.bin_dir),
             pgpass: yaml_str(&l.pgpass),
+            tls_ca: yaml_str(&l.tls_ca),
             // Replicas stream (with slots) and never read the archive: a replica that
             // fetched a dead primary's last archived segment replayed past the new
             // timeline's fork point and could not follow the new primary (seen in the
@@ -593,8 +603,15 @@ mod tests {
         let hba: Vec<String> =
             local["pg_hba"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
         assert_eq!(hba[0], "local all postgres peer");
-        assert!(hba.contains(&"host replication replicator 127.0.0.1/32 scram-sha-256".to_owned()), "{hba:?}");
-        assert_eq!(hba.last().unwrap(), "host all all ::/0 scram-sha-256");
+        assert!(hba.contains(&"hostssl replication replicator 127.0.0.1/32 scram-sha-256".to_owned()), "{hba:?}");
+        assert_eq!(hba.last().unwrap(), "hostssl all all ::/0 scram-sha-256");
+        assert!(hba[1..].iter().all(|l| l.starts_with("hostssl ")), "only TLS from the network: {hba:?}");
+        assert_eq!(local["parameters"]["ssl"], "on");
+        assert_eq!(local["parameters"]["ssl_key_file"], "/srv/h/s 1/etc/patroni/15-orders.key");
+        for role in ["superuser", "replication"] {
+            assert_eq!(local["authentication"][role]["sslmode"], "verify-full", "{role}");
+            assert_eq!(local["authentication"][role]["sslrootcert"], "/srv/h/s 1/etc/patroni/15-orders.ca.crt");
+        }
         assert_eq!(
             y["bootstrap"]["initdb"],
             serde_json::json!([{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"])

@@ -75,12 +75,16 @@ pub async fn cluster(api: &Client, cmd: ClusterCmd, out: &Out) -> anyhow::Result
         ClusterCmd::Connect { cluster, psql_args } => connect(api, &cluster, &psql_args).await,
         ClusterCmd::Credentials { cluster } => {
             let c = api.find_cluster(&cluster).await?;
-            let cred = api.credentials(c.id).await?;
+            let mut cred = api.credentials(c.id).await?;
+            // The URI works as printed: it names the CA file libpq verifies against.
+            let ca = super::tls::save_ca(c.id, &cred.ca_certificate)?;
+            cred.uri = cred.uri.map(|u| super::tls::with_root_cert(&u, &ca));
             out.result(&cred, |_| {
                 fields(&[
                     ("username", cred.username.clone()),
                     ("password", cred.password.clone()),
                     ("uri", opt(cred.uri.as_ref())),
+                    ("ca file", ca.display().to_string()),
                 ])
             })
         }
@@ -305,8 +309,9 @@ async fn connect(api: &Client, cluster: &str, extra: &[String]) -> anyhow::Resul
             errors: vec![],
         })
     })?;
+    let ca = super::tls::save_ca(c.id, &cred.ca_certificate)?;
     let mut cmd = std::process::Command::new("psql");
-    cmd.arg(uri).args(extra).env("PGPASSWORD", &cred.password);
+    cmd.arg(uri).args(extra).env("PGPASSWORD", &cred.password).env("PGSSLROOTCERT", &ca);
     use std::os::unix::process::CommandExt;
     // exec: psql gets the terminal and signals; it only returns if psql cannot start.
     let err = cmd.exec();

@@ -12,6 +12,7 @@ mod context;
 mod data;
 mod output;
 mod progress;
+pub mod tls;
 
 use crate::cli::{ClientCommand, ConnArgs, WaitArgs};
 use anyhow::Context as _;

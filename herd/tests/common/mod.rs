@@ -268,10 +268,27 @@ impl Env {
         .await
     }
 
-    /// The cluster's admin connection URI and password.
+    /// The cluster's admin connection URI and password. The URI asks for
+    /// `sslmode=verify-full`; the CA from the same answer is saved as
+    /// [`Env::ca_file`] and named in the URI, as a client would.
     pub async fn credentials(&self, api: &str, token: &str, id: Uuid) -> (String, String) {
         let c = self.client(api, token).credentials(id).await.unwrap_or_else(|e| panic!("credentials of {id}: {e}"));
-        (c.uri.unwrap_or_else(|| panic!("no uri in the credentials of {id}")), c.password)
+        let uri = c.uri.unwrap_or_else(|| panic!("no uri in the credentials of {id}"));
+        assert!(uri.contains("sslmode=verify-full"), "{uri}");
+        assert!(c.ca_certificate.starts_with("-----BEGIN CERTIFICATE-----"), "{}", c.ca_certificate);
+        std::fs::write(self.ca_file(id), &c.ca_certificate).unwrap();
+        (format!("{uri}&sslrootcert={}", self.ca_file(id).display()), c.password)
+    }
+
+    /// Where [`Env::credentials`] saved cluster `id`'s CA.
+    pub fn ca_file(&self, id: Uuid) -> PathBuf {
+        self.dir.path().join(format!("ca-{id}.crt"))
+    }
+
+    /// libpq keywords for a conninfo to one node: TLS verified against the cluster's
+    /// CA (saved by [`Env::credentials`]) for the node's address.
+    pub fn tls(&self, id: Uuid) -> String {
+        format!("sslmode=verify-full sslrootcert={}", self.ca_file(id).display())
     }
 
     /// Deletes a cluster and waits for the task to succeed; the task.

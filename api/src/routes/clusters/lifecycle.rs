@@ -7,7 +7,7 @@ use herd_core::status::{ClusterStatus, TokenRole};
 use herd_core::values::AdminPassword;
 use herd_providers::ProviderKind;
 use herd_store::{ClusterFilter, KeyChoice, NewCluster, StoreError};
-use herd_types::{ClusterDto, CreateCluster, CreatedCluster, Credentials, EventDto, TaskRef};
+use herd_types::{ClusterCa, ClusterDto, CreateCluster, CreatedCluster, Credentials, EventDto, TaskRef};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -206,11 +206,30 @@ pub async fn get_credentials(
 ) -> Result<HttpResponse, ApiError> {
     let (v, password) = state.store.cluster_credentials(auth.project_id, *id).await.map_err(not_found)?;
     let uri = primary_uri(&v, state.profile_of(&v.manager), Some(&password));
+    let ca_certificate = cluster_ca_pem(&state, &v.cluster)?;
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(Credentials {
         username: v.cluster.admin_user,
         password: password.expose_secret().to_owned(),
         uri,
+        ca_certificate,
     }))
+}
+
+/// The cluster's CA certificate, what clients verify its servers against.
+#[utoipa::path(get, path = "/v1/clusters/{id}/ca", tag = "clusters", params(("id" = Uuid, Path)), responses(
+    (status = 200, body = ClusterCa),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn get_ca(auth: Auth, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    let v = state.store.get_cluster(auth.project_id, *id).await.map_err(not_found)?;
+    Ok(HttpResponse::Ok().json(ClusterCa { certificate: cluster_ca_pem(&state, &v.cluster)? }))
+}
+
+/// Derived again on every call (the same certificate each time): nothing is stored.
+fn cluster_ca_pem(state: &AppState, c: &herd_store::Cluster) -> Result<String, ApiError> {
+    herd_core::pki::ClusterCa::derive(state.store.key(), c.id, c.created_at)
+        .map(|ca| ca.certificate_pem().to_owned())
+        .map_err(|e| ApiError::internal(&e))
 }
 
 /// The cluster's history, newest first.

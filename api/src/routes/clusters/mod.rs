@@ -19,6 +19,7 @@ pub fn routes(t: &mut crate::routes::Table) {
     t.add::<settings::__path_update_cluster>(web::to(settings::update_cluster));
     t.add::<lifecycle::__path_delete_cluster>(web::to(lifecycle::delete_cluster));
     t.add::<lifecycle::__path_get_credentials>(web::to(lifecycle::get_credentials));
+    t.add::<lifecycle::__path_get_ca>(web::to(lifecycle::get_ca));
     t.add::<lifecycle::__path_list_events>(web::to(lifecycle::list_events));
     t.add::<actions::__path_cluster_action>(web::to(actions::cluster_action));
     t.add::<nodes::__path_add_nodes>(web::to(nodes::add_nodes));
