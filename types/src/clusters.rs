@@ -161,7 +161,6 @@ pub struct Credentials {
     /// certificate (`sslrootcert=<file>` or `PGSSLROOTCERT`).
     pub uri: Option<String>,
     /// The cluster's CA certificate (PEM), what its servers' certificates verify against.
-    #[serde(default)]
     pub ca_certificate: String,
 }
 

@@ -112,8 +112,15 @@ def main() -> None:
             check(r.status_code == 200 and isinstance(r.parsed, Credentials), f"credentials: {r.status_code} {r.content!r}")
             uri = r.parsed.uri
             check(isinstance(uri, str) and uri.startswith("postgres"), f"credentials have no uri: {r.parsed.to_dict()}")
+            # TLS verified against the cluster's CA, which the same answer carries.
+            ca = r.parsed.ca_certificate
+            check(ca.startswith("-----BEGIN CERTIFICATE-----"), f"credentials have no CA: {ca!r}")
+            check("sslmode=verify-full" in uri, f"the uri does not verify the server: {uri}")
+            ca_file = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"herd-sdk-smoke-{cluster_id}.crt")
+            with open(ca_file, "w") as f:
+                f.write(ca)
             value = f"hello from {name}"
-            with psycopg.connect(uri, connect_timeout=10) as conn:
+            with psycopg.connect(uri, connect_timeout=10, sslrootcert=ca_file) as conn:
                 conn.execute("CREATE TABLE sdk_smoke (id int PRIMARY KEY, v text NOT NULL)")
                 conn.execute("INSERT INTO sdk_smoke VALUES (1, %s)", (value,))
                 row = conn.execute("SELECT v FROM sdk_smoke WHERE id = 1").fetchone()

@@ -9,6 +9,9 @@
 // non-zero with a message on the first failed check. A cluster it created is deleted
 // on the way out, pass or fail.
 
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import createClient from "openapi-fetch";
 import pg from "pg";
 import { ClusterStatus, ErrorCode, TaskStatus } from "../out/typescript/herd.js";
@@ -95,8 +98,17 @@ async function main(): Promise<void> {
       check(data, `credentials: ${response.status} ${JSON.stringify(error)}`);
       const uri = data.uri;
       check(typeof uri === "string" && uri.startsWith("postgres"), `credentials have no uri: ${JSON.stringify(data)}`);
+      // TLS verified against the cluster's CA, which the same answer carries.
+      const ca = data.ca_certificate;
+      check(ca.startsWith("-----BEGIN CERTIFICATE-----"), `credentials have no CA: ${ca}`);
+      check(uri.includes("sslmode=verify-full"), `the uri does not verify the server: ${uri}`);
+      const caFile = path.join(os.tmpdir(), `herd-sdk-smoke-${id}.crt`);
+      fs.writeFileSync(caFile, ca);
       const value = `hello from ${name}`;
-      const db = new pg.Client({ connectionString: uri, connectionTimeoutMillis: 10_000 });
+      const db = new pg.Client({
+        connectionString: `${uri}&sslrootcert=${encodeURIComponent(caFile)}`,
+        connectionTimeoutMillis: 10_000,
+      });
       await db.connect();
       try {
         await db.query("CREATE TABLE sdk_smoke (id int PRIMARY KEY, v text NOT NULL)");
