@@ -61,15 +61,23 @@ pub async fn run(job: &Job) -> Result<(), StepError> {
                 members.push(m);
             }
         }
-        let spec = cluster_spec(store.key(), &cluster, &version, members, pw, None, None)?;
-        let stops = spec.members.iter().map(|m| async {
-            match tokio::time::timeout(Duration::from_secs(20), mgr.lifecycle.stop_node(&spec, m)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(node = %m.name, error = %e, "stopping services failed; deleting anyway"),
-                Err(_) => tracing::warn!(node = %m.name, "stopping services timed out; deleting anyway"),
+        // Best effort like the rest of this block: a spec that cannot be built (TLS
+        // issuing failed) skips the clean stop, never the deletion.
+        match cluster_spec(store.key(), &cluster, &version, members, pw, None, None) {
+            Ok(spec) => {
+                let stops = spec.members.iter().map(|m| async {
+                    match tokio::time::timeout(Duration::from_secs(20), mgr.lifecycle.stop_node(&spec, m)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(node = %m.name, error = %e, "stopping services failed; deleting anyway")
+                        }
+                        Err(_) => tracing::warn!(node = %m.name, "stopping services timed out; deleting anyway"),
+                    }
+                });
+                futures_util::future::join_all(stops).await;
             }
-        });
-        futures_util::future::join_all(stops).await;
+            Err(e) => tracing::warn!(error = ?e, "cannot build the cluster spec; deleting without stopping services"),
+        }
     }
 
     for n in &nodes {
