@@ -989,7 +989,7 @@ async fn scheduled_runs_start_exactly_once_and_wait_for_a_busy_cluster(b: Backen
 
     // The build "finishes": its task succeeds and the cluster is active.
     assert!(main.claim_task(build_task, "test", chrono::Duration::seconds(30)).await.unwrap().is_some());
-    main.complete_build(build_task, "test", id).await.unwrap();
+    main.complete_build(build_task, "test", id, chrono::Utc::now() + chrono::Duration::days(30)).await.unwrap();
 
     let providers =
         std::sync::Arc::new(herd_providers::build_providers(&app.settings.providers, &app.settings.state_dir).unwrap());

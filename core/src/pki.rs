@@ -7,10 +7,14 @@
 //! certificate byte for byte (RFC 6979 signatures are deterministic, validity windows
 //! are fixed steps), so pushing a configuration twice changes no file. Not Ed25519:
 //! libpq 15 cannot do SCRAM channel binding with an Ed25519-signed server certificate
-//! ("could not find digest for NID UNDEF"), and P-256 is what every client reads. A node certificate's
-//! window moves on every [`NODE_RENEW_DAYS`]: the first configuration pushed in a new
-//! window carries the renewed certificate, with [`NODE_LIFETIME_DAYS`] of validity
-//! from its start.
+//! ("could not find digest for NID UNDEF"), and P-256 is what every client reads.
+//!
+//! A node certificate belongs to a window: windows are `renew_every` long, counted from
+//! the cluster's creation, and a certificate is valid for [`NODE_LIFETIME_WINDOWS`]
+//! windows from the start of its own. The first configuration pushed in a new window
+//! carries the renewed certificate; the worker pushes one when a window starts (see
+//! `NodeCertificate::renew_at`), and the two windows of slack are for a cluster that
+//! is busy or down when it should have been renewed.
 
 use std::net::IpAddr;
 
@@ -31,10 +35,10 @@ const NODE_KEY: &str = "tls-node";
 const SERIAL: &str = "tls-serial";
 /// The CA outlives any cluster we expect; rotating it is a reconfiguration of every node.
 pub const CA_LIFETIME_DAYS: i64 = 20 * 365;
-/// How often a node's certificate is reissued (at the next configuration push).
-pub const NODE_RENEW_DAYS: i64 = 30;
-/// How long a node's certificate is valid from the start of its window.
-pub const NODE_LIFETIME_DAYS: i64 = 90;
+/// The default renewal period of node certificates.
+pub const DEFAULT_RENEW_EVERY: Duration = Duration::days(30);
+/// A node certificate is valid this many renewal periods from the start of its window.
+pub const NODE_LIFETIME_WINDOWS: i32 = 3;
 /// Certificates start this much before their window, for clocks a little behind.
 const SKEW: Duration = Duration::hours(1);
 
@@ -62,6 +66,8 @@ pub struct NodeCertificate {
     pub cert_pem: String,
     pub key_pem: SecretString,
     pub not_after: DateTime<Utc>,
+    /// When its window ends: the next configuration pushed after it renews it.
+    pub renew_at: DateTime<Utc>,
 }
 
 impl ClusterCa {
@@ -86,8 +92,9 @@ impl ClusterCa {
         &self.cert_pem
     }
 
-    /// The certificate of node `node_id` for the window `now` falls in: subject
-    /// `dns_names[0]`, valid for `dns_names` and `addresses`, for TLS servers and clients.
+    /// The certificate of node `node_id` for the `renew_every` window `now` falls in:
+    /// subject `dns_names[0]`, valid for `dns_names` and `addresses`, for TLS servers
+    /// and clients.
     pub fn issue_node(
         &self,
         master: &MasterKey,
@@ -95,10 +102,12 @@ impl ClusterCa {
         dns_names: &[String],
         addresses: &[IpAddr],
         now: DateTime<Utc>,
+        renew_every: Duration,
     ) -> Result<NodeCertificate, PkiError> {
-        let window = (now - self.epoch).num_days().max(0) / NODE_RENEW_DAYS;
-        let start = self.epoch + Duration::days(window * NODE_RENEW_DAYS);
-        let not_after = start + Duration::days(NODE_LIFETIME_DAYS);
+        let (window, start) = window_of(self.epoch, now, renew_every);
+        let period = renew_every.num_seconds().max(1);
+        let renew_at = start + Duration::seconds(period);
+        let not_after = start + Duration::seconds(period * i64::from(NODE_LIFETIME_WINDOWS));
         let key = key_pair(master, NODE_KEY, &node_id.to_string())?;
         let mut params = CertificateParams::default();
         params.distinguished_name = name("Herd", dns_names.first().map(String::as_str).unwrap_or("herd-node"));
@@ -115,7 +124,7 @@ impl ClusterCa {
         params.not_after = offset(not_after)?;
         params.serial_number = Some(serial(master, &format!("node:{node_id}:{window}")));
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.pkcs8_pem()?, not_after })
+        Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.pkcs8_pem()?, not_after, renew_at })
     }
 }
 
@@ -181,6 +190,24 @@ fn serial(master: &MasterKey, what: &str) -> SerialNumber {
     SerialNumber::from_slice(&b)
 }
 
+/// The number and start of the `renew_every` window `now` falls in, counted from `epoch`.
+fn window_of(epoch: DateTime<Utc>, now: DateTime<Utc>, renew_every: Duration) -> (i64, DateTime<Utc>) {
+    let period = renew_every.num_seconds().max(1);
+    let window = (now - epoch).num_seconds().max(0) / period;
+    (window, epoch + Duration::seconds(window * period))
+}
+
+/// When the node certificates a cluster created at `created_at` gets at `now` are due
+/// for renewal: the end of the current window.
+pub fn renew_at(
+    created_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    renew_every: Duration,
+) -> Result<DateTime<Utc>, PkiError> {
+    let (_, start) = window_of(whole_seconds(created_at)?, now, renew_every);
+    Ok(start + Duration::seconds(renew_every.num_seconds().max(1)))
+}
+
 fn whole_seconds(t: DateTime<Utc>) -> Result<DateTime<Utc>, PkiError> {
     Utc.timestamp_opt(t.timestamp(), 0).single().ok_or(PkiError::Time)
 }
@@ -192,6 +219,7 @@ fn offset(t: DateTime<Utc>) -> Result<time::OffsetDateTime, PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Timelike;
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
@@ -213,17 +241,24 @@ mod tests {
         let node = Uuid::new_v4();
         let names = vec!["db-0".to_owned()];
         let addrs = ["127.0.0.5".parse().unwrap()];
-        let n1 = a.issue_node(&master, node, &names, &addrs, at("2026-01-10T00:00:00Z")).unwrap();
-        let n2 = b.issue_node(&master, node, &names, &addrs, at("2026-01-20T00:00:00Z")).unwrap();
+        let month = DEFAULT_RENEW_EVERY;
+        let n1 = a.issue_node(&master, node, &names, &addrs, at("2026-01-10T00:00:00Z"), month).unwrap();
+        let n2 = b.issue_node(&master, node, &names, &addrs, at("2026-01-20T00:00:00Z"), month).unwrap();
         assert_eq!(n1.cert_pem, n2.cert_pem, "same window, same certificate");
         assert_eq!(n1.key_pem.expose_secret(), n2.key_pem.expose_secret());
         assert!(n1.key_pem.expose_secret().starts_with("-----BEGIN PRIVATE KEY-----"));
         assert!(!n1.key_pem.expose_secret().contains("BEGIN PRIVATE KEY-----\n-----"), "a key, not an empty block");
         // The next window renews it, valid well past the old one's end.
-        let n3 = a.issue_node(&master, node, &names, &addrs, at("2026-02-05T00:00:00Z")).unwrap();
+        let n3 = a.issue_node(&master, node, &names, &addrs, at("2026-02-05T00:00:00Z"), month).unwrap();
         assert_ne!(n1.cert_pem, n3.cert_pem);
-        assert_eq!(n3.not_after - n1.not_after, Duration::days(NODE_RENEW_DAYS));
-        assert!(n1.not_after > at("2026-01-10T00:00:00Z") + Duration::days(NODE_LIFETIME_DAYS - NODE_RENEW_DAYS));
+        assert_eq!(n3.not_after - n1.not_after, month);
+        assert_eq!(n3.renew_at - n1.renew_at, month);
+        // Renewed at the end of its window, with two more windows of validity left.
+        assert_eq!(n1.renew_at, created.with_nanosecond(0).unwrap() + month);
+        assert_eq!(n1.not_after - n1.renew_at, month * (NODE_LIFETIME_WINDOWS - 1));
+        // A short period (what the renewal test runs with) counts in seconds.
+        let s = a.issue_node(&master, node, &names, &addrs, created + Duration::seconds(95), Duration::seconds(30));
+        assert_eq!(s.unwrap().renew_at, created.with_nanosecond(0).unwrap() + Duration::seconds(120));
         // OpenSSL (what libpq uses) verifies the chain, the purpose and the address,
         // and refuses another address or another cluster's CA.
         let dir = std::env::temp_dir().join(format!("herd-pki-{}", Uuid::new_v4()));
@@ -253,6 +288,6 @@ mod tests {
         assert!(!verify(&other_file, "127.0.0.5").0, "another cluster's CA");
         std::fs::remove_dir_all(&dir).unwrap();
         // A bad name is refused, not written into a certificate.
-        assert!(a.issue_node(&master, node, &["b\u{e4}d".into()], &addrs, created).is_err());
+        assert!(a.issue_node(&master, node, &["b\u{e4}d".into()], &addrs, created, month).is_err());
     }
 }

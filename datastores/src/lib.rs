@@ -115,6 +115,8 @@ pub struct ParameterInfo {
 pub struct ClusterTls {
     pub ca_pem: String,
     pub members: std::collections::BTreeMap<String, NodeTls>,
+    /// When the members' certificates are due for renewal (the end of their window).
+    pub renew_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// One member's certificate (SANs: its name and address) and private key, PEM.
@@ -131,24 +133,28 @@ impl std::fmt::Debug for ClusterTls {
 }
 
 impl ClusterTls {
-    /// The CA of cluster `cluster_id` (created at `created_at`) and a current
-    /// certificate for each of `members`, all derived from the master key.
+    /// The CA of cluster `cluster_id` (created at `created_at`) and, for each of
+    /// `members`, the certificate of the `renew_every` window `now` falls in, all
+    /// derived from the master key.
     pub fn issue(
         master: &herd_core::crypto::MasterKey,
         cluster_id: Uuid,
         created_at: chrono::DateTime<chrono::Utc>,
         members: &[NodeSpec],
+        now: chrono::DateTime<chrono::Utc>,
+        renew_every: chrono::Duration,
     ) -> Result<Self, herd_core::pki::PkiError> {
         let ca = herd_core::pki::ClusterCa::derive(master, cluster_id, created_at)?;
-        let now = chrono::Utc::now();
         let members = members
             .iter()
             .map(|m| {
-                let cert = ca.issue_node(master, m.node_id, std::slice::from_ref(&m.name), &[m.address], now)?;
+                let names = std::slice::from_ref(&m.name);
+                let cert = ca.issue_node(master, m.node_id, names, &[m.address], now, renew_every)?;
                 Ok((m.name.clone(), NodeTls { cert_pem: cert.cert_pem, key_pem: cert.key_pem }))
             })
             .collect::<Result<_, herd_core::pki::PkiError>>()?;
-        Ok(Self { ca_pem: ca.certificate_pem().to_owned(), members })
+        let renew_at = herd_core::pki::renew_at(created_at, now, renew_every)?;
+        Ok(Self { ca_pem: ca.certificate_pem().to_owned(), members, renew_at })
     }
 
     pub fn member(&self, name: &str) -> Option<&NodeTls> {

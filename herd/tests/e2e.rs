@@ -236,3 +236,66 @@ async fn provisioning_survives_a_redis_restart() {
     delete_and_check_clean(&env, &api, &token, after).await;
     assert!(env.servers().is_empty() && env.volumes().is_empty());
 }
+
+/// The certificate a node's PostgreSQL presents: `(serial, notAfter)` as openssl prints them.
+fn served_certificate(host: &str) -> Result<(String, String), String> {
+    use std::process::{Command, Stdio};
+    let out = Command::new("openssl")
+        .args(["s_client", "-starttls", "postgres", "-connect", &format!("{host}:5432"), "-showcerts"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let begin = text.find("-----BEGIN CERTIFICATE-----").ok_or_else(|| format!("no certificate: {text}"))?;
+    let end = text[begin..].find("-----END CERTIFICATE-----").ok_or("truncated certificate")? + begin + 25;
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-enddate"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    use std::io::Write;
+    x509.stdin.take().unwrap().write_all(&text.as_bytes()[begin..end]).map_err(|e| e.to_string())?;
+    let fields = String::from_utf8_lossy(&x509.wait_with_output().map_err(|e| e.to_string())?.stdout).into_owned();
+    let field = |k: &str| fields.lines().find_map(|l| l.strip_prefix(k)).map(str::to_owned);
+    Ok((field("serial=").ok_or(fields.clone())?, field("notAfter=").ok_or(fields.clone())?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_certificates_are_renewed_before_they_expire_without_a_restart() {
+    let env = Env::new();
+    // 30-second windows (certificates valid 90 s): renewals happen while we watch.
+    let (dev, api, token) = env.dev(&[("HERD_WORKER__CERT_RENEW_SECS", "30")], "dev.log");
+    let herd = env.client(&api, &token);
+    let id = env.create_cluster(&api, &token, cluster("renewed", 1)).await;
+    let c = env.wait_status(&api, &token, id, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    let host = c.nodes[0].address.clone().expect("address");
+    let (uri, password) = env.credentials(&api, &token, id).await;
+    let started = psql(&uri, &password, "select pg_postmaster_start_time()").unwrap();
+    let (serial, not_after) = served_certificate(&host).unwrap();
+    let not_after = chrono::NaiveDateTime::parse_from_str(not_after.trim_end_matches(" GMT"), "%b %e %H:%M:%S %Y")
+        .unwrap_or_else(|e| panic!("{not_after}: {e}"));
+
+    // Within two windows the node presents a new certificate that outlives the old one.
+    let (new_serial, new_not_after) = poll(Duration::from_secs(120), || {
+        let now = served_certificate(&host)?;
+        if now.0 == serial { Err(format!("still the first certificate ({serial})")) } else { Ok(now) }
+    });
+    let new_not_after =
+        chrono::NaiveDateTime::parse_from_str(new_not_after.trim_end_matches(" GMT"), "%b %e %H:%M:%S %Y").unwrap();
+    assert!(new_not_after > not_after, "renewed {new_serial}: {new_not_after} after {not_after}");
+    // It came from a renewal task in the cluster's history, which succeeded.
+    let events = herd.events(id, Some(100), None).await.unwrap().items;
+    let renewal = events
+        .iter()
+        .find(|e| e.message.contains("renewing the nodes' TLS certificates"))
+        .unwrap_or_else(|| panic!("no renewal in the history: {events:#?}"));
+    let task = env.wait_succeeded(&api, &token, renewal.task_id.expect("its task"), Duration::from_secs(60)).await;
+    assert_eq!(task.kind.to_string(), "update_cluster", "{task:?}");
+    // Clients still verify it against the same CA; PostgreSQL was reloaded, not restarted.
+    assert_eq!(psql(&uri, &password, "select pg_postmaster_start_time()").unwrap(), started);
+    assert_eq!(psql(&uri, &password, "select ssl from pg_stat_ssl where pid = pg_backend_pid()").unwrap(), "t");
+
+    delete_and_check_clean(&env, &api, &token, id).await;
+    drop(dev);
+}

@@ -12,6 +12,7 @@ mod m20261201_000007_cluster_backup_repo;
 mod m20261204_000008_task_changes;
 mod m20261206_000009_operator_role;
 mod m20261206_000010_key_origin;
+mod m20261207_000011_cert_renewal;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000008_task_changes::Migration),
             Box::new(m20261206_000009_operator_role::Migration),
             Box::new(m20261206_000010_key_origin::Migration),
+            Box::new(m20261207_000011_cert_renewal::Migration),
         ]
     }
 }

@@ -202,7 +202,7 @@ impl Build<'_> {
         let ctx = &self.job.ctx;
         let backup = ctx.backup_config(&self.cluster);
         let callback = ctx.callback_for(self.cluster.id, &members);
-        let mut spec = cluster_spec(store.key(), &self.cluster, &self.version, members, pw, callback, backup)?;
+        let mut spec = cluster_spec(ctx, &self.cluster, &self.version, members, pw, callback, backup)?;
         spec.restore = self.restore_source().await?;
         Ok(spec)
     }
@@ -327,7 +327,7 @@ impl Build<'_> {
         })
         .await?;
         job.check_cancelled()?;
-        match store.complete_build(job.task.id, &job.ctx.name, c.id).await {
+        match store.complete_build(job.task.id, &job.ctx.name, c.id, spec.tls.renew_at).await {
             Ok(()) => {}
             Err(herd_store::StoreError::NotFound) => return Err(StepError::Cancelled),
             Err(e) => return Err(e.into()),

@@ -63,7 +63,7 @@ pub async fn run(job: &Job) -> Result<(), StepError> {
         }
         // Best effort like the rest of this block: a spec that cannot be built (TLS
         // issuing failed) skips the clean stop, never the deletion.
-        match cluster_spec(store.key(), &cluster, &version, members, pw, None, None) {
+        match cluster_spec(&job.ctx, &cluster, &version, members, pw, None, None) {
             Ok(spec) => {
                 let stops = spec.members.iter().map(|m| async {
                     match tokio::time::timeout(Duration::from_secs(20), mgr.lifecycle.stop_node(&spec, m)).await {

@@ -12,6 +12,7 @@ mod fault;
 mod hooks;
 mod poller;
 pub mod queue;
+mod renewal;
 mod report;
 mod runner;
 pub mod scheduler;
@@ -116,14 +117,15 @@ impl Ctx {
     }
 }
 
-/// Runs the queue consumer, the sweeper, the health poller and the backup scheduler
-/// until the process ends.
+/// Runs the queue consumer, the sweeper, the health poller, the backup scheduler and
+/// the certificate renewals until the process ends.
 pub async fn run(ctx: Arc<Ctx>) {
     let consumer = tokio::spawn(queue::consume(ctx.clone()));
     let sweeper = tokio::spawn(sweeper::run(ctx.clone()));
     let poller = tokio::spawn(poller::run(ctx.clone()));
     let scheduler = tokio::spawn(scheduler::run(ctx.clone()));
-    let _ = tokio::join!(consumer, sweeper, poller, scheduler);
+    let renewal = tokio::spawn(renewal::run(ctx.clone()));
+    let _ = tokio::join!(consumer, sweeper, poller, scheduler, renewal);
 }
 
 /// For a single-process setup (`herd dev`) starting up: any task still marked running

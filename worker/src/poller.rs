@@ -133,7 +133,7 @@ pub(crate) async fn member_spec(
     }
     let backup = ctx.backup_config(c);
     let callback = ctx.callback_for(c.id, &specs);
-    let spec = cluster_spec(ctx.store.key(), c, &version, specs, pw, callback, backup).map_err(|e| format!("{e:?}"))?;
+    let spec = cluster_spec(ctx, c, &version, specs, pw, callback, backup).map_err(|e| format!("{e:?}"))?;
     Ok((spec, gone))
 }
 

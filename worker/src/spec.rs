@@ -1,6 +1,5 @@
 //! Builds what the datastore manager needs from rows, provider answers and secrets.
 
-use herd_core::crypto::MasterKey;
 use herd_core::faults::FaultCode;
 use herd_datastores::{
     BackupConfig, Callback, ClusterSecrets, ClusterSpec, ClusterTls, HaTiming, NodeSpec, NodeTags, SshTarget,
@@ -11,6 +10,7 @@ use herd_store::{Cluster, Node, Volume};
 use herd_store::{ClusterPasswords, VersionSpec};
 use secrecy::SecretString;
 
+use crate::Ctx;
 use crate::steps::StepError;
 
 /// How an attachment is stored in `volumes.attachment`: `directory:/path` or `device:/dev/x`.
@@ -78,9 +78,9 @@ pub fn node_spec_of(
 }
 
 /// The spec the manager runs with; its TLS material (the cluster's CA, each member's
-/// current certificate) is derived from the master key here.
+/// certificate for the current renewal window) is derived from the master key here.
 pub fn cluster_spec(
-    master: &MasterKey,
+    ctx: &Ctx,
     c: &Cluster,
     version: &VersionSpec,
     members: Vec<NodeSpec>,
@@ -88,7 +88,8 @@ pub fn cluster_spec(
     callback: Option<Callback>,
     backup: Option<BackupConfig>,
 ) -> Result<ClusterSpec, StepError> {
-    let tls = ClusterTls::issue(master, c.id, c.created_at, &members)
+    let every = ctx.settings.cert_renew_every();
+    let tls = ClusterTls::issue(ctx.store.key(), c.id, c.created_at, &members, chrono::Utc::now(), every)
         .map_err(|e| StepError::failed(FaultCode::InternalError, format!("issuing TLS certificates: {e}")))?;
     Ok(ClusterSpec {
         cluster_id: c.id,

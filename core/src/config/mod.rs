@@ -190,6 +190,15 @@ pub struct WorkerSettings {
     pub hook_timeout_ms: u64,
     /// Calls of a failover webhook before giving up (with backoff between).
     pub hook_attempts: u32,
+    /// How often the nodes' TLS certificates are renewed (each is valid three times
+    /// as long); the worker reconfigures a cluster when its period ends. Default 30 days.
+    pub cert_renew_secs: u64,
+}
+
+impl WorkerSettings {
+    pub fn cert_renew_every(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::try_from(self.cert_renew_secs).unwrap_or(i64::MAX / 1000))
+    }
 }
 
 impl Default for WorkerSettings {
@@ -209,6 +218,7 @@ impl Default for WorkerSettings {
             callback_url: None,
             hook_timeout_ms: 5000,
             hook_attempts: 3,
+            cert_renew_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -307,6 +317,13 @@ impl Settings {
     /// Rules across keys that types cannot express; `load` applies them, so a bad
     /// combination stops Herd at start-up rather than failing its first backup.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // Shorter periods would have every cluster reconfiguring all the time.
+        if !(10..=365 * 24 * 3600).contains(&self.worker.cert_renew_secs) {
+            return Err(ConfigError(format!(
+                "worker.cert_renew_secs is {}: it must be between 10 seconds and a year",
+                self.worker.cert_renew_secs
+            )));
+        }
         let b = &self.backups;
         if b.repository == RepositoryChoice::S3 && b.s3.is_none() {
             return Err(ConfigError(

@@ -258,6 +258,8 @@ pub(crate) mod tests {
                 Uuid::nil(),
                 chrono::Utc::now(),
                 std::slice::from_ref(&node),
+                chrono::Utc::now(),
+                herd_core::pki::DEFAULT_RENEW_EVERY,
             )
             .unwrap(),
             timing: HaTiming::default(),

@@ -140,7 +140,7 @@ impl Fixture {
         parameters.insert("application_name".into(), "herd's \"test\"".into());
         let cluster_id = Uuid::new_v4();
         ClusterSpec {
-            tls: ClusterTls::issue(&self.master, cluster_id, chrono::Utc::now(), &members).expect("TLS"),
+            tls: issue_tls(&self.master, cluster_id, &members),
             cluster_id,
             name: name.into(),
             version: "15".into(),
@@ -166,7 +166,7 @@ impl Fixture {
 
     /// The cluster's TLS material reissued for its members now (after adding one).
     pub fn reissue_tls(&self, c: &mut ClusterSpec) {
-        c.tls = ClusterTls::issue(&self.master, c.cluster_id, chrono::Utc::now(), &c.members).expect("TLS");
+        c.tls = issue_tls(&self.master, c.cluster_id, &c.members);
     }
 
     pub fn pids(&self, id: &str) -> Vec<i32> {
@@ -413,4 +413,9 @@ pub fn stop_and_delete(fx: &Fixture, m: &Arc<PostgresManager>, c: &ClusterSpec, 
         let left = processes_mentioning(&root);
         assert!(left.is_empty(), "processes still mention {root}: {left:?}");
     }
+}
+
+fn issue_tls(master: &herd_core::crypto::MasterKey, cluster_id: Uuid, members: &[NodeSpec]) -> ClusterTls {
+    let now = chrono::Utc::now();
+    ClusterTls::issue(master, cluster_id, now, members, now, herd_core::pki::DEFAULT_RENEW_EVERY).expect("TLS")
 }

@@ -41,6 +41,9 @@ pub struct Model {
     /// stanza is encrypted, see `herd_datastores::repo`); None:
     /// created before Herd recorded it (today's `[backups]` choice applies).
     pub backup_repo: Option<String>,
+    /// When the node certificates are next due for renewal (see `repo::certificates`);
+    /// None: never recorded, due as soon as the cluster is active.
+    pub certs_renew_at: Option<DateTimeUtc>,
     pub fault_code: Option<String>,
     pub fault_message: Option<String>,
     pub created_at: DateTimeUtc,

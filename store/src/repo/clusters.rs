@@ -190,6 +190,7 @@ impl Store {
                 .as_bytes(),
                 &secrets_aad(id),
             )),
+            certs_renew_at: Set(None),
             fault_code: Set(None),
             fault_message: Set(None),
             created_at: Set(ts),

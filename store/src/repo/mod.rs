@@ -3,10 +3,11 @@
 //! Split by aggregate. The layering (no module imports one that imports it back):
 //! `states`, `secrets`, `events` use nothing here but this file; `tasks` uses `states`;
 //! `nodes` and `health` use `states`; `clusters` uses `nodes`, `tasks`, `states` and
-//! `secrets`; `backups`, `snapshots` and `backup_policies` use `tasks`.
+//! `secrets`; `backups`, `snapshots`, `backup_policies` and `certificates` use `tasks`.
 
 pub mod backup_policies;
 pub mod backups;
+pub mod certificates;
 pub mod clusters;
 pub mod datastores;
 pub mod events;
@@ -146,6 +147,7 @@ where
 
 pub use backup_policies::{Advance, PolicySpec, ScheduledRun};
 pub use backups::BackupResult;
+pub use certificates::Renewal;
 pub use clusters::{ADMIN_USER, ClusterFilter, ClusterPatch, ClusterView, HaPolicy, KeyChoice, NewCluster, policy_of};
 pub use datastores::{VersionPatch, VersionSpec, default_postgresql_15};
 pub use feed::v7_floor;

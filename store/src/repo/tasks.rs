@@ -258,7 +258,16 @@ impl Store {
 
     /// Ends a successful build: the task succeeds and the cluster becomes `active` in
     /// one transaction, so nobody ever sees one without the other.
-    pub async fn complete_build(&self, task_id: Uuid, worker: &str, cluster_id: Uuid) -> Result<(), StoreError> {
+    /// Ends a build: the task succeeds and the cluster turns active, with the renewal
+    /// time of the certificates the build pushed (in the same transaction, so no
+    /// renewal scan sees an active cluster without one).
+    pub async fn complete_build(
+        &self,
+        task_id: Uuid,
+        worker: &str,
+        cluster_id: Uuid,
+        certs_renew_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
         let tx = self.write_tx().await?;
         let ts = now();
         let res = task::Entity::update_many()
@@ -280,6 +289,7 @@ impl Store {
         let mut am = set_cluster_status(&tx, c, ClusterStatus::Active).await?.into_active_model();
         am.fault_code = Set(None);
         am.fault_message = Set(None);
+        am.certs_renew_at = Set(Some(certs_renew_at));
         am.update(&tx).await?;
         tx.commit().await?;
         Ok(())
