@@ -104,10 +104,8 @@ impl ClusterCa {
         now: DateTime<Utc>,
         renew_every: Duration,
     ) -> Result<NodeCertificate, PkiError> {
-        let (window, start) = window_of(self.epoch, now, renew_every);
-        let period = renew_every.num_seconds().max(1);
-        let renew_at = start + Duration::seconds(period);
-        let not_after = start + Duration::seconds(period * i64::from(NODE_LIFETIME_WINDOWS));
+        let (window, start, renew_at) = window_of(self.epoch, now, renew_every);
+        let not_after = start + (renew_at - start) * NODE_LIFETIME_WINDOWS;
         let key = key_pair(master, NODE_KEY, &node_id.to_string())?;
         let mut params = CertificateParams::default();
         params.distinguished_name = name("Herd", dns_names.first().map(String::as_str).unwrap_or("herd-node"));
@@ -190,11 +188,13 @@ fn serial(master: &MasterKey, what: &str) -> SerialNumber {
     SerialNumber::from_slice(&b)
 }
 
-/// The number and start of the `renew_every` window `now` falls in, counted from `epoch`.
-fn window_of(epoch: DateTime<Utc>, now: DateTime<Utc>, renew_every: Duration) -> (i64, DateTime<Utc>) {
+/// The number, start and end of the `renew_every` window `now` falls in, counted from
+/// `epoch` (whole seconds, at least one).
+fn window_of(epoch: DateTime<Utc>, now: DateTime<Utc>, renew_every: Duration) -> (i64, DateTime<Utc>, DateTime<Utc>) {
     let period = renew_every.num_seconds().max(1);
     let window = (now - epoch).num_seconds().max(0) / period;
-    (window, epoch + Duration::seconds(window * period))
+    let start = epoch + Duration::seconds(window * period);
+    (window, start, start + Duration::seconds(period))
 }
 
 /// When the node certificates a cluster created at `created_at` gets at `now` are due
@@ -204,8 +204,7 @@ pub fn renew_at(
     now: DateTime<Utc>,
     renew_every: Duration,
 ) -> Result<DateTime<Utc>, PkiError> {
-    let (_, start) = window_of(whole_seconds(created_at)?, now, renew_every);
-    Ok(start + Duration::seconds(renew_every.num_seconds().max(1)))
+    Ok(window_of(whole_seconds(created_at)?, now, renew_every).2)
 }
 
 fn whole_seconds(t: DateTime<Utc>) -> Result<DateTime<Utc>, PkiError> {

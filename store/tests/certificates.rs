@@ -2,16 +2,15 @@
 //! opens the renewal task; a busy cluster waits; a renewal that did not complete is
 //! tried again at its retry time, not at every scan. On PostgreSQL (see health.rs).
 
+mod common;
+
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use herd_core::crypto::MasterKey;
-use herd_core::names::DnsLabel;
 use herd_core::status::{ClusterStatus, TaskKind, TaskStatus};
-use herd_core::values::AdminPassword;
-use herd_store::{HaPolicy, KeyChoice, NewCluster, Renewal, Store};
+use herd_store::{Renewal, Store};
 use herd_testkit::TempPgDb;
-use secrecy::SecretString;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_worker_of_many_starts_a_due_renewal_and_a_busy_cluster_waits() {
@@ -20,35 +19,8 @@ async fn one_worker_of_many_starts_a_due_renewal_and_a_busy_cluster_waits() {
     store.migrate().await.expect("migrate");
     store.seed_datastores().await.expect("seed datastores");
     let project = store.create_project("certs").await.expect("project");
-    let (view, build) = store
-        .create_cluster(NewCluster {
-            project_id: project.id,
-            name: DnsLabel::parse("certs").unwrap(),
-            datastore: "postgresql".into(),
-            version: "15".into(),
-            flavor: "small".into(),
-            provider: "local".into(),
-            node_count: 1,
-            volume_gb: 1,
-            key: KeyChoice::Generate(herd_core::sshkey::generate_ed25519()),
-            policy: HaPolicy {
-                synchronous: false,
-                synchronous_strict: false,
-                maximum_lag_on_failover: 1 << 20,
-                ttl: 10,
-                loop_wait: 1,
-                retry_timeout: 4,
-            },
-            auto_heal: false,
-            hooks: Default::default(),
-            node_prefs: vec![],
-            restore: None,
-            parameters: Default::default(),
-            admin_password: AdminPassword::parse(SecretString::from("unused-in-this-test")).unwrap(),
-            backup_repo: "none".into(),
-        })
-        .await
-        .expect("create cluster");
+    let (view, build) =
+        store.create_cluster(common::new_cluster(project.id, "certs", 1)).await.expect("create cluster");
     let id = view.cluster.id;
     let now = Utc::now();
     // Being built: never due, whatever its (unrecorded) renewal time.

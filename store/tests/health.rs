@@ -5,15 +5,14 @@
 //! postgres://postgres@127.0.0.1:5432/postgres), where transactions really overlap;
 //! SQLite's write transactions are serial.
 
+mod common;
+
 use std::sync::Arc;
 
 use herd_core::crypto::MasterKey;
-use herd_core::names::DnsLabel;
 use herd_core::status::{NodeRole, NodeStatus};
-use herd_core::values::AdminPassword;
-use herd_store::{HaPolicy, KeyChoice, NewCluster, NodeObservation, Store};
+use herd_store::{NodeObservation, Store};
 use herd_testkit::TempPgDb;
-use secrecy::SecretString;
 use uuid::Uuid;
 
 const WORKERS: usize = 8;
@@ -45,35 +44,8 @@ async fn a_primary_move_is_reported_once_however_many_workers_observe_it() {
     let (store, _db) = postgres_store().await;
     store.seed_datastores().await.expect("seed datastores");
     let project = store.create_project("fleet").await.expect("project");
-    let (view, _task) = store
-        .create_cluster(NewCluster {
-            project_id: project.id,
-            name: DnsLabel::parse("fleet").unwrap(),
-            datastore: "postgresql".into(),
-            version: "15".into(),
-            flavor: "small".into(),
-            provider: "local".into(),
-            node_count: 2,
-            volume_gb: 1,
-            key: KeyChoice::Generate(herd_core::sshkey::generate_ed25519()),
-            policy: HaPolicy {
-                synchronous: false,
-                synchronous_strict: false,
-                maximum_lag_on_failover: 1 << 20,
-                ttl: 10,
-                loop_wait: 1,
-                retry_timeout: 4,
-            },
-            auto_heal: false,
-            hooks: Default::default(),
-            node_prefs: vec![],
-            restore: None,
-            parameters: Default::default(),
-            admin_password: AdminPassword::parse(SecretString::from("unused-in-this-test")).unwrap(),
-            backup_repo: "none".into(),
-        })
-        .await
-        .expect("create cluster");
+    let (view, _task) =
+        store.create_cluster(common::new_cluster(project.id, "fleet", 2)).await.expect("create cluster");
     let (a, b) = (view.nodes[0].id, view.nodes[1].id);
     // The first primary is learned, not a move.
     let first = store.record_health(view.cluster.id, &[seen_as(a, NodeRole::Primary)], Some(a), true).await.unwrap();

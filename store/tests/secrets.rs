@@ -2,15 +2,16 @@
 //! the master key itself) are re-encrypted under the derived at-rest key at start-up,
 //! and still open afterwards.
 
+mod common;
+
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use herd_core::crypto::MasterKey;
 use herd_core::hooks::{Hook, Hooks};
-use herd_core::names::DnsLabel;
 use herd_core::values::AdminPassword;
-use herd_store::{HaPolicy, KeyChoice, NewCluster, Store};
+use herd_store::{NewCluster, Store};
 use sea_orm::{ConnectionTrait, Database, Statement};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
@@ -40,30 +41,9 @@ async fn legacy_ciphertexts_are_rewrapped_under_the_derived_key() {
     };
     let (view, _) = store
         .create_cluster(NewCluster {
-            project_id: project.id,
-            name: DnsLabel::parse("old").unwrap(),
-            datastore: "postgresql".into(),
-            version: "15".into(),
-            flavor: "small".into(),
-            provider: "local".into(),
-            node_count: 1,
-            volume_gb: 1,
-            key: KeyChoice::Generate(herd_core::sshkey::generate_ed25519()),
-            policy: HaPolicy {
-                synchronous: false,
-                synchronous_strict: false,
-                maximum_lag_on_failover: 1 << 20,
-                ttl: 10,
-                loop_wait: 1,
-                retry_timeout: 4,
-            },
-            auto_heal: false,
             hooks,
-            node_prefs: vec![],
-            restore: None,
-            parameters: Default::default(),
             admin_password: AdminPassword::parse(SecretString::from("the-old-admin-password")).unwrap(),
-            backup_repo: "none".into(),
+            ..common::new_cluster(project.id, "old", 1)
         })
         .await
         .unwrap();

@@ -207,7 +207,9 @@ pub async fn run_update(job: &Job) -> Result<(), StepError> {
         })
         .await?;
     }
-    // Every member has this window's certificates now (a renewal is an update).
+    // Every member has this window's certificates now (a renewal is an update). After a
+    // resumed run whose configure steps ran in an earlier window this is one window
+    // late, still inside the certificates' three.
     job.ctx.store.certificates_pushed(c.id, spec.tls.renew_at).await?;
     let pending = job
         .step(c, CLUSTER, "cluster", "apply_config", || async { Ok(mgr.operations.apply_dynamic_config(&spec).await?) })

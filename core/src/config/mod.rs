@@ -195,9 +195,16 @@ pub struct WorkerSettings {
     pub cert_renew_secs: u64,
 }
 
+/// Bounds of `worker.cert_renew_secs`: shorter would have every cluster reconfiguring
+/// all the time; a year is as long as a certificate should live unrenewed.
+pub const CERT_RENEW_SECS: std::ops::RangeInclusive<u64> = 10..=365 * 24 * 3600;
+
 impl WorkerSettings {
+    /// `cert_renew_secs` as a duration, held to [`CERT_RENEW_SECS`] (which `validate`
+    /// enforces on loaded settings).
     pub fn cert_renew_every(&self) -> chrono::Duration {
-        chrono::Duration::seconds(i64::try_from(self.cert_renew_secs).unwrap_or(i64::MAX / 1000))
+        let secs = self.cert_renew_secs.clamp(*CERT_RENEW_SECS.start(), *CERT_RENEW_SECS.end());
+        chrono::Duration::seconds(secs as i64)
     }
 }
 
@@ -317,8 +324,7 @@ impl Settings {
     /// Rules across keys that types cannot express; `load` applies them, so a bad
     /// combination stops Herd at start-up rather than failing its first backup.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        // Shorter periods would have every cluster reconfiguring all the time.
-        if !(10..=365 * 24 * 3600).contains(&self.worker.cert_renew_secs) {
+        if !CERT_RENEW_SECS.contains(&self.worker.cert_renew_secs) {
             return Err(ConfigError(format!(
                 "worker.cert_renew_secs is {}: it must be between 10 seconds and a year",
                 self.worker.cert_renew_secs

@@ -3,9 +3,10 @@
 //! window it pushed to every member (`certs_renew_at`), and once that has passed it
 //! opens an `update_cluster` task that pushes the next window's certificates.
 //!
-//! Claiming works like the backup scheduler's: the due time is moved (to when a failed
-//! renewal is retried) with a conditional UPDATE in the transaction that opens the
-//! task, so with any number of workers one renewal starts. A cluster that cannot take
+//! Claiming: the cluster row is locked (FOR UPDATE on PostgreSQL; SQLite's write
+//! transactions are serial), checked to be still due, and its due time moved to when a
+//! failed renewal is retried, in the transaction that opens the task; so with any
+//! number of workers one renewal starts, and the others find it no longer due. A cluster that cannot take
 //! a task now (busy, not active or degraded) is not claimed and stays due.
 
 use chrono::{DateTime, Utc};
@@ -59,6 +60,7 @@ impl Store {
         let Some(c) = cluster::Entity::find_by_id(id).lock_exclusive().one(&tx).await? else {
             return Ok(Renewal::Lost);
         };
+        // Another worker claimed it first (this lock waited for its commit).
         if c.certs_renew_at.is_some_and(|t| t > at) {
             return Ok(Renewal::Lost);
         }
@@ -70,19 +72,11 @@ impl Store {
             }
             Err(e) => return Err(e),
         }
-        let was = match c.certs_renew_at {
-            Some(t) => cluster::Column::CertsRenewAt.eq(t),
-            None => cluster::Column::CertsRenewAt.is_null(),
-        };
-        let claim = cluster::Entity::update_many()
+        cluster::Entity::update_many()
             .col_expr(cluster::Column::CertsRenewAt, Expr::value(Some(retry_at)))
             .filter(cluster::Column::Id.eq(id))
-            .filter(was)
             .exec(&tx)
             .await?;
-        if claim.rows_affected != 1 {
-            return Ok(Renewal::Lost);
-        }
         let t = self.open_day2_task(&tx, c, TaskInput::UpdateCluster {}, summary, true).await?;
         tx.commit().await?;
         Ok(Renewal::Started(Box::new(t)))

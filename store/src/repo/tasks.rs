@@ -256,11 +256,9 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a successful build: the task succeeds and the cluster becomes `active` in
-    /// one transaction, so nobody ever sees one without the other.
-    /// Ends a build: the task succeeds and the cluster turns active, with the renewal
-    /// time of the certificates the build pushed (in the same transaction, so no
-    /// renewal scan sees an active cluster without one).
+    /// Ends a successful build: the task succeeds and the cluster becomes `active`, with
+    /// the renewal time of the certificates the build pushed, in one transaction: nobody
+    /// sees one without the other, and no renewal scan an active cluster without a time.
     pub async fn complete_build(
         &self,
         task_id: Uuid,
