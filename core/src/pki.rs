@@ -32,6 +32,9 @@ use crate::crypto::MasterKey;
 
 const CA_KEY: &str = "tls-cluster-ca";
 const NODE_KEY: &str = "tls-node";
+const CLIENT_KEY: &str = "tls-control-plane";
+/// The subject of Herd's own client certificate in every cluster.
+pub const CONTROL_PLANE_NAME: &str = "herd-control-plane";
 const SERIAL: &str = "tls-serial";
 /// The CA outlives any cluster we expect; rotating it is a reconfiguration of every node.
 pub const CA_LIFETIME_DAYS: i64 = 20 * 365;
@@ -121,6 +124,32 @@ impl ClusterCa {
         params.not_before = offset(start - SKEW)?;
         params.not_after = offset(not_after)?;
         params.serial_number = Some(serial(master, &format!("node:{node_id}:{window}")));
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.pkcs8_pem()?, not_after, renew_at })
+    }
+
+    /// Herd's own client certificate for this cluster (what it presents to the
+    /// members' etcd and Patroni), for the window `now` falls in: client
+    /// authentication only, no names, so it can never serve as a node.
+    pub fn issue_control_plane(
+        &self,
+        master: &MasterKey,
+        cluster_id: Uuid,
+        now: DateTime<Utc>,
+        renew_every: Duration,
+    ) -> Result<NodeCertificate, PkiError> {
+        let (window, start, renew_at) = window_of(self.epoch, now, renew_every);
+        let not_after = start + (renew_at - start) * NODE_LIFETIME_WINDOWS;
+        let key = key_pair(master, CLIENT_KEY, &cluster_id.to_string())?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name("Herd", CONTROL_PLANE_NAME);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = offset(start - SKEW)?;
+        params.not_after = offset(not_after)?;
+        params.serial_number = Some(serial(master, &format!("control-plane:{cluster_id}:{window}")));
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.pkcs8_pem()?, not_after, renew_at })
     }
@@ -285,6 +314,22 @@ mod tests {
         assert!(ok, "{text}");
         assert!(!verify(&ca_file, "127.0.0.6").0, "another address");
         assert!(!verify(&other_file, "127.0.0.5").0, "another cluster's CA");
+        // Herd's client certificate is a client's only: never a server's.
+        let herd = a.issue_control_plane(&master, id, at("2026-01-10T00:00:00Z"), month).unwrap();
+        let herd_file = file("herd.pem", &herd.cert_pem);
+        let purpose = |p: &str| {
+            std::process::Command::new("openssl")
+                .args(["verify", "-purpose", p, "-attime", "1768521600", "-CAfile"])
+                .arg(&ca_file)
+                .arg(&herd_file)
+                .output()
+                .expect("openssl")
+                .status
+                .success()
+        };
+        assert!(purpose("sslclient"));
+        assert!(!purpose("sslserver"));
+        assert_ne!(herd.key_pem.expose_secret(), n1.key_pem.expose_secret());
         std::fs::remove_dir_all(&dir).unwrap();
         // A bad name is refused, not written into a certificate.
         assert!(a.issue_node(&master, node, &["b\u{e4}d".into()], &addrs, created, month).is_err());

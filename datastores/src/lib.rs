@@ -115,11 +115,13 @@ pub struct ParameterInfo {
 pub struct ClusterTls {
     pub ca_pem: String,
     pub members: std::collections::BTreeMap<String, NodeTls>,
+    /// Herd's client certificate for this cluster's etcd and Patroni.
+    pub control_plane: NodeTls,
     /// When the members' certificates are due for renewal (the end of their window).
     pub renew_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// One member's certificate (SANs: its name and address) and private key, PEM.
+/// One member's certificate (SANs: its name and addresses) and private key, PEM.
 #[derive(Clone)]
 pub struct NodeTls {
     pub cert_pem: String,
@@ -149,17 +151,31 @@ impl ClusterTls {
             .iter()
             .map(|m| {
                 let names = std::slice::from_ref(&m.name);
-                let cert = ca.issue_node(master, m.node_id, names, &[m.address], now, renew_every)?;
+                let cert = ca.issue_node(master, m.node_id, names, &source_addresses(m.address), now, renew_every)?;
                 Ok((m.name.clone(), NodeTls { cert_pem: cert.cert_pem, key_pem: cert.key_pem }))
             })
             .collect::<Result<_, herd_core::pki::PkiError>>()?;
+        let herd = ca.issue_control_plane(master, cluster_id, now, renew_every)?;
+        let control_plane = NodeTls { cert_pem: herd.cert_pem, key_pem: herd.key_pem };
         let renew_at = herd_core::pki::renew_at(created_at, now, renew_every)?;
-        Ok(Self { ca_pem: ca.certificate_pem().to_owned(), members, renew_at })
+        Ok(Self { ca_pem: ca.certificate_pem().to_owned(), members, control_plane, renew_at })
     }
 
     pub fn member(&self, name: &str) -> Option<&NodeTls> {
         self.members.get(name)
     }
+}
+
+/// The addresses a node's certificate names: its own, and on a loopback host also
+/// the one its outgoing connections come from (between loopback addresses the kernel
+/// picks 127.0.0.1 as the source), which etcd checks a peer's certificate against.
+fn source_addresses(addr: std::net::IpAddr) -> Vec<std::net::IpAddr> {
+    let source = match addr {
+        std::net::IpAddr::V4(v4) if v4.is_loopback() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_loopback() => std::net::Ipv6Addr::LOCALHOST.into(),
+        other => other,
+    };
+    if source == addr { vec![addr] } else { vec![addr, source] }
 }
 
 /// Passwords the cluster runs with. Generated once per cluster, stored encrypted.
@@ -169,7 +185,15 @@ pub struct ClusterSecrets {
     pub replication: SecretString,
     pub admin_user: String,
     pub admin_password: SecretString,
+    /// The password of Patroni's REST API (user [`PATRONI_API_USER`]), for its unsafe
+    /// endpoints; derived from the master key ([`PATRONI_API_PURPOSE`]).
+    pub patroni_api: SecretString,
 }
+
+/// Who Herd is to Patroni's REST API: its own user, never a database role.
+pub const PATRONI_API_USER: &str = "herd";
+/// `MasterKey::derive_token` purpose of a cluster's Patroni REST password.
+pub const PATRONI_API_PURPOSE: &str = "patroni-rest-api";
 
 impl std::fmt::Debug for ClusterSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -126,8 +126,8 @@ fn block<T>(fx: &Fixture, f: impl std::future::Future<Output = T>) -> T {
 /// Patroni's /cluster as JSON, from the first member that answers.
 fn patroni_cluster(fx: &Fixture, c: &ClusterSpec) -> serde_json::Value {
     for m in &c.members {
-        let url = format!("http://{}:8008/cluster", m.address);
-        if let Ok(v) = block(fx, async { reqwest::get(&url).await?.json::<serde_json::Value>().await }) {
+        let url = format!("https://{}:8008/cluster", m.address);
+        if let Ok(v) = block(fx, async { https(c).get(&url).send().await?.json::<serde_json::Value>().await }) {
             return v;
         }
     }
@@ -146,12 +146,11 @@ fn members_with_role(fx: &Fixture, c: &ClusterSpec, role: &str) -> Vec<String> {
 }
 
 /// Names of the etcd members, through the gateway of `via`.
-fn etcd_members(fx: &Fixture, via: &NodeSpec) -> Vec<String> {
-    let url = format!("http://{}:2379/v3/cluster/member/list", via.address);
-    let v: serde_json::Value = block(fx, async {
-        reqwest::Client::new().post(&url).body("{}").send().await?.json::<serde_json::Value>().await
-    })
-    .expect("etcd member list");
+fn etcd_members(fx: &Fixture, c: &ClusterSpec, via: &NodeSpec) -> Vec<String> {
+    let url = format!("https://{}:2379/v3/cluster/member/list", via.address);
+    let v: serde_json::Value =
+        block(fx, async { https(c).post(&url).body("{}").send().await?.json::<serde_json::Value>().await })
+            .expect("etcd member list");
     let mut names: Vec<String> =
         v["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap_or("").to_owned()).collect();
     names.sort();
@@ -354,7 +353,7 @@ fn three_node_cluster_day2_operations() {
     });
     servers.push(extra_server.clone());
     converge(&fx, &m, &c4, "add member");
-    assert_eq!(etcd_members(&fx, &c.members[0]), ["ops-0", "ops-1", "ops-2", "ops-3"]);
+    assert_eq!(etcd_members(&fx, &c, &c.members[0]), ["ops-0", "ops-1", "ops-2", "ops-3"]);
     let extra_addr = extra.address.to_string();
     eventually("rows on the new member", Duration::from_secs(20), || {
         psql(&extra_addr, "herd_admin", ADMIN_PW, "SELECT count(*) FROM kept").ok().filter(|n| n == "3")
@@ -369,7 +368,7 @@ fn three_node_cluster_day2_operations() {
             block(&fx, m.configure(&c, n)).expect("configure");
         }
     });
-    assert_eq!(etcd_members(&fx, &c.members[0]), ["ops-0", "ops-1", "ops-2"]);
+    assert_eq!(etcd_members(&fx, &c, &c.members[0]), ["ops-0", "ops-1", "ops-2"]);
     let h = converge(&fx, &m, &c, "remove member");
     assert_eq!(h.nodes.len(), 3, "{h:?}");
     block(&fx, fx.provider.delete_server(&extra_server.id)).expect("delete server");
@@ -387,9 +386,10 @@ fn three_node_cluster_day2_operations() {
     assert_eq!(block(&fx, m.ensure_running(&c, &rnode)).unwrap(), Vec::<String>::new(), "held, not restarted");
     block(&fx, fx.provider.stop_server(&rserver.id, true)).expect("power off");
     block(&fx, fx.provider.start_server(&rserver.id)).expect("power on");
-    let etcd_url = format!("http://{}:2379/health", rnode.address);
+    let etcd_url = format!("https://{}:2379/health", rnode.address);
+    let client = https(&c);
     eventually("etcd back after the power cycle", Duration::from_secs(30), || {
-        block(&fx, async { reqwest::get(&etcd_url).await.ok()?.json::<serde_json::Value>().await.ok() })
+        block(&fx, async { client.get(&etcd_url).send().await.ok()?.json::<serde_json::Value>().await.ok() })
             .filter(|v| v["health"] == "true")
     });
     assert!(!patroni_runs(&rserver.root_prefix, "ops"), "the boot list left Patroni stopped");

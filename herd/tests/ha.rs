@@ -222,7 +222,7 @@ async fn drill(env: &Env, api: &str, token: &str, id: Uuid) -> Drill {
     let addrs: Vec<String> = c.nodes.iter().map(|n| address(n).to_owned()).collect();
     let primary_addr = address(&old).to_owned();
     eventually_async("etcd's leader off the primary's node", Duration::from_secs(60), || async {
-        let leader = etcd_leader(&addrs).await;
+        let leader = etcd_leader(env, &c.name, &addrs).await;
         if leader.as_ref().is_some_and(|l| *l != primary_addr) {
             Ok(())
         } else {
@@ -528,13 +528,25 @@ async fn actions_hooks_parameters_and_replicas() {
     assert!(env.servers().is_empty());
 }
 
-/// The address of the node whose etcd member leads etcd.
-async fn etcd_leader(addrs: &[String]) -> Option<String> {
-    let http = reqwest::Client::new();
+/// The address of the node whose etcd member leads etcd, asked with a member's
+/// certificate (etcd takes only clients of the cluster's CA).
+async fn etcd_leader(env: &Env, cluster: &str, addrs: &[String]) -> Option<String> {
+    let root = env.state().join("local/servers").join(env.servers().first()?);
+    let read = |p: String| std::fs::read(root.join(p)).ok();
+    let ca = reqwest::Certificate::from_pem(&read(format!("etc/patroni/15-{cluster}.ca.crt"))?).ok()?;
+    let mut pem = read(format!("etc/etcd/etcd-{cluster}.crt"))?;
+    pem.extend(read(format!("etc/etcd/etcd-{cluster}.key"))?);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .identity(reqwest::Identity::from_pem(&pem).ok()?)
+        .build()
+        .ok()?;
     let mut leader = None;
     let mut ids = Vec::new();
     for a in addrs {
-        let url = format!("http://{a}:2379/v3/maintenance/status");
+        let url = format!("https://{a}:2379/v3/maintenance/status");
         let Ok(r) = http.post(&url).json(&json!({})).send().await else { continue };
         let Ok(v) = r.json::<Value>().await else { continue };
         leader = leader.or_else(|| v["leader"].as_str().map(str::to_owned));

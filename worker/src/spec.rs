@@ -110,6 +110,7 @@ pub fn cluster_spec(
             replication: pw.replication,
             admin_user: c.admin_user.clone(),
             admin_password: pw.admin,
+            patroni_api: ctx.store.key().derive_token(herd_datastores::PATRONI_API_PURPOSE, &c.id.to_string()),
         },
         tls,
         timing: HaTiming {

@@ -6,7 +6,7 @@
 //! endpoints with basic auth `postgres` / superuser password) or etcd's v3 gateway;
 //! SSH only for the control scripts and for reading `pg_settings` locally.
 
-use super::layout::{ETCD_CLIENT_PORT, PATRONI_PORT};
+use super::layout::ETCD_CLIENT_PORT;
 use super::patroni::{Observed, StatusView};
 use super::timing::{HA_START_TIMEOUT, STOP_TIMEOUT};
 use super::{Layout, PostgresManager, Probe, etcd, exit, params, render, sql};
@@ -37,7 +37,7 @@ const PROTECT_TIMEOUT: Duration = Duration::from_secs(30);
 const PATCH_ATTEMPTS: usize = 5;
 
 fn api(node: &NodeSpec, path: &str) -> String {
-    format!("http://{}{path}", SocketAddr::new(node.address, PATRONI_PORT))
+    format!("{}{path}", super::patroni::api_base(node.address))
 }
 
 fn member<'a>(cluster: &'a ClusterSpec, name: &str) -> Result<&'a NodeSpec, ManagerError> {
@@ -244,23 +244,23 @@ impl PostgresManager {
         body: serde_json::Value,
         timeout: Option<Duration>,
     ) -> Result<(u16, String), ManagerError> {
-        let auth = Some(("postgres", cluster.secrets.superuser.expose_secret()));
+        let auth = Some((crate::PATRONI_API_USER, cluster.secrets.patroni_api.expose_secret()));
         let (status, text) = self
-            .http()?
+            .http(cluster)?
             .send_json(method, &api(node, path), &body, auth, timeout)
             .await
             .map_err(ManagerError::Transient)?;
         if status == 401 || status == 403 {
             return Err(ManagerError::permanent(
                 FaultCode::PatroniAuthFailed,
-                format!("Patroni on {} refused the cluster's superuser credentials for {path}", node.name),
+                format!("Patroni on {} refused Herd's credentials for {path}", node.name),
             ));
         }
         Ok((status, text.trim().to_owned()))
     }
 
-    async fn member_status(&self, node: &NodeSpec) -> Result<StatusView, ManagerError> {
-        self.http()?.get_json::<StatusView>(&api(node, "/patroni")).await.map_err(ManagerError::Transient)
+    async fn member_status(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<StatusView, ManagerError> {
+        self.http(cluster)?.get_json::<StatusView>(&api(node, "/patroni")).await.map_err(ManagerError::Transient)
     }
 
     /// Polls until `node` serves (primary running, replica streaming) and, with
@@ -273,7 +273,7 @@ impl PostgresManager {
         what: &str,
         timeout: Duration,
     ) -> Result<(), ManagerError> {
-        let http = self.http()?;
+        let http = self.http(cluster)?;
         let deadline = Instant::now() + timeout;
         loop {
             let seen = http.observe(cluster).await;
@@ -281,7 +281,7 @@ impl PostgresManager {
             // and a replica streams while it is still starting: the member's own
             // `/patroni` must say running (Patroni's start is over).
             if serving(&seen, &node.name)
-                && let Ok(s) = self.member_status(node).await
+                && let Ok(s) = self.member_status(cluster, node).await
                 && s.state.as_deref() == Some("running")
                 && started_before.is_none_or(|before| s.postmaster_start_time.as_deref().is_some_and(|t| t != before))
             {
@@ -302,7 +302,7 @@ impl PostgresManager {
     /// Polls until `name` is the leader, running, its `/primary` answers 200 and
     /// its PostgreSQL is out of recovery: it accepts writes.
     async fn wait_writable(&self, cluster: &ClusterSpec, name: &str, timeout: Duration) -> Result<(), ManagerError> {
-        let http = self.http()?;
+        let http = self.http(cluster)?;
         let node = member(cluster, name)?;
         let deadline = Instant::now() + timeout;
         loop {
@@ -313,7 +313,10 @@ impl PostgresManager {
             if seen.health.leader.as_deref() == Some(name)
                 && serving(&seen, name)
                 && http.status(&api(node, "/primary")).await == Some(200)
-                && self.member_status(node).await.is_ok_and(|s| matches!(s.role.as_deref(), Some("master" | "primary")))
+                && self
+                    .member_status(cluster, node)
+                    .await
+                    .is_ok_and(|s| matches!(s.role.as_deref(), Some("master" | "primary")))
             {
                 return Ok(());
             }
@@ -332,7 +335,7 @@ impl PostgresManager {
     async fn dynamic_config(&self, cluster: &ClusterSpec) -> Result<(NodeSpec, serde_json::Value), ManagerError> {
         let mut errors = Vec::new();
         for m in &cluster.members {
-            match self.http()?.get_json::<serde_json::Value>(&api(m, "/config")).await {
+            match self.http(cluster)?.get_json::<serde_json::Value>(&api(m, "/config")).await {
                 Ok(v) if v.is_object() => return Ok((m.clone(), v)),
                 Ok(v) => errors.push(format!("{}: /config is not an object: {v}", m.name)),
                 Err(e) => errors.push(e),
@@ -461,7 +464,7 @@ impl PostgresManager {
     /// last leader's promotion is the only one that can have gone unrecorded. The
     /// margin costs at most a skipped timeline number.
     async fn share_timelines(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
-        let http = self.http()?;
+        let http = self.http(cluster)?;
         let mut history = Vec::new();
         for m in &cluster.members {
             if let Ok(h) = http.get_json::<Vec<Vec<serde_json::Value>>>(&api(m, "/history")).await {
@@ -469,7 +472,7 @@ impl PostgresManager {
                 break;
             }
         }
-        let own = self.member_status(node).await?.timeline.unwrap_or(1);
+        let own = self.member_status(cluster, node).await?.timeline.unwrap_or(1);
         let files: Vec<(i64, String)> =
             history_files(&history, cluster.newest_timeline).into_iter().filter(|(tl, _)| *tl > own).collect();
         let l = Layout::new(cluster, node)?;
@@ -508,7 +511,7 @@ impl PostgresManager {
             if !running(seen, &m.name) {
                 continue;
             }
-            match self.member_status(m).await {
+            match self.member_status(cluster, m).await {
                 Ok(st) if matches!(st.role.as_deref(), Some("replica" | "standby")) => {
                     ranked.push((st.timeline.unwrap_or(0), st.wal_position().unwrap_or(0), m.tags.priority, m))
                 }
@@ -533,7 +536,7 @@ impl PostgresManager {
         if !cluster.synchronous || cluster.members.len() < 2 {
             return;
         }
-        let Ok(http) = self.http() else { return };
+        let Ok(http) = self.http(cluster) else { return };
         let deadline = Instant::now() + PROTECT_TIMEOUT;
         loop {
             let seen = http.observe(cluster).await;
@@ -630,7 +633,7 @@ impl Operations for PostgresManager {
         let mut has_config: BTreeMap<String, Instant> = BTreeMap::new();
         let mut stuck: Vec<String> = Vec::new();
         loop {
-            let seen = self.http()?.observe(cluster).await;
+            let seen = self.http(cluster)?.observe(cluster).await;
             let mut waiting = Vec::new();
             let mut errors = Vec::new();
             for node in cluster.members.iter().filter(|m| running(&seen, &m.name)) {
@@ -648,7 +651,7 @@ impl Operations for PostgresManager {
                             continue;
                         }
                         let knows = self
-                            .http()?
+                            .http(cluster)?
                             .get_json::<serde_json::Value>(&api(node, "/config"))
                             .await
                             .is_ok_and(|c| c == merged);
@@ -691,7 +694,7 @@ impl Operations for PostgresManager {
         let mut pending = Vec::new();
         for node in &cluster.members {
             let Some(r) = reports.get(&node.name) else { continue };
-            let patroni_says = self.member_status(node).await.is_ok_and(|s| s.pending_restart);
+            let patroni_says = self.member_status(cluster, node).await.is_ok_and(|s| s.pending_restart);
             if stuck.contains(&node.name)
                 || patroni_says
                 || !r.pending.is_empty()
@@ -705,7 +708,7 @@ impl Operations for PostgresManager {
     }
 
     async fn restart_node(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
-        let before = self.member_status(node).await?.postmaster_start_time;
+        let before = self.member_status(cluster, node).await?.postmaster_start_time;
         let (status, text) = self
             .patroni_call(cluster, node, Method::POST, "/restart", serde_json::json!({}), Some(RESTART_TIMEOUT))
             .await?;
@@ -727,7 +730,7 @@ impl Operations for PostgresManager {
     }
 
     async fn switchover(&self, cluster: &ClusterSpec, candidate: Option<&str>) -> Result<String, ManagerError> {
-        let seen = self.http()?.observe(cluster).await;
+        let seen = self.http(cluster)?.observe(cluster).await;
         let Some(leader) = seen.health.leader.clone().filter(|l| serving(&seen, l)) else {
             return Err(no_leader(cluster, &seen));
         };
@@ -759,7 +762,7 @@ impl Operations for PostgresManager {
     }
 
     async fn failover(&self, cluster: &ClusterSpec, candidate: Option<&str>) -> Result<String, ManagerError> {
-        let seen = self.http()?.observe(cluster).await;
+        let seen = self.http(cluster)?.observe(cluster).await;
         let leader_runs = seen.health.leader.as_ref().is_some_and(|l| serving(&seen, l));
         let candidate = match candidate {
             Some(c) => c.to_owned(),
@@ -791,7 +794,7 @@ impl Operations for PostgresManager {
     }
 
     async fn reinitialize(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
-        let seen = self.http()?.observe(cluster).await;
+        let seen = self.http(cluster)?.observe(cluster).await;
         if seen.health.leader.as_deref() == Some(node.name.as_str()) {
             return Err(ManagerError::permanent(
                 FaultCode::IsPrimary,
@@ -801,7 +804,7 @@ impl Operations for PostgresManager {
         if !seen.health.leader.as_ref().is_some_and(|l| serving(&seen, l)) {
             return Err(no_leader(cluster, &seen));
         }
-        let before = self.member_status(node).await?.postmaster_start_time;
+        let before = self.member_status(cluster, node).await?.postmaster_start_time;
         let (status, text) = self
             .patroni_call(cluster, node, Method::POST, "/reinitialize", serde_json::json!({ "force": true }), None)
             .await?;
@@ -876,10 +879,12 @@ impl Operations for PostgresManager {
             // Answering is enough: etcd alone may lack a quorum until its peers
             // come back, which is not this node's problem.
             let (entry, url) = match name.as_str() {
-                "etcd" => (&l.etcd_entry, format!("http://{}/health", SocketAddr::new(node.address, ETCD_CLIENT_PORT))),
+                "etcd" => {
+                    (&l.etcd_entry, format!("https://{}/health", SocketAddr::new(node.address, ETCD_CLIENT_PORT)))
+                }
                 _ => (&l.patroni_entry, api(node, "/patroni")),
             };
-            self.wait_ready(node, entry, name, Probe::Answers(url), HA_START_TIMEOUT).await?;
+            self.wait_ready(cluster, node, entry, name, Probe::Answers(url), HA_START_TIMEOUT).await?;
         }
         if !started.is_empty() {
             tracing::info!(node = %node.name, ?started, "daemons restarted");
@@ -891,22 +896,22 @@ impl Operations for PostgresManager {
 #[async_trait]
 impl Membership for PostgresManager {
     async fn place_dcs_leader(&self, cluster: &ClusterSpec, primary: &str) -> Result<Option<String>, ManagerError> {
-        etcd::move_leader_off(self.http()?, cluster, primary).await
+        etcd::move_leader_off(&self.http(cluster)?, cluster, primary).await
     }
 
     async fn add_member(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
         Layout::new(cluster, node)?;
-        etcd::add(self.http()?, cluster, node).await
+        etcd::add(&self.http(cluster)?, cluster, node).await
     }
 
     async fn remove_member(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
         Layout::new(cluster, node)?;
-        let http = self.http()?;
-        etcd::remove(http, cluster, node).await?;
+        let http = self.http(cluster)?;
+        etcd::remove(&http, cluster, node).await?;
         // Patroni's member key would expire after ttl anyway; deleting it makes the
         // member vanish from /cluster at once.
         let key = format!("/herd/{}/members/{}", super::layout::scope(cluster), node.name);
-        etcd::delete_key(http, cluster, Some(node), &key).await?;
+        etcd::delete_key(&http, cluster, Some(node), &key).await?;
         tracing::info!(cluster = %cluster.name, node = %node.name, "member removed");
         Ok(())
     }

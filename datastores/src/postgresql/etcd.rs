@@ -28,11 +28,11 @@ struct MemberList {
 }
 
 pub fn peer_url(addr: IpAddr) -> String {
-    format!("http://{}", SocketAddr::new(addr, ETCD_PEER_PORT))
+    format!("https://{}", SocketAddr::new(addr, ETCD_PEER_PORT))
 }
 
 fn client_url(addr: IpAddr, path: &str) -> String {
-    format!("http://{}{path}", SocketAddr::new(addr, ETCD_CLIENT_PORT))
+    format!("https://{}{path}", SocketAddr::new(addr, ETCD_CLIENT_PORT))
 }
 
 /// Standard base64 with padding (etcd's gateway wants `bytes` fields so).

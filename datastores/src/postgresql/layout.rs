@@ -55,6 +55,9 @@ pub struct Layout {
     pub tls_ca: String,
     pub tls_cert: String,
     pub tls_key: String,
+    /// The same certificate and key for etcd, which runs as its own user.
+    pub etcd_tls_cert: String,
+    pub etcd_tls_key: String,
     /// pgBackRest's config (0600 postgres: it may hold S3 keys) and its working
     /// directories, all under the root so loopback nodes never share a lock or log.
     pub pgbackrest_conf: String,
@@ -175,6 +178,8 @@ impl Layout {
             tls_ca: at(&format!("etc/patroni/{v}-{c}.ca.crt"))?,
             tls_cert: at(&format!("etc/patroni/{v}-{c}.crt"))?,
             tls_key: at(&format!("etc/patroni/{v}-{c}.key"))?,
+            etcd_tls_cert: at(&format!("etc/etcd/etcd-{c}.crt"))?,
+            etcd_tls_key: at(&format!("etc/etcd/etcd-{c}.key"))?,
             pgbackrest_conf: at(&format!("etc/pgbackrest/{v}-{c}.conf"))?,
             pgbackrest_log: at("var/log/pgbackrest")?,
             pgbackrest_spool: at("var/spool/pgbackrest")?,
@@ -252,6 +257,7 @@ pub(crate) mod tests {
                 replication: SecretString::from("r"),
                 admin_user: "admin".into(),
                 admin_password: SecretString::from("a"),
+                patroni_api: SecretString::from("p"),
             },
             tls: crate::ClusterTls::issue(
                 &herd_core::crypto::MasterKey::generate(),

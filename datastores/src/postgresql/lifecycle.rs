@@ -1,6 +1,6 @@
 //! Building a node and running it: packages, volume, configuration, daemons.
 
-use super::layout::{ETCD_CLIENT_PORT, Layout, PATRONI_PORT};
+use super::layout::{ETCD_CLIENT_PORT, Layout};
 use super::timing::{APT_TIMEOUT, CONVERGE_POLL, DCS_START_TIMEOUT, HA_START_TIMEOUT, STOP_TIMEOUT};
 use super::{
     PostgresManager, Probe, as_user, backup, exit, packages, patroni, render, snapshot, sql, start_command,
@@ -288,7 +288,9 @@ fn configure_on(s: &Session, l: &Layout, node_files: NodeFiles) -> Result<(), Ma
     }
     // Before patroni.yml, which names them. The key is postgres's alone (PostgreSQL
     // refuses a key others can read).
+    // etcd gets its own copy, its user's alone (it re-reads them at every handshake).
     let tls_paths = [l.tls_ca.as_str(), l.tls_cert.as_str(), l.tls_key.as_str()];
+    let etcd_owner = format!("{0}:{0}", users.etcd);
     files.splice(
         0..0,
         [
@@ -299,6 +301,13 @@ fn configure_on(s: &Session, l: &Layout, node_files: NodeFiles) -> Result<(), Ma
                 bytes: tls.key.expose_secret().as_bytes(),
                 mode: 0o600,
                 owner: "postgres:postgres",
+            },
+            Upload { path: &l.etcd_tls_cert, bytes: tls.cert.as_bytes(), mode: 0o644, owner: &etcd_owner },
+            Upload {
+                path: &l.etcd_tls_key,
+                bytes: tls.key.expose_secret().as_bytes(),
+                mode: 0o600,
+                owner: &etcd_owner,
             },
         ],
     );
@@ -337,8 +346,9 @@ fn configure_on(s: &Session, l: &Layout, node_files: NodeFiles) -> Result<(), Ma
     if !stale.is_empty() {
         s.exec(&format!("rm -f {}", join(&stale)), None)?.check("remove stale files")?;
     }
-    if patroni_rewritten {
-        // A running Patroni re-reads its file on SIGHUP; `reload` is a no-op otherwise.
+    if patroni_rewritten || tls_renewed {
+        // A running Patroni re-reads its file on SIGHUP, and its REST certificate when
+        // the serial on disk changed; `reload` is a no-op when it is not running.
         s.exec(&format!("{} reload", quote(&l.patroni_entry)), None)?.check("reload Patroni")?;
     }
     if tls_renewed {
@@ -430,8 +440,8 @@ impl Lifecycle for PostgresManager {
         let cmd = start_command(&l.etcd_entry);
         let out = with_session(&node.ssh, move |s| s.exec(&cmd, None)).await?;
         start_result(out, "etcd", &node.name)?;
-        let url = format!("http://{}/health", SocketAddr::new(node.address, ETCD_CLIENT_PORT));
-        self.wait_ready(node, &l.etcd_entry, "etcd", Probe::EtcdHealthy(url), DCS_START_TIMEOUT).await
+        let url = format!("https://{}/health", SocketAddr::new(node.address, ETCD_CLIENT_PORT));
+        self.wait_ready(cluster, node, &l.etcd_entry, "etcd", Probe::EtcdHealthy(url), DCS_START_TIMEOUT).await
     }
 
     async fn start_ha(&self, cluster: &ClusterSpec, node: &NodeSpec) -> Result<(), ManagerError> {
@@ -440,12 +450,12 @@ impl Lifecycle for PostgresManager {
         let cmd = format!("rm -f {} && {}", quote(&l.patroni_hold), start_command(&l.patroni_entry));
         let out = with_session(&node.ssh, move |s| s.exec(&cmd, None)).await?;
         start_result(out, "Patroni", &node.name)?;
-        let url = format!("http://{}/patroni", SocketAddr::new(node.address, PATRONI_PORT));
-        self.wait_ready(node, &l.patroni_entry, "Patroni", Probe::Answers(url), HA_START_TIMEOUT).await
+        let url = format!("{}/patroni", super::patroni::api_base(node.address));
+        self.wait_ready(cluster, node, &l.patroni_entry, "Patroni", Probe::Answers(url), HA_START_TIMEOUT).await
     }
 
     async fn wait_converged(&self, cluster: &ClusterSpec, timeout: Duration) -> Result<ClusterHealth, ManagerError> {
-        let http = self.http()?;
+        let http = self.http(cluster)?;
         let deadline = Instant::now() + timeout;
         loop {
             let seen = http.observe(cluster).await;
@@ -495,7 +505,7 @@ impl Lifecycle for PostgresManager {
     }
 
     async fn health(&self, cluster: &ClusterSpec) -> Result<ClusterHealth, ManagerError> {
-        let patroni::Observed { health, errors, .. } = self.http()?.observe(cluster).await;
+        let patroni::Observed { health, errors, .. } = self.http(cluster)?.observe(cluster).await;
         if !errors.is_empty() {
             tracing::debug!(cluster = %cluster.name, ?errors, "some members did not answer");
         }

@@ -31,7 +31,8 @@ use crate::ssh::with_session;
 use crate::{ClusterSpec, ManagerError, NodeSpec};
 use herd_core::faults::FaultCode;
 use patroni::Http;
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use timing::{LIVENESS_EVERY, POLL};
 
@@ -43,9 +44,14 @@ fn as_user(user: &str) -> String {
     format!("setpriv --reuid={u} --regid={u} --init-groups --", u = quote(user))
 }
 
+/// How many clusters' HTTPS clients are kept; past it the cache starts afresh.
+const HTTP_CACHE_MAX: usize = 4096;
+
 #[derive(Default)]
 pub struct PostgresManager {
-    http: OnceLock<Http>,
+    /// One client per cluster (its CA and Herd's certificate differ), kept while the
+    /// certificate stays the same: building one costs a TLS configuration.
+    http: Mutex<HashMap<uuid::Uuid, (String, Http)>>,
 }
 
 impl std::fmt::Debug for PostgresManager {
@@ -65,7 +71,7 @@ enum Probe {
 impl PostgresManager {
     /// The member Patroni lists as leader.
     async fn leader_node(&self, cluster: &ClusterSpec) -> Result<NodeSpec, ManagerError> {
-        let patroni::Observed { health, errors, .. } = self.http()?.observe(cluster).await;
+        let patroni::Observed { health, errors, .. } = self.http(cluster)?.observe(cluster).await;
         let leader = health.leader.clone().ok_or_else(|| {
             ManagerError::Transient(format!(
                 "cluster {} has no leader: {}{}",
@@ -79,12 +85,20 @@ impl PostgresManager {
         })
     }
 
-    fn http(&self) -> Result<&Http, ManagerError> {
-        if let Some(h) = self.http.get() {
-            return Ok(h);
+    fn http(&self, cluster: &ClusterSpec) -> Result<Http, ManagerError> {
+        let cert = &cluster.tls.control_plane.cert_pem;
+        let mut cache = self.http.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((c, h)) = cache.get(&cluster.cluster_id)
+            && c == cert
+        {
+            return Ok(h.clone());
         }
-        let h = Http::new()?;
-        Ok(self.http.get_or_init(|| h))
+        let h = Http::for_cluster(&cluster.tls)?;
+        if cache.len() >= HTTP_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(cluster.cluster_id, (cert.clone(), h.clone()));
+        Ok(h)
     }
 
     /// Polls `probe` until it passes; checks every [`LIVENESS_EVERY`] over SSH that
@@ -92,13 +106,14 @@ impl PostgresManager {
     /// log instead of at the deadline.
     async fn wait_ready(
         &self,
+        cluster: &ClusterSpec,
         node: &NodeSpec,
         entry: &str,
         what: &str,
         probe: Probe,
         timeout: Duration,
     ) -> Result<(), ManagerError> {
-        let http = self.http()?;
+        let http = self.http(cluster)?;
         let deadline = Instant::now() + timeout;
         let mut next_check = Instant::now() + LIVENESS_EVERY;
         let mut last = String::from("no answer yet");

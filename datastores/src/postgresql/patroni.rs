@@ -216,18 +216,35 @@ pub fn summary(h: &ClusterHealth) -> String {
         .join(", ")
 }
 
-/// A small HTTP client for the members' Patroni and etcd endpoints.
+/// An HTTPS client for one cluster's Patroni and etcd endpoints: it trusts only that
+/// cluster's CA and presents Herd's client certificate of that cluster.
 #[derive(Debug, Clone)]
 pub struct Http {
     client: reqwest::Client,
 }
 
+/// The scheme and address of a member's Patroni REST API.
+pub fn api_base(addr: std::net::IpAddr) -> String {
+    format!("https://{}", SocketAddr::new(addr, PATRONI_PORT))
+}
+
 impl Http {
-    pub fn new() -> Result<Self, ManagerError> {
+    pub fn for_cluster(tls: &crate::ClusterTls) -> Result<Self, ManagerError> {
+        let bad = |what: &str, e: reqwest::Error| {
+            ManagerError::permanent(herd_core::faults::FaultCode::InvalidSecrets, format!("{what}: {e}"))
+        };
+        let ca = reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()).map_err(|e| bad("cluster CA", e))?;
+        let mut pem = tls.control_plane.cert_pem.clone().into_bytes();
+        pem.extend_from_slice(secrecy::ExposeSecret::expose_secret(&tls.control_plane.key_pem).as_bytes());
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|e| bad("Herd's client certificate", e))?;
         let client = reqwest::Client::builder()
             // Members are reached directly; a proxy from the environment must not
             // intercept (or see) these requests.
             .no_proxy()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .identity(identity)
             .connect_timeout(Duration::from_millis(800))
             .timeout(Duration::from_secs(3))
             .build()
@@ -286,7 +303,7 @@ impl Http {
         let mut errors = Vec::new();
         let mut view: Option<ClusterView> = None;
         for m in &cluster.members {
-            let url = format!("http://{}/cluster", SocketAddr::new(m.address, PATRONI_PORT));
+            let url = format!("{}/cluster", api_base(m.address));
             match self.get_json::<ClusterView>(&url).await {
                 Ok(v) => {
                     view = Some(v);
@@ -301,7 +318,7 @@ impl Http {
         {
             // Prefer the address Herd knows for that member over what the DCS says.
             let url = match cluster.members.iter().find(|s| s.name == leader.name) {
-                Some(s) => Some(format!("http://{}/patroni", SocketAddr::new(s.address, PATRONI_PORT))),
+                Some(s) => Some(format!("{}/patroni", api_base(s.address))),
                 None => leader.api_url.clone(),
             };
             if let Some(url) = url {

@@ -228,7 +228,7 @@ pub fn pg_hba(cluster: &ClusterSpec) -> Vec<String> {
 }
 
 fn url(addr: IpAddr, port: u16) -> String {
-    format!("http://{}", SocketAddr::new(addr, port))
+    format!("https://{}", SocketAddr::new(addr, port))
 }
 
 #[derive(Serialize)]
@@ -241,6 +241,9 @@ struct EtcdContext {
     peer_url: String,
     initial_cluster: String,
     token: String,
+    cert_file: String,
+    key_file: String,
+    ca_file: String,
     /// `existing` for a member added to a running etcd cluster (`add_member`).
     state: &'static str,
 }
@@ -263,6 +266,9 @@ pub fn etcd_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result
             peer_url: yaml_str(&url(node.address, ETCD_PEER_PORT)),
             initial_cluster: yaml_str(&initial),
             token: yaml_str(&format!("herd-{}", cluster.cluster_id.simple())),
+            cert_file: yaml_str(&l.etcd_tls_cert),
+            key_file: yaml_str(&l.etcd_tls_key),
+            ca_file: yaml_str(&l.tls_ca),
             state: if node.joins_existing { "existing" } else { "new" },
         },
     )
@@ -276,6 +282,10 @@ struct PatroniContext {
     scope: String,
     name_yaml: String,
     restapi: String,
+    api_user: String,
+    api_password: String,
+    tls_cert: String,
+    tls_key: String,
     superuser_password: String,
     replication_password: String,
     etcd_hosts: Vec<String>,
@@ -344,10 +354,11 @@ pub fn patroni_config(
     });
     let superuser = cluster.secrets.superuser.expose_secret();
     let replication = cluster.secrets.replication.expose_secret();
-    if superuser.is_empty() || replication.is_empty() {
+    let api = cluster.secrets.patroni_api.expose_secret();
+    if superuser.is_empty() || replication.is_empty() || api.is_empty() {
         return Err(ManagerError::permanent(
             FaultCode::InvalidSecrets,
-            "superuser and replication passwords must be set",
+            "superuser, replication and Patroni API passwords must be set",
         ));
     }
     render(
@@ -359,6 +370,10 @@ pub fn patroni_config(
             scope: yaml_str(&scope(cluster)),
             name_yaml: yaml_str(&node.name),
             restapi: yaml_str(&SocketAddr::new(node.address, PATRONI_PORT).to_string()),
+            api_user: yaml_str(crate::PATRONI_API_USER),
+            api_password: yaml_str(api),
+            tls_cert: yaml_str(&l.tls_cert),
+            tls_key: yaml_str(&l.tls_key),
             superuser_password: yaml_str(superuser),
             replication_password: yaml_str(replication),
             etcd_hosts: cluster
@@ -570,7 +585,15 @@ mod tests {
         let text = patroni_yml(&c, &n, &l).unwrap();
         let y = pyyaml(&text);
         assert_eq!(y["postgresql"]["authentication"]["superuser"]["password"], password);
-        assert_eq!(y["restapi"]["authentication"]["password"], password);
+        // Patroni's REST API has its own user and password, no database role's.
+        assert_eq!(y["restapi"]["authentication"]["username"], "herd");
+        assert_eq!(y["restapi"]["authentication"]["password"], "p");
+        assert_eq!(y["restapi"]["verify_client"], "optional");
+        assert_eq!(y["restapi"]["certfile"], l.tls_cert.as_str());
+        assert_eq!(y["restapi"]["cafile"], l.tls_ca.as_str());
+        assert_eq!(y["etcd3"]["protocol"], "https");
+        assert_eq!(y["etcd3"]["cert"], l.tls_cert.as_str());
+        assert_eq!(y["etcd3"]["key"], l.tls_key.as_str());
         assert_eq!(y["postgresql"]["authentication"]["replication"]["password"], "yes");
         assert_eq!(y["scope"], "orders-00000000");
         assert_eq!(y["name"], "orders-0");
@@ -767,9 +790,14 @@ mod tests {
         let l = Layout::new(&c, &n).unwrap();
         let y = pyyaml(&etcd_config(&c, &n, &l).unwrap());
         assert_eq!(y["name"], "orders-0");
-        assert_eq!(y["listen-client-urls"], "http://127.78.0.2:2379");
-        assert_eq!(y["initial-advertise-peer-urls"], "http://127.78.0.2:2380");
-        assert_eq!(y["initial-cluster"], "orders-0=http://127.78.0.2:2380,orders-1=http://127.78.0.3:2380");
+        assert_eq!(y["listen-client-urls"], "https://127.78.0.2:2379");
+        assert_eq!(y["initial-advertise-peer-urls"], "https://127.78.0.2:2380");
+        assert_eq!(y["initial-cluster"], "orders-0=https://127.78.0.2:2380,orders-1=https://127.78.0.3:2380");
+        for side in ["client-transport-security", "peer-transport-security"] {
+            assert_eq!(y[side]["client-cert-auth"], true, "{side}");
+            assert_eq!(y[side]["trusted-ca-file"], l.tls_ca.as_str(), "{side}");
+            assert_eq!(y[side]["key-file"], l.etcd_tls_key.as_str(), "{side}");
+        }
         assert_eq!(y["initial-cluster-token"], "herd-00000000000000000000000000000000");
         assert_eq!(y["data-dir"], "/var/lib/etcd/orders");
     }

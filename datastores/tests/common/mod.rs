@@ -27,6 +27,7 @@ pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
 pub const SUPERUSER_PW: &str = "su'per \"pw\" $(touch /tmp/herd-pwned) #1: {x} \\n";
 pub const REPLICATION_PW: &str = "repl: 'pw' - [a]";
 pub const ADMIN_PW: &str = "ad'min \"pw\" \\ $HOME `id` ; --";
+pub const PATRONI_API_PW: &str = "rest: \"api\" 'pw' $x";
 
 pub struct Fixture {
     pub rt: Runtime,
@@ -156,6 +157,7 @@ impl Fixture {
                 replication: SecretString::from(REPLICATION_PW),
                 admin_user: "herd_admin".into(),
                 admin_password: SecretString::from(ADMIN_PW),
+                patroni_api: SecretString::from(PATRONI_API_PW),
             },
             timing: HaTiming::default(),
             backup: None,
@@ -324,6 +326,7 @@ pub fn admin_sql(addr: &str, sql: &str) -> String {
     psql(addr, "herd_admin", ADMIN_PW, sql).unwrap_or_else(|e| panic!("{sql} on {addr}: {e}"))
 }
 
+#[allow(unused_imports)]
 pub use herd_testkit::eventually;
 
 pub fn uid_of(pid: i32) -> Option<u32> {
@@ -418,4 +421,26 @@ pub fn stop_and_delete(fx: &Fixture, m: &Arc<PostgresManager>, c: &ClusterSpec, 
 fn issue_tls(master: &herd_core::crypto::MasterKey, cluster_id: Uuid, members: &[NodeSpec]) -> ClusterTls {
     let now = chrono::Utc::now();
     ClusterTls::issue(master, cluster_id, now, members, now, herd_core::pki::DEFAULT_RENEW_EVERY).expect("TLS")
+}
+
+/// An HTTPS client for `c`'s etcd and Patroni as Herd is one: the cluster's CA and
+/// Herd's client certificate.
+pub fn https(c: &ClusterSpec) -> reqwest::Client {
+    https_as(c, Some(&c.tls.control_plane))
+}
+
+/// The same, presenting `identity` (None: no client certificate).
+pub fn https_as(c: &ClusterSpec, identity: Option<&herd_datastores::NodeTls>) -> reqwest::Client {
+    use secrecy::ExposeSecret;
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(c.tls.ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(5));
+    if let Some(id) = identity {
+        let pem = format!("{}{}", id.cert_pem, id.key_pem.expose_secret());
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    b.build().unwrap()
 }
