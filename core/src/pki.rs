@@ -107,25 +107,19 @@ impl ClusterCa {
         now: DateTime<Utc>,
         renew_every: Duration,
     ) -> Result<NodeCertificate, PkiError> {
-        let (window, start, renew_at) = window_of(self.epoch, now, renew_every);
-        let not_after = start + (renew_at - start) * NODE_LIFETIME_WINDOWS;
-        let key = key_pair(master, NODE_KEY, &node_id.to_string())?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = name("Herd", dns_names.first().map(String::as_str).unwrap_or("herd-node"));
-        params.subject_alt_names = dns_names
+        let sans = dns_names
             .iter()
             .map(|n| n.clone().try_into().map(SanType::DnsName).map_err(|_| PkiError::BadName(n.clone())))
             .chain(addresses.iter().map(|a| Ok(SanType::IpAddress(*a))))
             .collect::<Result<_, _>>()?;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = offset(start - SKEW)?;
-        params.not_after = offset(not_after)?;
-        params.serial_number = Some(serial(master, &format!("node:{node_id}:{window}")));
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.pkcs8_pem()?, not_after, renew_at })
+        let leaf = Leaf {
+            key: (NODE_KEY, node_id.to_string()),
+            serial: format!("node:{node_id}"),
+            subject: dns_names.first().map(String::as_str).unwrap_or("herd-node"),
+            sans,
+            usages: vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        };
+        self.issue(master, leaf, now, renew_every)
     }
 
     /// Herd's own client certificate for this cluster (what it presents to the
@@ -138,21 +132,51 @@ impl ClusterCa {
         now: DateTime<Utc>,
         renew_every: Duration,
     ) -> Result<NodeCertificate, PkiError> {
+        let leaf = Leaf {
+            key: (CLIENT_KEY, cluster_id.to_string()),
+            serial: format!("control-plane:{cluster_id}"),
+            subject: CONTROL_PLANE_NAME,
+            sans: Vec::new(),
+            usages: vec![ExtendedKeyUsagePurpose::ClientAuth],
+        };
+        self.issue(master, leaf, now, renew_every)
+    }
+
+    /// Signs `leaf` for the window `now` falls in, valid [`NODE_LIFETIME_WINDOWS`].
+    fn issue(
+        &self,
+        master: &MasterKey,
+        leaf: Leaf<'_>,
+        now: DateTime<Utc>,
+        renew_every: Duration,
+    ) -> Result<NodeCertificate, PkiError> {
         let (window, start, renew_at) = window_of(self.epoch, now, renew_every);
         let not_after = start + (renew_at - start) * NODE_LIFETIME_WINDOWS;
-        let key = key_pair(master, CLIENT_KEY, &cluster_id.to_string())?;
+        let key = key_pair(master, leaf.key.0, &leaf.key.1)?;
         let mut params = CertificateParams::default();
-        params.distinguished_name = name("Herd", CONTROL_PLANE_NAME);
+        params.distinguished_name = name("Herd", leaf.subject);
+        params.subject_alt_names = leaf.sans;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = leaf.usages;
         params.use_authority_key_identifier_extension = true;
         params.not_before = offset(start - SKEW)?;
         params.not_after = offset(not_after)?;
-        params.serial_number = Some(serial(master, &format!("control-plane:{cluster_id}:{window}")));
+        params.serial_number = Some(serial(master, &format!("{}:{window}", leaf.serial)));
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.pkcs8_pem()?, not_after, renew_at })
     }
+}
+
+/// What differs between the leaf certificates a cluster's CA signs.
+struct Leaf<'a> {
+    /// The key's derivation purpose and id.
+    key: (&'static str, String),
+    /// The serial's derivation input, before the window number.
+    serial: String,
+    subject: &'a str,
+    sans: Vec<SanType>,
+    usages: Vec<ExtendedKeyUsagePurpose>,
 }
 
 fn name(org: &str, common: &str) -> DistinguishedName {
