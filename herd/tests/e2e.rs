@@ -237,14 +237,16 @@ async fn provisioning_survives_a_redis_restart() {
     assert!(env.servers().is_empty() && env.volumes().is_empty());
 }
 
-/// The certificate a node's PostgreSQL presents: `(serial, notAfter)` as openssl prints them.
-fn served_certificate(host: &str) -> Result<(String, String), String> {
+/// The certificate a node presents on `port` (PostgreSQL's 5432 after its STARTTLS,
+/// or a plain TLS port): `(serial, notAfter)` as openssl prints them.
+fn served_certificate(host: &str, port: u16) -> Result<(String, String), String> {
     use std::process::{Command, Stdio};
-    let out = Command::new("openssl")
-        .args(["s_client", "-starttls", "postgres", "-connect", &format!("{host}:5432"), "-showcerts"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
+    let connect = format!("{host}:{port}");
+    let mut args = vec!["s_client", "-connect", &connect, "-showcerts"];
+    if port == 5432 {
+        args.extend(["-starttls", "postgres"]);
+    }
+    let out = Command::new("openssl").args(&args).stdin(Stdio::null()).output().map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let begin = text.find("-----BEGIN CERTIFICATE-----").ok_or_else(|| format!("no certificate: {text}"))?;
     let end = text[begin..].find("-----END CERTIFICATE-----").ok_or("truncated certificate")? + begin + 25;
@@ -272,18 +274,31 @@ async fn node_certificates_are_renewed_before_they_expire_without_a_restart() {
     let host = c.nodes[0].address.clone().expect("address");
     let (uri, password) = env.credentials(&api, &token, id).await;
     let started = psql(&uri, &password, "select pg_postmaster_start_time()").unwrap();
-    let (serial, not_after) = served_certificate(&host).unwrap();
+    let (serial, not_after) = served_certificate(&host, 5432).unwrap();
     let not_after = chrono::NaiveDateTime::parse_from_str(not_after.trim_end_matches(" GMT"), "%b %e %H:%M:%S %Y")
         .unwrap_or_else(|e| panic!("{not_after}: {e}"));
 
     // Within two windows the node presents a new certificate that outlives the old one.
     let (new_serial, new_not_after) = poll(Duration::from_secs(120), || {
-        let now = served_certificate(&host)?;
+        let now = served_certificate(&host, 5432)?;
         if now.0 == serial { Err(format!("still the first certificate ({serial})")) } else { Ok(now) }
     });
     let new_not_after =
         chrono::NaiveDateTime::parse_from_str(new_not_after.trim_end_matches(" GMT"), "%b %e %H:%M:%S %Y").unwrap();
     assert!(new_not_after > not_after, "renewed {new_serial}: {new_not_after} after {not_after}");
+    // Patroni's REST API (reloaded) and etcd (which reads its files at each handshake)
+    // present the same renewed certificate as PostgreSQL (a later window may have
+    // renewed it again meanwhile, so compared with what PostgreSQL serves now).
+    for port in [8008, 2379] {
+        poll(Duration::from_secs(30), || {
+            let (on_port, on_pg) = (served_certificate(&host, port)?.0, served_certificate(&host, 5432)?.0);
+            if on_port != serial && on_port == on_pg {
+                Ok(())
+            } else {
+                Err(format!(":{port} presents {on_port}, PostgreSQL {on_pg}, the first was {serial}"))
+            }
+        });
+    }
     // It came from a renewal task in the cluster's history, which succeeded.
     let events = herd.events(id, Some(100), None).await.unwrap().items;
     let renewal = events

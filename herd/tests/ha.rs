@@ -221,8 +221,9 @@ async fn drill(env: &Env, api: &str, token: &str, id: Uuid) -> Drill {
     // etcd election (which would renew the primary's leader key for another ttl).
     let addrs: Vec<String> = c.nodes.iter().map(|n| address(n).to_owned()).collect();
     let primary_addr = address(&old).to_owned();
+    let etcd = etcd_client(env, &c.name);
     eventually_async("etcd's leader off the primary's node", Duration::from_secs(60), || async {
-        let leader = etcd_leader(env, &c.name, &addrs).await;
+        let leader = etcd_leader(&etcd, &addrs).await;
         if leader.as_ref().is_some_and(|l| *l != primary_addr) {
             Ok(())
         } else {
@@ -528,21 +529,25 @@ async fn actions_hooks_parameters_and_replicas() {
     assert!(env.servers().is_empty());
 }
 
-/// The address of the node whose etcd member leads etcd, asked with a member's
-/// certificate (etcd takes only clients of the cluster's CA).
-async fn etcd_leader(env: &Env, cluster: &str, addrs: &[String]) -> Option<String> {
-    let root = env.state().join("local/servers").join(env.servers().first()?);
-    let read = |p: String| std::fs::read(root.join(p)).ok();
-    let ca = reqwest::Certificate::from_pem(&read(format!("etc/patroni/15-{cluster}.ca.crt"))?).ok()?;
-    let mut pem = read(format!("etc/etcd/etcd-{cluster}.crt"))?;
-    pem.extend(read(format!("etc/etcd/etcd-{cluster}.key"))?);
-    let http = reqwest::Client::builder()
+/// A client of cluster `cluster`'s etcd as one of its members (etcd takes only
+/// clients of the cluster's CA): the certificate files of the first server.
+fn etcd_client(env: &Env, cluster: &str) -> reqwest::Client {
+    let root = env.state().join("local/servers").join(env.servers().first().expect("a server"));
+    let read = |p: String| std::fs::read(root.join(&p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let ca = reqwest::Certificate::from_pem(&read(format!("etc/patroni/15-{cluster}.ca.crt"))).unwrap();
+    let mut pem = read(format!("etc/etcd/etcd-{cluster}.crt"));
+    pem.extend(read(format!("etc/etcd/etcd-{cluster}.key")));
+    reqwest::Client::builder()
         .no_proxy()
         .tls_built_in_root_certs(false)
         .add_root_certificate(ca)
-        .identity(reqwest::Identity::from_pem(&pem).ok()?)
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
         .build()
-        .ok()?;
+        .unwrap()
+}
+
+/// The address of the node whose etcd member leads etcd.
+async fn etcd_leader(http: &reqwest::Client, addrs: &[String]) -> Option<String> {
     let mut leader = None;
     let mut ids = Vec::new();
     for a in addrs {

@@ -2,11 +2,11 @@
 //! restarts, switchover and failover, reinitialization, holding Patroni stopped,
 //! restarting what died, and etcd membership changes.
 //!
-//! Everything that changes the cluster goes through Patroni's REST API (unsafe
-//! endpoints with basic auth `postgres` / superuser password) or etcd's v3 gateway;
+//! Everything that changes the cluster goes through Patroni's REST API (HTTPS; unsafe
+//! endpoints with Herd's client certificate and its own `herd` password) or etcd's v3
+//! gateway (HTTPS, Herd's client certificate);
 //! SSH only for the control scripts and for reading `pg_settings` locally.
 
-use super::layout::ETCD_CLIENT_PORT;
 use super::patroni::{Observed, StatusView};
 use super::timing::{HA_START_TIMEOUT, STOP_TIMEOUT};
 use super::{Layout, PostgresManager, Probe, etcd, exit, params, render, sql};
@@ -20,7 +20,6 @@ use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Patroni answers `/restart` once PostgreSQL is up again; then a replica must stream.
@@ -879,9 +878,7 @@ impl Operations for PostgresManager {
             // Answering is enough: etcd alone may lack a quorum until its peers
             // come back, which is not this node's problem.
             let (entry, url) = match name.as_str() {
-                "etcd" => {
-                    (&l.etcd_entry, format!("https://{}/health", SocketAddr::new(node.address, ETCD_CLIENT_PORT)))
-                }
+                "etcd" => (&l.etcd_entry, etcd::client_url(node.address, "/health")),
                 _ => (&l.patroni_entry, api(node, "/patroni")),
             };
             self.wait_ready(cluster, node, entry, name, Probe::Answers(url), HA_START_TIMEOUT).await?;

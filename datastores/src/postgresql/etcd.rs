@@ -27,11 +27,13 @@ struct MemberList {
     members: Vec<Member>,
 }
 
+/// A member's peer URL (what etcd's membership records), HTTPS like every etcd URL.
 pub fn peer_url(addr: IpAddr) -> String {
     format!("https://{}", SocketAddr::new(addr, ETCD_PEER_PORT))
 }
 
-fn client_url(addr: IpAddr, path: &str) -> String {
+/// `path` on a member's client port (`""` for the URL etcd advertises).
+pub fn client_url(addr: IpAddr, path: &str) -> String {
     format!("https://{}{path}", SocketAddr::new(addr, ETCD_CLIENT_PORT))
 }
 

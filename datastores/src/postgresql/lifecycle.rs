@@ -1,6 +1,6 @@
 //! Building a node and running it: packages, volume, configuration, daemons.
 
-use super::layout::{ETCD_CLIENT_PORT, Layout};
+use super::layout::Layout;
 use super::timing::{APT_TIMEOUT, CONVERGE_POLL, DCS_START_TIMEOUT, HA_START_TIMEOUT, STOP_TIMEOUT};
 use super::{
     PostgresManager, Probe, as_user, backup, exit, packages, patroni, render, snapshot, sql, start_command,
@@ -12,7 +12,6 @@ use crate::{ClusterHealth, ClusterSpec, Lifecycle, ManagerError, NodeSpec};
 use async_trait::async_trait;
 use herd_core::faults::FaultCode;
 use secrecy::{ExposeSecret, SecretString};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Which service users exist, from /etc/passwd (read over SFTP: no shell needed).
@@ -440,7 +439,7 @@ impl Lifecycle for PostgresManager {
         let cmd = start_command(&l.etcd_entry);
         let out = with_session(&node.ssh, move |s| s.exec(&cmd, None)).await?;
         start_result(out, "etcd", &node.name)?;
-        let url = format!("https://{}/health", SocketAddr::new(node.address, ETCD_CLIENT_PORT));
+        let url = super::etcd::client_url(node.address, "/health");
         self.wait_ready(cluster, node, &l.etcd_entry, "etcd", Probe::EtcdHealthy(url), DCS_START_TIMEOUT).await
     }
 

@@ -4,7 +4,8 @@
 //! the shell scripts. Templates therefore never escape anything themselves.
 
 use super::backup::Bootstrap;
-use super::layout::{ETCD_CLIENT_PORT, ETCD_PEER_PORT, Layout, PATRONI_PORT, PG_PORT, scope};
+use super::etcd;
+use super::layout::{ETCD_CLIENT_PORT, Layout, PATRONI_PORT, PG_PORT, scope};
 use super::params::{is_managed, valid_parameter_name};
 use super::timing::STOP_TIMEOUT_SECS;
 use crate::shell::quote;
@@ -227,10 +228,6 @@ pub fn pg_hba(cluster: &ClusterSpec) -> Vec<String> {
     lines.into_iter().map(|l| yaml_str(&l)).collect()
 }
 
-fn url(addr: IpAddr, port: u16) -> String {
-    format!("https://{}", SocketAddr::new(addr, port))
-}
-
 #[derive(Serialize)]
 struct EtcdContext {
     name: String,
@@ -252,7 +249,7 @@ pub fn etcd_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result
     let initial = cluster
         .members
         .iter()
-        .map(|m| format!("{}={}", m.name, url(m.address, ETCD_PEER_PORT)))
+        .map(|m| format!("{}={}", m.name, etcd::peer_url(m.address)))
         .collect::<Vec<_>>()
         .join(",");
     render(
@@ -262,8 +259,8 @@ pub fn etcd_config(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result
             cluster: cluster.name.clone(),
             name_yaml: yaml_str(&node.name),
             data_dir: yaml_str(&l.etcd_data),
-            client_url: yaml_str(&url(node.address, ETCD_CLIENT_PORT)),
-            peer_url: yaml_str(&url(node.address, ETCD_PEER_PORT)),
+            client_url: yaml_str(&etcd::client_url(node.address, "")),
+            peer_url: yaml_str(&etcd::peer_url(node.address)),
             initial_cluster: yaml_str(&initial),
             token: yaml_str(&format!("herd-{}", cluster.cluster_id.simple())),
             cert_file: yaml_str(&l.etcd_tls_cert),
