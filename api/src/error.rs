@@ -14,11 +14,12 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub detail: String,
     pub errors: Vec<FieldError>,
+    pub quota: Option<herd_core::quota::Exceeded>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self { code, detail: detail.into(), errors: vec![] }
+        Self { code, detail: detail.into(), errors: vec![], quota: None }
     }
 
     pub fn validation(errors: Vec<FieldError>) -> Self {
@@ -26,7 +27,7 @@ impl ApiError {
             [one] => format!("{}: {}", one.field, one.message),
             many => format!("{} fields are invalid", many.len()),
         };
-        Self { code: ErrorCode::ValidationFailed, detail, errors }
+        Self { code: ErrorCode::ValidationFailed, detail, errors, quota: None }
     }
 
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -58,6 +59,7 @@ impl ApiError {
             detail: self.detail.clone(),
             code: self.code,
             errors: self.errors.clone(),
+            quota: self.quota,
         }
     }
 }
@@ -89,6 +91,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::not_found("resource"),
             StoreError::Conflict { kind, message } => ApiError::new(conflict_code(kind), message),
             StoreError::Invalid { field, message } => ApiError::field(field, message),
+            StoreError::QuotaExceeded(q) => {
+                ApiError { quota: Some(q), ..ApiError::new(ErrorCode::QuotaExceeded, q.to_string()) }
+            }
             other => ApiError::internal(&other),
         }
     }

@@ -20,7 +20,7 @@ use crate::routes::*;
     paths(
         health::healthz, health::readyz, health::problem_type,
         projects::create_project, projects::list_projects, projects::create_token, projects::list_tokens,
-        projects::revoke_token,
+        projects::revoke_token, projects::get_quotas, projects::set_quotas,
         keys::create_key, keys::list_keys, keys::get_key, keys::delete_key,
         datastores::list_datastores, datastores::create_datastore, datastores::create_version,
         datastores::patch_version,

@@ -31,7 +31,10 @@ pub async fn prepare(settings: &Settings, mode: Mode) -> anyhow::Result<Prepared
         (None, Mode::Dev) => MasterKey::load_or_create(&settings.state_dir.join("master.key"))?,
         (None, Mode::Production) => bail!("HERD_MASTER_KEY is required (base64 of 32 random bytes)"),
     };
-    let store = Store::open(&settings.database_url(), Arc::new(key)).await.context("connecting to the database")?;
+    let store = Store::open(&settings.database_url(), Arc::new(key))
+        .await
+        .context("connecting to the database")?
+        .with_quota_defaults(settings.quotas);
     store.migrate().await.context("running migrations")?;
     let rewrapped =
         store.rewrap_legacy_secrets().await.context("re-encrypting secrets under the derived at-rest key")?;

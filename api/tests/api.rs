@@ -21,7 +21,70 @@ on_both_backends!(
     snapshot_requests_are_validated,
     backup_policies_are_validated_and_go_with_their_cluster,
     scheduled_runs_start_exactly_once_and_wait_for_a_busy_cluster,
+    every_list_paginates,
 );
+
+/// Follows `next_cursor` from `path` with `limit`, returning the pages' sizes and
+/// every item's `field`.
+async fn walk(app: &TestApp, path: &str, tok: &str, limit: u32, field: &str) -> (Vec<usize>, Vec<String>) {
+    let (mut sizes, mut seen) = (Vec::new(), Vec::new());
+    let mut cursor: Option<String> = None;
+    let sep = if path.contains('?') { '&' } else { '?' };
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}{sep}limit={limit}&cursor={c}"),
+            None => format!("{path}{sep}limit={limit}"),
+        };
+        let (s, v) = app.get(&url, tok).await;
+        assert_eq!(s, 200, "{url}: {v}");
+        let items = v["items"].as_array().unwrap();
+        sizes.push(items.len());
+        seen.extend(items.iter().map(|i| i[field].as_str().unwrap().to_owned()));
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return (sizes, seen),
+        }
+        assert!(sizes.len() < 20, "{path}: the cursor never ends");
+    }
+}
+
+/// Keys, projects, tokens and datastores come in pages like clusters: oldest first,
+/// every item once, a bad limit or cursor refused.
+async fn every_list_paginates(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let (pid, tok) = app.member("pages").await;
+    let op = app.admin_token.clone();
+    for name in ["k1", "k2", "k3"] {
+        let (s, v) = app.post("/v1/keys", &tok, json!({"name": name})).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    assert_eq!(
+        walk(&app, "/v1/keys", &tok, 2, "name").await,
+        (vec![2, 1], vec!["k1".into(), "k2".into(), "k3".into()])
+    );
+    for name in ["t2", "t3", "t4"] {
+        let (s, v) = app.post(&format!("/v1/projects/{pid}/tokens"), &op, json!({"name": name})).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let (sizes, names) = walk(&app, &format!("/v1/projects/{pid}/tokens"), &op, 3, "name").await;
+    assert_eq!((sizes, names), (vec![3, 1], vec!["token".into(), "t2".into(), "t3".into(), "t4".into()]));
+    for name in ["p2", "p3"] {
+        assert_eq!(app.post("/v1/projects", &op, json!({"name": name})).await.0, 201);
+    }
+    let (_, names) = walk(&app, "/v1/projects", &op, 1, "name").await;
+    assert_eq!(names, ["admin", "pages", "p2", "p3"]);
+    // A member sees one page with its own project.
+    assert_eq!(walk(&app, "/v1/projects", &tok, 1, "name").await, (vec![1], vec!["pages".into()]));
+    assert_eq!(app.post("/v1/datastores", &op, json!({"name": "postgres2", "manager": "postgresql"})).await.0, 201);
+    assert_eq!(walk(&app, "/v1/datastores", &tok, 1, "name").await.1, ["postgresql", "postgres2"]);
+
+    for path in ["/v1/keys", "/v1/projects", "/v1/datastores", &format!("/v1/projects/{pid}/tokens")] {
+        for q in ["limit=0", "limit=101", "limit=x", "cursor=nope"] {
+            let (s, v) = app.get(&format!("{path}?{q}"), &op).await;
+            assert_eq!((s, v["code"].as_str()), (422, Some("validation_failed")), "{path}?{q}: {v}");
+        }
+    }
+}
 
 fn cluster_body(name: &str) -> Value {
     json!({"name": name, "datastore": "postgresql", "version": "15", "flavor": "local.small"})
@@ -151,7 +214,7 @@ async fn key_lifecycle(b: Backend) {
 
     let (s, list) = app.get("/v1/keys", &tok).await;
     assert_eq!(s, 200);
-    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!((list["items"].as_array().unwrap().len(), &list["next_cursor"]), (2, &json!(null)), "{list}");
 
     // A key in use by a cluster cannot be deleted.
     let id = k["id"].as_str().unwrap();
@@ -179,9 +242,10 @@ async fn datastore_catalogue_and_admin_rules(b: Backend) {
     assert_eq!(s, 200);
     assert_eq!(
         list,
-        json!([{"name": "postgresql", "manager": "postgresql", "versions": [{
+        json!({"items": [{"name": "postgresql", "manager": "postgresql", "versions": [{
             "version": "15", "active": true,
-            "packages": ["postgresql-15", "patroni", "etcd-server", "pgbackrest"], "images": {}}]}])
+            "packages": ["postgresql-15", "patroni", "etcd-server", "pgbackrest"], "images": {}}]}],
+            "next_cursor": null})
     );
     let (s, e) = app
         .post("/v1/datastores/postgresql/versions", &tok, json!({"version": "16", "packages": ["postgresql-16"]}))
@@ -388,7 +452,7 @@ async fn clusters_are_invisible_to_other_projects(b: Backend) {
     let (_, l) = app.get("/v1/clusters", &other).await;
     assert_eq!(l["items"], json!([]));
     let (_, l) = app.get("/v1/keys", &other).await;
-    assert_eq!(l, json!([]));
+    assert_eq!(l["items"], json!([]));
     // The same name is free in another project.
     let (s, _) = app.post("/v1/clusters", &other, cluster_body("private")).await;
     assert_eq!(s, 202);
@@ -572,6 +636,7 @@ async fn tokens_can_be_revoked(b: Backend) {
     assert_eq!((s, e["code"].as_str()), (403, Some("forbidden")));
     let (s, list) = app.get(&format!("/v1/projects/{pid}/tokens"), &app.admin_token).await;
     assert_eq!(s, 200);
+    let list = &list["items"];
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert!(list[0].get("token").is_none() && list[0].get("token_hash").is_none());
     let tid = list[0]["id"].as_str().unwrap();

@@ -96,7 +96,7 @@ async fn a_project_admin_reaches_its_own_project_only() {
     let (s, v) = token(b, "operator", admin_b.clone()).await;
     assert_eq!((s, v["code"].as_str()), (403, Some("forbidden")), "{v}");
     let (s, v) = app.get(&format!("/v1/projects/{b}/tokens"), &admin_b).await;
-    assert_eq!((s, v.as_array().map(Vec::len)), (200, Some(3)), "{v}");
+    assert_eq!((s, v["items"].as_array().map(Vec::len)), (200, Some(3)), "{v}");
     // An operator token in its project is beyond it.
     let (s, v) = token(b, "operator", op.clone()).await;
     assert_eq!(s, 201, "{v}");
@@ -118,10 +118,10 @@ async fn a_project_admin_reaches_its_own_project_only() {
     assert_eq!(s, 404);
     let (s, v) = app.get("/v1/projects", &admin_b).await;
     assert_eq!(s, 200);
-    let names: Vec<&str> = v.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["items"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["team-b"], "only its own project");
     let (s, v) = app.get("/v1/projects", &op).await;
-    assert!(s == 200 && v.as_array().unwrap().len() >= 3, "an operator sees every project: {v}");
+    assert!(s == 200 && v["items"].as_array().unwrap().len() >= 3, "an operator sees every project: {v}");
 
     // Operator-only: projects, datastore versions (installed as root), provider settings.
     let (s, _) = app.post("/v1/projects", &admin_b, json!({"name": "team-c"})).await;

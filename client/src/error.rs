@@ -57,6 +57,8 @@ pub struct ApiProblem {
     pub title: String,
     pub detail: String,
     pub errors: Vec<FieldError>,
+    /// With `quota_exceeded`: the limit, its value, the usage and what was asked.
+    pub quota: Option<Box<herd_types::QuotaExceeded>>,
 }
 
 impl ApiProblem {
@@ -69,6 +71,8 @@ impl ApiProblem {
             detail: Option<String>,
             #[serde(default)]
             errors: Vec<FieldError>,
+            #[serde(default)]
+            quota: Option<herd_types::QuotaExceeded>,
         }
         match serde_json::from_str::<Lenient>(body) {
             Ok(p) => ApiProblem {
@@ -77,6 +81,7 @@ impl ApiProblem {
                 title: p.title.unwrap_or_default(),
                 detail: p.detail.unwrap_or_default(),
                 errors: p.errors,
+                quota: p.quota.map(Box::new),
             },
             Err(_) => ApiProblem {
                 status,
@@ -84,6 +89,7 @@ impl ApiProblem {
                 title: String::new(),
                 detail: body.chars().take(200).collect(),
                 errors: Vec::new(),
+                quota: None,
             },
         }
     }

@@ -131,8 +131,9 @@ impl Client {
 
     // --- catalogue -------------------------------------------------------------------
 
+    /// The whole catalogue (every page).
     pub async fn datastores(&self) -> Result<Vec<DatastoreDto>> {
-        self.get("/v1/datastores").await
+        self.all_pages("/v1/datastores", &[]).await
     }
 
     /// Adds a datastore with its versions (admin).
@@ -154,8 +155,9 @@ impl Client {
         self.call(Method::POST, "/v1/keys", req).await
     }
 
+    /// Every key of the project (every page).
     pub async fn keys(&self) -> Result<Vec<KeyDto>> {
-        self.get("/v1/keys").await
+        self.all_pages("/v1/keys", &[]).await
     }
 
     pub async fn key(&self, id: Uuid) -> Result<KeyDto> {
@@ -274,7 +276,7 @@ impl Client {
 
     /// Every backup (of one cluster, when given), all pages, oldest first.
     pub async fn backups(&self, cluster: Option<Uuid>) -> Result<Vec<BackupDto>> {
-        self.all_pages("/v1/backups", cluster).await
+        self.all_pages("/v1/backups", &cluster_filter(cluster)).await
     }
 
     pub async fn backup(&self, id: Uuid) -> Result<BackupDto> {
@@ -294,7 +296,7 @@ impl Client {
     }
 
     pub async fn snapshots(&self, cluster: Option<Uuid>) -> Result<Vec<SnapshotDto>> {
-        self.all_pages("/v1/snapshots", cluster).await
+        self.all_pages("/v1/snapshots", &cluster_filter(cluster)).await
     }
 
     pub async fn snapshot(&self, id: Uuid) -> Result<SnapshotDto> {
@@ -328,14 +330,12 @@ impl Client {
         self.no_content(Method::DELETE, &format!("/v1/clusters/{id}/backup-policy")).await
     }
 
-    async fn all_pages<T: DeserializeOwned>(&self, path: &str, cluster: Option<Uuid>) -> Result<Vec<T>> {
+    /// Every item of a paginated list, following `next_cursor`.
+    async fn all_pages<T: DeserializeOwned>(&self, path: &str, filter: &[(&str, String)]) -> Result<Vec<T>> {
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let mut q: Vec<(&str, String)> = Vec::new();
-            if let Some(c) = cluster {
-                q.push(("cluster_id", c.to_string()));
-            }
+            let mut q: Vec<(&str, String)> = filter.to_vec();
             page_query(&mut q, Some(100), cursor.as_deref());
             let page: Page<T> = self.json(self.request(Method::GET, path).query(&q)).await?;
             all.extend(page.items);
@@ -358,16 +358,28 @@ impl Client {
         self.call(Method::POST, "/v1/projects", &CreateProject { name: name.to_owned() }).await
     }
 
+    /// Every project the caller sees (every page).
     pub async fn projects(&self) -> Result<Vec<ProjectDto>> {
-        self.get("/v1/projects").await
+        self.all_pages("/v1/projects", &[]).await
     }
 
     pub async fn create_token(&self, project: Uuid, req: &CreateToken) -> Result<CreatedToken> {
         self.call(Method::POST, &format!("/v1/projects/{project}/tokens"), req).await
     }
 
+    /// Every token of the project (every page).
     pub async fn tokens(&self, project: Uuid) -> Result<Vec<TokenDto>> {
-        self.get(&format!("/v1/projects/{project}/tokens")).await
+        self.all_pages(&format!("/v1/projects/{project}/tokens"), &[]).await
+    }
+
+    /// A project's limits and usage.
+    pub async fn quotas(&self, project: Uuid) -> Result<QuotasDto> {
+        self.get(&format!("/v1/projects/{project}/quotas")).await
+    }
+
+    /// Sets a project's own limits (operator); absent ones return to the defaults.
+    pub async fn set_quotas(&self, project: Uuid, req: &SetQuotas) -> Result<QuotasDto> {
+        self.call(Method::PUT, &format!("/v1/projects/{project}/quotas"), req).await
     }
 
     pub async fn revoke_token(&self, project: Uuid, token: Uuid) -> Result<()> {
@@ -440,6 +452,10 @@ fn page_query(q: &mut Vec<(&str, String)>, limit: Option<u32>, cursor: Option<&s
     }
 }
 
+fn cluster_filter(cluster: Option<Uuid>) -> Vec<(&'static str, String)> {
+    cluster.map(|c| ("cluster_id", c.to_string())).into_iter().collect()
+}
+
 fn not_found(detail: String) -> Error {
     Error::Api(ApiProblem {
         status: StatusCode::NOT_FOUND.as_u16(),
@@ -447,5 +463,6 @@ fn not_found(detail: String) -> Error {
         title: ErrorCode::NotFound.title().to_owned(),
         detail,
         errors: Vec::new(),
+        quota: None,
     })
 }

@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod names;
 pub mod pki;
 pub mod queue;
+pub mod quota;
 pub mod schedule;
 pub mod sshkey;
 pub mod status;

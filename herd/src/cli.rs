@@ -523,8 +523,20 @@ pub enum TaskCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum ProjectCmd {
-    Create { name: String },
+    Create {
+        name: String,
+    },
     List,
+    /// A project's limits and usage; operators change them with --set and --reset.
+    Quota {
+        project: String,
+        /// Give the project its own limit, e.g. `--set clusters=5` (repeatable).
+        #[arg(long = "set", value_name = "NAME=N")]
+        set: Vec<String>,
+        /// Return a limit to the default (`--reset clusters`, repeatable).
+        #[arg(long = "reset", value_name = "NAME")]
+        reset: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -149,8 +149,8 @@ async fn dev_mode_serves_the_tour_and_keeps_secrets_out_of_logs() {
     assert_eq!(r.status(), 401);
     let ds: serde_json::Value =
         http.get(format!("{url}/v1/datastores")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-    assert_eq!(ds[0]["name"], "postgresql");
-    assert_eq!(ds[0]["versions"][0]["version"], "15");
+    assert_eq!(ds["items"][0]["name"], "postgresql");
+    assert_eq!(ds["items"][0]["versions"][0]["version"], "15");
 
     let material = herd_core::sshkey::generate_ed25519();
     use secrecy::ExposeSecret;

@@ -102,6 +102,23 @@ async fn an_operators_day_through_the_cli() {
     let col = r.stdout.lines().next().unwrap().find("VERSION").unwrap();
     assert!(r.stdout.lines().skip(1).all(|l| l[col..].starts_with("15")), "{}", r.stdout);
 
+    // Quotas: the table, an operator's limit that refuses a key (exit 3, the limit
+    // named), and back to the default.
+    let r = cli.run(&["project", "quota", "admin"]).ok();
+    assert_eq!(words(r.stdout.lines().next().unwrap()), ["QUOTA", "USED", "LIMIT", "SET", "BY"]);
+    assert!(r.stdout.lines().any(|l| words(l) == ["keys", "0", "50", "default"]), "{}", r.stdout);
+    let q = cli.run(&["project", "quota", "admin", "--set", "keys=0", "--set", "clusters=7", "-o", "json"]).ok().json();
+    assert_eq!(q["keys"], serde_json::json!({"limit": 0, "used": 0, "overridden": true}), "{q}");
+    let r = cli.run(&["key", "create", "laptop"]);
+    assert_eq!(r.code, API, "{}", r.stderr);
+    assert!(r.stderr.contains("error: quota_exceeded: the project's keys quota is 0"), "{}", r.stderr);
+    // --reset keeps the other override.
+    let q = cli.run(&["project", "quota", "admin", "--reset", "keys", "-o", "json"]).ok().json();
+    assert_eq!((q["keys"]["overridden"].as_bool(), q["clusters"]["limit"].as_u64()), (Some(false), Some(7)), "{q}");
+    let r = cli.run(&["project", "quota", "admin", "--set", "pods=3"]);
+    assert_eq!(r.code, USAGE, "{}", r.stderr);
+    assert!(r.stderr.contains("no quota \"pods\""), "{}", r.stderr);
+
     // Bad input: one readable line per field, exit 3, nothing created.
     let r = cli.run(&["cluster", "create", "Bad_Name", "--nodes", "99"]);
     assert_eq!(r.code, API);

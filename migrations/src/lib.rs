@@ -13,6 +13,7 @@ mod m20261204_000008_task_changes;
 mod m20261206_000009_operator_role;
 mod m20261206_000010_key_origin;
 mod m20261207_000011_cert_renewal;
+mod m20261207_000012_project_quotas;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000009_operator_role::Migration),
             Box::new(m20261206_000010_key_origin::Migration),
             Box::new(m20261207_000011_cert_renewal::Migration),
+            Box::new(m20261207_000012_project_quotas::Migration),
         ]
     }
 }

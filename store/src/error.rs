@@ -32,6 +32,9 @@ pub enum StoreError {
     /// The request names something that does not exist or is not usable.
     #[error("{field}: {message}")]
     Invalid { field: &'static str, message: String },
+    /// The project's quota does not allow what the request adds.
+    #[error("{0}")]
+    QuotaExceeded(herd_core::quota::Exceeded),
     #[error("stored secret could not be decrypted")]
     Crypto(#[from] herd_core::crypto::CryptoError),
     /// The database failed or was unreachable (workers retry these).

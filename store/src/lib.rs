@@ -30,11 +30,23 @@ use std::time::Duration;
 pub struct Store {
     db: DatabaseConnection,
     key: Arc<MasterKey>,
+    /// Every project's limits unless an operator set its own (`[quotas]`).
+    quotas: herd_core::quota::Limits,
 }
 
 impl Store {
     fn new(db: DatabaseConnection, key: Arc<MasterKey>) -> Self {
-        Self { db, key }
+        Self { db, key, quotas: herd_core::quota::Limits::default() }
+    }
+
+    /// Uses `limits` as every project's default quotas (the `[quotas]` settings).
+    pub fn with_quota_defaults(mut self, limits: herd_core::quota::Limits) -> Self {
+        self.quotas = limits;
+        self
+    }
+
+    pub fn quota_defaults(&self) -> herd_core::quota::Limits {
+        self.quotas
     }
 
     /// Opens the database at `url` with the key that encrypts its secrets.

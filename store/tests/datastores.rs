@@ -26,7 +26,7 @@ async fn a_corrupt_version_row_is_an_error_not_an_empty_list() {
 
     for (what, result) in [
         ("get_version", store.get_version("postgresql", "15").await.map(drop)),
-        ("list_datastores", store.list_datastores().await.map(drop)),
+        ("list_datastores", store.list_datastores(50, None).await.map(drop)),
     ] {
         match result {
             Err(StoreError::Db(e)) => {

@@ -86,3 +86,55 @@ pub struct CreatedToken {
     /// The bearer token. Shown only in this response; Herd keeps only its hash.
     pub token: String,
 }
+
+pub use herd_core::quota::{Exceeded as QuotaExceeded, Quota};
+
+/// One quota of a project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaLine {
+    /// The limit in force: the project's own, or the default.
+    pub limit: u64,
+    /// What the project holds now.
+    pub used: u64,
+    /// Whether an operator set this project's limit (`false`: the settings' default).
+    pub overridden: bool,
+}
+
+/// A project's quotas (`GET /v1/projects/{id}/quotas`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QuotasDto {
+    pub project_id: Uuid,
+    pub clusters: QuotaLine,
+    pub nodes: QuotaLine,
+    pub volume_gb: QuotaLine,
+    pub snapshots: QuotaLine,
+    pub backups: QuotaLine,
+    pub keys: QuotaLine,
+}
+
+impl QuotasDto {
+    pub fn get(&self, q: herd_core::quota::Quota) -> QuotaLine {
+        use herd_core::quota::Quota;
+        match q {
+            Quota::Clusters => self.clusters,
+            Quota::Nodes => self.nodes,
+            Quota::VolumeGb => self.volume_gb,
+            Quota::Snapshots => self.snapshots,
+            Quota::Backups => self.backups,
+            Quota::Keys => self.keys,
+        }
+    }
+}
+
+/// A project's own limits (`PUT /v1/projects/{id}/quotas`, operators): each one given
+/// replaces the default for this project; each absent or `null` goes back to it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetQuotas {
+    pub clusters: Option<u64>,
+    pub nodes: Option<u64>,
+    pub volume_gb: Option<u64>,
+    pub snapshots: Option<u64>,
+    pub backups: Option<u64>,
+    pub keys: Option<u64>,
+}

@@ -52,6 +52,7 @@ codes! {
     NodeIsPrimary = ("node_is_primary", 409, "The node is the primary"),
     LastNode = ("last_node", 409, "The cluster's last node cannot be removed"),
     TooManyNodes = ("too_many_nodes", 409, "The cluster would exceed the node limit"),
+    QuotaExceeded = ("quota_exceeded", 403, "The project's quota does not allow this"),
     NoReplica = ("no_replica", 409, "The cluster has no replica to promote"),
     BackupsNotConfigured = ("backups_not_configured", 422, "No backup repository is configured for this cluster"),
     SnapshotsUnsupported = ("snapshots_unsupported", 422, "The cluster's provider cannot snapshot volumes"),
@@ -80,4 +81,7 @@ pub struct Problem {
     pub code: ErrorCode,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// With `quota_exceeded`: which limit, its value, the usage and what was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<herd_core::quota::Exceeded>,
 }

@@ -6,7 +6,8 @@ use herd_datastores::Profile;
 use herd_store::{StoreError, VersionPatch, VersionSpec};
 use herd_types::{CreateDatastore, CreateVersion, DatastoreDto, PatchVersion, VersionDto};
 
-use super::IntoDto;
+use super::common::PageQuery;
+use super::{IntoDto, Page};
 
 use crate::auth::{Auth, Operator};
 use crate::error::{ApiError, Errors, Problem};
@@ -65,21 +66,26 @@ fn spec(v: CreateVersion) -> VersionSpec {
     VersionSpec { version: v.version, active: v.active.unwrap_or(true), packages: v.packages, images: v.images }
 }
 
-/// The datastore catalogue with every version.
-#[utoipa::path(get, path = "/v1/datastores", tag = "datastores", responses((status = 200, body = Vec<DatastoreDto>)))]
-pub async fn list_datastores(_: Auth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let list: Vec<DatastoreDto> = state
-        .store
-        .list_datastores()
-        .await?
-        .into_iter()
-        .map(|(d, vs)| DatastoreDto {
-            name: d.name,
-            manager: d.manager,
-            versions: vs.into_iter().map(IntoDto::into_dto).collect(),
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(list))
+impl IntoDto for (herd_store::Datastore, Vec<VersionSpec>) {
+    type Dto = DatastoreDto;
+    fn into_dto(self) -> DatastoreDto {
+        let (d, vs) = self;
+        DatastoreDto { name: d.name, manager: d.manager, versions: vs.into_iter().map(IntoDto::into_dto).collect() }
+    }
+}
+
+/// The datastore catalogue with every version, oldest datastore first.
+#[utoipa::path(get, path = "/v1/datastores", tag = "datastores", params(PageQuery), responses(
+    (status = 200, body = Page<DatastoreDto>),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_datastores(
+    _: Auth,
+    state: web::Data<AppState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, cursor) = super::page_query(&q)?;
+    Ok(HttpResponse::Ok().json(super::to_page(state.store.list_datastores(limit, cursor).await?)))
 }
 
 /// Register a datastore (operator).

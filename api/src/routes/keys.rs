@@ -5,7 +5,8 @@ use herd_store::SshKey;
 use herd_types::{CreateKey, KeyDto};
 use uuid::Uuid;
 
-use super::IntoDto;
+use super::common::PageQuery;
+use super::{IntoDto, Page};
 
 use crate::auth::Auth;
 use crate::error::{ApiError, Errors, Problem};
@@ -35,9 +36,10 @@ pub fn routes(t: &mut super::Table) {
     t.add::<__path_delete_key>(web::to(delete_key));
 }
 
-/// Generate or import an SSH key.
+/// Generate or import an SSH key (counts against the project's `keys` quota).
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey, responses(
     (status = 201, body = KeyDto),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 409, body = Problem, content_type = "application/problem+json"),
     (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]
@@ -57,11 +59,18 @@ pub async fn create_key(
     Ok(HttpResponse::Created().json(key.into_dto()))
 }
 
-/// List the project's keys.
-#[utoipa::path(get, path = "/v1/keys", tag = "keys", responses((status = 200, body = Vec<KeyDto>)))]
-pub async fn list_keys(auth: Auth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let keys: Vec<KeyDto> = state.store.list_keys(auth.project_id).await?.into_iter().map(IntoDto::into_dto).collect();
-    Ok(HttpResponse::Ok().json(keys))
+/// List the project's keys, oldest first.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", params(PageQuery), responses(
+    (status = 200, body = Page<KeyDto>),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_keys(
+    auth: Auth,
+    state: web::Data<AppState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, cursor) = super::page_query(&q)?;
+    Ok(HttpResponse::Ok().json(super::to_page(state.store.list_keys(auth.project_id, limit, cursor).await?)))
 }
 
 /// Show a key.

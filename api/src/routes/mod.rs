@@ -108,6 +108,22 @@ pub(crate) trait IntoDto {
 
 pub(crate) const DEFAULT_PAGE: u64 = 50;
 
+/// A store page as its wire form.
+pub(crate) fn to_page<T: IntoDto>(p: herd_store::Page<T>) -> Page<T::Dto> {
+    Page {
+        items: p.items.into_iter().map(IntoDto::into_dto).collect(),
+        next_cursor: p.next_cursor.map(|c| c.to_string()),
+    }
+}
+
+/// `limit` and `cursor` of a [`common::PageQuery`], or a 422 naming what is wrong.
+pub(crate) fn page_query(q: &common::PageQuery) -> Result<(u64, Option<uuid::Uuid>), crate::error::ApiError> {
+    let mut errs = crate::error::Errors::default();
+    let p = page_params(q.limit.as_deref(), q.cursor.as_deref(), &mut errs);
+    errs.into_result()?;
+    Ok(p)
+}
+
 /// Parses `limit` and `cursor` query parameters, reporting every problem at once.
 pub(crate) fn page_params(
     limit: Option<&str>,

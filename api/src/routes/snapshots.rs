@@ -61,6 +61,7 @@ pub fn routes(t: &mut super::Table) {
 #[utoipa::path(post, path = "/v1/clusters/{id}/snapshots", tag = "snapshots", params(("id" = Uuid, Path)),
     request_body = SnapshotRequest, responses(
     (status = 202, body = CreatedSnapshot),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
     (status = 409, body = Problem, content_type = "application/problem+json"),
     (status = 422, body = Problem, content_type = "application/problem+json"),

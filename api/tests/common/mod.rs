@@ -40,6 +40,11 @@ impl TestApp {
 
     /// With `nosnap`: also a provider `nosnap` (a local provider that cannot snapshot).
     pub async fn spawn_with(backend: Backend, nosnap: bool) -> Self {
+        Self::spawn_tweaked(backend, nosnap, |_| {}).await
+    }
+
+    /// With settings changed by `tweak` before startup.
+    pub async fn spawn_tweaked(backend: Backend, nosnap: bool, tweak: impl FnOnce(&mut Settings)) -> Self {
         let state_dir = tempfile::tempdir().unwrap();
         let admin_token = format!("herd_test_admin_{}", uuid::Uuid::new_v4().simple());
         let mut settings = Settings {
@@ -64,6 +69,7 @@ impl TestApp {
                 pg_db = Some(db);
             }
         }
+        tweak(&mut settings);
         let prepared = prepare(&settings, Mode::Production).await.expect("startup");
         let mut providers = herd_providers::build_providers(&settings.providers, &settings.state_dir).unwrap();
         if nosnap {

@@ -56,6 +56,9 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub backups: BackupSettings,
     pub hooks: HookSettings,
+    /// Each project's default limits (`[quotas]`: clusters, nodes, volume_gb,
+    /// snapshots, backups, keys); operators override them per project.
+    pub quotas: crate::quota::Limits,
 }
 
 /// Where failover webhooks may go (see `egress`).
@@ -246,6 +249,7 @@ impl Default for Settings {
             worker: WorkerSettings::default(),
             backups: BackupSettings::default(),
             hooks: HookSettings::default(),
+            quotas: crate::quota::Limits::default(),
         }
     }
 }
@@ -324,6 +328,9 @@ impl Settings {
     /// Rules across keys that types cannot express; `load` applies them, so a bad
     /// combination stops Herd at start-up rather than failing its first backup.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some((q, v)) = self.quotas.out_of_range() {
+            return Err(ConfigError(format!("quotas.{q} is {v}: a limit may be at most {}", crate::quota::MAX_LIMIT)));
+        }
         if !CERT_RENEW_SECS.contains(&self.worker.cert_renew_secs) {
             return Err(ConfigError(format!(
                 "worker.cert_renew_secs is {}: it must be between 10 seconds and a year",

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use herd_client::Client;
-use herd_client::types::{CreateKey, CreateToken, TokenRole};
+use herd_client::types::{CreateKey, CreateToken, Quota, SetQuotas, TokenRole};
 use std::path::PathBuf;
 use uuid::Uuid;
 
@@ -192,7 +192,56 @@ pub async fn project(api: &Client, cmd: ProjectCmd, out: &Out) -> anyhow::Result
                 table(&["NAME", "AGE", "ID"], &rows)
             })
         }
+        ProjectCmd::Quota { project, set, reset } => {
+            let pid = find_project(api, &project).await?;
+            let mut q = api.quotas(pid).await?;
+            if !set.is_empty() || !reset.is_empty() {
+                // PUT replaces every override: start from the ones the project has.
+                let mut own: Vec<(Quota, Option<u64>)> =
+                    Quota::ALL.iter().map(|&k| (k, q.get(k).overridden.then_some(q.get(k).limit))).collect();
+                for s in &set {
+                    let (name, n) = s.split_once('=').ok_or_else(|| usage(format!("--set {s:?}: use NAME=N")))?;
+                    let n = n.trim().parse::<u64>().map_err(|_| usage(format!("--set {s:?}: N is not a number")))?;
+                    let k = quota_named(name)?;
+                    own.iter_mut().filter(|(x, _)| *x == k).for_each(|e| e.1 = Some(n));
+                }
+                for name in &reset {
+                    let k = quota_named(name)?;
+                    own.iter_mut().filter(|(x, _)| *x == k).for_each(|e| e.1 = None);
+                }
+                let get = |k: Quota| own.iter().find(|(x, _)| *x == k).and_then(|(_, v)| *v);
+                let req = SetQuotas {
+                    clusters: get(Quota::Clusters),
+                    nodes: get(Quota::Nodes),
+                    volume_gb: get(Quota::VolumeGb),
+                    snapshots: get(Quota::Snapshots),
+                    backups: get(Quota::Backups),
+                    keys: get(Quota::Keys),
+                };
+                q = api.set_quotas(pid, &req).await?;
+            }
+            out.result(&q, |_| {
+                let rows: Vec<Vec<String>> = Quota::ALL
+                    .iter()
+                    .map(|&k| {
+                        let l = q.get(k);
+                        let whose = if l.overridden { "project" } else { "default" };
+                        vec![k.to_string(), l.used.to_string(), l.limit.to_string(), whose.into()]
+                    })
+                    .collect();
+                table(&["QUOTA", "USED", "LIMIT", "SET BY"], &rows)
+            })
+        }
     }
+}
+
+/// A quota by the name the API gives it, or a usage error listing them.
+fn quota_named(name: &str) -> anyhow::Result<Quota> {
+    let name = name.trim();
+    Quota::ALL.iter().copied().find(|k| k.as_str() == name).ok_or_else(|| {
+        let all: Vec<&str> = Quota::ALL.iter().map(|k| k.as_str()).collect();
+        usage(format!("no quota {name:?}: one of {}", all.join(", ")))
+    })
 }
 
 /// A project by name or id.

@@ -307,6 +307,7 @@ async fn connect(api: &Client, cluster: &str, extra: &[String]) -> anyhow::Resul
             title: String::new(),
             detail: format!("{} is {}: it has no endpoint yet", c.name, c.status),
             errors: vec![],
+            quota: None,
         })
     })?;
     let ca = super::tls::save_ca(c.id, &cred.ca_certificate)?;

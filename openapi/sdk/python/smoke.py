@@ -31,6 +31,7 @@ from herd_client.models import (
     CreatedCluster,
     Credentials,
     ErrorCode,
+    PageDatastoreDto,
     Problem,
     TaskDto,
     TaskRef,
@@ -75,9 +76,10 @@ def main() -> None:
         with client:
             # a. datastores
             r = list_datastores.sync_detailed(client=client)
-            check(r.status_code == 200 and isinstance(r.parsed, list), f"list datastores: {r.status_code} {r.content!r}")
-            pg = [d for d in r.parsed if d.name == "postgresql"]
-            check(len(pg) == 1, f"no postgresql datastore in {[d.name for d in r.parsed]}")
+            check(r.status_code == 200 and isinstance(r.parsed, PageDatastoreDto), f"list datastores: {r.status_code} {r.content!r}")
+            check(not r.parsed.next_cursor, f"datastores: one page expected, got cursor {r.parsed.next_cursor!r}")
+            pg = [d for d in r.parsed.items if d.name == "postgresql"]
+            check(len(pg) == 1, f"no postgresql datastore in {[d.name for d in r.parsed.items]}")
             versions = [v.version for v in pg[0].versions]
             check("15" in versions, f"postgresql has no version 15: {versions}")
             step(f"datastores: postgresql {', '.join(versions)}")

@@ -56,8 +56,9 @@ async function main(): Promise<void> {
     {
       const { data, error, response } = await herd.GET("/v1/datastores");
       check(data, `list datastores: ${response.status} ${JSON.stringify(error)}`);
-      const pgStore = data.find((d) => d.name === "postgresql");
-      check(pgStore, `no postgresql datastore in ${data.map((d) => d.name).join(",")}`);
+      check(!data.next_cursor, `datastores: one page expected, got cursor ${data.next_cursor}`);
+      const pgStore = data.items.find((d) => d.name === "postgresql");
+      check(pgStore, `no postgresql datastore in ${data.items.map((d) => d.name).join(",")}`);
       const versions = pgStore.versions.map((v) => v.version);
       check(versions.includes("15"), `postgresql has no version 15: ${versions.join(",")}`);
       step(`datastores: postgresql ${versions.join(", ")}`);

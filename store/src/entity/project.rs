@@ -7,6 +7,12 @@ pub struct Model {
     pub id: Uuid,
     pub name: String,
     pub created_at: DateTimeUtc,
+    pub quota_clusters: Option<i64>,
+    pub quota_nodes: Option<i64>,
+    pub quota_volume_gb: Option<i64>,
+    pub quota_snapshots: Option<i64>,
+    pub quota_backups: Option<i64>,
+    pub quota_keys: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

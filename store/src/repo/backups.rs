@@ -2,6 +2,7 @@
 //! cluster (it names its repository and stanza), so a deleted cluster stays restorable
 //! until its backups are expired.
 
+use herd_core::quota::Quota;
 use herd_core::status::{BackupStatus, BackupType, TaskKind, TaskStatus};
 use herd_core::task::{Payload, TaskInput};
 use sea_orm::sea_query::Expr;
@@ -45,6 +46,9 @@ impl Store {
         let tx = self.write_tx().await?;
         let c = self.project_cluster(&tx, project_id, cluster_id).await?;
         self.check_ready(&tx, &c).await?;
+        // Scheduled backups are bounded by their policy's retention instead: a quota
+        // must not silently stop a cluster's backups.
+        self.check_quotas(&tx, project_id, &[(Quota::Backups, 1)]).await?;
         let (b, t) = self.insert_backup(&tx, &c, kind, repo, stanza, &format!("{kind} backup requested")).await?;
         tx.commit().await?;
         Ok((b, t))

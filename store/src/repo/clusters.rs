@@ -4,6 +4,7 @@
 use herd_core::crypto::generate_password;
 use herd_core::hooks::Hooks;
 use herd_core::names::DnsLabel;
+use herd_core::quota::Quota;
 use herd_core::sshkey::KeyMaterial;
 use herd_core::status::{ClusterStatus, TaskKind, TaskStatus};
 use herd_core::task::{CreateInput, RestoreInput, TaskInput};
@@ -137,6 +138,13 @@ impl Store {
     /// can never point at a missing cluster and a cluster never lacks its task.
     pub async fn create_cluster(&self, new: NewCluster) -> Result<(ClusterView, task::Model), StoreError> {
         let tx = self.write_tx().await?;
+        let nodes = u64::from(new.node_count);
+        self.check_quotas(
+            &tx,
+            new.project_id,
+            &[(Quota::Clusters, 1), (Quota::Nodes, nodes), (Quota::VolumeGb, nodes * u64::from(new.volume_gb))],
+        )
+        .await?;
         let id = new_id();
         let key_id = match &new.key {
             KeyChoice::Existing(kid) => {

@@ -2,10 +2,11 @@ use std::collections::BTreeMap;
 
 use sea_orm::{ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set};
 
-use super::{new_id, now};
+use super::{Page, new_id, now, page_by_id};
 use crate::Conflict;
 use crate::entity::{datastore, datastore_version};
 use crate::{Store, StoreError};
+use uuid::Uuid;
 
 /// A datastore version as the domain sees it (JSON columns decoded).
 #[derive(Debug, Clone)]
@@ -67,18 +68,30 @@ impl Store {
         }
     }
 
-    pub async fn list_datastores(&self) -> Result<Vec<(datastore::Model, Vec<VersionSpec>)>, StoreError> {
-        let stores = datastore::Entity::find().order_by_asc(datastore::Column::Name).all(&self.db).await?;
-        let versions =
-            datastore_version::Entity::find().order_by_asc(datastore_version::Column::Version).all(&self.db).await?;
-        stores
+    /// The catalogue, oldest datastore first, a page at a time, each with every version.
+    pub async fn list_datastores(
+        &self,
+        limit: u64,
+        cursor: Option<Uuid>,
+    ) -> Result<Page<(datastore::Model, Vec<VersionSpec>)>, StoreError> {
+        let page =
+            page_by_id(&self.db, datastore::Entity::find(), datastore::Column::Id, |d| d.id, limit, cursor, false)
+                .await?;
+        let versions = datastore_version::Entity::find()
+            .filter(datastore_version::Column::DatastoreId.is_in(page.items.iter().map(|d| d.id)))
+            .order_by_asc(datastore_version::Column::Version)
+            .all(&self.db)
+            .await?;
+        let items = page
+            .items
             .into_iter()
             .map(|d| {
                 let vs: Result<Vec<_>, _> =
                     versions.iter().filter(|v| v.datastore_id == d.id).map(VersionSpec::from_model).collect();
                 vs.map(|vs| (d, vs))
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, next_cursor: page.next_cursor })
     }
 
     pub async fn get_datastore(&self, name: &str) -> Result<datastore::Model, StoreError> {

@@ -1,11 +1,10 @@
+use herd_core::quota::Quota;
 use herd_core::sshkey::KeyMaterial;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use super::{find_in_project, in_project};
+use super::{Page, find_in_project, in_project, page_by_id};
 use super::{new_id, now};
 use crate::Conflict;
 use crate::entity::{cluster, ssh_key};
@@ -23,7 +22,13 @@ impl Store {
         material: &KeyMaterial,
         generated_for: Option<Uuid>,
     ) -> Result<ssh_key::Model, StoreError> {
-        self.insert_key(&self.db, project_id, name, material, generated_for).await
+        let tx = self.write_tx().await?;
+        if generated_for.is_none() {
+            self.check_quotas(&tx, project_id, &[(Quota::Keys, 1)]).await?;
+        }
+        let k = self.insert_key(&tx, project_id, name, material, generated_for).await?;
+        tx.commit().await?;
+        Ok(k)
     }
 
     pub(crate) async fn insert_key<C: ConnectionTrait>(
@@ -54,8 +59,15 @@ impl Store {
         })
     }
 
-    pub async fn list_keys(&self, project_id: Uuid) -> Result<Vec<ssh_key::Model>, StoreError> {
-        Ok(in_project::<ssh_key::Entity>(project_id).order_by_asc(ssh_key::Column::Id).all(&self.db).await?)
+    /// The project's keys, oldest first, a page at a time.
+    pub async fn list_keys(
+        &self,
+        project_id: Uuid,
+        limit: u64,
+        cursor: Option<Uuid>,
+    ) -> Result<Page<ssh_key::Model>, StoreError> {
+        let q = in_project::<ssh_key::Entity>(project_id);
+        page_by_id(&self.db, q, ssh_key::Column::Id, |k| k.id, limit, cursor, false).await
     }
 
     pub async fn get_key(&self, project_id: Uuid, id: Uuid) -> Result<ssh_key::Model, StoreError> {

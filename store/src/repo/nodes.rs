@@ -2,6 +2,7 @@
 //! call finds the row and retries with the same token), what was built recorded by
 //! intent (`server_created`, `volume_attached`, …), replicas added and removed.
 
+use herd_core::quota::Quota;
 use herd_core::status::{NodeRole, NodeStatus, VolumeStatus};
 use herd_core::task::TaskInput;
 use herd_core::values::Priority;
@@ -65,6 +66,13 @@ impl Store {
         let c = self.project_cluster(&tx, project_id, id).await?;
         self.check_ready(&tx, &c).await?;
         let existing = node::Entity::find().filter(node::Column::ClusterId.eq(id)).all(&tx).await?;
+        let gb = u64::try_from(c.volume_gb).unwrap_or(0);
+        self.check_quotas(
+            &tx,
+            project_id,
+            &[(Quota::Nodes, u64::from(count)), (Quota::VolumeGb, u64::from(count) * gb)],
+        )
+        .await?;
         if existing.len() + usize::from(count) > usize::from(max_nodes) {
             return Err(StoreError::conflict(
                 Conflict::TooManyNodes,

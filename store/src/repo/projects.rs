@@ -1,7 +1,7 @@
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use uuid::Uuid;
 
-use super::{new_id, now};
+use super::{Page, new_id, now, page_by_id};
 use crate::Conflict;
 use crate::entity::project;
 use crate::{Store, StoreError};
@@ -11,16 +11,20 @@ pub const ADMIN_PROJECT: &str = "admin";
 
 impl Store {
     pub async fn create_project(&self, name: &str) -> Result<project::Model, StoreError> {
-        project::ActiveModel { id: Set(new_id()), name: Set(name.to_owned()), created_at: Set(now()) }
-            .insert(&self.db)
-            .await
-            .map_err(|e| {
-                StoreError::unique(e, Conflict::ProjectExists, format!("a project named '{name}' already exists"))
-            })
+        project::ActiveModel {
+            id: Set(new_id()),
+            name: Set(name.to_owned()),
+            created_at: Set(now()),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await
+        .map_err(|e| StoreError::unique(e, Conflict::ProjectExists, format!("a project named '{name}' already exists")))
     }
 
-    pub async fn list_projects(&self) -> Result<Vec<project::Model>, StoreError> {
-        Ok(project::Entity::find().order_by_asc(project::Column::Id).all(&self.db).await?)
+    /// Every project, oldest first, a page at a time (operators).
+    pub async fn list_projects(&self, limit: u64, cursor: Option<Uuid>) -> Result<Page<project::Model>, StoreError> {
+        page_by_id(&self.db, project::Entity::find(), project::Column::Id, |p| p.id, limit, cursor, false).await
     }
 
     pub async fn get_project(&self, id: Uuid) -> Result<project::Model, StoreError> {

@@ -1,6 +1,7 @@
 //! Volume snapshots: requested by the API, taken and deleted by tasks. Like backups, a
 //! snapshot outlives its cluster: its row names everything a restore needs.
 
+use herd_core::quota::Quota;
 use herd_core::status::{SnapshotStatus, TaskStatus};
 use herd_core::task::TaskInput;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
@@ -37,6 +38,7 @@ impl Store {
         let tx = self.write_tx().await?;
         let c = self.project_cluster(&tx, project_id, cluster_id).await?;
         self.check_ready(&tx, &c).await?;
+        self.check_quotas(&tx, project_id, &[(Quota::Snapshots, 1)]).await?;
         let snapshot_id = new_id();
         let t = insert_task(&tx, project_id, cluster_id, TaskInput::Snapshot { snapshot_id }).await?;
         let ts = now();

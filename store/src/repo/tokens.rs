@@ -1,11 +1,11 @@
 use herd_core::crypto::{generate_token, hash_token};
 use herd_core::status::TokenRole;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::projects::ADMIN_PROJECT;
-use super::{find_in_project, in_project};
+use super::{Page, find_in_project, in_project, page_by_id};
 use super::{new_id, now};
 use crate::Conflict;
 use crate::entity::{api_token, project};
@@ -110,9 +110,20 @@ impl Store {
         Ok(Some((token, project)))
     }
 
-    pub async fn list_tokens(&self, project_id: Uuid) -> Result<Vec<api_token::Model>, StoreError> {
+    /// The project's tokens (revoked ones too), oldest first, a page at a time.
+    pub async fn list_tokens(
+        &self,
+        project_id: Uuid,
+        limit: u64,
+        cursor: Option<Uuid>,
+    ) -> Result<Page<api_token::Model>, StoreError> {
         self.get_project(project_id).await?;
-        Ok(in_project::<api_token::Entity>(project_id).order_by_asc(api_token::Column::Id).all(&self.db).await?)
+        let q = in_project::<api_token::Entity>(project_id);
+        page_by_id(&self.db, q, api_token::Column::Id, |t| t.id, limit, cursor, false).await
+    }
+
+    pub async fn get_token(&self, project_id: Uuid, token_id: Uuid) -> Result<api_token::Model, StoreError> {
+        find_in_project::<api_token::Entity, _>(&self.db, project_id, token_id).await
     }
 
     pub async fn revoke_token(&self, project_id: Uuid, token_id: Uuid) -> Result<(), StoreError> {

@@ -39,9 +39,11 @@ pub struct ListClustersQuery {
     pub cursor: Option<String>,
 }
 
-/// Request a new cluster. Returns at once with the task that builds it.
+/// Request a new cluster. Returns at once with the task that builds it. Counts
+/// against the project's `clusters`, `nodes` and `volume_gb` quotas (403 `quota_exceeded`).
 #[utoipa::path(post, path = "/v1/clusters", tag = "clusters", request_body = CreateCluster, responses(
     (status = 202, body = CreatedCluster),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 409, body = Problem, content_type = "application/problem+json"),
     (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]

@@ -69,6 +69,7 @@ pub async fn power_node(
 #[utoipa::path(post, path = "/v1/clusters/{id}/nodes", tag = "clusters", params(("id" = Uuid, Path)),
     request_body = AddNodesRequest, responses(
     (status = 202, body = AddedNodes),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
     (status = 409, body = Problem, content_type = "application/problem+json"),
     (status = 422, body = Problem, content_type = "application/problem+json"),
