@@ -271,6 +271,13 @@ async fn node_certificates_are_renewed_before_they_expire_without_a_restart() {
     let herd = env.client(&api, &token);
     let id = env.create_cluster(&api, &token, cluster("renewed", 1)).await;
     let c = env.wait_status(&api, &token, id, ClusterStatus::Active, ACTIVE_WITHIN).await;
+    // The API says when the renewal is due: the end of a 30-second window.
+    let first_due = c.certificates_renew_at.expect("an active cluster shows its renewal time");
+    assert!(
+        first_due > c.created_at && first_due <= c.created_at + chrono::Duration::seconds(60),
+        "due {first_due}, created {}",
+        c.created_at
+    );
     let host = c.nodes[0].address.clone().expect("address");
     let (uri, password) = env.credentials(&api, &token, id).await;
     let started = psql(&uri, &password, "select pg_postmaster_start_time()").unwrap();
@@ -307,6 +314,8 @@ async fn node_certificates_are_renewed_before_they_expire_without_a_restart() {
         .unwrap_or_else(|| panic!("no renewal in the history: {events:#?}"));
     let task = env.wait_succeeded(&api, &token, renewal.task_id.expect("its task"), Duration::from_secs(60)).await;
     assert_eq!(task.kind.to_string(), "update_cluster", "{task:?}");
+    let due = herd.cluster(id).await.unwrap().certificates_renew_at.expect("still shown");
+    assert!(due > first_due, "the next renewal ({due}) is after the first one's ({first_due})");
     // Clients still verify it against the same CA; PostgreSQL was reloaded, not restarted.
     assert_eq!(psql(&uri, &password, "select pg_postmaster_start_time()").unwrap(), started);
     assert_eq!(psql(&uri, &password, "select ssl from pg_stat_ssl where pid = pg_backend_pid()").unwrap(), "t");

@@ -135,6 +135,11 @@ pub struct ClusterDto {
     /// true for every cluster with backups created since Herd encrypts them.
     #[serde(default)]
     pub backups_encrypted: bool,
+    /// When the workers next renew its nodes' TLS certificates (files rewritten,
+    /// PostgreSQL reloaded, no restart); while a failed renewal waits, when it is tried
+    /// again. Null until the first build has finished.
+    #[serde(default)]
+    pub certificates_renew_at: Option<DateTime<Utc>>,
     pub nodes: Vec<NodeDto>,
     pub endpoints: Endpoints,
     /// The cluster's most recent task.

@@ -391,6 +391,7 @@ fn show_text(out: &Out, c: &ClusterDto) -> String {
         ("backups", opt(c.backup_repository.as_ref())),
         ("primary", opt(c.endpoints.primary_address.as_ref())),
         ("uri", opt(c.endpoints.primary_uri.as_ref())),
+        ("tls renewal", c.certificates_renew_at.map_or("-".into(), |t| t.to_rfc3339())),
         ("parameters", params_text(&c.parameters)),
         (
             "task",

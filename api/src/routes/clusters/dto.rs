@@ -87,6 +87,7 @@ fn view_dto(v: ClusterView, profile: Option<&dyn Profile>) -> ClusterDto {
         synchronous: c.synchronous,
         parameters: c.parameters,
         backups_encrypted: c.backup_repo.as_deref().is_some_and(herd_datastores::repo::recorded_encrypted),
+        certificates_renew_at: c.certs_renew_at,
         backup_repository: c
             .backup_repo
             .filter(|r| r != herd_datastores::repo::NO_REPOSITORY)
