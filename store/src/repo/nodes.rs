@@ -66,6 +66,13 @@ impl Store {
         let c = self.project_cluster(&tx, project_id, id).await?;
         self.check_ready(&tx, &c).await?;
         let existing = node::Entity::find().filter(node::Column::ClusterId.eq(id)).all(&tx).await?;
+        if existing.len() + usize::from(count) > usize::from(max_nodes) {
+            return Err(StoreError::conflict(
+                Conflict::TooManyNodes,
+                format!("the cluster has {} node(s); at most {max_nodes} are allowed", existing.len()),
+            ));
+        }
+        // The cluster's own bound first: raising a quota would not help past it.
         let gb = u64::try_from(c.volume_gb).unwrap_or(0);
         self.check_quotas(
             &tx,
@@ -73,12 +80,6 @@ impl Store {
             &[(Quota::Nodes, u64::from(count)), (Quota::VolumeGb, u64::from(count) * gb)],
         )
         .await?;
-        if existing.len() + usize::from(count) > usize::from(max_nodes) {
-            return Err(StoreError::conflict(
-                Conflict::TooManyNodes,
-                format!("the cluster has {} node(s); at most {max_nodes} are allowed", existing.len()),
-            ));
-        }
         let first = existing.iter().map(|n| n.ordinal).max().unwrap_or(-1) + 1;
         let ts = now();
         let mut added = Vec::new();
