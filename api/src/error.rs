@@ -115,6 +115,9 @@ fn conflict_code(kind: Conflict) -> ErrorCode {
         Conflict::NodeIsPrimary => ErrorCode::NodeIsPrimary,
         Conflict::LastNode => ErrorCode::LastNode,
         Conflict::TooManyNodes => ErrorCode::TooManyNodes,
+        Conflict::DatabaseExists => ErrorCode::DatabaseExists,
+        Conflict::UserExists => ErrorCode::UserExists,
+        Conflict::UserOwnsDatabase => ErrorCode::UserOwnsDatabase,
     }
 }
 

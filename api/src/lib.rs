@@ -51,6 +51,7 @@ pub fn v1_routes() -> Table {
     clusters::routes(&mut t);
     backups::routes(&mut t);
     snapshots::routes(&mut t);
+    managed::routes(&mut t);
     backup_policy::routes(&mut t);
     tasks::routes(&mut t);
     streams::routes(&mut t);

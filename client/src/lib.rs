@@ -307,6 +307,46 @@ impl Client {
         self.json(self.request(Method::DELETE, &format!("/v1/snapshots/{id}"))).await
     }
 
+    // --- managed databases and users ---------------------------------------------------
+
+    pub async fn create_database(&self, cluster: Uuid, req: &CreateDatabase) -> Result<DatabaseAccepted> {
+        self.call(Method::POST, &format!("/v1/clusters/{cluster}/databases"), req).await
+    }
+
+    pub async fn databases(&self, cluster: Uuid) -> Result<Vec<DatabaseDto>> {
+        self.all_pages(&format!("/v1/clusters/{cluster}/databases"), &[]).await
+    }
+
+    pub async fn database(&self, cluster: Uuid, name: &str) -> Result<DatabaseDto> {
+        self.get(&format!("/v1/clusters/{cluster}/databases/{}", segment(name))).await
+    }
+
+    /// `force` ends the sessions connected to it.
+    pub async fn delete_database(&self, cluster: Uuid, name: &str, force: bool) -> Result<DatabaseAccepted> {
+        let path = format!("/v1/clusters/{cluster}/databases/{}", segment(name));
+        self.json(self.request(Method::DELETE, &path).query(&[("force", force.to_string())])).await
+    }
+
+    pub async fn create_user(&self, cluster: Uuid, req: &CreateUser) -> Result<UserAccepted> {
+        self.call(Method::POST, &format!("/v1/clusters/{cluster}/users"), req).await
+    }
+
+    pub async fn users(&self, cluster: Uuid) -> Result<Vec<UserDto>> {
+        self.all_pages(&format!("/v1/clusters/{cluster}/users"), &[]).await
+    }
+
+    pub async fn user(&self, cluster: Uuid, name: &str) -> Result<UserDto> {
+        self.get(&format!("/v1/clusters/{cluster}/users/{}", segment(name))).await
+    }
+
+    pub async fn update_user(&self, cluster: Uuid, name: &str, req: &UpdateUser) -> Result<UserAccepted> {
+        self.call(Method::PATCH, &format!("/v1/clusters/{cluster}/users/{}", segment(name)), req).await
+    }
+
+    pub async fn delete_user(&self, cluster: Uuid, name: &str) -> Result<UserAccepted> {
+        self.json(self.request(Method::DELETE, &format!("/v1/clusters/{cluster}/users/{}", segment(name)))).await
+    }
+
     /// The cluster's backup policy; `None` when it has none.
     pub async fn backup_policy(&self, id: Uuid) -> Result<Option<BackupPolicyDto>> {
         match self.get(&format!("/v1/clusters/{id}/backup-policy")).await {
@@ -465,4 +505,14 @@ fn not_found(detail: String) -> Error {
         errors: Vec::new(),
         quota: None,
     })
+}
+
+/// A name as one URL path segment (names are validated by the API; this keeps a bad
+/// one from changing the path).
+fn segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"_-.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
+        })
+        .collect()
 }

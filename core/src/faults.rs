@@ -146,6 +146,10 @@ fault_codes! {
     SnapshotsUnsupported = "snapshots_unsupported",
     /// The node is not a running member (gone, or without a server).
     NodeUnavailable = "node_unavailable",
+    /// A database to be dropped has sessions and the drop was not forced.
+    DatabaseInUse = "database_in_use",
+    /// PostgreSQL refused a managed database or user change.
+    AccessRefused = "access_refused",
     /// The resource is in a state that does not allow the step.
     InvalidState = "invalid_state",
     /// The task's input does not fit what the step needs.

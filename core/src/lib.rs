@@ -1,6 +1,7 @@
 //! Herd's domain: configuration, names, states and their transitions, secrets.
 //! No I/O beyond reading config and key files; shared by the API, the worker and the CLI.
 
+pub mod access;
 pub mod config;
 pub mod crypto;
 pub mod egress;

@@ -132,6 +132,8 @@ string_enum!(
         Snapshot = "snapshot",
         /// Delete a volume snapshot at the provider.
         DeleteSnapshot = "delete_snapshot",
+        /// Bring the cluster's managed databases and users to their desired state.
+        SyncAccess = "sync_access",
     }
 );
 
@@ -284,6 +286,32 @@ impl BackupStatus {
     }
 }
 
+string_enum!(
+    /// A managed database or user: its desired state against what the primary has.
+    AccessStatus {
+        /// Recorded (or changed) and not yet applied on the primary.
+        Pending = "pending",
+        /// The primary has it as desired.
+        Ready = "ready",
+        /// To be dropped; the row goes once the primary no longer has it.
+        Deleting = "deleting",
+        /// The last apply failed (`error` says why); the next change or sync tries again.
+        Error = "error",
+    }
+);
+
+impl AccessStatus {
+    pub fn can_become(self, to: AccessStatus) -> bool {
+        use AccessStatus::*;
+        // Pending → Pending: a second change before the first was applied. A refused
+        // drop (the database is in use) is an error and stays to be deleted again.
+        matches!(
+            (self, to),
+            (Pending, Pending | Ready | Error | Deleting) | (Ready | Error, Pending | Deleting) | (Deleting, Error)
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,5 +365,9 @@ mod tests {
         assert!(!SnapshotStatus::Creating.can_become(SnapshotStatus::Deleting));
         assert!(!SnapshotStatus::Deleting.can_become(SnapshotStatus::Available));
         assert!(!BackupStatus::Running.can_become(BackupStatus::Expired));
+        assert!(AccessStatus::Ready.can_become(AccessStatus::Pending));
+        assert!(AccessStatus::Deleting.can_become(AccessStatus::Error));
+        assert!(!AccessStatus::Deleting.can_become(AccessStatus::Ready));
+        assert!(!AccessStatus::Ready.can_become(AccessStatus::Ready));
     }
 }

@@ -30,6 +30,7 @@ pub enum TaskInput {
     ExpireBackup { backup_id: Uuid },
     Snapshot { snapshot_id: Uuid },
     DeleteSnapshot { snapshot_id: Uuid },
+    SyncAccess {},
 }
 
 impl TaskInput {
@@ -47,6 +48,7 @@ impl TaskInput {
             TaskInput::ExpireBackup { .. } => TaskKind::ExpireBackup,
             TaskInput::Snapshot { .. } => TaskKind::Snapshot,
             TaskInput::DeleteSnapshot { .. } => TaskKind::DeleteSnapshot,
+            TaskInput::SyncAccess {} => TaskKind::SyncAccess,
         }
     }
 
@@ -287,6 +289,7 @@ mod tests {
             TaskInput::ExpireBackup { backup_id: id },
             TaskInput::Snapshot { snapshot_id: id },
             TaskInput::DeleteSnapshot { snapshot_id: id },
+            TaskInput::SyncAccess {},
         ];
         let kinds: BTreeSet<&str> = all.iter().map(|i| i.kind().as_str()).collect();
         assert_eq!(kinds.len(), TaskKind::ALL.len(), "one variant per kind");

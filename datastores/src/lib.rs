@@ -10,7 +10,7 @@ pub mod repo;
 pub mod shell;
 pub mod ssh;
 
-pub use manager::{Backups, Lifecycle, Manager, Managers, Membership, Operations, Profile, Snapshots};
+pub use manager::{Access, Backups, Lifecycle, Manager, Managers, Membership, Operations, Profile, Snapshots};
 
 use async_trait::async_trait;
 use herd_core::faults::FaultCode;
@@ -377,6 +377,27 @@ pub trait HeldBackup: Send {
 /// The backup types are the domain's (`full`, `diff`, `incr`), one enum from the
 /// API's request to pgBackRest's `--type`.
 pub use herd_core::status::BackupType;
+
+pub use herd_core::access::{DbPrivilege, Grants};
+
+/// A managed database as the primary should have it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedDatabase {
+    pub name: String,
+    /// None: the cluster's admin role.
+    pub owner: Option<String>,
+    pub encoding: String,
+    pub locale: Option<String>,
+}
+
+/// A managed login role as the primary should have it.
+pub struct ManagedUser {
+    pub name: String,
+    pub password: secrecy::SecretString,
+    /// None: no limit.
+    pub connection_limit: Option<i32>,
+    pub roles: Vec<String>,
+}
 
 /// One backup as the repository describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,8 @@
 //! and the worker's state, so nothing picks a manager by a hard-coded name.
 
 use crate::{
-    BackupConfig, BackupInfo, BackupType, ClusterHealth, ClusterSpec, HeldBackup, ManagerError, NodeSpec,
-    ParameterInfo, RecoveryWindow, SshTarget,
+    BackupConfig, BackupInfo, BackupType, ClusterHealth, ClusterSpec, Grants, HeldBackup, ManagedDatabase, ManagedUser,
+    ManagerError, NodeSpec, ParameterInfo, RecoveryWindow, SshTarget,
 };
 use async_trait::async_trait;
 use herd_core::faults::FaultCode;
@@ -156,6 +156,41 @@ pub trait Snapshots: Send + Sync {
     ) -> Result<Box<dyn HeldBackup>, ManagerError>;
 }
 
+/// Managed databases and users, applied on the primary. Each call is idempotent and
+/// sets the whole of what it names (a user's attributes and roles, one database, one
+/// user's grants), so re-running it repairs drift.
+#[async_trait]
+pub trait Access: Send + Sync {
+    /// Creates or alters the login role: password, connection limit, membership in
+    /// exactly `user.roles` of the grantable predefined roles, no other attribute.
+    async fn ensure_user(&self, cluster: &ClusterSpec, user: &ManagedUser) -> Result<(), ManagerError>;
+    /// Creates the database or gives it its owner; nobody but its owner, the admin and
+    /// users granted it may connect.
+    async fn ensure_database(&self, cluster: &ClusterSpec, db: &ManagedDatabase) -> Result<(), ManagerError>;
+    /// Sets `user`'s privileges in each of `databases` (those it owns aside): what
+    /// `grants` says, nothing in the others.
+    async fn apply_grants(
+        &self,
+        cluster: &ClusterSpec,
+        user: &str,
+        grants: &Grants,
+        databases: &[ManagedDatabase],
+    ) -> Result<(), ManagerError>;
+    /// Drops the database; with sessions connected it refuses (`database_in_use`)
+    /// unless `force`, which ends them.
+    async fn drop_database(&self, cluster: &ClusterSpec, name: &str, force: bool) -> Result<(), ManagerError>;
+    /// Ends the role's sessions, hands what it owns to the admin, drops it.
+    async fn drop_user(&self, cluster: &ClusterSpec, name: &str) -> Result<(), ManagerError>;
+    /// Of these users and databases, those the primary does not have (lost to a
+    /// failover before they replicated, or absent from a restored backup).
+    async fn missing(
+        &self,
+        cluster: &ClusterSpec,
+        users: &[String],
+        databases: &[String],
+    ) -> Result<(Vec<String>, Vec<String>), ManagerError>;
+}
+
 /// One datastore's manager, as capabilities. Cheap to clone.
 #[derive(Clone)]
 pub struct Manager {
@@ -165,13 +200,14 @@ pub struct Manager {
     pub membership: Arc<dyn Membership>,
     pub backups: Arc<dyn Backups>,
     pub snapshots: Arc<dyn Snapshots>,
+    pub access: Arc<dyn Access>,
 }
 
 impl Manager {
     /// A manager whose every capability is one value.
     pub fn of<T>(m: T) -> Self
     where
-        T: Profile + Lifecycle + Operations + Membership + Backups + Snapshots + 'static,
+        T: Profile + Lifecycle + Operations + Membership + Backups + Snapshots + Access + 'static,
     {
         let m = Arc::new(m);
         Self {
@@ -180,7 +216,8 @@ impl Manager {
             operations: m.clone(),
             membership: m.clone(),
             backups: m.clone(),
-            snapshots: m,
+            snapshots: m.clone(),
+            access: m,
         }
     }
 

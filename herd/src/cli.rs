@@ -138,6 +138,12 @@ pub enum ClientCommand {
     /// A cluster's backup schedules and retention.
     #[command(subcommand, name = "backup-policy")]
     BackupPolicy(PolicyCmd),
+    /// A cluster's managed databases.
+    #[command(subcommand)]
+    Database(DatabaseCmd),
+    /// A cluster's managed users: passwords, roles, privileges per database.
+    #[command(subcommand)]
+    User(UserCmd),
     /// SSH keys for cluster servers.
     #[command(subcommand)]
     Key(KeyCmd),
@@ -443,6 +449,88 @@ pub struct RestoreArgs {
     pub spec: ClusterSpecArgs,
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DatabaseCmd {
+    /// Create a database (owned by the admin role unless --owner names a managed user).
+    Create {
+        cluster: String,
+        name: String,
+        #[arg(long)]
+        owner: Option<String>,
+        /// Default UTF8.
+        #[arg(long)]
+        encoding: Option<String>,
+        /// Default C.UTF-8.
+        #[arg(long)]
+        locale: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    List {
+        cluster: String,
+    },
+    /// Drop a database; --force ends the sessions connected to it.
+    Delete {
+        cluster: String,
+        name: String,
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Create a login user; its generated password is printed once.
+    Create {
+        cluster: String,
+        name: String,
+        /// Privilege per database: DB=connect|read_only|read_write|create|owner (repeatable).
+        #[arg(long = "grant", value_name = "DB=PRIVILEGE")]
+        grants: Vec<String>,
+        /// A predefined role to hold (pg_monitor, pg_read_all_data, …; repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long)]
+        connection_limit: Option<i32>,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    List {
+        cluster: String,
+    },
+    /// Change privileges (--grant replaces them all), roles, limit, or rotate the password.
+    Update {
+        cluster: String,
+        name: String,
+        #[arg(long = "grant", value_name = "DB=PRIVILEGE")]
+        grants: Vec<String>,
+        /// Take every privilege away (with no --grant).
+        #[arg(long, conflicts_with = "grants")]
+        no_grants: bool,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// -1 for no limit.
+        #[arg(long, allow_negative_numbers = true)]
+        connection_limit: Option<i32>,
+        /// Generate a new password and print it once.
+        #[arg(long)]
+        rotate_password: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    Delete {
+        cluster: String,
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -14,6 +14,7 @@ mod m20261206_000009_operator_role;
 mod m20261206_000010_key_origin;
 mod m20261207_000011_cert_renewal;
 mod m20261207_000012_project_quotas;
+mod m20261207_000013_managed_access;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000010_key_origin::Migration),
             Box::new(m20261207_000011_cert_renewal::Migration),
             Box::new(m20261207_000012_project_quotas::Migration),
+            Box::new(m20261207_000013_managed_access::Migration),
         ]
     }
 }

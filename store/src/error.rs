@@ -20,6 +20,9 @@ pub enum Conflict {
     NodeIsPrimary,
     LastNode,
     TooManyNodes,
+    DatabaseExists,
+    UserExists,
+    UserOwnsDatabase,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -13,9 +13,10 @@ pub use error::{Conflict, DbError, StoreError};
 /// that checks it.
 pub use entity::{
     api_token::Model as ApiToken, backup::Model as Backup, backup_policy::Model as BackupPolicy,
-    cluster::Model as Cluster, datastore::Model as Datastore, datastore_version::Model as DatastoreVersion,
-    node::Model as Node, project::Model as Project, snapshot::Model as Snapshot, ssh_key::Model as SshKey,
-    task::Model as Task, task_event::Model as TaskEvent, volume::Model as Volume,
+    cluster::Model as Cluster, cluster_database::Model as ManagedDatabaseRow, datastore::Model as Datastore,
+    datastore_version::Model as DatastoreVersion, node::Model as Node, project::Model as Project,
+    snapshot::Model as Snapshot, ssh_key::Model as SshKey, task::Model as Task, task_event::Model as TaskEvent,
+    volume::Model as Volume,
 };
 pub use repo::*;
 

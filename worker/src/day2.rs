@@ -106,6 +106,19 @@ pub async fn run_action(job: &Job, inp: &ActionInput) -> Result<(), StepError> {
                 None => None,
             };
             promote(&b, &spec, inp.action, candidate.as_deref()).await?;
+            // A failover may lose what had not replicated, managed roles and databases
+            // among them: the next sync checks them on the new primary.
+            if inp.action == ActionKind::Failover && store.recheck_access(c.id).await? > 0 {
+                store
+                    .log_event(
+                        c,
+                        Some(job.task.id),
+                        "info",
+                        None,
+                        "databases and users to be checked on the new primary",
+                    )
+                    .await?;
+            }
         }
         ActionKind::Reinitialize => {
             let m =

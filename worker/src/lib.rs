@@ -5,6 +5,7 @@
 //! runs (so a dead worker's task is taken over), and checkpoints after every step (so a
 //! taken-over task resumes where it stopped, with the same idempotency tokens).
 
+mod access;
 mod create;
 mod day2;
 mod delete;
@@ -117,15 +118,16 @@ impl Ctx {
     }
 }
 
-/// Runs the queue consumer, the sweeper, the health poller, the backup scheduler and
-/// the certificate renewals until the process ends.
+/// Runs the queue consumer, the sweeper, the health poller, the backup scheduler, the
+/// certificate renewals and the access-sync scan until the process ends.
 pub async fn run(ctx: Arc<Ctx>) {
     let consumer = tokio::spawn(queue::consume(ctx.clone()));
     let sweeper = tokio::spawn(sweeper::run(ctx.clone()));
     let poller = tokio::spawn(poller::run(ctx.clone()));
     let scheduler = tokio::spawn(scheduler::run(ctx.clone()));
     let renewal = tokio::spawn(renewal::run(ctx.clone()));
-    let _ = tokio::join!(consumer, sweeper, poller, scheduler, renewal);
+    let access = tokio::spawn(access::run(ctx.clone()));
+    let _ = tokio::join!(consumer, sweeper, poller, scheduler, renewal, access);
 }
 
 /// For a single-process setup (`herd dev`) starting up: any task still marked running

@@ -98,7 +98,7 @@ async fn record_finish(ctx: &Ctx, task: Uuid, status: TaskStatus, error: Option<
 
 /// Dispatches on the typed input, so a task's runner always gets the input it needs.
 async fn run_input(job: &Job) -> Result<(), StepError> {
-    use crate::{create, day2, delete, snapshot};
+    use crate::{access, create, day2, delete, snapshot};
     match &job.input {
         TaskInput::CreateCluster(_) => create::run(job).await,
         TaskInput::DeleteCluster {} => delete::run(job).await,
@@ -112,6 +112,7 @@ async fn run_input(job: &Job) -> Result<(), StepError> {
         TaskInput::ExpireBackup { backup_id } => day2::run_expire(job, *backup_id).await,
         TaskInput::Snapshot { snapshot_id } => snapshot::run_snapshot(job, *snapshot_id).await,
         TaskInput::DeleteSnapshot { snapshot_id } => snapshot::run_delete(job, *snapshot_id).await,
+        TaskInput::SyncAccess {} => access::run_sync(job).await,
     }
 }
 

@@ -376,6 +376,40 @@ impl Snapshots for FakeManager {
     }
 }
 
+/// Access is not exercised here (`api/tests/access.rs` drives it on real clusters).
+#[async_trait]
+impl herd_datastores::Access for FakeManager {
+    async fn ensure_user(&self, _: &ClusterSpec, _: &herd_datastores::ManagedUser) -> Result<(), ManagerError> {
+        Ok(())
+    }
+    async fn ensure_database(&self, _: &ClusterSpec, _: &herd_datastores::ManagedDatabase) -> Result<(), ManagerError> {
+        Ok(())
+    }
+    async fn apply_grants(
+        &self,
+        _: &ClusterSpec,
+        _: &str,
+        _: &herd_datastores::Grants,
+        _: &[herd_datastores::ManagedDatabase],
+    ) -> Result<(), ManagerError> {
+        Ok(())
+    }
+    async fn drop_database(&self, _: &ClusterSpec, _: &str, _: bool) -> Result<(), ManagerError> {
+        Ok(())
+    }
+    async fn drop_user(&self, _: &ClusterSpec, _: &str) -> Result<(), ManagerError> {
+        Ok(())
+    }
+    async fn missing(
+        &self,
+        _: &ClusterSpec,
+        _: &[String],
+        _: &[String],
+    ) -> Result<(Vec<String>, Vec<String>), ManagerError> {
+        Ok((vec![], vec![]))
+    }
+}
+
 /// Every operation a one-node build calls, in order.
 const BUILD_OPS: [&str; 11] = [
     "create_volume",

@@ -9,6 +9,7 @@ pub mod datastores;
 pub mod flavors;
 pub mod health;
 pub mod keys;
+pub mod managed;
 pub mod projects;
 pub mod snapshots;
 pub mod streams;

@@ -8,6 +8,7 @@
 //! as `postgres` and `etcd` (setpriv drops root before exec; nothing stays as root).
 //! See the crate README for the file layout.
 
+mod access;
 mod backup;
 mod day2;
 mod etcd;

@@ -6,6 +6,7 @@
 //! (5xx) or could not be reached; 5 a waited-for task failed or was cancelled; 6 a
 //! wait timed out.
 
+mod access;
 mod admin;
 mod clusters;
 mod context;
@@ -112,6 +113,8 @@ async fn dispatch(conn: &ConnArgs, cmd: ClientCommand, out: &Out) -> anyhow::Res
                 Backup(c) => data::backup(&api, c, out).await,
                 Snapshot(c) => data::snapshot(&api, c, out).await,
                 BackupPolicy(c) => data::policy(&api, c, out).await,
+                Database(c) => access::database(&api, c, out).await,
+                User(c) => access::user(&api, c, out).await,
                 Key(c) => admin::key(&api, c, out).await,
                 Task(c) => admin::task(&api, c, out).await,
                 Project(c) => admin::project(&api, c, out).await,

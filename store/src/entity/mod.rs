@@ -5,6 +5,8 @@ pub mod api_token;
 pub mod backup;
 pub mod backup_policy;
 pub mod cluster;
+pub mod cluster_database;
+pub mod cluster_user;
 pub mod datastore;
 pub mod datastore_version;
 pub mod node;

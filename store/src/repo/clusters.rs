@@ -19,7 +19,9 @@ use super::states::set_cluster_status;
 use super::tasks::insert_task;
 use super::{Page, new_id, now};
 use crate::Conflict;
-use crate::entity::{backup_policy, cluster, datastore, node, ssh_key, task, task_event, volume};
+use crate::entity::{
+    backup_policy, cluster, cluster_database, cluster_user, datastore, node, ssh_key, task, task_event, volume,
+};
 use crate::{Store, StoreError};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
@@ -415,6 +417,8 @@ impl Store {
         node::Entity::delete_many().filter(node::Column::ClusterId.eq(id)).exec(&tx).await?;
         task_event::Entity::delete_many().filter(task_event::Column::ClusterId.eq(id)).exec(&tx).await?;
         backup_policy::Entity::delete_by_id(id).exec(&tx).await?;
+        cluster_database::Entity::delete_many().filter(cluster_database::Column::ClusterId.eq(id)).exec(&tx).await?;
+        cluster_user::Entity::delete_many().filter(cluster_user::Column::ClusterId.eq(id)).exec(&tx).await?;
         cluster::Entity::delete_by_id(id).exec(&tx).await?;
         if let Some(c) = c {
             // A key generated for this cluster alone goes with it.

@@ -3,8 +3,9 @@
 //! Split by aggregate. The layering (no module imports one that imports it back):
 //! `states`, `secrets`, `events` use nothing here but this file; `tasks` uses `states`;
 //! `nodes` and `health` use `states`; `clusters` uses `nodes`, `tasks`, `states` and
-//! `secrets`; `backups`, `snapshots`, `backup_policies` and `certificates` use `tasks`.
+//! `secrets`; `backups`, `snapshots`, `backup_policies`, `certificates` and `access` use `tasks`.
 
+pub mod access;
 pub mod backup_policies;
 pub mod backups;
 pub mod certificates;
@@ -146,6 +147,7 @@ where
     Ok(Page { items: rows, next_cursor })
 }
 
+pub use access::{AccessItem, AccessPlan, ManagedUserView, NewDatabase, NewUser, UserPatch};
 pub use backup_policies::{Advance, PolicySpec, ScheduledRun};
 pub use backups::BackupResult;
 pub use certificates::Renewal;
