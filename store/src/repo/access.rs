@@ -6,7 +6,7 @@
 //! database has exactly one owner.
 
 use herd_core::access::{DbPrivilege, Grants};
-use herd_core::status::{AccessStatus, ClusterStatus, TaskKind, TaskStatus};
+use herd_core::status::{AccessStatus, ClusterStatus, TaskKind};
 use herd_core::task::TaskInput;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -17,7 +17,7 @@ use secrecy::SecretString;
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
-use super::tasks::insert_task;
+use super::tasks::{insert_task, open_task};
 use super::{new_id, now};
 use crate::entity::{cluster, cluster_database as dbe, cluster_user as ue, task};
 use crate::{Conflict, Store, StoreError};
@@ -213,12 +213,7 @@ impl Store {
         conn: &C,
         c: &cluster::Model,
     ) -> Result<Option<task::Model>, StoreError> {
-        let open = task::Entity::find()
-            .filter(task::Column::ClusterId.eq(c.id))
-            .filter(task::Column::Status.is_in([TaskStatus::Queued, TaskStatus::Running]))
-            .one(conn)
-            .await?;
-        match open {
+        match open_task(conn, c.id).await? {
             Some(t) if t.kind == TaskKind::SyncAccess => Ok(Some(t)),
             Some(_) => Ok(None),
             None if !matches!(c.status, ClusterStatus::Active | ClusterStatus::Degraded) => Ok(None),
@@ -602,12 +597,7 @@ impl Store {
         for id in ids {
             let tx = self.write_tx().await?;
             let Some(c) = cluster::Entity::find_by_id(id).lock_exclusive().one(&tx).await? else { continue };
-            let open = task::Entity::find()
-                .filter(task::Column::ClusterId.eq(id))
-                .filter(task::Column::Status.is_in([TaskStatus::Queued, TaskStatus::Running]))
-                .one(&tx)
-                .await?;
-            if open.is_none()
+            if open_task(&tx, id).await?.is_none()
                 && let Some(t) = self.schedule_sync(&tx, &c).await?
             {
                 out.push(t);

@@ -52,6 +52,19 @@ pub(crate) async fn insert_task<C: ConnectionTrait>(
     .await?)
 }
 
+/// The task open (queued or running) on the cluster, if any: at most one day-2 task
+/// runs per cluster.
+pub(crate) async fn open_task<C: ConnectionTrait>(
+    conn: &C,
+    cluster_id: Uuid,
+) -> Result<Option<task::Model>, StoreError> {
+    Ok(task::Entity::find()
+        .filter(task::Column::ClusterId.eq(cluster_id))
+        .filter(task::Column::Status.is_in([TaskStatus::Queued, TaskStatus::Running]))
+        .one(conn)
+        .await?)
+}
+
 fn cluster_busy(t: &task::Model) -> StoreError {
     StoreError::conflict(
         Conflict::ClusterBusy,
@@ -86,12 +99,7 @@ impl Store {
                 format!("cluster '{}' is {}; day-2 operations need it active or degraded", c.name, c.status),
             ));
         }
-        let open = task::Entity::find()
-            .filter(task::Column::ClusterId.eq(c.id))
-            .filter(task::Column::Status.is_in([TaskStatus::Queued, TaskStatus::Running]))
-            .one(conn)
-            .await?;
-        match open {
+        match open_task(conn, c.id).await? {
             Some(t) => Err(cluster_busy(&t)),
             None => Ok(()),
         }
@@ -138,12 +146,7 @@ impl Store {
         if kind == TaskKind::PowerNode {
             if !matches!(c.status, ClusterStatus::Active | ClusterStatus::Degraded | ClusterStatus::Failed) {
                 self.check_ready(&tx, &c).await?;
-            } else if let Some(t) = task::Entity::find()
-                .filter(task::Column::ClusterId.eq(id))
-                .filter(task::Column::Status.is_in([TaskStatus::Queued, TaskStatus::Running]))
-                .one(&tx)
-                .await?
-            {
+            } else if let Some(t) = open_task(&tx, id).await? {
                 return Err(cluster_busy(&t));
             }
         } else {
