@@ -61,6 +61,9 @@ pub struct NodeSpec {
     pub ssh: SshTarget,
     /// Prefix of every server-side path: the server root of a loopback host, `/` on a VM.
     pub root_prefix: PathBuf,
+    /// The OS user every daemon of this node runs as, when its provider made one (a
+    /// loopback host's cluster user); None: the packages' `postgres` and `etcd`.
+    pub service_user: Option<String>,
     pub volume: Option<VolumeMount>,
     /// Failover preferences of this member.
     pub tags: NodeTags,
@@ -270,6 +273,14 @@ pub struct ClusterSpec {
     /// The newest timeline Herd has seen in this cluster (0: none). A forced
     /// promotion picks a timeline above it, whatever its candidate knows.
     pub newest_timeline: i64,
+}
+
+impl ClusterSpec {
+    /// The OS user the cluster's daemons run as where its provider made one (its
+    /// members share it: they write one backup stanza).
+    pub fn service_user(&self) -> Option<&str> {
+        self.members.iter().find_map(|m| m.service_user.as_deref())
+    }
 }
 
 /// A pgBackRest repository.

@@ -127,23 +127,103 @@ pub fn for_backup(
     Some(BackupConfig { repo, stanza: stanza.to_owned(), cipher })
 }
 
-/// Creates a posix repository directory on this (the control-plane) host, owned by
-/// the database user the nodes archive as. A no-op for S3.
-pub fn ensure_posix_dir(config: &BackupConfig) -> std::io::Result<()> {
+/// The stanza's two directories in a posix repository (pgBackRest's layout).
+pub fn stanza_dirs(path: &str, stanza: &str) -> [std::path::PathBuf; 2] {
+    let root = Path::new(path);
+    [root.join("archive").join(stanza), root.join("backup").join(stanza)]
+}
+
+/// `(uid, gid)` of a user in this host's passwd file.
+fn ids_of(user: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&user) && f.len() > 3).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+/// Prepares a posix repository on this (the control-plane) host for one stanza. The
+/// repository is root's, 0711 (passable, not listable); its `archive` and `backup`
+/// directories root's 0755 (pgBackRest's `info` lists `backup` even for one stanza:
+/// the stanzas' names show, nothing in them); the stanza's two directories belong to
+/// the user its nodes run as (`owner`: a loopback cluster's service user, else
+/// `postgres`), 0750, so no other cluster's user reads them. A no-op for S3. Not
+/// root: only creates it.
+pub fn ensure_posix_dir(config: &BackupConfig, owner: Option<&str>) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let BackupRepo::Posix { path } = &config.repo else { return Ok(()) };
-    std::fs::create_dir_all(path)?;
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let ids = passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&"postgres") && f.len() > 3)
-            .then(|| Some((f[2].parse::<u32>().ok()?, f[3].parse::<u32>().ok()?)))
-    });
-    if let Some(Some((uid, gid))) = ids {
-        // Only root may hand the directory over; otherwise the operator owns that.
-        let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
+    let dirs = stanza_dirs(path, &config.stanza);
+    for d in &dirs {
+        std::fs::create_dir_all(d)?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o750))
+    if !is_root() {
+        return Ok(());
+    }
+    let owner = owner.unwrap_or("postgres");
+    let (uid, gid) = ids_of(owner)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no user {owner} on this host")))?;
+    let root = Path::new(path);
+    for (d, mode) in [(root.to_path_buf(), 0o711), (root.join("archive"), 0o755), (root.join("backup"), 0o755)] {
+        std::os::unix::fs::chown(&d, Some(0), Some(0))?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))?;
+    }
+    for d in &dirs {
+        std::os::unix::fs::chown(d, Some(uid), Some(gid))?;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o750))?;
+    }
+    Ok(())
+}
+
+/// Lets `user` read a posix stanza it restores from (pgBackRest writes it 0640 and
+/// 0750 under its owner's group): `user` joins that group. Only a Herd service
+/// user's group is ever joined; a stanza of the packages' `postgres` (written
+/// before clusters had users of their own) is left as it is. A no-op for S3.
+pub fn grant_read(config: &BackupConfig, user: Option<&str>) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (BackupRepo::Posix { path }, Some(user)) = (&config.repo, user) else { return Ok(()) };
+    if !is_root() {
+        return Ok(());
+    }
+    let [archive, _] = stanza_dirs(path, &config.stanza);
+    let gid = match std::fs::metadata(&archive) {
+        Ok(m) => m.gid(),
+        // Nothing there to read: the restore itself says so.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let run = |args: &[&str]| -> std::io::Result<std::process::Output> {
+        std::process::Command::new(args[0]).args(&args[1..]).output()
+    };
+    let group = run(&["getent", "group", &gid.to_string()])?;
+    let group = String::from_utf8_lossy(&group.stdout).split(':').next().unwrap_or_default().to_owned();
+    let group = if group.is_empty() {
+        // The source cluster is gone and took its group along: a group for its
+        // leftover files, by number.
+        let name = format!("herd-g{gid}");
+        let out = run(&["groupadd", "-g", &gid.to_string(), &name])?;
+        if !out.status.success() {
+            return Err(std::io::Error::other(format!("groupadd {name}: {}", String::from_utf8_lossy(&out.stderr))));
+        }
+        name
+    } else {
+        group
+    };
+    if !group.starts_with("herd-") || group == user {
+        return Ok(());
+    }
+    let out = run(&["gpasswd", "-a", user, &group])?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "adding {user} to {group}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

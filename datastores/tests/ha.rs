@@ -208,13 +208,13 @@ fn three_node_cluster_day2_operations() {
     admin_sql(&primary.address.to_string(), "CREATE TABLE kept (id int PRIMARY KEY, v text)");
     admin_sql(&primary.address.to_string(), "INSERT INTO kept VALUES (1, 'before')");
 
-    // The token file is private to postgres, and no log or config holds the token.
+    // The token file is private to the service user, and no log or config holds it.
     let root = &servers[0].root_prefix;
     let token_file = root.join("etc/patroni/15-ops.callback-token");
     let meta = std::fs::metadata(&token_file).unwrap();
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    assert_eq!(meta.uid(), user_id("postgres"));
+    assert_eq!(meta.uid(), service_uid(&servers[0]));
     assert_eq!(std::fs::read_to_string(&token_file).unwrap(), credential(&c.members[0].name), "its own member's");
     assert!(!std::fs::read_to_string(root.join("etc/patroni/15-ops.yml")).unwrap().contains(CALLBACK_TOKEN));
 

@@ -12,7 +12,7 @@ use common::*;
 use herd_core::status::NodeRole;
 use herd_datastores::postgresql::PostgresManager;
 use herd_datastores::ssh::{Session, wait_reachable};
-use herd_datastores::{Lifecycle, ManagerError, SshTarget};
+use herd_datastores::{Backups, Lifecycle, ManagerError, SshTarget};
 use herd_providers::Provider;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -111,7 +111,7 @@ fn one_node(fx: Fixture) {
     let conf = root.join("etc/patroni/15-solo.yml");
     let meta = std::fs::metadata(&conf).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), user_id("postgres"));
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), service_uid(&servers[0]));
     let pg_log = std::fs::read_to_string(root.join("var/log/postgresql/postgresql-15-solo.log")).unwrap();
     assert!(pg_log.contains("CREATE TABLE t"), "log_statement = all is in force");
     for dir in ["var/log/postgresql", "var/log/etcd", "var/log/herd"] {
@@ -292,4 +292,81 @@ fn ssh_session_checks_host_keys_and_moves_bytes_exactly() {
     assert_eq!(std::fs::read(&file_s).unwrap().len(), 256 + 20);
     let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 1, "temporary upload files left: {leftovers:?}");
+}
+
+/// `args` run as `user` (with its groups), as a database login that reached the
+/// OS would: (exit status, stderr).
+fn run_as(user: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("setpriv")
+        .args([&format!("--reuid={user}"), &format!("--regid={user}"), "--init-groups", "--"])
+        .args(args)
+        .current_dir("/")
+        .output()
+        .expect("setpriv");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn clusters_on_one_machine_run_as_users_that_cannot_read_each_other() {
+    let fx = Fixture::new();
+    let m = Arc::new(PostgresManager::default());
+    let repo = Repo::new();
+    let (mut a, a_servers) = fx.cluster("iso-a", 1, false);
+    let (mut b, b_servers) = fx.cluster("iso-b", 1, false);
+    a.backup = Some(repo.config(&a));
+    b.backup = Some(repo.config(&b));
+    for c in [&a, &b] {
+        bring_up(&fx, &m, c);
+        fx.rt.block_on(m.init_backups(c)).expect("init backups");
+    }
+    let (ua, ub) = (a.service_user().unwrap().to_owned(), b.service_user().unwrap().to_owned());
+    assert_ne!(ua, ub, "each cluster has a user of its own");
+    assert_daemons_unprivileged(&fx, &a_servers[0]);
+    assert_daemons_unprivileged(&fx, &b_servers[0]);
+
+    let (a_root, b_root) = (&a_servers[0].root_prefix, &b_servers[0].root_prefix);
+    let path = |root: &Path, rel: &str| root.join(rel).display().to_string();
+    let [a_archive, a_backup] =
+        herd_datastores::repo::stanza_dirs(&repo.path().display().to_string(), &a.backup.as_ref().unwrap().stanza);
+    let a_info = a_backup.join("backup.info").display().to_string();
+    let (a_archive, a_backup) = (a_archive.display().to_string(), a_backup.display().to_string());
+    let a_data = a.members[0].volume.as_ref().unwrap().path.clone() + "/15/iso-a";
+
+    // Its own files: readable (the assertions below could not fail otherwise).
+    for own in [path(a_root, "etc/patroni/15-iso-a.yml"), path(a_root, "etc/pgbackrest/15-iso-a.conf"), a_info.clone()]
+    {
+        let (ok, err) = run_as(&ua, &["cat", &own]);
+        assert!(ok, "{ua} cannot read its own {own}: {err}");
+    }
+    assert!(run_as(&ua, &["ls", &a_data]).0, "{ua} cannot list its own data directory");
+
+    // Another cluster's: nothing, not even a listing.
+    let d = |p: &Path| p.display().to_string();
+    let forbidden: Vec<(&str, String)> = vec![
+        ("cat", path(a_root, "etc/patroni/15-iso-a.yml")),
+        ("cat", path(a_root, "etc/pgbackrest/15-iso-a.conf")),
+        ("cat", path(a_root, "etc/patroni/15-iso-a.key")),
+        ("ls", d(a_root)),
+        ("ls", a_data.clone()),
+        ("ls", a_archive.clone()),
+        ("ls", a_backup.clone()),
+        ("cat", a_info.clone()),
+        // The repository's and the provider's top directories are not listed.
+        ("ls", d(&repo.path())),
+        ("ls", d(&fx.provider.root().join("servers"))),
+    ];
+    for (cmd, target) in &forbidden {
+        let (ok, err) = run_as(&ub, &[cmd, target]);
+        assert!(!ok && err.contains("Permission denied"), "{ub} ran {cmd} {target}: ok={ok} {err}");
+    }
+    // And the other way round.
+    let (ok, err) = run_as(&ua, &["cat", &path(b_root, "etc/patroni/15-iso-b.yml")]);
+    assert!(!ok && err.contains("Permission denied"), "{ua} read iso-b's patroni.yml: {err}");
+
+    stop_and_delete(&fx, &m, &a, &a_servers);
+    stop_and_delete(&fx, &m, &b, &b_servers);
+    for u in [&ua, &ub] {
+        let out = std::process::Command::new("getent").args(["passwd", u]).output().unwrap();
+        assert!(!out.status.success(), "{u} outlived its cluster's servers");
+    }
 }

@@ -87,6 +87,9 @@ fn from_snapshot(
         for node in c.members.clone() {
             let (m, c) = (m.clone(), c.clone());
             set.spawn(async move {
+                // As the worker does: the node's user may read the source's stanza.
+                herd_datastores::repo::grant_read(&c.restore.as_ref().unwrap().from, node.service_user.as_deref())
+                    .expect("source readable");
                 m.prepare(&c, &node).await?;
                 m.configure(&c, &node).await?;
                 m.start_dcs(&c, &node).await

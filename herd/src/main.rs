@@ -258,7 +258,12 @@ async fn dev_down(settings: &Settings, purge: bool) -> anyhow::Result<()> {
 
 fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
     use nix::fcntl::{Flock, FlockArg};
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Loopback hosts' service users pass through to their own server roots and
+    // backup stanzas below; none may list what is here.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("chmod {}", dir.display()))?;
     let path = dir.join("dev.lock");
     let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock)

@@ -311,17 +311,21 @@ fn time(s: &str) -> chrono::DateTime<chrono::Utc> {
 }
 
 /// Switches WAL on the only server's PostgreSQL and waits until the switched segment
-/// is archived. The admin role may not switch WAL: this runs as the postgres OS user
-/// through the node's socket (`local all postgres peer`).
+/// is archived. The admin role may not switch WAL: this runs as the node's service
+/// user (the socket directory's owner) through its socket, as the superuser
+/// (`local all postgres peer map=herd`).
 fn archive_now(env: &Env) {
+    use std::os::unix::fs::MetadataExt;
     let servers = env.servers();
     let [server] = &servers[..] else { panic!("one server expected: {servers:?}") };
     let socket = env.state().join("local/servers").join(server).join("var/run/postgresql");
+    let uid = std::fs::metadata(&socket).unwrap().uid();
+    let user = nix::unistd::User::from_uid(uid.into()).unwrap().expect("the socket directory's owner").name;
     let sql = |q: &str| -> Result<String, String> {
         let out = Command::new("runuser")
-            .args(["-u", "postgres", "--", "psql", "-h"])
+            .args(["-u", &user, "--", "psql", "-h"])
             .arg(&socket)
-            .args(["-p", "5432", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-tAc", q])
+            .args(["-p", "5432", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-tAc", q])
             .current_dir("/")
             .output()
             .map_err(|e| e.to_string())?;
@@ -374,8 +378,10 @@ async fn s3_repository_over_tls_backup_restore_and_expiry() {
     for info in [format!("{PREFIX}/archive/{stanza}/archive.info"), format!("{PREFIX}/backup/{stanza}/backup.info")] {
         assert!(s3.keys(&info).await.contains(&info), "{info} is not in the bucket");
     }
-    // Every node's pgbackrest.conf names the bucket, the CA and the key: postgres only.
-    let pg_uid = nix::unistd::User::from_name("postgres").unwrap().expect("postgres user").uid.as_raw();
+    // Every node's pgbackrest.conf names the bucket, the CA and the key: its cluster's
+    // service user's only.
+    let user = format!("herd-{}", &src.simple().to_string()[..12]);
+    let pg_uid = nix::unistd::User::from_name(&user).unwrap().expect("the cluster's service user").uid.as_raw();
     let confs: Vec<PathBuf> = std::fs::read_dir(env.state().join("local/servers"))
         .unwrap()
         .flatten()

@@ -164,6 +164,11 @@ pub struct ServerInfo {
     /// Directory every server-side path is relative to: the server root for a
     /// loopback host (which shares the machine's filesystem), `/` on EC2.
     pub root_prefix: PathBuf,
+    /// The OS user the datastore's daemons run as on this server, when the provider
+    /// made one (a loopback host: one user per cluster); None: the packages' own
+    /// (`postgres`, `etcd`), as on a VM of its own.
+    #[serde(default)]
+    pub service_user: Option<String>,
     pub flavor: String,
     pub tags: BTreeMap<String, String>,
 }

@@ -172,15 +172,15 @@ fn wait_pid_file(path: &Path) -> i32 {
     })
 }
 
-fn postgres_uid() -> u32 {
+fn uid_named(user: &str) -> u32 {
     let passwd = std::fs::read_to_string("/etc/passwd").expect("passwd");
     passwd
         .lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            (f[0] == "postgres").then(|| f[2].parse().unwrap())
+            (f[0] == user).then(|| f[2].parse().unwrap())
         })
-        .expect("a postgres user (apt install postgresql-common)")
+        .unwrap_or_else(|| panic!("no user {user}"))
 }
 
 fn sshd_pid(root_prefix: &Path) -> i32 {
@@ -419,7 +419,8 @@ fn start_daemons(fx: &Fixture, info: &ServerInfo) -> Vec<i32> {
     exec_ok(
         &sess,
         &format!(
-            "runuser -u postgres -- setsid nohup sh -c 'echo $$ > \"$1\"; exec sleep 1001' sh {} >/dev/null 2>&1 </dev/null &",
+            "runuser -u {} -- setsid nohup sh -c 'echo $$ > \"$1\"; exec sleep 1001' sh {} >/dev/null 2>&1 </dev/null &",
+            sh_quote(info.service_user.as_deref().expect("a service user")),
             q(&pid_file("pg-daemon"))
         ),
     );
@@ -432,7 +433,7 @@ fn start_daemons(fx: &Fixture, info: &ServerInfo) -> Vec<i32> {
         ),
     );
     let pids: Vec<i32> = names.iter().map(|n| wait_pid_file(&pid_file(n))).collect();
-    assert_eq!(uid_of(pids[1]), postgres_uid());
+    assert_eq!(uid_of(pids[1]), uid_named(info.service_user.as_deref().unwrap()));
     pids
 }
 
@@ -615,4 +616,45 @@ fn skips_addresses_something_else_listens_on() {
     let sess = fx.ssh(&info);
     let second = fx.subnet.host(2).to_string();
     assert_eq!(exec_ok(&sess, "echo $SSH_CONNECTION").split_whitespace().nth(2), Some(second.as_str()));
+}
+
+#[test]
+fn a_clusters_servers_share_a_service_user_that_goes_with_the_last() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let fx = Fixture::new("auto");
+    let tagged = |name: &str, cluster: &str| {
+        let mut spec = fx.spec(name);
+        spec.tags.insert("herd:cluster".into(), cluster.into());
+        spec
+    };
+    let (c1, c2) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    let create = |spec: ServerSpec, token: &str| fx.rt.block_on(fx.provider.create_server(&spec, token)).unwrap();
+    let a0 = create(tagged("a-0", &c1), "step-a0");
+    let a1 = create(tagged("a-1", &c1), "step-a1");
+    let b0 = create(tagged("b-0", &c2), "step-b0");
+    let user = a0.service_user.clone().expect("a service user (the test runs as root)");
+    assert_eq!(user, format!("herd-{}", &c1.replace('-', "")[..12]));
+    assert_eq!(a1.service_user.as_deref(), Some(user.as_str()), "one user per cluster");
+    assert_ne!(b0.service_user, a0.service_user, "another cluster, another user");
+    let exists = |u: &str| std::process::Command::new("getent").args(["passwd", u]).status().unwrap().success();
+    assert!(exists(&user));
+
+    // Each root is root's and its user's group's alone; the servers directory lists nothing.
+    let gid_of = |u: &str| {
+        let out = std::process::Command::new("id").args(["-g", u]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().unwrap()
+    };
+    for s in [&a0, &a1, &b0] {
+        let meta = std::fs::metadata(&s.root_prefix).unwrap();
+        let u = s.service_user.as_deref().unwrap();
+        assert_eq!((meta.uid(), meta.gid(), meta.permissions().mode() & 0o777), (0, gid_of(u), 0o750), "{u}");
+    }
+    let servers = std::fs::metadata(fx.root().join("servers")).unwrap();
+    assert_eq!(servers.permissions().mode() & 0o777, 0o711);
+
+    fx.rt.block_on(fx.provider.delete_server(&a0.id)).unwrap();
+    assert!(exists(&user), "a-1 still runs as {user}");
+    fx.rt.block_on(fx.provider.delete_server(&a1.id)).unwrap();
+    assert!(!exists(&user), "{user} outlived its cluster's last server");
+    assert!(exists(b0.service_user.as_deref().unwrap()));
 }

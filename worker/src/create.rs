@@ -263,7 +263,16 @@ impl Build<'_> {
         let scope = m.node_id.to_string();
         let label = format!("node {}", m.name);
         let mgr = &self.manager;
-        job.step(c, &scope, &label, "prepare", || async { Ok(mgr.lifecycle.prepare(spec, m).await?) }).await?;
+        job.step(c, &scope, &label, "prepare", || async {
+            // The restore reads its source's stanza as this node's service user.
+            if let Some(r) = &spec.restore {
+                herd_datastores::repo::grant_read(&r.from, m.service_user.as_deref()).map_err(|e| {
+                    StepError::failed(FaultCode::BackupRepoUnavailable, format!("restore source repository: {e}"))
+                })?;
+            }
+            Ok(mgr.lifecycle.prepare(spec, m).await?)
+        })
+        .await?;
         job.step(c, &scope, &label, "configure", || async { Ok(mgr.lifecycle.configure(spec, m).await?) }).await?;
         job.step(c, &scope, &label, "start_etcd", || async { Ok(mgr.lifecycle.start_dcs(spec, m).await?) }).await?;
         Ok(())
@@ -296,7 +305,7 @@ impl Build<'_> {
         // Archiving runs from the first start; the stanza is created once a primary runs.
         job.step(c, CLUSTER, "cluster", "init_backups", || async {
             if let Some(b) = &spec.backup {
-                herd_datastores::repo::ensure_posix_dir(b).map_err(|e| {
+                herd_datastores::repo::ensure_posix_dir(b, spec.service_user()).map_err(|e| {
                     StepError::failed(FaultCode::BackupRepoUnavailable, format!("backup repository: {e}"))
                 })?;
                 mgr.backups.init_backups(spec).await?;

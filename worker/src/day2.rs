@@ -470,7 +470,7 @@ async fn take_backup(job: &Job, backup_id: Uuid) -> Result<(), StepError> {
     let Some(config) = &spec.backup else {
         return Err(StepError::failed(FaultCode::BackupsNotConfigured, "no backup repository is configured"));
     };
-    herd_datastores::repo::ensure_posix_dir(config)
+    herd_datastores::repo::ensure_posix_dir(config, spec.service_user())
         .map_err(|e| StepError::failed(FaultCode::BackupRepoUnavailable, format!("backup repository: {e}")))?;
     let kind = row.backup_type;
     store.set_backup_status(backup_id, BackupStatus::Running, None, None).await?;

@@ -71,6 +71,7 @@ pub fn node_spec_of(
         address: ssh.address,
         ssh,
         root_prefix: server.root_prefix.clone(),
+        service_user: server.service_user.clone(),
         volume: vol.and_then(|v| v.attachment.as_deref()).and_then(decode_attachment),
         tags: NodeTags { no_failover: n.no_failover, priority: n.priority.clamp(0, 100) as u8 },
         joins_existing: n.joins_existing,

@@ -157,6 +157,7 @@ impl Provider for FakeProvider {
             ssh_port: 22,
             host_key: Some("ssh-ed25519 AAAAfake".into()),
             root_prefix: "/".into(),
+            service_user: None,
             flavor: spec.flavor.clone(),
             tags: spec.tags.clone(),
         };

@@ -165,7 +165,7 @@ pub fn config_file(cluster: &ClusterSpec, node: &NodeSpec, l: &Layout) -> Result
     }
     let mut out = format!(
         "# Written by Herd for member {} of PostgreSQL {} cluster {}. Holds repository keys: mode 0600,\n\
-         # owner postgres. Always used with --config; rewritten by every configure.\n[global]\n",
+         # owner the node's service user. Always used with --config; rewritten by every configure.\n[global]\n",
         node.name, l.version, cluster.name
     );
     let global = [
@@ -462,11 +462,11 @@ pub fn last_commit(waldump: &str) -> Option<DateTime<Utc>> {
 
 // ---- running pgbackrest ----
 
-/// Runs pgbackrest commands as postgres on a node.
+/// Runs pgbackrest commands as the node's PostgreSQL user.
 fn on_node(l: &Layout, stanza: &str, commands: &[&[&str]]) -> String {
-    let pg = format!("{} env HOME={}", as_user("postgres"), quote(&l.pg_home));
+    let pg = format!("{} env HOME={}", as_user(l.pg_user()), quote(&l.pg_home));
     let cmds: Vec<String> = commands.iter().map(|args| format!("{pg} {}", pgbackrest(l, stanza, args))).collect();
-    // postgres may not read the login user's home, the session's directory.
+    // That user may not read the login user's home, the session's directory.
     format!("cd / && {}", cmds.join(" && "))
 }
 
@@ -511,13 +511,15 @@ impl Drop for Scratch {
     }
 }
 
-/// Who runs pgbackrest locally: for a posix repository, as root, its directory's
-/// owner (files pgbackrest writes must stay the nodes' postgres user's).
-fn local_user(repo: &BackupRepo) -> Option<(u32, u32)> {
+/// Who runs pgbackrest locally: for a posix repository, as root, the owner of the
+/// stanza's directory (files pgbackrest writes must stay its nodes' user's), else of
+/// the repository (stanzas from before each had its own).
+fn local_user(config: &BackupConfig) -> Option<(u32, u32)> {
     use std::os::unix::fs::MetadataExt;
-    let BackupRepo::Posix { path } = repo else { return None };
+    let BackupRepo::Posix { path } = &config.repo else { return None };
     let me = std::fs::metadata("/proc/self").ok()?.uid();
-    let meta = std::fs::metadata(path).ok()?;
+    let [_, backup_dir] = crate::repo::stanza_dirs(path, &config.stanza);
+    let meta = std::fs::metadata(backup_dir).or_else(|_| std::fs::metadata(path)).ok()?;
     (me == 0 && meta.uid() != 0).then(|| (meta.uid(), meta.gid()))
 }
 
@@ -544,7 +546,7 @@ async fn run_local(
     for (name, value) in opts {
         cmd.env(env_name(name), value);
     }
-    if let Some((uid, gid)) = local_user(&config.repo) {
+    if let Some((uid, gid)) = local_user(config) {
         cmd.uid(uid).gid(gid);
     }
     let out = tokio::time::timeout(LOCAL_TIMEOUT, cmd.output())
@@ -710,7 +712,7 @@ impl Backups for PostgresManager {
 
     async fn list_backups(&self, config: &BackupConfig) -> Result<Vec<BackupInfo>, ManagerError> {
         check_config(config)?;
-        let scratch = Scratch::new(local_user(&config.repo))?;
+        let scratch = Scratch::new(local_user(config))?;
         Ok(local_info(config, &scratch).await?.backups)
     }
 
@@ -722,7 +724,7 @@ impl Backups for PostgresManager {
                 format!("{label:?} is not a backup label"),
             ));
         }
-        let scratch = Scratch::new(local_user(&config.repo))?;
+        let scratch = Scratch::new(local_user(config))?;
         // Already gone is done (a retried call converges).
         if !local_info(config, &scratch).await?.backups.iter().any(|b| b.label == label) {
             return Ok(());
@@ -738,7 +740,7 @@ impl Backups for PostgresManager {
 
     async fn recovery_window(&self, config: &BackupConfig) -> Result<Option<RecoveryWindow>, ManagerError> {
         check_config(config)?;
-        let scratch = Scratch::new(local_user(&config.repo))?;
+        let scratch = Scratch::new(local_user(config))?;
         let info = local_info(config, &scratch).await?;
         let (Some(oldest), Some(newest)) = (info.backups.first(), info.backups.last()) else {
             return Ok(None);

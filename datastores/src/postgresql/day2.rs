@@ -477,6 +477,7 @@ impl PostgresManager {
         let l = Layout::new(cluster, node)?;
         let wal = format!("{}/pg_wal", l.data_dir);
         let name = node.name.clone();
+        let owner = l.pg_owner();
         // Only files the member lacks: the ones it has are its own lineage's.
         with_session(&node.ssh, move |s| {
             let mut missing = Vec::new();
@@ -492,7 +493,7 @@ impl PostgresManager {
             tracing::info!(node = %name, from = own, files = missing.len(), "timeline history written before a failover");
             let uploads: Vec<Upload<'_>> = missing
                 .iter()
-                .map(|(path, body)| Upload { path, bytes: body.as_bytes(), mode: 0o600, owner: "postgres:postgres" })
+                .map(|(path, body)| Upload { path, bytes: body.as_bytes(), mode: 0o600, owner: &owner })
                 .collect();
             s.upload_all(&uploads)
         })

@@ -19,6 +19,9 @@ pub struct Layout {
     pub root: PathBuf,
     pub version: String,
     pub cluster: String,
+    /// The OS user every daemon runs as when the provider made one (loopback hosts);
+    /// None: the packages' `postgres` (and `etcd` where it exists).
+    pub service_user: Option<String>,
     /// Home of the postgres user (`/var/lib/postgresql`); a block-device volume is
     /// mounted here.
     pub pg_home: String,
@@ -101,7 +104,24 @@ fn path_str(p: PathBuf) -> Result<String, ManagerError> {
     })
 }
 
+fn valid_user(u: &str) -> bool {
+    let mut b = u.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_lowercase() || c == b'_')
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+        && u.len() <= 32
+}
+
 impl Layout {
+    /// The OS user PostgreSQL, Patroni and pgBackRest run as.
+    pub fn pg_user(&self) -> &str {
+        self.service_user.as_deref().unwrap_or("postgres")
+    }
+
+    /// `user:group` of the files only those daemons may read.
+    pub fn pg_owner(&self) -> String {
+        format!("{0}:{0}", self.pg_user())
+    }
+
     pub fn new(cluster: &ClusterSpec, node: &NodeSpec) -> Result<Self, ManagerError> {
         let version = cluster.version.trim();
         if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
@@ -120,6 +140,14 @@ impl Layout {
             return Err(ManagerError::permanent(
                 FaultCode::InvalidNodeName,
                 format!("node name {:?} is not a DNS label", node.name),
+            ));
+        }
+        if let Some(u) = &node.service_user
+            && !valid_user(u)
+        {
+            return Err(ManagerError::permanent(
+                FaultCode::MissingServiceUser,
+                format!("service user {u:?} is not a valid user name"),
             ));
         }
         let root = node.root_prefix.clone();
@@ -193,6 +221,7 @@ impl Layout {
             root,
             version: v,
             cluster: c,
+            service_user: node.service_user.clone(),
         };
         let socket = format!("{}/.s.PGSQL.{PG_PORT}", layout.socket_dir);
         if socket.len() > MAX_SOCKET_PATH {
@@ -237,6 +266,7 @@ pub(crate) mod tests {
                 host_key: None,
             },
             root_prefix: root.into(),
+            service_user: None,
             volume,
             tags: Default::default(),
             joins_existing: false,

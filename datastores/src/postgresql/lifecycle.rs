@@ -14,19 +14,34 @@ use herd_core::faults::FaultCode;
 use secrecy::{ExposeSecret, SecretString};
 use std::time::{Duration, Instant};
 
-/// Which service users exist, from /etc/passwd (read over SFTP: no shell needed).
+/// Which service users the node's daemons run as, checked against /etc/passwd
+/// (read over SFTP: no shell needed).
 struct Users {
-    postgres: bool,
-    /// The etcd-server package creates `etcd`; without it etcd shares postgres's
-    /// account rather than running as root.
+    /// PostgreSQL, Patroni, pgBackRest.
+    pg: String,
+    /// The provider's service user, else `etcd` (the etcd-server package creates
+    /// it); without it etcd shares the PostgreSQL user's account rather than root.
     etcd: String,
 }
 
-fn users(s: &Session) -> Result<Users, ManagerError> {
+fn users(s: &Session, l: &Layout) -> Result<Users, ManagerError> {
     let passwd = s.read_file("/etc/passwd")?.unwrap_or_default();
     let passwd = String::from_utf8_lossy(&passwd);
-    let has = |u: &str| passwd.lines().any(|l| l.split(':').next() == Some(u));
-    Ok(Users { postgres: has("postgres"), etcd: if has("etcd") { "etcd" } else { "postgres" }.to_owned() })
+    let has = |u: &str| passwd.lines().any(|line| line.split(':').next() == Some(u));
+    let pg = l.pg_user().to_owned();
+    if !has(&pg) {
+        let why = if l.service_user.is_some() {
+            "the provider creates it with the server"
+        } else {
+            "the datastore's packages must include postgresql"
+        };
+        return Err(ManagerError::permanent(
+            FaultCode::MissingServiceUser,
+            format!("{}: user {pg} does not exist; {why}", s.host()),
+        ));
+    }
+    let etcd = if l.service_user.is_some() || !has("etcd") { pg.clone() } else { "etcd".to_owned() };
+    Ok(Users { pg, etcd })
 }
 
 /// Formats (only when it holds no filesystem and no partition table) and mounts a
@@ -71,14 +86,7 @@ fn prepare_on(
             }
         }
     }
-    let users = users(s)?;
-    if !users.postgres {
-        return Err(ManagerError::permanent(
-            FaultCode::MissingServiceUser,
-            format!("{host}: user postgres does not exist; the datastore's packages must include postgresql"),
-        ));
-    }
-    let etcd_user = users.etcd;
+    let Users { pg: pg_user, etcd: etcd_user } = users(s, l)?;
     if let Some(dev) = &l.device {
         let fstab = if l.is_whole_machine() { "yes" } else { "no" };
         let cmd = format!(
@@ -108,11 +116,12 @@ fn prepare_on(
     // Owner, group, mode: Debian's for the pg-common paths.
     let pgbackrest_conf_dir =
         std::path::Path::new(&l.pgbackrest_conf).parent().map(|p| p.to_string_lossy().into_owned());
+    let pg: &str = &pg_user;
     let mut dirs: Vec<(&str, &str, &str, &str)> = vec![
-        (&l.pg_home, "postgres", "postgres", "0755"),
-        (&l.data_parent, "postgres", "postgres", "0755"),
-        (&l.log_dir, "root", "postgres", "1775"),
-        (&l.socket_dir, "postgres", "postgres", "2775"),
+        (&l.pg_home, pg, pg, "0755"),
+        (&l.data_parent, pg, pg, "0755"),
+        (&l.log_dir, "root", pg, "1775"),
+        (&l.socket_dir, pg, pg, "2775"),
         (&l.etcd_data, &etcd_user, &etcd_user, "0700"),
         // Like /var/log/postgresql: the daemon opens its own log (never root), and the
         // sticky bit keeps it from removing root's files.
@@ -125,10 +134,16 @@ fn prepare_on(
     if pgbackrest {
         dirs.extend([
             (pgbackrest_conf_dir.as_deref().unwrap_or(&l.etcd_dir), "root", "root", "0755"),
-            (l.pgbackrest_log.as_str(), "postgres", "postgres", "0750"),
-            (l.pgbackrest_spool.as_str(), "postgres", "postgres", "0750"),
-            (l.pgbackrest_lock.as_str(), "postgres", "postgres", "0750"),
+            (l.pgbackrest_log.as_str(), pg, pg, "0750"),
+            (l.pgbackrest_spool.as_str(), pg, pg, "0750"),
+            (l.pgbackrest_lock.as_str(), pg, pg, "0750"),
         ]);
+    }
+    // A directory volume (a loopback host's): its user's alone, as the server root.
+    if let Some(dir) = &l.volume_dir
+        && l.service_user.is_some()
+    {
+        dirs.push((dir, "root", pg, "0750"));
     }
     for (path, owner, group, mode) in dirs {
         cmds.push(format!("install -d -o {} -g {} -m {mode} {}", quote(owner), quote(group), quote(path)));
@@ -138,7 +153,7 @@ fn prepare_on(
     cmds.push(format!(
         "{{ {pg} test -w {dp} -a -x {dp} -a -w {pl} && {pg} test -w {sock} && {etcd} test -w {ed} -a -w {el} || exit {nw}; }}",
         nw = exit::NOT_WRITABLE,
-        pg = as_user("postgres"),
+        pg = as_user(pg),
         dp = quote(&l.data_parent),
         pl = quote(&l.log_dir),
         sock = quote(&l.socket_dir),
@@ -159,7 +174,7 @@ fn prepare_on(
             return Err(ManagerError::permanent(
                 FaultCode::ServerRootInaccessible,
                 format!(
-                    "{host}: postgres or {etcd_user} cannot write {} or {}: a parent directory of {} is not \
+                    "{host}: {pg_user} or {etcd_user} cannot write {} or {}: a parent directory of {} is not \
                      searchable by other users (chmod o+x it)",
                     l.data_parent,
                     l.etcd_data,
@@ -226,12 +241,14 @@ struct NodeFiles {
 
 fn configure_on(s: &Session, l: &Layout, node_files: NodeFiles) -> Result<(), ManagerError> {
     let NodeFiles { etcd_conf, patroni_conf, tls, callback, pgbackrest_conf, snapshot } = node_files;
-    let users = users(s)?;
+    let users = users(s, l)?;
+    let pg_owner = l.pg_owner();
+    let pg_owner = pg_owner.as_str();
     let etcd_script = render::etcd_script(l, &users.etcd)?;
     let patroni_script = render::patroni_script(l)?;
     let mut files = vec![
         Upload { path: &l.etcd_conf, bytes: etcd_conf.as_bytes(), mode: 0o644, owner: "root:root" },
-        Upload { path: &l.patroni_conf, bytes: patroni_conf.as_bytes(), mode: 0o600, owner: "postgres:postgres" },
+        Upload { path: &l.patroni_conf, bytes: patroni_conf.as_bytes(), mode: 0o600, owner: pg_owner },
         Upload { path: &l.etcd_entry, bytes: etcd_script.as_bytes(), mode: 0o755, owner: "root:root" },
         Upload { path: &l.patroni_entry, bytes: patroni_script.as_bytes(), mode: 0o755, owner: "root:root" },
     ];
@@ -249,17 +266,14 @@ fn configure_on(s: &Session, l: &Layout, node_files: NodeFiles) -> Result<(), Ma
                 path: &l.callback_token,
                 bytes: cb.token.expose_secret().as_bytes(),
                 mode: 0o600,
-                owner: "postgres:postgres",
+                owner: pg_owner,
             },
         );
     }
     // Before patroni.yml, which names it in archive_command and the bootstrap.
     // 0600 postgres: it may hold the repository's S3 keys.
     if let Some(conf) = &pgbackrest_conf {
-        files.insert(
-            0,
-            Upload { path: &l.pgbackrest_conf, bytes: conf.as_bytes(), mode: 0o600, owner: "postgres:postgres" },
-        );
+        files.insert(0, Upload { path: &l.pgbackrest_conf, bytes: conf.as_bytes(), mode: 0o600, owner: pg_owner });
     }
     // Before patroni.yml, whose bootstrap copies them into the data directory. Only
     // postgres (Patroni's bootstrap) reads them.
@@ -270,7 +284,7 @@ fn configure_on(s: &Session, l: &Layout, node_files: NodeFiles) -> Result<(), Ma
                 path: &l.snapshot_backup_label,
                 bytes: snap.backup_label.as_bytes(),
                 mode: 0o600,
-                owner: "postgres:postgres",
+                owner: pg_owner,
             },
         );
         if !snap.tablespace_map.is_empty() {
@@ -280,7 +294,7 @@ fn configure_on(s: &Session, l: &Layout, node_files: NodeFiles) -> Result<(), Ma
                     path: &l.snapshot_tablespace_map,
                     bytes: snap.tablespace_map.as_bytes(),
                     mode: 0o600,
-                    owner: "postgres:postgres",
+                    owner: pg_owner,
                 },
             );
         }
@@ -294,13 +308,8 @@ fn configure_on(s: &Session, l: &Layout, node_files: NodeFiles) -> Result<(), Ma
         0..0,
         [
             Upload { path: &l.tls_ca, bytes: tls.ca.as_bytes(), mode: 0o644, owner: "root:root" },
-            Upload { path: &l.tls_cert, bytes: tls.cert.as_bytes(), mode: 0o644, owner: "postgres:postgres" },
-            Upload {
-                path: &l.tls_key,
-                bytes: tls.key.expose_secret().as_bytes(),
-                mode: 0o600,
-                owner: "postgres:postgres",
-            },
+            Upload { path: &l.tls_cert, bytes: tls.cert.as_bytes(), mode: 0o644, owner: pg_owner },
+            Upload { path: &l.tls_key, bytes: tls.key.expose_secret().as_bytes(), mode: 0o600, owner: pg_owner },
             Upload { path: &l.etcd_tls_cert, bytes: tls.cert.as_bytes(), mode: 0o644, owner: &etcd_owner },
             Upload {
                 path: &l.etcd_tls_key,

@@ -206,6 +206,14 @@ fn member_source(addr: IpAddr) -> String {
     }
 }
 
+/// The pg_ident map of the local superuser login: the node's OS user (a loopback
+/// cluster's own, or `postgres`) may log in as the `postgres` role, nobody else.
+const IDENT_MAP: &str = "herd";
+
+pub fn pg_ident(l: &Layout) -> Vec<String> {
+    vec![yaml_str(&format!("{IDENT_MAP} {} postgres", l.pg_user()))]
+}
+
 /// pg_hba rules, first match wins: the superuser only over the local socket (peer)
 /// or from members (pg_rewind); replication only for `replicator` from members;
 /// everyone else from anywhere with a SCRAM password. Every network rule is
@@ -214,7 +222,7 @@ pub fn pg_hba(cluster: &ClusterSpec) -> Vec<String> {
     let mut sources: Vec<String> = cluster.members.iter().map(|m| member_source(m.address)).collect();
     sources.sort();
     sources.dedup();
-    let mut lines = vec!["local all postgres peer".to_owned()];
+    let mut lines = vec![format!("local all postgres peer map={IDENT_MAP}")];
     for s in &sources {
         lines.push(format!("hostssl replication replicator {s} scram-sha-256"));
         lines.push(format!("hostssl all postgres {s} scram-sha-256"));
@@ -297,6 +305,7 @@ struct PatroniContext {
     cluster_parameters: Vec<Parameter>,
     local_parameters: Vec<Parameter>,
     pg_hba: Vec<String>,
+    pg_ident: Vec<String>,
     pg_address: String,
     data_dir: String,
     bin_dir: String,
@@ -389,6 +398,7 @@ pub fn patroni_config(
             cluster_parameters: cluster_parameters(cluster)?,
             local_parameters: local_parameters(cluster, l),
             pg_hba: pg_hba(cluster),
+            pg_ident: pg_ident(l),
             pg_address: yaml_str(&SocketAddr::new(node.address, PG_PORT).to_string()),
             data_dir: yaml_str(&l.data_dir),
             bin_dir: yaml_str(&l.bin_dir),
@@ -504,22 +514,25 @@ pub fn patroni_script(l: &Layout) -> Result<String, ManagerError> {
     render(
         "daemon.sh",
         &DaemonContext {
-            description: format!("Patroni for PostgreSQL {} cluster {}, run as postgres", l.version, l.cluster),
+            description: format!("Patroni for PostgreSQL {} cluster {}, run as {}", l.version, l.cluster, l.pg_user()),
             name: "patroni".into(),
-            user: "postgres".into(),
-            group: "postgres".into(),
+            user: l.pg_user().into(),
+            group: l.pg_user().into(),
             pid_file: quote(&l.patroni_pid),
             log_file: quote(&l.patroni_log),
             match_: quote(&l.patroni_conf),
             env: crate::shell::join(&[
                 &format!("HOME={}", l.pg_home),
-                "USER=postgres",
-                "LOGNAME=postgres",
+                &format!("USER={}", l.pg_user()),
+                &format!("LOGNAME={}", l.pg_user()),
                 "LC_ALL=C.UTF-8",
             ]),
             command: crate::shell::join(&["/usr/bin/patroni", &l.patroni_conf]),
             // /run is a tmpfs on real servers: recreate what it held at every start.
-            runtime_dirs: vec![runtime_dir(&l.run_dir, "root", "0755"), runtime_dir(&l.socket_dir, "postgres", "2775")],
+            runtime_dirs: vec![
+                runtime_dir(&l.run_dir, "root", "0755"),
+                runtime_dir(&l.socket_dir, l.pg_user(), "2775"),
+            ],
             stop_timeout: STOP_TIMEOUT_SECS,
             stop_ticks: STOP_TIMEOUT_SECS * 10,
             data_dir: Some(quote(&l.data_dir)),
@@ -622,7 +635,7 @@ mod tests {
         assert_eq!(local["bin_dir"], "/usr/lib/postgresql/15/bin");
         let hba: Vec<String> =
             local["pg_hba"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
-        assert_eq!(hba[0], "local all postgres peer");
+        assert_eq!(hba[0], "local all postgres peer map=herd");
         assert!(hba.contains(&"hostssl replication replicator 127.0.0.1/32 scram-sha-256".to_owned()), "{hba:?}");
         assert_eq!(hba.last().unwrap(), "hostssl all all ::/0 scram-sha-256");
         assert!(hba[1..].iter().all(|l| l.starts_with("hostssl ")), "only TLS from the network: {hba:?}");

@@ -319,9 +319,10 @@ pub fn check_restore(cluster: &ClusterSpec, r: &RestoreSource, s: &SnapshotSourc
 }
 
 /// Run as root by `prepare` on the snapshot's member: moves the source's data
-/// directory aside, once (the marker, named after this cluster, records it).
+/// directory aside, once (the marker, named after this cluster, records it), and
+/// gives it to this node's user (the source's files are its own cluster user's).
 pub const MOVE_SCRIPT: &str = r#"set -e
-src=$1 staging=$2 marker=$3 no_data=$4
+src=$1 staging=$2 marker=$3 no_data=$4 owner=$5
 [ -e "$marker" ] && exit 0
 if [ ! -e "$staging" ]; then
     if [ ! -d "$src" ]; then
@@ -330,6 +331,7 @@ if [ ! -e "$staging" ]; then
     fi
     mv -T -- "$src" "$staging"
 fi
+chown -R -- "$owner:" "$staging"
 : > "$marker"
 "#;
 
@@ -339,7 +341,7 @@ pub fn move_aside_command(l: &Layout, s: &SnapshotSource) -> String {
     format!(
         "sh -c {} sh {}",
         quote(MOVE_SCRIPT),
-        join(&[&src, &l.snapshot_staging, &l.snapshot_marker, &exit::NO_SNAPSHOT_DATA.to_string()])
+        join(&[&src, &l.snapshot_staging, &l.snapshot_marker, &exit::NO_SNAPSHOT_DATA.to_string(), l.pg_user()])
     )
 }
 

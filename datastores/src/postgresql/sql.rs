@@ -81,11 +81,12 @@ pub fn redact(text: &str, secret: &str) -> String {
     if secret.is_empty() { text.to_owned() } else { text.replace(secret, "***") }
 }
 
-/// psql as postgres over the node's own socket (peer authentication), SQL on stdin.
+/// psql as the superuser over the node's own socket (peer authentication through
+/// the `herd` ident map, as the node's service user), SQL on stdin.
 pub(super) fn psql_command(l: &Layout) -> String {
     format!(
-        "{} env HOME={} {} -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=terse -h {} -p {PG_PORT} -d postgres -f -",
-        as_user("postgres"),
+        "{} env HOME={} {} -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=terse -h {} -p {PG_PORT} -U postgres -d postgres -f -",
+        as_user(l.pg_user()),
         quote(&l.pg_home),
         quote(&format!("{}/psql", l.bin_dir)),
         quote(&l.socket_dir),

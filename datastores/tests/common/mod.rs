@@ -38,6 +38,9 @@ pub struct Fixture {
     pub subnet: Subnet,
     /// Derives the clusters' TLS material, as Herd's master key does.
     pub master: herd_core::crypto::MasterKey,
+    /// The cluster tag of each node-name prefix (`orders` of `orders-0`): the
+    /// provider gives a cluster's servers one service user, as for Herd's clusters.
+    clusters: std::sync::Mutex<std::collections::HashMap<String, Uuid>>,
 }
 
 impl Fixture {
@@ -65,7 +68,8 @@ impl Fixture {
         let provider = LocalProvider::new("local", &settings, &dir.path().join("local")).expect("local provider");
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let master = herd_core::crypto::MasterKey::generate();
-        Self { rt, provider, settings, dir, key: herd_core::sshkey::generate_ed25519(), subnet, master }
+        let clusters = Default::default();
+        Self { rt, provider, settings, dir, key: herd_core::sshkey::generate_ed25519(), subnet, master, clusters }
     }
 
     pub fn create_server(&self, name: &str) -> ServerInfo {
@@ -74,9 +78,17 @@ impl Fixture {
             flavor: "local.small".into(),
             image: None,
             authorized_key: self.key.public_key.clone(),
-            tags: BTreeMap::from([("herd:node".to_owned(), name.to_owned())]),
+            tags: BTreeMap::from([
+                ("herd:node".to_owned(), name.to_owned()),
+                (herd_providers::TAG_CLUSTER.to_owned(), self.cluster_tag(name)),
+            ]),
         };
         self.rt.block_on(self.provider.create_server(&spec, &format!("step-{name}"))).expect("create server")
+    }
+
+    fn cluster_tag(&self, node_name: &str) -> String {
+        let prefix = node_name.rsplit_once('-').map_or(node_name, |(p, _)| p).to_owned();
+        self.clusters.lock().unwrap().entry(prefix).or_insert_with(Uuid::new_v4).to_string()
     }
 
     pub fn target(&self, info: &ServerInfo) -> SshTarget {
@@ -114,6 +126,7 @@ impl Fixture {
             address: info.address.unwrap(),
             ssh: self.target(&info),
             root_prefix: info.root_prefix.clone(),
+            service_user: info.service_user.clone(),
             volume: Some(VolumeMount { kind: att.kind, path: att.path }),
             tags: NodeTags::default(),
             joins_existing: false,
@@ -211,13 +224,16 @@ impl Repo {
 
     /// The cluster's own stanza in this repository, encrypted with a passphrase of
     /// its own (Herd derives one per stanza from the master key).
+    /// Its directories are made as the worker makes them (`repo::ensure_posix_dir`).
     pub fn config(&self, c: &ClusterSpec) -> BackupConfig {
         let stanza = format!("herd-{}", c.cluster_id.simple());
-        BackupConfig {
+        let config = BackupConfig {
             repo: BackupRepo::Posix { path: self.path().display().to_string() },
             cipher: Some(SecretString::from(format!("passphrase-of-{stanza}"))),
             stanza,
-        }
+        };
+        herd_datastores::repo::ensure_posix_dir(&config, c.service_user()).expect("stanza directories");
+        config
     }
 }
 
@@ -282,6 +298,9 @@ pub async fn provision(m: &Arc<PostgresManager>, c: &ClusterSpec) -> Result<(), 
     for node in c.members.clone() {
         let (m, c) = (m.clone(), c.clone());
         set.spawn(async move {
+            if let Some(r) = &c.restore {
+                herd_datastores::repo::grant_read(&r.from, node.service_user.as_deref()).expect("source readable");
+            }
             m.prepare(&c, &node).await?;
             m.configure(&c, &node).await?;
             m.start_dcs(&c, &node).await?;
@@ -375,17 +394,24 @@ pub fn daemons(fx: &Fixture, server: &ServerInfo) -> Vec<(i32, String, u32)> {
         .collect()
 }
 
-/// Every postgres, Patroni and etcd process of the server runs as its service user.
+/// The uid a server's PostgreSQL runs as: its cluster's service user.
+pub fn service_uid(server: &ServerInfo) -> u32 {
+    user_id(server.service_user.as_deref().expect("loopback hosts have a service user"))
+}
+
+/// Every postgres, Patroni and etcd process of the server runs as its cluster's
+/// service user (the provider made one: the test runs as root).
 pub fn assert_daemons_unprivileged(fx: &Fixture, server: &ServerInfo) {
-    let (postgres, etcd) = (user_id("postgres"), user_id("etcd"));
+    let (postgres, etcd) = (service_uid(server), service_uid(server));
+    assert_ne!(postgres, user_id("postgres"), "the packages' shared postgres user");
     let procs = daemons(fx, server);
     for (pid, comm, uid) in &procs {
         assert_ne!(*uid, 0, "pid {pid} ({comm}: {}) runs as root", cmdline_of(*pid));
     }
     let has = |c: &str, u: u32| procs.iter().any(|(_, comm, uid)| comm.starts_with(c) && *uid == u);
-    assert!(has("postgres", postgres), "no postgres process as postgres: {procs:?}");
-    assert!(has("patroni", postgres), "no patroni process as postgres: {procs:?}");
-    assert!(has("etcd", etcd), "no etcd process as etcd: {procs:?}");
+    assert!(has("postgres", postgres), "no postgres process as the service user: {procs:?}");
+    assert!(has("patroni", postgres), "no patroni process as the service user: {procs:?}");
+    assert!(has("etcd", etcd), "no etcd process as the service user: {procs:?}");
 }
 
 pub fn primary_and_replicas(h: &ClusterHealth, c: &ClusterSpec) -> (NodeSpec, Vec<NodeSpec>) {

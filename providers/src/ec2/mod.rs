@@ -178,6 +178,7 @@ impl Ec2Provider {
             ssh_port: 22,
             host_key: None,
             root_prefix: PathBuf::from("/"),
+            service_user: None,
             flavor: i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
             tags,
         }

@@ -13,11 +13,13 @@ mod pool;
 mod process;
 mod sshd;
 mod state;
+mod users;
 mod volumes;
 
 use crate::{
     Capabilities, Flavor, LocalProviderSettings, Provider, ProviderError, ProviderKind, ServerInfo, ServerSpec,
-    ServerStatus, SnapshotInfo, SnapshotSpec, VolumeAttachment, VolumeInfo, VolumeSpec, check_token, join_error,
+    ServerStatus, SnapshotInfo, SnapshotSpec, TAG_CLUSTER, VolumeAttachment, VolumeInfo, VolumeSpec, check_token,
+    join_error,
 };
 use async_trait::async_trait;
 use pool::AddressPool;
@@ -166,6 +168,17 @@ impl LocalProvider {
     }
 }
 
+/// A new server's service user: its cluster's existing servers' (so a cluster built
+/// before servers had users of their own keeps one user for all members), else a
+/// new one for its cluster when this process may create users.
+fn service_user_for(records: &[ServerRecord], spec: &ServerSpec, id: &str) -> Option<String> {
+    let cluster = spec.tags.get(TAG_CLUSTER).filter(|c| uuid::Uuid::parse_str(c).is_ok());
+    if let Some(sibling) = cluster.and_then(|c| records.iter().find(|r| r.tags.get(TAG_CLUSTER) == Some(c))) {
+        return sibling.service_user.clone();
+    }
+    users::can_manage().then(|| users::name_for(&spec.tags, id))
+}
+
 fn valid_user_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b == b'_')
@@ -240,6 +253,7 @@ impl Inner {
             ssh_port: self.settings.ssh_port,
             host_key: Some(r.host_key_public.clone()),
             root_prefix: paths.root,
+            service_user: r.service_user.clone(),
             flavor: r.flavor.clone(),
             tags: r.tags.clone(),
         }
@@ -302,7 +316,12 @@ impl Inner {
                     desired: Desired::Running,
                     ready: false,
                     created_at: chrono::Utc::now(),
+                    service_user: service_user_for(&records, spec, &id),
                 };
+                // Under the global lock: a cluster's servers share the user.
+                if let Some(user) = &record.service_user {
+                    users::ensure(user)?;
+                }
                 self.layout.save(Kind::Server, &id, &record)?;
                 tracing::info!(server = %id, address = %address, "loopback host allocated");
                 id
@@ -364,6 +383,11 @@ impl Inner {
         }
         let opts = self.sshd_options();
         sshd::write_files(&paths, record, &opts)?;
+        if let Some(user) = &record.service_user {
+            // Again at every start: this machine may have been rebuilt from its state.
+            users::ensure(user)?;
+            users::restrict_root(&paths.root, user)?;
+        }
         let timeout = Duration::from_secs(self.settings.start_timeout_secs);
         let pid = sshd::start(&self.tracker, &paths, record, &opts, timeout)?;
         tracing::info!(server = %record.id, pid, address = %record.address, "sshd started");
@@ -452,6 +476,15 @@ impl Inner {
         state::remove_dir_if_exists(&paths.root)?;
         {
             let _g = self.global_lock()?;
+            let record: ServerRecord = self.layout.load(Kind::Server, id)?;
+            // The cluster's last server takes its service user along; before the
+            // record goes, so a failure is retried by the next delete.
+            if let Some(user) = &record.service_user {
+                let others: Vec<ServerRecord> = self.layout.list(Kind::Server)?;
+                if !others.iter().any(|r| r.id != record.id && r.service_user.as_ref() == Some(user)) {
+                    users::remove(user)?;
+                }
+            }
             // Removing the record releases the address.
             self.layout.remove(Kind::Server, id)?;
         }

@@ -38,6 +38,11 @@ pub(crate) struct ServerRecord {
     /// Set once the first start finished; before that the server is `building`.
     pub ready: bool,
     pub created_at: DateTime<Utc>,
+    /// The OS user its datastore daemons run as (`users`); None for servers created
+    /// before there were service users, or by a provider that is not root: their
+    /// daemons keep the packages' own users.
+    #[serde(default)]
+    pub service_user: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +138,12 @@ impl Layout {
         }
         let tmp = self.root.join("tmp");
         fs::create_dir_all(&tmp).map_err(|e| io_error("create", &tmp, e))?;
+        // Servers' users must pass through to their own root and volumes, never list
+        // the others.
+        for kind in [Kind::Server, Kind::Volume, Kind::Snapshot] {
+            set_mode(&self.root.join(kind.dir()), 0o711)?;
+        }
+        set_mode(&tmp, 0o700)?;
         // Records hold private host keys.
         set_mode(&self.root.join("state"), 0o700)
     }
