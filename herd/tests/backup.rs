@@ -5,9 +5,13 @@
 mod common;
 
 use common::{Env, cluster, psql, refused};
+use herd_client::Client;
 use herd_client::types::{
-    BackupDto, BackupRequest, BackupStatus, BackupType, ClusterStatus, CreateCluster, RestoreRequest,
+    AccessStatus, BackupDto, BackupRequest, BackupStatus, BackupType, ClusterStatus, CreateCluster, CreateDatabase,
+    CreateUser, DbPrivilege, RestoreRequest,
 };
+use herd_testkit::eventually_async;
+use secrecy::SecretString;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -41,6 +45,30 @@ async fn restore(env: &Env, api: &str, token: &str, name: &str, restore: Restore
     env.create_cluster(api, token, CreateCluster { restore: Some(restore), ..cluster(name, 1) }).await
 }
 
+/// Waits until the cluster's managed user and database are applied.
+async fn access_ready(herd: &Client, id: Uuid, user: &str, db: &str) {
+    eventually_async(&format!("{user} and {db} applied"), Duration::from_secs(120), || async {
+        let u = herd.user(id, user).await.map_err(|e| e.to_string())?;
+        let d = herd.database(id, db).await.map_err(|e| e.to_string())?;
+        assert!(u.status != AccessStatus::Error && d.status != AccessStatus::Error, "{u:?} {d:?}");
+        if u.status == AccessStatus::Ready && d.status == AccessStatus::Ready {
+            Ok(())
+        } else {
+            Err(format!("{u:?} {d:?}"))
+        }
+    })
+    .await;
+}
+
+/// The admin URI with another user and database.
+fn as_user(uri: &str, user: &str, db: &str) -> String {
+    let (scheme, rest) = uri.split_once("://").unwrap();
+    let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
+    let (hosts, query) = rest.split_once('?').unwrap();
+    let hosts = hosts.rsplit_once('/').map_or(hosts, |(h, _)| h);
+    format!("{scheme}://{user}@{hosts}/{db}?{query}")
+}
+
 async fn count(env: &Env, api: &str, token: &str, id: Uuid) -> String {
     let (uri, password) = env.credentials(api, token, id).await;
     psql(&uri, &password, "select count(*) || ':' || max(id) from t").unwrap()
@@ -56,6 +84,18 @@ async fn backups_point_in_time_restore_and_expiry() {
     let (uri, password) = env.credentials(&api, &token, src).await;
     let w = herd.recovery_window(src).await.unwrap();
     assert_eq!((w.earliest, w.latest), (None, None), "{w:?}");
+
+    // A managed database and user, which restored clusters take over.
+    const APP_PW: &str = "app's pw";
+    herd.create_database(src, &CreateDatabase { name: "appdb".into(), ..Default::default() }).await.unwrap();
+    let app = CreateUser {
+        name: "app".into(),
+        password: Some(SecretString::from(APP_PW)),
+        grants: [("appdb".to_owned(), DbPrivilege::ReadWrite)].into(),
+        ..Default::default()
+    };
+    herd.create_user(src, &app).await.unwrap();
+    access_ready(&herd, src, "app", "appdb").await;
 
     psql(&uri, &password, "create table t (id int primary key); insert into t select generate_series(1, 100)").unwrap();
     let full = backup(&env, &api, &token, src, BackupType::Full).await;
@@ -99,6 +139,16 @@ async fn backups_point_in_time_restore_and_expiry() {
     env.wait_status(&api, &token, latest_id, ClusterStatus::Active, ACTIVE_WITHIN).await;
     assert_eq!(count(&env, &api, &token, pitr).await, "200:200", "exactly the rows committed before T");
     assert_eq!(count(&env, &api, &token, latest_id).await, "300:300", "every archived row");
+    // The source's managed database and user, applied in the restored cluster.
+    let names = |v: Vec<String>| v.join(",");
+    let users = herd.users(latest_id).await.unwrap();
+    assert_eq!(names(users.iter().map(|u| u.name.clone()).collect()), "app", "{users:?}");
+    assert_eq!(users[0].grants.get("appdb"), Some(&DbPrivilege::ReadWrite), "{users:?}");
+    let dbs = herd.databases(latest_id).await.unwrap();
+    assert_eq!(names(dbs.iter().map(|d| d.name.clone()).collect()), "appdb", "{dbs:?}");
+    access_ready(&herd, latest_id, "app", "appdb").await;
+    let (latest_uri, _) = env.credentials(&api, &token, latest_id).await;
+    assert_eq!(psql(&as_user(&latest_uri, "app", "appdb"), APP_PW, "select current_user").unwrap(), "app");
     // A restored cluster takes backups of its own.
     backup(&env, &api, &token, pitr, BackupType::Full).await;
 

@@ -234,6 +234,68 @@ impl Store {
         }
     }
 
+    /// A cluster restored from another takes over that cluster's managed databases
+    /// and users (as they are now, not as they were at the restore target), pending:
+    /// the reconciler applies them once the build is done. Passwords are re-encrypted
+    /// for the new rows. Returns how many databases and users were carried over.
+    pub(crate) async fn inherit_access<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        source: Uuid,
+        target: &cluster::Model,
+    ) -> Result<(usize, usize), StoreError> {
+        let live = |s: AccessStatus| s != AccessStatus::Deleting;
+        let in_project = |project: Uuid| project == target.project_id;
+        let ts = now();
+        let dbs: Vec<dbe::Model> = databases_of(conn, source)
+            .await?
+            .into_iter()
+            .filter(|d| live(d.status) && in_project(d.project_id))
+            .collect();
+        for d in &dbs {
+            dbe::ActiveModel {
+                id: Set(new_id()),
+                project_id: Set(target.project_id),
+                cluster_id: Set(target.id),
+                name: Set(d.name.clone()),
+                owner: Set(d.owner.clone()),
+                encoding: Set(d.encoding.clone()),
+                locale: Set(d.locale.clone()),
+                status: Set(AccessStatus::Pending),
+                force_drop: Set(false),
+                error: Set(None),
+                created_at: Set(ts),
+                updated_at: Set(ts),
+            }
+            .insert(conn)
+            .await?;
+        }
+        let users: Vec<ue::Model> =
+            users_of(conn, source).await?.into_iter().filter(|u| live(u.status) && in_project(u.project_id)).collect();
+        for u in &users {
+            let id = new_id();
+            let password = self.key().decrypt_str(&u.password_enc, &user_password_aad(u.id))?;
+            ue::ActiveModel {
+                id: Set(id),
+                project_id: Set(target.project_id),
+                cluster_id: Set(target.id),
+                name: Set(u.name.clone()),
+                password_enc: Set(self.key().encrypt_str(&password, &user_password_aad(id))),
+                connection_limit: Set(u.connection_limit),
+                roles: Set(u.roles.clone()),
+                grants: Set(u.grants.clone()),
+                status: Set(AccessStatus::Pending),
+                error: Set(None),
+                password_set_at: Set(u.password_set_at),
+                created_at: Set(ts),
+                updated_at: Set(ts),
+            }
+            .insert(conn)
+            .await?;
+        }
+        Ok((dbs.len(), users.len()))
+    }
+
     pub async fn add_database(
         &self,
         project_id: Uuid,

@@ -229,6 +229,10 @@ impl Store {
             };
             nodes.push(n);
         }
+        let inherited = match new.restore.as_ref().and_then(|r| r.source_cluster_id) {
+            Some(source) => self.inherit_access(&tx, source, &c).await?,
+            None => (0, 0),
+        };
         let input = TaskInput::CreateCluster(CreateInput { restore: new.restore.clone().map(Box::new) });
         let t = insert_task(&tx, new.project_id, id, input).await?;
         self.add_event(
@@ -244,6 +248,14 @@ impl Store {
             ),
         )
         .await?;
+        if inherited != (0, 0) {
+            let (dbs, users) = inherited;
+            let msg = format!(
+                "managed databases and users carried over from the source cluster: {dbs} database(s), {users} user(s); \
+                 applied once the cluster is active"
+            );
+            self.add_event(&tx, new.project_id, id, Some(t.id), "info", None, &msg).await?;
+        }
         let manager = manager_of(&tx, &c.datastore).await?;
         tx.commit().await?;
         Ok((ClusterView { cluster: c, manager, nodes, task: Some(t.clone()) }, t))
