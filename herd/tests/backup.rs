@@ -86,7 +86,7 @@ async fn backups_point_in_time_restore_and_expiry() {
     assert_eq!((w.earliest, w.latest), (None, None), "{w:?}");
 
     // A managed database and user, which restored clusters take over.
-    const APP_PW: &str = "app's pw";
+    const APP_PW: &str = "app's password 1";
     herd.create_database(src, &CreateDatabase { name: "appdb".into(), ..Default::default() }).await.unwrap();
     let app = CreateUser {
         name: "app".into(),
