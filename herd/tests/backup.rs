@@ -20,7 +20,15 @@ const TASK_WITHIN: Duration = Duration::from_secs(300);
 
 async fn backup(env: &Env, api: &str, token: &str, id: Uuid, kind: BackupType) -> BackupDto {
     let herd = env.client(api, token);
-    let v = herd.create_backup(id, &BackupRequest { backup_type: Some(kind) }).await.unwrap();
+    // A sync_access task applying managed users may still hold the cluster.
+    let v = eventually_async("a backup accepted", Duration::from_secs(60), || async {
+        match herd.create_backup(id, &BackupRequest { backup_type: Some(kind) }).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.to_string().contains("cluster_busy") => Err(e.to_string()),
+            Err(e) => panic!("backup refused: {e}"),
+        }
+    })
+    .await;
     assert_eq!(v.backup.status, BackupStatus::New, "{v:?}");
     env.wait_succeeded(api, token, v.task_id, TASK_WITHIN).await;
     let b = herd.backup(v.backup.id).await.unwrap();
