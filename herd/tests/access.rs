@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Env, cluster, psql, refused};
+use common::{Env, as_user, cluster, psql, refused};
 use herd_client::Client;
 use herd_client::types::{
     AccessStatus, ClusterStatus, CreateDatabase, CreateUser, DbPrivilege, TaskStatus, UpdateUser,
@@ -19,16 +19,6 @@ use uuid::Uuid;
 
 const ACTIVE_WITHIN: Duration = Duration::from_secs(300);
 const APPLIED_WITHIN: Duration = Duration::from_secs(120);
-
-/// The admin URI with another user (and no password: psql takes it from PGPASSWORD)
-/// and database.
-fn as_user(uri: &str, user: &str, db: &str) -> String {
-    let (scheme, rest) = uri.split_once("://").unwrap();
-    let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
-    let (hosts, query) = rest.split_once('?').unwrap();
-    let hosts = hosts.rsplit_once('/').map_or(hosts, |(h, _)| h);
-    format!("{scheme}://{user}@{hosts}/{db}?{query}")
-}
 
 async fn user_ready(herd: &Client, id: Uuid, name: &str) {
     eventually_async(&format!("user {name} ready"), APPLIED_WITHIN, || async {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Env, cluster, psql, refused};
+use common::{Env, as_user, cluster, psql, refused};
 use herd_client::Client;
 use herd_client::types::{
     AccessStatus, BackupDto, BackupRequest, BackupStatus, BackupType, ClusterStatus, CreateCluster, CreateDatabase,
@@ -66,15 +66,6 @@ async fn access_ready(herd: &Client, id: Uuid, user: &str, db: &str) {
         }
     })
     .await;
-}
-
-/// The admin URI with another user and database.
-fn as_user(uri: &str, user: &str, db: &str) -> String {
-    let (scheme, rest) = uri.split_once("://").unwrap();
-    let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
-    let (hosts, query) = rest.split_once('?').unwrap();
-    let hosts = hosts.rsplit_once('/').map_or(hosts, |(h, _)| h);
-    format!("{scheme}://{user}@{hosts}/{db}?{query}")
 }
 
 async fn count(env: &Env, api: &str, token: &str, id: Uuid) -> String {

@@ -435,6 +435,16 @@ impl Drop for Env {
 }
 
 /// Runs SQL with psql against a URI or conninfo; returns trimmed stdout.
+/// The admin URI with another user (and no password: psql takes it from PGPASSWORD)
+/// and database.
+pub fn as_user(uri: &str, user: &str, db: &str) -> String {
+    let (scheme, rest) = uri.split_once("://").unwrap();
+    let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
+    let (hosts, query) = rest.split_once('?').unwrap();
+    let hosts = hosts.rsplit_once('/').map_or(hosts, |(h, _)| h);
+    format!("{scheme}://{user}@{hosts}/{db}?{query}")
+}
+
 pub fn psql(conninfo: &str, password: &str, sql: &str) -> Result<String, String> {
     let out = Command::new("psql")
         .args([conninfo, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
