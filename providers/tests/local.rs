@@ -656,5 +656,18 @@ fn a_clusters_servers_share_a_service_user_that_goes_with_the_last() {
     assert!(exists(&user), "a-1 still runs as {user}");
     fx.rt.block_on(fx.provider.delete_server(&a1.id)).unwrap();
     assert!(!exists(&user), "{user} outlived its cluster's last server");
-    assert!(exists(b0.service_user.as_deref().unwrap()));
+    let b_user = b0.service_user.clone().unwrap();
+    assert!(exists(&b_user));
+
+    // A run killed before its cleanup leaves b-0 and its user: the suite's
+    // stop-leftovers (here told that the temp directory is this provider's root, so
+    // that it cannot touch other tests' servers) finds the user by its comment.
+    let passwd = std::process::Command::new("getent").args(["passwd", &b_user]).output().unwrap();
+    let gecos = String::from_utf8_lossy(&passwd.stdout).split(':').nth(4).unwrap_or_default().to_owned();
+    assert_eq!(gecos, format!("Herd cluster service user, provider root {}", fx.root().display()));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stop-leftovers.sh");
+    let out = std::process::Command::new(script).env("TMPDIR", fx.root()).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!exists(&b_user), "stop-leftovers left {b_user}: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("removed service user {b_user}")), "{out:?}");
 }

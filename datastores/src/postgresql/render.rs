@@ -911,6 +911,11 @@ mod tests {
         assert!(!etcd_script(&l, "etcd").unwrap().contains("pg_ctl"));
     }
 
+    /// What names one test's daemon on its command line (tests run side by side).
+    fn marker(dir: &std::path::Path) -> String {
+        format!("herd-testd-{}", dir.file_name().unwrap().to_string_lossy())
+    }
+
     /// A control script for `sh -c <body>` run as nobody, the way Herd renders etcd's.
     fn nobody_daemon(dir: &std::path::Path, body: &str) -> String {
         let at = |f: &str| quote(&dir.join(f).display().to_string());
@@ -923,9 +928,9 @@ mod tests {
                 group: "nogroup".into(),
                 pid_file: at("testd.pid"),
                 log_file: at("log/testd.log"),
-                match_: quote("herd-testd-marker"),
+                match_: quote(&marker(dir)),
                 env: "HOME=/".into(),
-                command: crate::shell::join(&["/bin/sh", "-c", body, "herd-testd-marker"]),
+                command: crate::shell::join(&["/bin/sh", "-c", body, &marker(dir)]),
                 runtime_dirs: vec![],
                 stop_timeout: 5,
                 stop_ticks: 50,
@@ -1002,5 +1007,40 @@ mod tests {
         assert!(run(&["status"]).status.success());
         assert!(run(&["stop"]).status.success());
         assert!(!run(&["status"]).status.success());
+    }
+    /// Two starts at once (the boot list and Herd, or a retried step) launch one daemon.
+    #[test]
+    fn concurrent_starts_launch_one_daemon_and_stop_ends_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let logs = dir.path().join("log");
+        std::fs::create_dir(&logs).unwrap();
+        std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let script = nobody_daemon(dir.path(), "while :; do sleep 1; done");
+        let count = || {
+            let out = Command::new("pgrep").args(["-c", "-f", &marker(dir.path())]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().unwrap_or(0)
+        };
+        struct StopOnDrop(String, String);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                let _ = Command::new("/bin/sh").args(["-c", &self.0, "testd", "stop"]).output();
+                let _ = Command::new("pkill").args(["-KILL", "-f", &self.1]).output();
+            }
+        }
+        let _stop = StopOnDrop(script.clone(), marker(dir.path()));
+        for round in 0..3 {
+            let starts: Vec<_> = (0..6)
+                .map(|_| Command::new("/bin/sh").args(["-c", &script, "testd", "start"]).spawn().unwrap())
+                .collect();
+            for mut s in starts {
+                assert!(s.wait().unwrap().success(), "round {round}: a start failed");
+            }
+            assert_eq!(count(), 1, "round {round}: daemons running after six concurrent starts");
+            let out = Command::new("/bin/sh").args(["-c", &script, "testd", "stop"]).output().unwrap();
+            assert!(out.status.success(), "{out:?}");
+            assert_eq!(count(), 0, "round {round}: a daemon survived stop");
+        }
     }
 }

@@ -320,7 +320,7 @@ impl Inner {
                 };
                 // Under the global lock: a cluster's servers share the user.
                 if let Some(user) = &record.service_user {
-                    users::ensure(user)?;
+                    users::ensure(user, &self.layout.root)?;
                 }
                 self.layout.save(Kind::Server, &id, &record)?;
                 tracing::info!(server = %id, address = %address, "loopback host allocated");
@@ -385,7 +385,7 @@ impl Inner {
         sshd::write_files(&paths, record, &opts)?;
         if let Some(user) = &record.service_user {
             // Again at every start: this machine may have been rebuilt from its state.
-            users::ensure(user)?;
+            users::ensure(user, &self.layout.root)?;
             users::restrict_root(&paths.root, user)?;
         }
         let timeout = Duration::from_secs(self.settings.start_timeout_secs);

@@ -60,10 +60,19 @@ pub(crate) fn can_manage() -> bool {
     std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
+/// The account comment: it names the provider root the user belongs to, so that
+/// `scripts/stop-leftovers.sh` can tell an interrupted test run's users (roots under
+/// the temp directory) from a `herd dev`'s. The passwd format forbids `:` and newlines.
+pub(crate) fn comment(root: &Path) -> String {
+    let root: String =
+        root.display().to_string().chars().map(|c| if c == ':' || c.is_control() { '_' } else { c }).collect();
+    format!("Herd cluster service user, provider root {root}")
+}
+
 /// Creates the user (and its group of the same name and ID) unless it exists.
 /// Callers hold the provider's global lock, so two servers of one cluster created
 /// at once never race here.
-pub(crate) fn ensure(name: &str) -> Result<(), ProviderError> {
+pub(crate) fn ensure(name: &str, root: &Path) -> Result<(), ProviderError> {
     if getent("passwd", name)?.is_some() {
         return Ok(());
     }
@@ -102,7 +111,7 @@ pub(crate) fn ensure(name: &str) -> Result<(), ProviderError> {
             "-s",
             "/usr/sbin/nologin",
             "-c",
-            "Herd cluster service user",
+            &comment(root),
             name,
         ]),
         "creating a service user",

@@ -23,7 +23,19 @@ HOLD={{ hold_file }}
 running() {
     pid=$(cat "$PIDFILE" 2>/dev/null) || return 1
     case "$pid" in '' | *[!0-9]*) return 1 ;; esac
+    grep -qF -- "$MATCH" "/proc/$pid/cmdline" 2>/dev/null && return 0
+    # While start's chain of execs runs, a live process's command line reads empty
+    # for an instant: a live pid gets a second look before it counts as not ours.
+    [ -d "/proc/$pid" ] || return 1
+    sleep 0.05
     grep -qF -- "$MATCH" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+# Starts and stops of this daemon take turns: two concurrent starts (a boot list
+# and Herd, or two of Herd's retries) would otherwise both see it stopped and both
+# launch one. The lock goes when this script exits; the daemon never inherits it.
+take_turn() {
+    mkdir -p -- "${PIDFILE%/*}" && exec 9>>"$PIDFILE.lock" && flock 9
 }
 
 as_user() {
@@ -62,7 +74,7 @@ start() {
     setsid sh -c 'echo $$ > "$1" && shift && exec "$@"' sh "$PIDFILE" \
         setpriv --reuid={{ user }} --regid={{ group }} --init-groups -- \
         sh -c 'exec "$@" >>"$0" 2>&1' "$LOGFILE" \
-        env {{ env }} {{ command }} </dev/null >/dev/null 2>"$PIDFILE.start" &
+        env {{ env }} {{ command }} </dev/null >/dev/null 2>"$PIDFILE.start" 9>&- &
     # Wait for the pid file so that a status right after start is exact.
     i=0
     while ! running && [ "$i" -lt 250 ]; do
@@ -110,6 +122,10 @@ stop() {
     rm -f "$PIDFILE"
     echo "{{ name }} stopped"
 }
+
+case "${1:-boot}" in
+boot | start | stop | reload) take_turn || exit 1 ;;
+esac
 
 case "${1:-boot}" in
 boot)
