@@ -128,20 +128,15 @@ pub(crate) fn ensure(name: &str, root: &Path) -> Result<(), ProviderError> {
 
 /// Removes the user and its group; callers have stopped every process of it.
 pub(crate) fn remove(name: &str) -> Result<(), ProviderError> {
-    if getent("passwd", name)?.is_some() {
-        let out = run(Command::new("userdel").arg(name), "removing a service user")?;
-        if !out.status.success() {
-            return Err(ProviderError::Transient(format!(
-                "userdel {name}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+    // userdel first: groupdel refuses a group that is still some user's primary one.
+    for (db, tool) in [("passwd", "userdel"), ("group", "groupdel")] {
+        if getent(db, name)?.is_none() {
+            continue;
         }
-    }
-    if getent("group", name)?.is_some() {
-        let out = run(Command::new("groupdel").arg(name), "removing a service group")?;
+        let out = run(Command::new(tool).arg(name), "removing a service user")?;
         if !out.status.success() {
             return Err(ProviderError::Transient(format!(
-                "groupdel {name}: {}",
+                "{tool} {name}: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
